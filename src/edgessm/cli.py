@@ -1,0 +1,271 @@
+"""The edgessm command line.
+
+Every command that prints figures takes --json and then prints one JSON object on
+stdout. Errors print one message (no traceback) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import EdgessmError
+
+
+def _emit(args, obj: dict, text: str | None = None):
+    if getattr(args, "json", False):
+        print(json.dumps(obj, default=_jsonable))
+    else:
+        print(text if text is not None else json.dumps(obj, indent=2, default=_jsonable))
+
+
+def _jsonable(o):
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
+# ---- commands -----------------------------------------------------------------------
+def cmd_train(args):
+    from .train import load_config, train
+    cfg = load_config(args.config)
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    if args.epochs is not None:
+        cfg.train.epochs = args.epochs
+    out = args.out or f"runs/{cfg.data.task}"
+    result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
+                   progress=not args.no_progress)
+    _emit(args, {"out": out, **result})
+
+
+def _load_model(name):
+    from . import io
+    return io.load(name)
+
+
+def _task_for(args, model):
+    """--task, else the task the model was trained on (from its checkpoint)."""
+    task = getattr(args, "task", None)
+    if task:
+        return task
+    run = getattr(model, "checkpoint_meta", {}).get("run", {})
+    task = run.get("data", {}).get("task")
+    if not task:
+        from .errors import ConfigError
+        raise ConfigError("no --task given and the checkpoint does not record its task")
+    return task
+
+
+def cmd_models(args):
+    from . import io
+    rows = []
+    for name, path in io.shipped_models().items():
+        meta = io.read_meta(path)
+        c = meta["config"]
+        m = meta.get("metrics", {})
+        rows.append({"name": name, "preset": c.get("preset"), "task": meta.get("run", {}).get("data", {}).get("task"),
+                     "d_model": c["d_model"], "d_state": c["d_state"], "n_layers": c["n_layers"],
+                     "test_accuracy": m.get("test_accuracy"), "quant": meta.get("quant", {}).get("name"),
+                     "bytes": (path / io.WEIGHTS).stat().st_size})
+    text = "\n".join(f"{r['name']:<16} {r['task'] or '?':<10} {r['preset']:<13} H={r['d_model']} "
+                     f"N={r['d_state']} layers={r['n_layers']}  test acc "
+                     f"{r['test_accuracy'] if r['test_accuracy'] is not None else '?'}  "
+                     f"{r['bytes'] / 1024:.0f} KiB" for r in rows) or "no shipped models"
+    _emit(args, {"models": rows}, text)
+
+
+def cmd_info(args):
+    from . import io
+    meta = io.read_meta(args.model)
+    model = io.load(args.model)
+    n = sum(p.numel() for p in model.parameters())
+    info = {"path": meta["_path"], "config": meta["config"], "metrics": meta.get("metrics", {}),
+            "parameters": n, "versions": meta.get("versions", {}), "quant": meta.get("quant")}
+    _emit(args, info)
+
+
+def cmd_eval(args):
+    import time
+
+    import torch
+
+    from .data import load_task
+    from .train import evaluate
+    model = _load_model(args.model)
+    task = _task_for(args, model)
+    ds = load_task(task, args.split, limit=args.limit, download=args.download)
+    if ds.info.d_input != model.config.d_input or ds.info.d_output != model.config.d_output:
+        from .errors import ConfigError
+        raise ConfigError(f"model {args.model} (d_input={model.config.d_input}, d_output="
+                          f"{model.config.d_output}) does not fit task {task} (d_input="
+                          f"{ds.info.d_input}, d_output={ds.info.d_output})")
+    t0 = time.time()
+    with torch.no_grad():
+        r = evaluate(model, ds, args.batch_size, progress=not args.json)
+    out = {"model": str(args.model), "task": task, "split": args.split, "accuracy": r["accuracy"],
+           "loss": r["loss"], "n": r["n"], "seconds": time.time() - t0}
+    _emit(args, out, f"{args.model} on {task} ({args.split}, {r['n']} samples): "
+                     f"accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}")
+
+
+def stream_trace(model, x, label=None):
+    """Feed one sequence (L, d) token by token; returns per-token predictions and timings."""
+    import time
+
+    import torch
+    state = model.init_state(1)
+    probs, times = [], []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            t0 = time.perf_counter()
+            logits, state = model.step(x[t:t + 1], state)
+            times.append(time.perf_counter() - t0)
+            probs.append(torch.softmax(logits[0].double(), -1))
+    P = torch.stack(probs)
+    pred = P.argmax(-1)
+    return {"probs": P, "pred": pred, "step_s": times, "label": label}
+
+
+def cmd_stream(args):
+    import statistics
+
+    from .data import load_task
+    model = _load_model(args.model)
+    task = _task_for(args, model)
+    ds = load_task(task, "test", limit=max(args.index, 0) + 1, download=args.download)
+    if args.index < 0 or args.index >= len(ds):
+        from .errors import ConfigError
+        raise ConfigError(f"--index {args.index} is out of range: {task} test has {len(ds)} samples")
+    x, y = ds[args.index]
+    tr = stream_trace(model, x, int(y))
+    L = x.shape[0]
+    marks = sorted({max(0, round(L * f) - 1) for f in (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)})
+    pred = tr["pred"].tolist()
+    conf = tr["probs"].max(-1).values.tolist()
+    correct_from = None
+    for t in range(L - 1, -1, -1):
+        if pred[t] != int(y):
+            break
+        correct_from = t
+    out = {"model": str(args.model), "task": task, "index": args.index, "label": int(y),
+           "prediction": pred[-1], "confidence": conf[-1], "tokens": L,
+           "correct_from_token": correct_from,
+           "us_per_token_median": 1e6 * statistics.median(tr["step_s"]),
+           "trace": [{"token": t + 1, "prediction": pred[t], "confidence": conf[t]} for t in marks]}
+    lines = [f"streaming {task} test sample {args.index} (label {int(y)}) through {args.model}, "
+             f"{L} tokens, {out['us_per_token_median']:.0f} us/token (median)",
+             f"{'token':>6} {'pred':>5} {'conf':>6}  confidence"]
+    for r in out["trace"]:
+        bar = "#" * int(round(30 * r["confidence"]))
+        lines.append(f"{r['token']:>6} {r['prediction']:>5} {r['confidence']:>6.3f}  {bar}")
+    lines.append(f"final: {pred[-1]} ({'correct' if pred[-1] == int(y) else 'wrong'}); "
+                 f"right and stable from token {correct_from + 1 if correct_from is not None else '-'}")
+    _emit(args, out, "\n".join(lines))
+
+
+def cmd_import_s4d(args):
+    import torch
+
+    from . import io
+    from .errors import CheckpointError
+    from .ssm.reference import from_reference_s4d
+    src = args.checkpoint
+    try:
+        if src.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(src)
+        else:
+            sd = torch.load(src, map_location="cpu", weights_only=True)  # restricted unpickler
+    except FileNotFoundError:
+        raise CheckpointError(f"{src} not found") from None
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"cannot read {src} as a state_dict ({type(e).__name__}: {e})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if args.prefix:
+        sd = {k[len(args.prefix):]: v for k, v in sd.items() if k.startswith(args.prefix)}
+    block = from_reference_s4d(sd)
+    path = io.save_block(block, args.out)
+    _emit(args, {"out": str(path), "d_model": block.s4d.d_model, "d_state": block.s4d.d_state})
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgessm", description="S4D models for token-by-token streaming "
+                                "on CPUs, neuromorphic and in-memory-compute hardware")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("train", help="train a model from a TOML config")
+    s.add_argument("config")
+    s.add_argument("--out", help="run directory (default runs/TASK)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--max-minutes", type=float, help="stop cleanly and save after this long")
+    s.add_argument("--init", help="start from this checkpoint's weights and model config")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("models", help="list the models shipped with edgessm")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("info", help="show a checkpoint's configuration and metrics")
+    s.add_argument("model", help="checkpoint directory or shipped model name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("eval", help="accuracy of a model on a task's test (or val) split")
+    s.add_argument("model", help="checkpoint directory or shipped model name")
+    s.add_argument("--task", help="task name (default: the task it was trained on)")
+    s.add_argument("--split", default="test", choices=["test", "val", "train"])
+    s.add_argument("--limit", type=int, help="only the first N samples")
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--download", action="store_true", help="download missing data")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("stream", help="feed one test sample token by token")
+    s.add_argument("model", help="checkpoint directory or shipped model name")
+    s.add_argument("--task")
+    s.add_argument("--index", type=int, default=0)
+    s.add_argument("--download", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stream)
+
+    s = sub.add_parser("import-s4d", help="import a state-spaces/s4 S4D layer state_dict")
+    s.add_argument("checkpoint", help=".pt (loaded with weights_only) or .safetensors")
+    s.add_argument("out", help="output directory")
+    s.add_argument("--prefix", default="", help="key prefix of the layer inside a larger state_dict")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_import_s4d)
+
+    s = sub.add_parser("demo", help="the main job: shipped model, evaluated and streamed")
+    s.add_argument("--limit", type=int, help="test samples to evaluate (default: all)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EdgessmError as e:
+        print(f"edgessm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgessm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

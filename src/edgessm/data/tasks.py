@@ -1,0 +1,238 @@
+"""Sequence tasks: the registry :data:`TASKS`, :class:`SequenceDataset` and :func:`load_task`.
+
+Every task is a classification problem over fixed-length sequences ``(L, d_input)``;
+models read the class out at the last token.
+
+Splits: ``"test"`` is the official test set. ``"val"`` is a fixed, seeded random subset
+(``val_fraction`` of it, ``numpy.random.default_rng(seed).permutation``) of the official
+train set and ``"train"`` is the rest, both kept in the original file order. The same
+``(val_fraction, seed)`` always gives the same split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+import torch
+
+from edgessm.errors import ConfigError, UnknownNameError
+
+from ._root import download_allowed, resolve_root
+from ._splits import split_indices
+from .fsdd import FSDD_SEQ_LEN
+
+__all__ = [
+    "TaskInfo",
+    "TASKS",
+    "SequenceDataset",
+    "load_task",
+    "split_indices",
+    "PSMNIST_SEED",
+    "psmnist_permutation",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "CIFAR_GRAY_MEAN",
+    "CIFAR_GRAY_STD",
+    "LUMA_WEIGHTS",
+]
+
+SPLITS = ("train", "val", "test")
+
+#: MNIST pixel mean/std (pixels in [0, 1]), the standard published constants.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+#: Seed of the fixed psMNIST pixel permutation: ``np.random.default_rng(92916).permutation(784)``.
+PSMNIST_SEED = 92916
+#: CIFAR-10 per-channel (R, G, B) mean/std, the standard published constants.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+#: ITU-R BT.601 luma weights for grayscale.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: Grayscale mean/std: the mean is the BT.601 luma of the published channel means; the std
+#: was measured (float64) on the 50,000 training images of the JPEG re-encoded copy in CI
+#: (canonical pixels differ slightly; the constant is fixed so results do not depend on it).
+CIFAR_GRAY_MEAN, CIFAR_GRAY_STD = 0.4809, 0.2388
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What a task looks like: sequences ``(seq_len, d_input)``, ``d_output`` classes."""
+
+    name: str
+    d_input: int
+    d_output: int
+    seq_len: int
+    description: str
+
+
+TASKS: dict[str, TaskInfo] = {
+    "smnist": TaskInfo(
+        "smnist", 1, 10, 784,
+        "Sequential MNIST: 28x28 digits read pixel by pixel in row-major order (784 x 1), "
+        "pixels scaled to [0, 1] then normalized with mean 0.1307, std 0.3081; 10 classes.",
+    ),
+    "psmnist": TaskInfo(
+        "psmnist", 1, 10, 784,
+        f"Permuted sequential MNIST: sMNIST with one fixed pixel permutation, "
+        f"numpy.random.default_rng(seed={PSMNIST_SEED}).permutation(784) (784 x 1); 10 classes.",
+    ),
+    "scifar": TaskInfo(
+        "scifar", 3, 10, 1024,
+        "Sequential CIFAR-10: 32x32 RGB images read pixel by pixel in row-major order "
+        "(1024 x 3), per-channel normalized with mean (0.4914, 0.4822, 0.4465), "
+        "std (0.2470, 0.2435, 0.2616); 10 classes.",
+    ),
+    "scifar-gray": TaskInfo(
+        "scifar-gray", 1, 10, 1024,
+        f"Sequential grayscale CIFAR-10: ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B) "
+        f"read pixel by pixel in row-major order (1024 x 1), normalized with mean "
+        f"{CIFAR_GRAY_MEAN}, std {CIFAR_GRAY_STD}; 10 classes.",
+    ),
+    "fsdd": TaskInfo(
+        "fsdd", 32, 10, FSDD_SEQ_LEN,
+        "Free Spoken Digit Dataset: 8 kHz recordings of spoken digits as 32-channel log-mel "
+        "frames (25 ms Hamming windows, 10 ms hop), normalized per channel with train-split "
+        f"statistics and left-padded with zeros to {FSDD_SEQ_LEN} frames (the longest "
+        "recording, 18,262 samples; a longer one would keep its last frames) so the last "
+        "token ends the utterance; 10 classes.",
+    ),
+    "fsdd-01": TaskInfo(
+        "fsdd-01", 32, 2, FSDD_SEQ_LEN,
+        "FSDD restricted to the digits 0 and 1 (labels 0/1), same log-mel front end as fsdd; "
+        "2 classes.",
+    ),
+}
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Materialized sequences: ``x`` (N, L, d_input) float32, ``y`` (N,) int64.
+
+    ``lengths`` (optional, (N,) int64) is the number of real (unpadded) tokens of each
+    sequence, for tasks that pad; ``None`` when every sequence is full length.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, info: TaskInfo,
+                 lengths: torch.Tensor | None = None):
+        if x.dtype != torch.float32 or x.dim() != 3:
+            raise ConfigError(f"SequenceDataset x must be float32 (N, L, d), got {x.dtype} {tuple(x.shape)}")
+        if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+            raise ConfigError(f"SequenceDataset y must be int64 ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+        self.x = x
+        self.y = y
+        self.info = info
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __repr__(self) -> str:
+        return f"SequenceDataset({self.info.name!r}, n={len(self)}, x={tuple(self.x.shape)})"
+
+
+def psmnist_permutation() -> np.ndarray:
+    """The fixed psMNIST permutation: ``np.random.default_rng(92916).permutation(784)``."""
+    return np.random.default_rng(seed=PSMNIST_SEED).permutation(784)
+
+
+def _limit(idx: np.ndarray, limit: int | None) -> np.ndarray:
+    return idx if limit is None else idx[:limit]
+
+
+def _pick(n_train: int, n_test: int, split: str, val_fraction: float, seed: int,
+          limit: int | None) -> tuple[str, np.ndarray]:
+    if split == "test":
+        return "test", _limit(np.arange(n_test), limit)
+    return "train", _limit(split_indices(n_train, split, val_fraction, seed), limit)
+
+
+def _load_mnist_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
+                     val_fraction: float, seed: int, limit: int | None) -> SequenceDataset:
+    from .mnist import load_mnist_arrays
+
+    arrays = load_mnist_arrays(root, download=download)
+    source, idx = _pick(60000, 10000, split, val_fraction, seed, limit)
+    images = arrays[f"{source}_images"].reshape(-1, 784)[idx]
+    if info.name == "psmnist":
+        images = images[:, psmnist_permutation()]
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
+    x.mul_(1.0 / (255.0 * MNIST_STD)).sub_(MNIST_MEAN / MNIST_STD)
+    y = torch.from_numpy(arrays[f"{source}_labels"][idx].astype(np.int64))
+    return SequenceDataset(x.unsqueeze(-1), y, info)
+
+
+def _load_cifar_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
+                     val_fraction: float, seed: int, limit: int | None) -> SequenceDataset:
+    from .cifar import load_cifar10_arrays
+
+    arrays = load_cifar10_arrays(root, download=download)
+    source, idx = _pick(len(arrays["train_labels"]), len(arrays["test_labels"]),
+                        split, val_fraction, seed, limit)
+    images = torch.from_numpy(np.ascontiguousarray(arrays[f"{source}_images"][idx]))
+    x = images.reshape(len(idx), 1024, 3).to(torch.float32).mul_(1.0 / 255.0)
+    if info.name == "scifar-gray":
+        x = (x @ torch.tensor(LUMA_WEIGHTS, dtype=torch.float32)).unsqueeze(-1)
+        x.sub_(CIFAR_GRAY_MEAN).div_(CIFAR_GRAY_STD)
+    else:
+        x.sub_(torch.tensor(CIFAR_MEAN)).div_(torch.tensor(CIFAR_STD))
+    y = torch.from_numpy(arrays[f"{source}_labels"][idx].astype(np.int64))
+    return SequenceDataset(x, y, info)
+
+
+def _load_fsdd_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
+                    val_fraction: float, seed: int, limit: int | None,
+                    speaker_holdout: str | None) -> SequenceDataset:
+    from .fsdd import load_fsdd_split
+
+    x, y, lengths = load_fsdd_split(
+        root, split, digits=(0, 1) if info.name == "fsdd-01" else None,
+        download=download, val_fraction=val_fraction, seed=seed,
+        speaker_holdout=speaker_holdout,
+    )
+    if limit is not None:
+        x, y, lengths = x[:limit], y[:limit], lengths[:limit]
+    return SequenceDataset(x, y, info, lengths=lengths)
+
+
+def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
+              download: bool = False, val_fraction: float = 0.1, seed: int = 0,
+              limit: int | None = None, speaker_holdout: str | None = None) -> SequenceDataset:
+    """Load one split of a task as a :class:`SequenceDataset`.
+
+    name: a key of :data:`TASKS`. split: "train", "val" (a seeded ``val_fraction`` subset
+    of the official train set) or "test". root: data root (default :func:`data_root`).
+    download: fetch missing files from the canonical source (also ``EDGESSM_DOWNLOAD=1``).
+    limit: keep only the first ``limit`` samples of the split.
+    speaker_holdout: FSDD only; put every recording of that speaker in the test split
+    and the other speakers' recordings in train/val (instead of the index 0-4 split).
+
+    Raises UnknownNameError for an unknown task, ConfigError for a bad argument and
+    DataError when the data are missing or corrupt.
+    """
+    if not isinstance(name, str) or name not in TASKS:
+        raise UnknownNameError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r} for task {name!r}; use one of {', '.join(SPLITS)}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
+        raise ConfigError(f"limit must be None or a non-negative integer, got {limit!r}")
+    info = TASKS[name]
+    is_fsdd = name.startswith("fsdd")
+    if speaker_holdout is not None and not is_fsdd:
+        raise ConfigError(f"speaker_holdout applies to the fsdd tasks only, not {name!r}")
+    rootp = resolve_root(root)
+    dl = download_allowed(download)
+    if name in ("smnist", "psmnist"):
+        return _load_mnist_task(info, rootp, split, dl, val_fraction, seed, limit)
+    if name in ("scifar", "scifar-gray"):
+        return _load_cifar_task(info, rootp, split, dl, val_fraction, seed, limit)
+    return _load_fsdd_task(info, rootp, split, dl, val_fraction, seed, limit, speaker_holdout)

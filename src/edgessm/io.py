@@ -1,0 +1,200 @@
+"""Checkpoints on disk: safetensors weights + JSON metadata, never pickle.
+
+A model directory holds ``weights.safetensors`` and ``model.json``::
+
+    {"format": "edgessm-model", "format_version": 1,
+     "config": {...ModelConfig...}, "metrics": {...}, "versions": {...},
+     "weights_sha256": "..."}
+
+``load(name_or_path)`` takes a directory or the name of a model shipped inside the
+package (``edgessm models`` lists them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, UnknownNameError
+from .ssm.network import ModelConfig, SequenceModel
+
+FORMAT = "edgessm-model"
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+META = "model.json"
+SHIPPED_DIR = Path(__file__).parent / "models"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Names of the models shipped in the package -> their directories."""
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(SHIPPED_DIR.iterdir()) if (p / META).is_file()}
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+    return {"edgessm": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(model: SequenceModel, path, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """Write `model` to directory `path` (created); returns the directory.
+
+    Written to temporary names first and renamed, so an interrupted save never leaves a
+    half-written checkpoint under the final name.
+    """
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp_w = path / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp_w))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "config": model.config.to_dict(), "metrics": metrics or {}, "versions": versions(),
+            "weights_sha256": _sha256(tmp_w)}
+    quant = getattr(model, "quant_meta", None)
+    if callable(quant):
+        meta["quant"] = quant()
+    if extra:
+        meta.update(extra)
+    tmp_m = path / (META + ".tmp")
+    tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp_w, path / WEIGHTS)
+    os.replace(tmp_m, path / META)
+    return path
+
+
+def resolve(name_or_path) -> Path:
+    """A checkpoint directory from a path or a shipped model's name."""
+    p = Path(name_or_path)
+    if (p / META).is_file():
+        return p
+    shipped = shipped_models()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    if p.exists():
+        raise CheckpointError(f"{p} is not an edgessm checkpoint: {META} is missing "
+                              f"(expected a directory written by edgessm.save or `edgessm train`)")
+    raise UnknownNameError(f"no checkpoint at {str(name_or_path)!r} and no shipped model of that name; "
+                           f"shipped models: {', '.join(shipped) or 'none'}")
+
+
+def read_meta(name_or_path) -> dict:
+    path = resolve(name_or_path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path / META} is not valid JSON ({e}); the checkpoint is corrupt") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path / META} is not an edgessm model file (format != {FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer edgessm (format {meta['format_version']}); "
+                              f"upgrade edgessm to load it")
+    meta["_path"] = str(path)
+    return meta
+
+
+def load_state(path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    wpath = path / WEIGHTS
+    if not wpath.is_file():
+        raise CheckpointError(f"{wpath} is missing; the checkpoint is incomplete")
+    want = meta.get("weights_sha256")
+    if want and _sha256(wpath) != want:
+        raise CheckpointError(f"{wpath} does not match the checksum in {META}; the file is corrupt "
+                              f"or was replaced")
+    try:
+        return load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{wpath} is not a readable safetensors file ({e})") from None
+
+
+def load(name_or_path, model: SequenceModel | None = None) -> SequenceModel:
+    """Load a checkpoint (directory or shipped name); into `model` if given.
+
+    Into an existing model, a checkpoint of another configuration raises
+    CheckpointError and leaves the model unchanged.
+    """
+    meta = read_meta(name_or_path)
+    path = Path(meta["_path"])
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / META} has no valid model config ({e})") from None
+    state = load_state(path, meta)
+    if model is None:
+        if "quant" in meta:
+            from .quant import build_quantized  # lazy: quant is optional for float models
+            model = build_quantized(config, meta["quant"])
+        else:
+            model = SequenceModel(config)
+    elif model.config.to_dict() != config.to_dict():
+        diff = {k: (v, config.to_dict()[k]) for k, v in model.config.to_dict().items()
+                if config.to_dict()[k] != v}
+        raise CheckpointError(f"checkpoint {path} has another model configuration "
+                              f"(field: (model, checkpoint)) {diff}; build the model from the "
+                              f"checkpoint with edgessm.load(path)")
+    own = model.state_dict()
+    bad = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    extra = [k for k in state if k not in own]
+    if bad or extra:
+        raise CheckpointError(f"checkpoint {path} does not fit its model: mismatched or missing "
+                              f"tensors {bad[:5]}, unexpected {extra[:5]}")
+    model.load_state_dict(state)
+    model.metrics = meta.get("metrics", {})
+    model.checkpoint_meta = {k: v for k, v in meta.items() if k != "_path"}
+    model.eval()
+    return model
+
+
+BLOCK_FORMAT = "edgessm-block"
+
+
+def _block_config(block) -> dict:
+    s = block.s4d
+    return {"d_model": s.d_model, "d_state": s.d_state, "activation": type(block.act).__name__.lower(),
+            "mixing": block.mixing, "residual": block.residual, "norm": block.norm_kind,
+            "prenorm": block.prenorm, "init": s.init, "discretization": s.discretization,
+            "learn_B": isinstance(s.B, torch.nn.Parameter)}
+
+
+def save_block(block, path) -> Path:
+    """Write one Block (e.g. imported from the reference S4D) to directory `path`."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in block.state_dict().items()}, str(path / WEIGHTS))
+    meta = {"format": BLOCK_FORMAT, "format_version": FORMAT_VERSION, "config": _block_config(block),
+            "dtype": str(block.s4d.log_dt.dtype).replace("torch.", ""), "versions": versions(),
+            "weights_sha256": _sha256(path / WEIGHTS)}
+    (path / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return path
+
+
+def load_block(path):
+    """Load a Block written by save_block."""
+    from .ssm.network import Block
+    path = Path(path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path / META} is missing or not valid JSON ({e})") from None
+    if meta.get("format") != BLOCK_FORMAT:
+        raise CheckpointError(f"{path} is not an edgessm block checkpoint (format {meta.get('format')!r})")
+    c = dict(meta["config"])
+    block = Block(c.pop("d_model"), c.pop("d_state"), **c).to(getattr(torch, meta.get("dtype", "float32")))
+    block.load_state_dict(load_state(path, meta))
+    return block.eval()

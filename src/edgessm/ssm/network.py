@@ -1,0 +1,237 @@
+"""S4D sequence classifier: encoder -> n blocks -> readout -> decoder.
+
+Block (pre/post norm optional):
+    z = norm(x)            if prenorm
+    z = S4D(z) -> activation -> dropout -> mixing -> dropout
+    z = z + x              if residual
+    z = norm(z)            if postnorm
+mixing ``glu``: Linear(H, 2H) then GLU; ``linear``: Linear(H, H) then the activation.
+
+Presets:
+    standard:     GELU, GLU mixing, residual, LayerNorm (pre), mean readout
+    neuromorphic: ReLU, Linear mixing, no norm, no residual, last-token readout
+                  (what a Loihi-2-class chip runs: every output a graded spike)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, InputError, UnknownNameError
+from .layer import S4D
+from .validate import check_tensor
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+NORMS = ("none", "layer", "batch")
+MIXINGS = ("glu", "linear")
+READOUTS = ("mean", "last")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a SequenceModel (saved in checkpoints)."""
+    d_input: int = 1
+    d_output: int = 10
+    d_model: int = 64
+    d_state: int = 64
+    n_layers: int = 4
+    activation: str = "gelu"
+    mixing: str = "glu"
+    residual: bool = True
+    norm: str = "layer"
+    prenorm: bool = True
+    dropout: float = 0.0
+    readout: str = "mean"
+    init: str = "lin"
+    discretization: str = "zoh"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    learn_B: bool = False
+    preset: str = "custom"
+
+    def __post_init__(self):
+        for name in ("d_input", "d_output", "d_model", "n_layers"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        for name, allowed in (("activation", tuple(ACTIVATIONS)), ("norm", NORMS),
+                              ("mixing", MIXINGS), ("readout", READOUTS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config field(s) {', '.join(unknown)}; "
+                              f"known fields: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "standard": dict(activation="gelu", mixing="glu", residual=True, norm="layer",
+                     prenorm=True, readout="mean"),
+    "neuromorphic": dict(activation="relu", mixing="linear", residual=False, norm="none",
+                         prenorm=False, readout="last", dropout=0.0),
+}
+
+
+class Block(nn.Module):
+    """One S4D block; (B, L, H) -> (B, L, H), with init_state/step for streaming."""
+
+    def __init__(self, d_model: int, d_state: int = 64, activation: str = "gelu",
+                 mixing: str = "glu", residual: bool = True, norm: str = "layer",
+                 prenorm: bool = True, dropout: float = 0.0, **s4d_kwargs):
+        super().__init__()
+        self.s4d = S4D(d_model, d_state, **s4d_kwargs)
+        self.act = ACTIVATIONS[activation]()
+        self.mixing, self.residual, self.prenorm = mixing, residual, prenorm
+        self.mix = nn.Linear(d_model, 2 * d_model if mixing == "glu" else d_model)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm_kind = norm
+        if norm == "layer":
+            self.norm = nn.LayerNorm(d_model)
+        elif norm == "batch":
+            self.norm = nn.BatchNorm1d(d_model)
+        else:
+            self.norm = None
+
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        if self.norm is None:
+            return z
+        if self.norm_kind == "batch":
+            if z.dim() == 3:
+                return self.norm(z.transpose(1, 2)).transpose(1, 2)
+            # one token: a per-token statistic is meaningless, use the running statistics
+            n = self.norm
+            return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+        return self.norm(z)
+
+    def _after_ssm(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        z = self.drop(self.act(z))
+        z = self.mix(z)
+        z = F.glu(z, dim=-1) if self.mixing == "glu" else self.act(z)
+        z = self.drop(z)
+        if self.residual:
+            z = z + x
+        if not self.prenorm:
+            z = self._norm(z)
+        return z
+
+    def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
+        z = self._norm(x) if self.prenorm else x
+        return self._after_ssm(self.s4d(z, mode=mode), x)
+
+    def init_state(self, batch: int = 1) -> torch.Tensor:
+        return self.s4d.init_state(batch)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t (B, H) -> (y_t (B, H), new state)."""
+        z = self._norm(x_t) if self.prenorm else x_t
+        z, state = self.s4d.step(z, state)
+        return self._after_ssm(z, x_t), state
+
+
+@dataclass
+class NetState:
+    """Streaming state of a SequenceModel: one S4D state per layer, plus the readout's.
+
+    ``t`` counts the tokens seen; ``sum`` is the running sum of the last block's output
+    (used by a mean readout). Treat as immutable: ``step`` returns a new NetState.
+    """
+    layers: list[torch.Tensor]
+    t: int = 0
+    sum: torch.Tensor | None = field(default=None)
+
+    @property
+    def batch(self) -> int:
+        return self.layers[0].shape[0]
+
+
+class SequenceModel(nn.Module):
+    """S4D classifier (B, L, d_input) -> (B, d_output), streamable token by token."""
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = ModelConfig(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        self.config = c = config
+        self.encoder = nn.Linear(c.d_input, c.d_model)
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.d_state, activation=c.activation, mixing=c.mixing,
+                  residual=c.residual, norm=c.norm, prenorm=c.prenorm, dropout=c.dropout,
+                  init=c.init, discretization=c.discretization, dt_min=c.dt_min,
+                  dt_max=c.dt_max, learn_B=c.learn_B)
+            for _ in range(c.n_layers))
+        self.decoder = nn.Linear(c.d_model, c.d_output)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "SequenceModel":
+        if name not in PRESETS:
+            raise UnknownNameError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        return cls(ModelConfig(**{**PRESETS[name], "preset": name, **overrides}))
+
+    def ssm_parameters(self) -> list[nn.Parameter]:
+        return [p for b in self.blocks for p in b.s4d.ssm_parameters()]
+
+    # ---- whole sequences ---------------------------------------------------------------
+    def features(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
+        """(B, L, d_input) -> last block's output (B, L, H)."""
+        check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+        h = self.encoder(x)
+        for block in self.blocks:
+            h = block(h, mode=mode)
+        return h
+
+    def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
+        """(B, L, d_input) -> logits (B, d_output) after the last token."""
+        h = self.features(x, mode)
+        h = h.mean(1) if self.config.readout == "mean" else h[:, -1]
+        return self.decoder(h)
+
+    def forward_tokens(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
+        """(B, L, d_input) -> logits after every token (B, L, d_output) (streaming readout)."""
+        h = self.features(x, mode)
+        if self.config.readout == "mean":
+            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
+        return self.decoder(h)
+
+    # ---- streaming ---------------------------------------------------------------------
+    def init_state(self, batch: int = 1) -> NetState:
+        if not isinstance(batch, int) or batch < 1:
+            raise InputError(f"batch must be a positive integer, got {batch!r}")
+        return NetState([b.init_state(batch) for b in self.blocks], 0, None)
+
+    def step(self, x_t: torch.Tensor, state: NetState) -> tuple[torch.Tensor, NetState]:
+        """One token x_t (B, d_input) -> (logits (B, d_output), new state).
+
+        The logits are the prediction after this token; after the last token of a sequence
+        they equal ``forward`` on the whole sequence. ``state`` is left unchanged.
+        """
+        check_tensor(x_t, ndim=2, last=self.config.d_input, name="x_t", what="(batch, d_input)")
+        if not isinstance(state, NetState) or len(state.layers) != len(self.blocks) \
+                or state.batch != x_t.shape[0]:
+            raise InputError(f"state does not belong to this model and batch {x_t.shape[0]}; "
+                             f"create it with init_state({x_t.shape[0]})")
+        h = self.encoder(x_t)
+        new_layers = []
+        for block, s in zip(self.blocks, state.layers):
+            h, s = block.step(h, s)
+            new_layers.append(s)
+        t = state.t + 1
+        if self.config.readout == "mean":
+            total = h if state.sum is None else state.sum + h
+            return self.decoder(total / t), NetState(new_layers, t, total)
+        return self.decoder(h), NetState(new_layers, t, None)

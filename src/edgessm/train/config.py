@@ -1,0 +1,103 @@
+"""Training configuration: a TOML file under configs/ loaded into dataclasses.
+
+A run is config + seed and is reproducible. Sections::
+
+    [model]  preset = "neuromorphic", then any ModelConfig field (d_model, d_state, ...)
+    [data]   task, val_fraction, limit_train, limit_val
+    [train]  epochs, batch_size, lr, ssm_lr, weight_decay, warmup_epochs, grad_clip, seed, ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..ssm.network import PRESETS, ModelConfig
+
+
+@dataclass
+class DataConfig:
+    task: str = "smnist"
+    val_fraction: float = 0.1
+    limit_train: int = 0          # 0: all
+    limit_val: int = 0
+    limit_test: int = 0
+    speaker_holdout: str = ""     # fsdd tasks: a speaker held out as the test set
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64          # global batch (split over processes under torchrun)
+    lr: float = 4e-3              # encoder, mixing, decoder, C, D
+    ssm_lr: float = 1e-3          # log_dt, A (and B): own group, no weight decay
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 256
+    threads: int = 0              # 0: torch default
+
+
+@dataclass
+class RunConfig:
+    model: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    extra: dict = field(default_factory=dict)   # other sections (e.g. quant, hw), kept verbatim
+
+    def model_config(self, d_input: int, d_output: int) -> ModelConfig:
+        m = dict(self.model)
+        preset = m.pop("preset", "standard")
+        if preset not in PRESETS and preset != "custom":
+            raise ConfigError(f"unknown preset {preset!r} in [model]; expected one of {', '.join(PRESETS)}")
+        base = dict(PRESETS.get(preset, {}))
+        return ModelConfig.from_dict({**base, "preset": preset, "d_input": d_input,
+                                      "d_output": d_output, **m})
+
+    def to_dict(self) -> dict:
+        return {"model": dict(self.model), "data": dataclasses.asdict(self.data),
+                "train": dataclasses.asdict(self.train), **self.extra}
+
+
+def _section(cls, d: dict, name: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{name}]; known: {', '.join(known)}")
+    out = {}
+    for k, v in d.items():
+        want = type(getattr(cls(), k))
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise ConfigError(f"[{name}] {k} must be of type {want.__name__}, got {v!r}")
+        out[k] = v
+    return cls(**out)
+
+
+def from_dict(d: dict) -> RunConfig:
+    d = dict(d)
+    model = d.pop("model", {})
+    if not isinstance(model, dict):
+        raise ConfigError("[model] must be a table")
+    data = _section(DataConfig, d.pop("data", {}), "data")
+    train = _section(TrainConfig, d.pop("train", {}), "train")
+    cfg = RunConfig(model=model, data=data, train=train, extra=d)
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("[train] epochs and batch_size must be >= 1")
+    return cfg
+
+
+def load_config(path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; configs live under configs/ "
+                          f"(e.g. configs/smnist.toml)")
+    try:
+        d = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return from_dict(d)

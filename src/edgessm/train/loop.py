@@ -1,0 +1,282 @@
+"""The training loop: AdamW (SSM parameters in their own group), cosine schedule with
+warmup, gradient clipping, a checkpoint every epoch, resume, a time budget, metrics as
+JSON lines, and DistributedDataParallel under torchrun (gloo on CPU, nccl on GPU).
+
+Output directory layout::
+
+    OUT/last/      model (weights.safetensors, model.json) + trainer.safetensors/json: resumable
+    OUT/best/      the model with the best validation accuracy, test metrics in model.json
+    OUT/metrics.jsonl
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import io
+from ..data import load_task
+from ..errors import CheckpointError
+from ..ssm.network import SequenceModel
+from .config import RunConfig
+
+
+# ---- distributed --------------------------------------------------------------------
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from the torchrun environment; (0, 1) without it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _init_dist(world: int):
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+
+
+# ---- evaluation ---------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = False) -> dict:
+    """Accuracy and mean cross-entropy of `model` on a SequenceDataset."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    it = range(0, len(dataset), batch_size)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="eval", unit="batch", leave=False, file=sys.stderr)
+    for s in it:
+        x, y = dataset.x[s:s + batch_size], dataset.y[s:s + batch_size]
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        n += len(y)
+    model.train(was_training)
+    return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": n}
+
+
+# ---- optimizer ----------------------------------------------------------------------
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    ssm_ids = {id(p) for p in model.ssm_parameters()} if hasattr(model, "ssm_parameters") else set()
+    ssm = [p for p in model.parameters() if id(p) in ssm_ids and p.requires_grad]
+    no_decay = [p for n, p in model.named_parameters()
+                if id(p) not in ssm_ids and p.requires_grad and (p.dim() < 2 or "norm" in n)]
+    nd_ids = {id(p) for p in no_decay}
+    rest = [p for p in model.parameters() if id(p) not in ssm_ids and id(p) not in nd_ids
+            and p.requires_grad]
+    groups = [{"params": rest, "lr": t.lr, "weight_decay": t.weight_decay, "base_lr": t.lr},
+              {"params": no_decay, "lr": t.lr, "weight_decay": 0.0, "base_lr": t.lr},
+              {"params": ssm, "lr": t.ssm_lr, "weight_decay": 0.0, "base_lr": t.ssm_lr}]
+    return torch.optim.AdamW([g for g in groups if g["params"]])
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup then cosine decay to zero."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---- trainer state on disk (safetensors + JSON) -------------------------------------
+def _save_trainer(path: Path, opt: torch.optim.Optimizer, info: dict):
+    from safetensors.torch import save_file
+    sd = opt.state_dict()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "trainer.safetensors.tmp"))
+    (path / "trainer.json.tmp").write_text(json.dumps(
+        {**info, "param_groups": sd["param_groups"]}, indent=1))
+    os.replace(path / "trainer.safetensors.tmp", path / "trainer.safetensors")
+    os.replace(path / "trainer.json.tmp", path / "trainer.json")
+
+
+def _load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
+    from safetensors.torch import load_file
+    try:
+        info = json.loads((path / "trainer.json").read_text())
+        tensors = load_file(str(path / "trainer.safetensors"))
+    except Exception as e:  # noqa: BLE001 - any failure means the checkpoint is unusable
+        raise CheckpointError(f"cannot resume from {path}: trainer state unreadable ({e}); "
+                              f"start without --resume or point at another run") from None
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    try:
+        opt.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot resume from {path}: optimizer state does not fit ({e})") from None
+    torch.set_rng_state(tensors["rng.torch"])
+    return info
+
+
+# ---- the loop -----------------------------------------------------------------------
+def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float | None = None,
+          init: str | None = None, progress: bool = True,
+          wrap: Callable[[SequenceModel], SequenceModel] | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
+    """Train per `cfg`, writing checkpoints and metrics under `out_dir`.
+
+    init: a checkpoint (path or shipped name) whose weights and model config start the run.
+    wrap: turns the float model into the model actually trained (e.g. quantization-aware).
+    Returns the final metrics (test accuracy of the best model, or {"stopped": True, ...}).
+    """
+    rank, world = dist_info()
+    _init_dist(world)
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if rank != 0:
+        log = lambda s: None  # noqa: E731
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if t.batch_size % world:
+        raise CheckpointError(f"batch_size {t.batch_size} must be divisible by the {world} processes")
+    out = Path(out_dir)
+    d = cfg.data
+    hold = d.speaker_holdout or None
+    kw = dict(val_fraction=d.val_fraction, seed=0, speaker_holdout=hold) if d.task.startswith("fsdd") \
+        else dict(val_fraction=d.val_fraction, seed=0)
+    train_ds = load_task(d.task, "train", limit=d.limit_train or None, **kw)
+    val_ds = load_task(d.task, "val", limit=d.limit_val or None, **kw)
+    info = train_ds.info
+
+    torch.manual_seed(t.seed)
+    if init is not None:
+        model = io.load(init)
+        model.train()
+    else:
+        model = SequenceModel(cfg.model_config(info.d_input, info.d_output))
+    if wrap is not None:
+        model = wrap(model)
+    opt = make_optimizer(model, cfg)
+    steps_per_epoch = len(train_ds) // t.batch_size
+    if steps_per_epoch == 0:
+        raise CheckpointError(f"train split has {len(train_ds)} samples, fewer than one batch of {t.batch_size}")
+    total = steps_per_epoch * t.epochs
+    warmup = int(t.warmup_epochs * steps_per_epoch)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0, "elapsed_s": 0.0}
+    last = out / "last"
+    if resume:
+        if not (last / "trainer.json").is_file():
+            raise CheckpointError(f"nothing to resume in {out}: {last}/trainer.json is missing")
+        io.load(last, model)
+        model.train()
+        state.update(_load_trainer(last, opt))
+        log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"task {d.task}: {len(train_ds)} train / {len(val_ds)} val, L={info.seq_len}; "
+        f"model {model.config.preset} H={model.config.d_model} N={model.config.d_state} "
+        f"layers={model.config.n_layers}, {n_params} parameters; {world} process(es), "
+        f"{torch.get_num_threads()} threads each")
+
+    def checkpoint(name: str, metrics: dict):
+        if rank == 0:
+            io.save(model, out / name, metrics=metrics, extra={"run": cfg.to_dict()})
+
+    def write_metrics(rec: dict):
+        if rank == 0:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    start = time.time() - state["elapsed_s"]
+    deadline = time.time() + 60 * max_minutes if max_minutes else None
+    local = t.batch_size // world
+    for epoch in range(state["epoch"], t.epochs):
+        g = torch.Generator().manual_seed(t.seed * 100003 + epoch)
+        perm = torch.randperm(len(train_ds), generator=g)
+        model.train()
+        loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
+        first = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{t.epochs}",
+                       unit="batch", file=sys.stderr, dynamic_ncols=True,
+                       mininterval=0.5 if sys.stderr.isatty() else 30)
+        for step in range(first, steps_per_epoch):
+            idx = perm[step * t.batch_size:(step + 1) * t.batch_size][rank * local:(rank + 1) * local]
+            x, y = train_ds.x[idx], train_ds.y[idx]
+            f = lr_factor(state["global_step"], total, warmup)
+            for grp in opt.param_groups:
+                grp["lr"] = grp["base_lr"] * f
+            logits = ddp(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            state["global_step"] += 1
+            state["step_in_epoch"] = step + 1
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(-1) == y).sum().item()
+            seen += len(y)
+            if bar is not None:
+                rate = seen * world / max(time.time() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                sps=f"{rate:.0f}", refresh=False)
+                bar.update(1)
+            if deadline is not None and time.time() > deadline:
+                if bar is not None:
+                    bar.close()
+                state.update(epoch=epoch, elapsed_s=time.time() - start)
+                checkpoint("last", {"partial_epoch": epoch})
+                if rank == 0:
+                    _save_trainer(out / "last", opt, state)
+                log(f"time budget of {max_minutes} min reached at epoch {epoch + 1} step {step + 1}; "
+                    f"saved {out / 'last'} (continue with --resume)")
+                return {"stopped": True, **state}
+        if bar is not None:
+            bar.close()
+        elapsed_epoch = time.time() - t0
+        val = evaluate(model, val_ds, t.eval_batch_size)
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+               "train_acc": correct / max(seen, 1), "val_loss": val["loss"], "val_acc": val["accuracy"],
+               "lr": opt.param_groups[0]["lr"],
+               "samples_per_s": seen * world / max(elapsed_epoch, 1e-9),
+               "epoch_s": elapsed_epoch, "elapsed_s": time.time() - start}
+        write_metrics(rec)
+        log(json.dumps(rec))
+        state.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.time() - start)
+        if val["accuracy"] > state["best_val"]:
+            state["best_val"] = val["accuracy"]
+            checkpoint("best", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
+        checkpoint("last", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
+        if rank == 0:
+            _save_trainer(out / "last", opt, state)
+    # ---- final test of the best model ----
+    result = {"epochs": t.epochs, "best_val_accuracy": state["best_val"],
+              "train_minutes": state["elapsed_s"] / 60}
+    if rank == 0:
+        test_ds = load_task(d.task, "test", limit=d.limit_test or None, **kw)
+        best = io.load(out / "best") if wrap is None else _reload_wrapped(out / "best", wrap)
+        test = evaluate(best, test_ds, t.eval_batch_size)
+        result.update(test_accuracy=test["accuracy"], test_loss=test["loss"], test_n=test["n"])
+        meta = io.read_meta(out / "best")
+        io.save(best, out / "best", metrics={**meta.get("metrics", {}), **result},
+                extra={"run": cfg.to_dict()})
+        write_metrics({"final": result})
+        log(json.dumps({"final": result}))
+    if world > 1:
+        torch.distributed.barrier()
+    return result
+
+
+def _reload_wrapped(path: Path, wrap):
+    return io.load(path)

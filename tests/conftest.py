@@ -1,0 +1,19 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+DATA = Path(os.environ.get("EDGESSM_DATA", Path.home() / ".cache" / "edgessm"))
+
+
+def have(*rel: str) -> bool:
+    return all((DATA / r).exists() for r in rel)
+
+
+needs_mnist = pytest.mark.skipif(not have("mnist/t10k-images-idx3-ubyte.gz"),
+                                 reason=f"MNIST not under data root {DATA} (set EDGESSM_DATA)")
+needs_fsdd = pytest.mark.skipif(not have("fsdd/recordings"),
+                                reason=f"FSDD not under data root {DATA} (set EDGESSM_DATA)")

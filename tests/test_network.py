@@ -1,0 +1,104 @@
+"""SequenceModel: presets, block options, whole-network streaming equals forward."""
+import pytest
+import torch
+
+import edgessm as es
+from edgessm.ssm.network import PRESETS
+
+
+def _stream(net, x):
+    state = net.init_state(x.shape[0])
+    outs = []
+    for t in range(x.shape[1]):
+        y, state = net.step(x[:, t], state)
+        outs.append(y)
+    return torch.stack(outs, 1), state
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_streaming_equals_forward(preset):
+    torch.manual_seed(0)
+    net = es.SequenceModel.from_preset(preset, d_input=3, d_output=5, d_model=16, d_state=8,
+                                       n_layers=3).double().eval()
+    x = torch.randn(4, 300, 3, dtype=torch.float64)
+    with torch.no_grad():
+        full = net(x)
+        per_token = net.forward_tokens(x)
+        streamed, state = _stream(net, x)
+    assert state.t == 300
+    torch.testing.assert_close(streamed[:, -1], full, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(streamed, per_token, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("opts", [
+    dict(norm="batch", prenorm=True), dict(norm="batch", prenorm=False),
+    dict(norm="layer", prenorm=False), dict(activation="relu", mixing="glu", residual=False),
+    dict(activation="gelu", mixing="linear", readout="last", norm="none"),
+    dict(init="inv", discretization="bilinear", learn_B=True), dict(init="real"),
+])
+def test_block_options_stream(opts):
+    torch.manual_seed(1)
+    net = es.SequenceModel(d_input=2, d_output=3, d_model=8, d_state=4, n_layers=2, dropout=0.1, **opts)
+    x = torch.randn(3, 64, 2)
+    net.train()
+    net(x).sum().backward()          # trains (batch norm statistics move)
+    net = net.double().eval()
+    x = x.double()
+    with torch.no_grad():
+        full = net(x)
+        streamed, _ = _stream(net, x)
+    torch.testing.assert_close(streamed[:, -1], full, rtol=1e-9, atol=1e-9)
+
+
+def test_presets_as_specified():
+    s = es.SequenceModel.from_preset("standard", d_model=8, d_state=4, n_layers=1).config
+    assert (s.activation, s.mixing, s.residual, s.norm, s.readout) == ("gelu", "glu", True, "layer", "mean")
+    n = es.SequenceModel.from_preset("neuromorphic", d_model=8, d_state=4, n_layers=1).config
+    assert (n.activation, n.mixing, n.residual, n.norm, n.readout) == ("relu", "linear", False, "none", "last")
+    with pytest.raises(es.UnknownNameError, match="neuromorphic"):
+        es.SequenceModel.from_preset("loihi")
+
+
+def test_mode_recurrent_whole_network():
+    torch.manual_seed(2)
+    net = es.SequenceModel.from_preset("standard", d_input=1, d_output=4, d_model=8, d_state=4,
+                                       n_layers=2).double().eval()
+    x = torch.randn(2, 100, 1, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x, mode="recurrent"), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(net(x), net(x, mode="chunked"), rtol=1e-9, atol=1e-9)
+
+
+def test_streams_in_a_batch_are_independent():
+    torch.manual_seed(3)
+    net = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=4, d_model=8, d_state=4,
+                                       n_layers=2).eval()
+    x = torch.randn(3, 50, 1)
+    with torch.no_grad():
+        both, _ = _stream(net, x)
+        alone, _ = _stream(net, x[1:2])
+    torch.testing.assert_close(both[1:2], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_network_rejects_bad_input_and_keeps_state():
+    net = es.SequenceModel.from_preset("standard", d_input=2, d_output=3, d_model=8, d_state=4, n_layers=1)
+    with pytest.raises(es.InputError, match="last dimension 2"):
+        net(torch.randn(1, 10, 3))
+    with pytest.raises(es.InputError, match="floating-point"):
+        net(torch.zeros(1, 10, 2, dtype=torch.int64))
+    state = net.init_state(2)
+    _, state = net.step(torch.randn(2, 2), state)
+    snapshot = [s.clone() for s in state.layers], state.t, state.sum.clone()
+    with pytest.raises(es.InputError, match="NaN"):
+        net.step(torch.tensor([[0.0, float("inf")], [0.0, 0.0]]), state)
+    with pytest.raises(es.InputError, match="init_state"):
+        net.step(torch.randn(3, 2), state)
+    assert all(torch.equal(a, b) for a, b in zip(state.layers, snapshot[0]))
+    assert state.t == snapshot[1] and torch.equal(state.sum, snapshot[2])
+
+
+@pytest.mark.parametrize("bad", [dict(d_model=0), dict(activation="tanh"), dict(norm="group"),
+                                 dict(dropout=1.0), dict(readout="max"), dict(n_layers=True)])
+def test_config_errors(bad):
+    with pytest.raises(es.ConfigError):
+        es.ModelConfig(**bad)
