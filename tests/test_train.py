@@ -1,0 +1,114 @@
+"""Training loop: reproducibility, checkpoints, resume, time budget, DDP, config errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import edgessm as es
+from edgessm.train import from_dict, load_config, train
+
+from conftest import needs_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1},
+        "data": {"task": "smnist", "limit_train": 128, "limit_val": 32, "limit_test": 32},
+        "train": {"epochs": 2, "batch_size": 32, "seed": 3, "warmup_epochs": 0.5}}
+
+
+def _weights(path):
+    return es.load(path).state_dict()
+
+
+def _same(a, b, atol=0.0):
+    return all(torch.allclose(a[k], b[k], rtol=0, atol=atol) for k in a)
+
+
+@needs_mnist
+def test_train_writes_checkpoints_and_is_reproducible(tmp_path):
+    cfg = from_dict(TINY)
+    r1 = train(cfg, tmp_path / "a", progress=False)
+    assert 0 <= r1["test_accuracy"] <= 1 and r1["test_n"] == 32
+    lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines[:2]] == [1, 2] and "final" in lines[2]
+    assert lines[0]["samples_per_s"] > 0
+    meta = json.loads((tmp_path / "a" / "best" / "model.json").read_text())
+    assert meta["metrics"]["test_accuracy"] == r1["test_accuracy"]
+    assert meta["run"]["data"]["task"] == "smnist"
+    train(from_dict(TINY), tmp_path / "b", progress=False)
+    assert _same(_weights(tmp_path / "a" / "last"), _weights(tmp_path / "b" / "last"))
+
+
+@needs_mnist
+def test_time_budget_then_resume_equals_uninterrupted(tmp_path):
+    full = train(from_dict(TINY), tmp_path / "full", progress=False)
+    stopped = train(from_dict(TINY), tmp_path / "part", max_minutes=1e-6, progress=False)
+    assert stopped["stopped"] and stopped["step_in_epoch"] == 1
+    assert (tmp_path / "part" / "last" / "trainer.safetensors").is_file()
+    resumed = train(from_dict(TINY), tmp_path / "part", resume=True, progress=False)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"), atol=1e-6)
+
+
+@needs_mnist
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(es.CheckpointError, match="nothing to resume"):
+        train(from_dict(TINY), tmp_path / "none", resume=True, progress=False)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(es.ConfigError, match="unknown key"):
+        from_dict({"train": {"epochz": 3}})
+    with pytest.raises(es.ConfigError, match="must be of type int"):
+        from_dict({"train": {"epochs": "3"}})
+    with pytest.raises(es.ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[train\nepochs=")
+    with pytest.raises(es.ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    with pytest.raises(es.ConfigError, match="unknown model config"):
+        from_dict({"model": {"preset": "standard", "d_modle": 3}}).model_config(1, 10)
+
+
+def test_every_shipped_config_parses():
+    for path in sorted((ROOT / "configs").glob("*.toml")):
+        cfg = load_config(path)
+        from edgessm.data import TASKS
+        info = TASKS[cfg.data.task]
+        cfg.model_config(info.d_input, info.d_output)
+
+
+@needs_mnist
+def test_ddp_two_processes_match_one(tmp_path):
+    """torchrun with 2 CPU processes (gloo) gives the weights of 1 process, same global batch."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("""
+[model]
+preset = "neuromorphic"
+d_model = 8
+d_state = 4
+n_layers = 1
+[data]
+task = "smnist"
+limit_train = 128
+limit_val = 32
+limit_test = 32
+[train]
+epochs = 1
+batch_size = 32
+seed = 5
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "edgessm", "train", str(cfg), "--out", str(tmp_path / "one"),
+                          "--no-progress", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "edgessm", "train", str(cfg), "--out", str(tmp_path / "two"),
+                          "--no-progress", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr
+    assert "2 process(es)" in two.stderr
+    assert _same(_weights(tmp_path / "one" / "last"), _weights(tmp_path / "two" / "last"), atol=1e-5)
