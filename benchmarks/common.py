@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: machine description, JSON lines, appending to RESULTS.md."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def emit(rec: dict) -> None:
+    print(json.dumps(rec), flush=True)
+
+
+def append_results(title: str, table: list[str], notes: str = "") -> None:
+    """Append a section with the command line, the machine and a markdown table."""
+    cmd = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    m = machine()
+    lines = [f"\n### {title}", "",
+             f"`{cmd}` ({datetime.date.today().isoformat()}; {m['cpu']}, {m['cores']} cores, "
+             f"torch {m['torch']}, Python {m['python']})", ""]
+    lines += table
+    if notes:
+        lines += ["", notes]
+    with open(RESULTS, "a") as f:
+        f.write("\n".join(lines) + "\n")

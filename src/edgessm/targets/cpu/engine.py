@@ -1,0 +1,270 @@
+"""The `cpu` target: float32 streaming on this CPU, measured, not modelled.
+
+Two engines answer the Program protocol:
+
+* ``fast`` (default): the whole network step in one C call (``kernel.c``), preallocated
+  state, no Python work per layer per token; the state is updated in place.
+* ``torch``: ``SequenceModel.step`` in PyTorch (the reference the fast engine is tested against).
+
+``cost()`` measures the time per token on this machine; energy is that time times a
+stated power (no energy counter is readable here, see ``CPU_POWER``).
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import ConfigError, InputError
+from ..base import Cost, Program, Target, register
+from .build import build_shared
+
+# Assumed active power of the cores running the engine, W per busy core. Not measured:
+# no RAPL energy counter is exposed on this machine. AMD EPYC 7B13-class parts have a
+# 225-280 W TDP for 64 cores, i.e. about 3.5-4.4 W per core at full load; 4 W is used.
+CPU_POWER = {"watts_per_core": 4.0,
+             "source": "assumed from AMD EPYC TDP / core count (225-280 W / 64 cores); not measured"}
+
+_P = ctypes.POINTER(ctypes.c_float)
+_PP = ctypes.POINTER(_P)
+
+
+class _Net(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int) for n in ("d_in", "H", "N2", "d_out", "n_layers", "act", "mix",
+                                             "residual", "norm", "prenorm", "readout_mean")] + \
+               [("eps", ctypes.c_float)] + [(n, _P) for n in ("enc_w", "enc_b", "dec_w", "dec_b")] + \
+               [(n, _PP) for n in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re", "C_im", "D",
+                                   "mix_w", "mix_b", "gamma", "beta")]
+
+
+_LIB = None
+
+
+def _lib():
+    global _LIB
+    if _LIB is None:
+        lib = build_shared(Path(__file__).with_name("kernel.c"))
+        lib.edgessm_state_floats.restype = ctypes.c_size_t
+        lib.edgessm_state_floats.argtypes = [ctypes.POINTER(_Net)]
+        lib.edgessm_step.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.POINTER(ctypes.c_long),
+                                     ctypes.c_int, _P]
+        lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long, _P]
+        _LIB = lib
+    return _LIB
+
+
+def _f32(t) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().double().numpy(), dtype=np.float32)
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(_P)
+
+
+def check_model(model) -> None:
+    from ...ssm.network import SequenceModel
+    if not isinstance(model, SequenceModel):
+        raise ConfigError(f"the cpu target compiles a SequenceModel, got {type(model).__name__}")
+
+
+class StreamState:
+    """Fast-engine state of `batch` streams: one float32 row per stream, plus token counts."""
+
+    def __init__(self, batch: int, floats: int):
+        self.buf = np.zeros((batch, floats), dtype=np.float32)
+        self.t = np.zeros(batch, dtype=np.int64)
+
+    @property
+    def batch(self) -> int:
+        return self.buf.shape[0]
+
+    def copy(self) -> "StreamState":
+        s = StreamState.__new__(StreamState)
+        s.buf, s.t = self.buf.copy(), self.t.copy()
+        return s
+
+
+class FastProgram(Program):
+    target = "cpu"
+    engine = "fast"
+
+    def __init__(self, model):
+        check_model(model)
+        c = model.config
+        self.config = c
+        self.d_input, self.d_output, H = c.d_input, c.d_output, c.d_model
+        keep = []  # numpy arrays the struct points into
+
+        def arr(t):
+            a = _f32(t)
+            keep.append(a)
+            return a
+
+        def ptr_array(arrays):
+            p = (_P * len(arrays))(*[_ptr(a) for a in arrays])
+            keep.append(p)
+            return ctypes.cast(p, _PP)
+
+        layers = {k: [] for k in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re", "C_im", "D", "mix_w",
+                                  "mix_b", "gamma", "beta")}
+        eps = 1e-5
+        norm_kind = {"none": 0, "layer": 1, "batch": 2}[c.norm]
+        with torch.no_grad():
+            for b in model.blocks:
+                dA, dB, C = (t.to(torch.complex128) for t in b.s4d.discrete())
+                for name, v in (("dA", dA), ("dB", dB), ("C", C)):
+                    layers[name + "_re"].append(arr(v.real))
+                    layers[name + "_im"].append(arr(v.imag))
+                layers["D"].append(arr(b.s4d.D))
+                layers["mix_w"].append(arr(b.mix.weight))
+                layers["mix_b"].append(arr(b.mix.bias))
+                if c.norm == "layer":
+                    gamma, beta, eps = b.norm.weight, b.norm.bias, b.norm.eps
+                elif c.norm == "batch":
+                    n = b.norm
+                    inv = 1.0 / torch.sqrt(n.running_var.double() + n.eps)
+                    gamma = n.weight.double() * inv
+                    beta = n.bias.double() - n.running_mean.double() * gamma
+                else:
+                    gamma, beta = torch.ones(H), torch.zeros(H)
+                layers["gamma"].append(arr(gamma))
+                layers["beta"].append(arr(beta))
+            enc_w, enc_b = arr(model.encoder.weight), arr(model.encoder.bias)
+            dec_w, dec_b = arr(model.decoder.weight), arr(model.decoder.bias)
+        self._net = _Net(c.d_input, H, c.d_state // 2, c.d_output, c.n_layers,
+                         0 if c.activation == "relu" else 1, 1 if c.mixing == "glu" else 0,
+                         int(c.residual), norm_kind, int(c.prenorm), int(c.readout == "mean"), eps,
+                         _ptr(enc_w), _ptr(enc_b), _ptr(dec_w), _ptr(dec_b),
+                         *[ptr_array(layers[k]) for k in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re",
+                                                           "C_im", "D", "mix_w", "mix_b", "gamma", "beta")])
+        self._keep = keep
+        self._lib = _lib()
+        self.state_floats = int(self._lib.edgessm_state_floats(ctypes.byref(self._net)))
+        self._work = np.zeros(6 * H, dtype=np.float32)
+        self.weight_bytes = sum(a.nbytes for a in keep if isinstance(a, np.ndarray))
+
+    # ---- protocol ------------------------------------------------------------------------
+    def init_state(self, batch: int = 1) -> StreamState:
+        if not isinstance(batch, int) or batch < 1:
+            raise InputError(f"batch must be a positive integer, got {batch!r}")
+        return StreamState(batch, self.state_floats)
+
+    def _check_tokens(self, x: np.ndarray, batch: int) -> None:
+        if x.shape != (batch, self.d_input):
+            raise InputError(f"token has shape {x.shape}, expected (batch={batch}, d_input={self.d_input})")
+        if not np.isfinite(x).all():
+            raise InputError("token contains NaN or infinite values; the state was not changed")
+
+    def step_numpy(self, x: np.ndarray, state: StreamState, out: np.ndarray | None = None) -> np.ndarray:
+        """x (B, d_in) float32 -> logits (B, d_out); updates `state` in place."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._check_tokens(x, state.batch)
+        if out is None:
+            out = np.empty((state.batch, self.d_output), dtype=np.float32)
+        state.t += 1
+        self._lib.edgessm_step(ctypes.byref(self._net), _ptr(state.buf), _ptr(x), _ptr(out),
+                               state.t.ctypes.data_as(ctypes.POINTER(ctypes.c_long)), state.batch,
+                               _ptr(self._work))
+        return out
+
+    def step(self, x_t, state: StreamState):
+        """One token of every stream; the state is updated in place and returned."""
+        x = x_t.detach().cpu().numpy() if isinstance(x_t, torch.Tensor) else np.asarray(x_t)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputError(f"token must be floating point, got {x.dtype}")
+        return torch.from_numpy(self.step_numpy(x, state)), state
+
+    def run(self, X) -> torch.Tensor:
+        x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        if x.ndim != 3 or x.shape[2] != self.d_input:
+            raise InputError(f"X has shape {x.shape}, expected (batch, length, {self.d_input})")
+        if not np.isfinite(x).all():
+            raise InputError("X contains NaN or infinite values")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        B, L, _ = x.shape
+        out = np.empty((B, L, self.d_output), dtype=np.float32)
+        for b in range(B):
+            s = np.zeros(self.state_floats, dtype=np.float32)
+            self._lib.edgessm_run(ctypes.byref(self._net), _ptr(s), _ptr(x[b]), _ptr(out[b]), L, 0,
+                                  _ptr(self._work))
+        return torch.from_numpy(out)
+
+    def resources(self) -> dict:
+        return {"weight_bytes": self.weight_bytes, "state_bytes_per_stream": 4 * self.state_floats,
+                "engine": "fast (C, float32)"}
+
+    def time_per_token(self, tokens: int = 2000, batch: int = 1) -> float:
+        """Measured seconds per step (all `batch` streams) on this machine."""
+        state = self.init_state(batch)
+        x = np.random.default_rng(0).standard_normal((batch, self.d_input)).astype(np.float32)
+        out = np.empty((batch, self.d_output), dtype=np.float32)
+        for _ in range(20):
+            self.step_numpy(x, state, out)
+        t0 = time.perf_counter()
+        for _ in range(tokens):
+            self.step_numpy(x, state, out)
+        return (time.perf_counter() - t0) / tokens
+
+    def cost(self, tokens: int = 2000, batch: int = 1) -> Cost:
+        s = self.time_per_token(tokens, batch)
+        p = CPU_POWER["watts_per_core"]
+        return Cost(energy_per_token_j=p * s / batch, latency_per_token_s=s,
+                    throughput_tokens_per_s=batch / s, power_w=p, mode="token", measured=True,
+                    assumptions={"cpu_power_w": CPU_POWER, "threads": 1, "batch": batch,
+                                 "energy": "measured time x assumed power"})
+
+
+class TorchProgram(Program):
+    """PyTorch `net.step`, behind the same protocol (the reference for the fast engine)."""
+    target = "cpu"
+    engine = "torch"
+
+    def __init__(self, model):
+        check_model(model)
+        self.model = model.eval()
+        self.d_input, self.d_output = model.config.d_input, model.config.d_output
+
+    def init_state(self, batch: int = 1):
+        return self.model.init_state(batch)
+
+    @torch.no_grad()
+    def step(self, x_t, state):
+        return self.model.step(x_t, state)
+
+    @torch.no_grad()
+    def run(self, X):
+        return self.model.forward_tokens(X)
+
+    def resources(self) -> dict:
+        return {"weight_bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()),
+                "engine": "torch"}
+
+    def cost(self, tokens: int = 500, batch: int = 1) -> Cost:
+        state = self.init_state(batch)
+        x = torch.randn(batch, self.d_input)
+        with torch.no_grad():
+            for _ in range(10):
+                _, state = self.model.step(x, state)
+            t0 = time.perf_counter()
+            for _ in range(tokens):
+                _, state = self.model.step(x, state)
+        s = (time.perf_counter() - t0) / tokens
+        p = CPU_POWER["watts_per_core"] * torch.get_num_threads()
+        return Cost(p * s / batch, s, batch / s, p, "token", True,
+                    {"cpu_power_w": CPU_POWER, "threads": torch.get_num_threads(), "batch": batch})
+
+
+@register("cpu")
+class CpuTarget(Target):
+    def compile(self, model, spec=None, engine: str = "fast", **options) -> Program:
+        if options:
+            raise ConfigError(f"unknown option(s) for the cpu target: {', '.join(options)}; "
+                              f"known: engine")
+        if engine == "fast":
+            return FastProgram(model)
+        if engine == "torch":
+            return TorchProgram(model)
+        raise ConfigError(f"unknown cpu engine {engine!r}; expected 'fast' or 'torch'")
