@@ -5,9 +5,10 @@ from .ssm import S4D, Block, ModelConfig, NetState, SequenceModel, from_referenc
 from .io import load, save
 from . import targets
 from .targets import Cost
+from .targets.cpu import StreamPool
 
 __version__ = "0.1.0"
 
 __all__ = ["S4D", "Block", "SequenceModel", "ModelConfig", "NetState", "from_reference_s4d",
            "save", "load", "EdgessmError", "InputError", "ConfigError", "DataError",
-           "CheckpointError", "UnknownNameError", "targets", "Cost", "__version__"]
+           "CheckpointError", "UnknownNameError", "targets", "Cost", "StreamPool", "__version__"]

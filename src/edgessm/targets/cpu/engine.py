@@ -52,6 +52,8 @@ def _lib():
         lib.edgessm_step.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.POINTER(ctypes.c_long),
                                      ctypes.c_int, _P]
         lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long, _P]
+        lib.edgessm_step_rows.argtypes = [ctypes.POINTER(_Net), _P, ctypes.POINTER(ctypes.c_long),
+                                          ctypes.c_int, _P, _P, ctypes.POINTER(ctypes.c_long), _P]
         _LIB = lib
     return _LIB
 

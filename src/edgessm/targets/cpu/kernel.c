@@ -113,3 +113,12 @@ void edgessm_run(const Net *n, float *state, const float *x, float *out, long L,
     for (long k = 0; k < L; k++)
         one_stream(n, state, x + k * n->d_in, out + k * n->d_out, work, t0 + k + 1);
 }
+
+/* One token for the streams listed in idx (rows of `states`); x and out have n rows. */
+void edgessm_step_rows(const Net *n, float *states, const long *idx, int count, const float *x,
+                       float *out, const long *t, float *work) {
+    size_t S = edgessm_state_floats(n);
+    for (int j = 0; j < count; j++)
+        one_stream(n, states + idx[j] * S, x + (size_t)j * n->d_in, out + (size_t)j * n->d_out,
+                   work, t[idx[j]]);
+}
