@@ -191,6 +191,23 @@ def cmd_import_s4d(args):
     _emit(args, {"out": str(path), "d_model": block.s4d.d_model, "d_state": block.s4d.d_state})
 
 
+def cmd_bench(args):
+    from .bench.stream import bench_stream
+    if args.what != "stream":
+        from .errors import ConfigError
+        raise ConfigError(f"unknown benchmark {args.what!r}; available: stream")
+    model = _load_model(args.model)
+    batches = tuple(int(b) for b in args.batch.split(","))
+    r = bench_stream(model, batches, args.tokens, threads=args.threads)
+    r["model"] = str(args.model)
+    lines = [f"{args.model}: {r['flops_per_token'] / 1e6:.3f} MFLOP/token, {args.threads} thread(s)",
+             f"{'engine':<18} {'batch':>6} {'us/step':>10} {'us/token':>10} {'tokens/s':>12} {'GFLOP/s':>8}"]
+    for name, e in r["engines"].items():
+        lines.append(f"{name:<18} {e['batch']:>6} {e['us_per_step']:>10.1f} {e['us_per_token']:>10.2f} "
+                     f"{e['tokens_per_s']:>12.0f} {e['gflop_per_s']:>8.2f}")
+    _emit(args, r, "\n".join(lines))
+
+
 def cmd_demo(args):
     from .demo import run_demo
     run_demo(args)
@@ -246,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefix", default="", help="key prefix of the layer inside a larger state_dict")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_import_s4d)
+
+    s = sub.add_parser("bench", help="measure streaming speed on this CPU (engines side by side)")
+    s.add_argument("what", choices=["stream"])
+    s.add_argument("model", help="checkpoint directory or shipped model name")
+    s.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,64,1024")
+    s.add_argument("--tokens", type=int, default=1000)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the main job: shipped model, evaluated and streamed")
     s.add_argument("--limit", type=int, help="test samples to evaluate (default: all)")

@@ -1,0 +1,1 @@
+"""Measurements on this machine (nothing in the library imports this package)."""

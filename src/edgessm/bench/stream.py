@@ -1,0 +1,81 @@
+"""Streaming speed of one model on this CPU, engine by engine:
+
+* ``cpu-fast``   the C kernel, one token of every stream per call (targets/cpu)
+* ``torch-step`` PyTorch ``SequenceModel.step`` per token
+* ``torch-conv`` PyTorch FFT convolution over whole sequences (offline; per-token cost = time / L)
+
+Figures are wall-clock medians over repeats; `threads` torch threads (the C kernel is single-threaded).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def flops_per_token(config) -> float:
+    """Multiply-adds x 2 of one token through the network (the arithmetic bound's numerator)."""
+    H, N2, c = config.d_model, config.d_state // 2, config
+    ssm = H * N2 * (8 + 4) + 3 * H            # complex state update + output, D u, activation
+    mix = 2 * H * (2 * H if c.mixing == "glu" else H)
+    norm = 6 * H if c.norm != "none" else 0
+    return c.d_input * H * 2 + c.n_layers * (ssm + mix + norm) + 2 * H * c.d_output
+
+
+def bench_stream(model, batches=(1,), tokens: int = 1000, seq_len: int = 784, threads: int = 1,
+                 repeats: int = 5) -> dict:
+    from ..targets import get
+    torch.set_num_threads(threads)
+    model = model.eval()
+    fast = get("cpu").compile(model)
+    d = model.config.d_input
+    out = {"flops_per_token": flops_per_token(model.config), "threads": threads, "engines": {}}
+    rng = np.random.default_rng(0)
+    for b in batches:
+        key = "" if len(batches) == 1 else f"@{b}"
+        x = rng.standard_normal((b, d)).astype(np.float32)
+        state = fast.init_state(b)
+        y = np.empty((b, model.config.d_output), dtype=np.float32)
+        n = max(20, tokens // b)
+
+        def run_fast():
+            for _ in range(n):
+                fast.step_numpy(x, state, y)
+        t_fast = _median_time(run_fast, repeats) / n
+        xt = torch.from_numpy(x)
+        st = [model.init_state(b)]
+        m = max(5, min(n, 200 // max(1, b // 16)))
+
+        def run_step():
+            with torch.no_grad():
+                s = st[0]
+                for _ in range(m):
+                    _, s = model.step(xt, s)
+                st[0] = s
+        t_step = _median_time(run_step, max(2, repeats // 2)) / m
+        X = torch.randn(b, seq_len, d)
+
+        def run_conv():
+            with torch.no_grad():
+                model.forward_tokens(X)
+        t_conv = _median_time(run_conv, max(2, repeats // 2)) / seq_len
+        for name, t in (("cpu-fast", t_fast), ("torch-step", t_step), ("torch-conv", t_conv)):
+            out["engines"][name + key] = {
+                "batch": b, "us_per_step": 1e6 * t, "us_per_token": 1e6 * t / b,
+                "tokens_per_s": b / t, "gflop_per_s": out["flops_per_token"] * b / t / 1e9}
+    e = out["engines"]
+    k = "" if len(batches) == 1 else f"@{batches[0]}"
+    out["speedup_fast_vs_step"] = e["torch-step" + k]["us_per_step"] / e["cpu-fast" + k]["us_per_step"]
+    return out
