@@ -78,6 +78,11 @@ class StreamState:
     def __init__(self, batch: int, floats: int):
         self.buf = np.zeros((batch, floats), dtype=np.float32)
         self.t = np.zeros(batch, dtype=np.int64)
+        self._pointers()
+
+    def _pointers(self):
+        self.buf_p = _ptr(self.buf)
+        self.t_p = self.t.ctypes.data_as(ctypes.POINTER(ctypes.c_long))
 
     @property
     def batch(self) -> int:
@@ -86,6 +91,7 @@ class StreamState:
     def copy(self) -> "StreamState":
         s = StreamState.__new__(StreamState)
         s.buf, s.t = self.buf.copy(), self.t.copy()
+        s._pointers()
         return s
 
 
@@ -146,6 +152,8 @@ class FastProgram(Program):
         self._lib = _lib()
         self.state_floats = int(self._lib.edgessm_state_floats(ctypes.byref(self._net)))
         self._work = np.zeros(6 * H, dtype=np.float32)
+        self._net_ref = ctypes.byref(self._net)
+        self._work_p = _ptr(self._work)
         self.weight_bytes = sum(a.nbytes for a in keep if isinstance(a, np.ndarray))
 
     # ---- protocol ------------------------------------------------------------------------
@@ -162,14 +170,14 @@ class FastProgram(Program):
 
     def step_numpy(self, x: np.ndarray, state: StreamState, out: np.ndarray | None = None) -> np.ndarray:
         """x (B, d_in) float32 -> logits (B, d_out); updates `state` in place."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
         self._check_tokens(x, state.batch)
         if out is None:
             out = np.empty((state.batch, self.d_output), dtype=np.float32)
         state.t += 1
-        self._lib.edgessm_step(ctypes.byref(self._net), _ptr(state.buf), _ptr(x), _ptr(out),
-                               state.t.ctypes.data_as(ctypes.POINTER(ctypes.c_long)), state.batch,
-                               _ptr(self._work))
+        self._lib.edgessm_step(self._net_ref, state.buf_p, _ptr(x), _ptr(out), state.t_p,
+                               state.batch, self._work_p)
         return out
 
     def step(self, x_t, state: StreamState):
