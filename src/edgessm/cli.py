@@ -35,8 +35,25 @@ def cmd_train(args):
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
     out = args.out or f"runs/{cfg.data.task}"
+    wrap = None
+    if args.quant and args.hw:
+        from .errors import ConfigError
+        raise ConfigError("--quant and --hw are exclusive: --hw crossbar already quantizes to the device levels")
+    if args.quant:
+        from .cli_deploy import quant_wrap
+        wrap = quant_wrap(args.quant, task=cfg.data.task)
+    elif args.hw:
+        import importlib
+
+        from .targets import get
+        get(args.hw)  # unknown target -> clear error
+        hw_wrap = getattr(importlib.import_module(f"edgessm.targets.{args.hw}"), "hw_wrap", None)
+        if hw_wrap is None:
+            from .errors import ConfigError
+            raise ConfigError(f"target {args.hw!r} has no hardware-aware training; use --hw crossbar")
+        wrap = hw_wrap(args.hw_device, **_parse_sets(args.hw_set))
     result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, wrap=wrap)
     _emit(args, {"out": out, **result})
 
 
@@ -56,6 +73,17 @@ def _task_for(args, model):
         from .errors import ConfigError
         raise ConfigError("no --task given and the checkpoint does not record its task")
     return task
+
+
+def _parse_sets(pairs) -> dict:
+    from .errors import ConfigError
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ConfigError(f"--set/--hw-set takes KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
 
 
 def cmd_models(args):
@@ -208,6 +236,12 @@ def cmd_bench(args):
     _emit(args, r, "\n".join(lines))
 
 
+def cmd_report(args):
+    from .report import build_report
+    path = build_report(args.out, args.model, args.task, args.limit)
+    _emit(args, {"report": str(path)}, f"report written to {path}")
+
+
 def cmd_demo(args):
     from .demo import run_demo
     run_demo(args)
@@ -226,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--max-minutes", type=float, help="stop cleanly and save after this long")
     s.add_argument("--init", help="start from this checkpoint's weights and model config")
+    s.add_argument("--quant", help="quantization-aware training with this spec (preset name or TOML)")
+    s.add_argument("--hw", help="hardware-aware training for this target (crossbar)")
+    s.add_argument("--hw-device", default="default", help="device preset for --hw")
+    s.add_argument("--hw-set", action="append", metavar="KEY=VALUE", help="override a device field")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -272,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("report", help="write an HTML report with plots (measured on this machine)")
+    s.add_argument("--out", default="report")
+    s.add_argument("--model", default="smnist")
+    s.add_argument("--task")
+    s.add_argument("--limit", type=int, default=200, help="test samples per accuracy figure")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("demo", help="the main job: shipped model, evaluated and streamed")
     s.add_argument("--limit", type=int, help="test samples to evaluate (default: all)")
