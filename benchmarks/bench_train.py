@@ -26,7 +26,6 @@ def _autograd_conv(u, k, pow2=False):
 
 
 def _manual_pow2(u, k):
-    L = u.shape[-1]
     orig = K._fft_len
     K._fft_len = lambda m: 1 << (m - 1).bit_length()
     try:

@@ -6,9 +6,11 @@ from .io import load, save
 from . import targets
 from .targets import Cost
 from .targets.cpu import StreamPool
+from .quant import QuantSequenceModel, QuantSpec, quantize
 
 __version__ = "0.1.0"
 
 __all__ = ["S4D", "Block", "SequenceModel", "ModelConfig", "NetState", "from_reference_s4d",
            "save", "load", "EdgessmError", "InputError", "ConfigError", "DataError",
-           "CheckpointError", "UnknownNameError", "targets", "Cost", "StreamPool", "__version__"]
+           "CheckpointError", "UnknownNameError", "targets", "Cost", "StreamPool", "QuantSpec",
+           "QuantSequenceModel", "quantize", "__version__"]

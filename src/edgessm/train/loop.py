@@ -11,6 +11,7 @@ Output directory layout::
 from __future__ import annotations
 
 import json
+from functools import partial
 import math
 import os
 import sys
@@ -269,8 +270,10 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         test = evaluate(best, test_ds, t.eval_batch_size)
         result.update(test_accuracy=test["accuracy"], test_loss=test["loss"], test_n=test["n"])
         meta = io.read_meta(out / "best")
-        io.save(best, out / "best", metrics={**meta.get("metrics", {}), **result},
-                extra={"run": cfg.to_dict()})
+        # a model with a deployable form (e.g. crossbar: weights projected onto the device
+        # levels, plus its "hw" metadata) saves that; others save as trained
+        save = getattr(best, "save_deployable", None) or partial(io.save, best)
+        save(out / "best", metrics={**meta.get("metrics", {}), **result}, extra={"run": cfg.to_dict()})
         write_metrics({"final": result})
         log(json.dumps({"final": result}))
     if world > 1:
@@ -279,4 +282,7 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
 
 
 def _reload_wrapped(path: Path, wrap):
-    return io.load(path)
+    """The best checkpoint as the model that was trained (quantized / hardware-aware), in eval mode."""
+    m = wrap(io.load(path))
+    m.eval()
+    return m

@@ -1,0 +1,97 @@
+"""The integer network: every number a quantized S4D network computes with, as int64 arrays.
+
+A :class:`~edgessm.quant.QuantSequenceModel` exports one (``model.integer_network()``);
+its eval-mode forward (torch) and the integer engine (``targets/fixed``, numpy) both
+execute it, so the two can be compared integer for integer. Per token::
+
+    x_m   = sat(round_half_up(x * 2**-e_in))                       host-side encoding
+    Dense:  acc = W_m @ a_m                     -> sat/wrap to accumulator bits
+            out = sat(rshift_round(acc * g, s) + b)  (ReLU where the layer has one)
+    S4D:    xr' = sat(rshift_round(ar*xr - ai*xi, sA) + rshift_round(br*u, sB))
+            xi' = sat(rshift_round(ar*xi + ai*xr, sA) + rshift_round(bi*u, sB))
+            y   = sat(rshift_round(sum_n(cr*xr' - ci*xi'), sC) + rshift_round(dm*u, sD))
+            a   = ReLU(y)                                                graded spike
+    logits = out_m * 2**e_out                                            host-side decoding
+
+with shifts ``sA = -e_A``, ``sB = e_x - e_B - e_u``, ``sC = e_y - e_C - e_x``,
+``sD = e_y - e_D - e_u`` (per layer, or per channel) and dense shifts
+``s[c] = e_out - f[c] - e_in``. (cr, ci) are the mantissas of 2C, so y = 2 Re(C x) + D u.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DenseInt:
+    name: str
+    W: np.ndarray          # (C, K) int64 weight mantissas
+    g: np.ndarray          # (C,) descale factors
+    shift: np.ndarray      # (C,) right shift (round half up) after descale
+    bias: np.ndarray       # (C,) at the output scale
+    relu: bool
+    out_exp: int
+    out_bits: int
+    out_mode: str
+    acc_bits: int
+    acc_mode: str
+
+    @property
+    def fan_out(self) -> np.ndarray:
+        """Synapses (non-zero weights) driven by each input (K,)."""
+        return np.count_nonzero(self.W, axis=0).astype(np.int64)
+
+
+@dataclass
+class S4DInt:
+    name: str
+    ar: np.ndarray; ai: np.ndarray      # (H, n) dA mantissas
+    br: np.ndarray; bi: np.ndarray      # (H, n) dB mantissas
+    cr: np.ndarray; ci: np.ndarray      # (H, n) 2C mantissas
+    dm: np.ndarray                      # (H,) D mantissas
+    sA: np.ndarray; sB: np.ndarray      # (H, 1) shifts into the state
+    sC: np.ndarray; sD: np.ndarray      # (H,) shifts into the output
+    state_exp: np.ndarray               # (H, 1) (equal entries: one exponent per layer)
+    state_bits: int
+    state_mode: str
+    out_exp: int
+    out_bits: int
+    out_mode: str
+
+    @property
+    def d_model(self) -> int:
+        return self.ar.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.ar.shape[1]
+
+
+@dataclass
+class IntNet:
+    in_exp: int
+    in_bits: int
+    in_mode: str
+    encoder: DenseInt
+    layers: list = field(default_factory=list)     # [(S4DInt, DenseInt mixing)]
+    decoder: DenseInt | None = None
+    spec_name: str = "?"
+    compile_overflows: dict = field(default_factory=dict)   # e.g. biases that did not fit
+
+    @property
+    def d_input(self) -> int:
+        return self.encoder.W.shape[1]
+
+    @property
+    def d_output(self) -> int:
+        return self.decoder.W.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.encoder.W.shape[0]
+
+    @property
+    def out_exp(self) -> int:
+        return self.decoder.out_exp

@@ -1,0 +1,259 @@
+"""The ``loihi2`` target: the integer engine plus a Loihi 2 mapping and cost model.
+
+Mapping. The network is a chain of neuron populations, each on its own neuro cores:
+``encoder -> [s4d.state -> s4d (ReLU) -> mixing (ReLU)] x n_layers -> decoder``. A complex
+S4D state is two neurons (real, imaginary); its dB synapses come from the previous
+population, its C synapses go to the layer's output neuron, D is a synapse from the input.
+A population is split over enough cores that neurons, synaptic memory (weights of the
+incoming synapses plus neuron state) and synaptic work per step fit one core
+(``constants.CONSTANTS``); cores are laid out row by row on the 8 x 16 mesh.
+
+Cost per token, from counted work (a run on data) or the dense worst case:
+    E_dynamic = synops * E_synop + neuron updates * E_neuron
+              + messages * E_spike + message hops * E_hop
+    T_step    = max over cores (synops * t_synop + neurons * t_neuron)
+              + barrier sync + the longest hop path
+Token by token (mode "token"): a token traverses the chain's D populations, one algorithmic
+time step each, before the next token enters: latency = D * T_step, throughput = 1 / latency.
+Pipelined (mode "pipelined"): a new token every time step: latency = D * T_step,
+throughput = 1 / T_step. Energy per token adds static power times the time per token.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...quant.model import QuantSequenceModel
+from ...quant.spec import QuantSpec
+from ..base import Cost, Program, register
+from ..fixed.program import FixedProgram, FixedTarget, lower, parse_options
+from .constants import CONSTANTS
+
+_EXTRA = [("sigma_delta_threshold", int, -1), ("calibrate", int, 512), ("max_chips", int, 1)]
+Loihi2Config = dataclasses.make_dataclass(
+    "Loihi2Config",
+    _EXTRA + [(k, int if isinstance(v[0], int) else float, v[0]) for k, v in CONSTANTS.items()])
+Loihi2Config.__doc__ = ("Options of the loihi2 target (deploy --set KEY=VALUE): sigma_delta_threshold "
+                        "(-1 off), calibrate (PTQ samples), max_chips, and every constant of "
+                        "targets/loihi2/constants.py")
+
+
+# ---- what Loihi 2 cannot map ----------------------------------------------------------------
+def unmappable_layers(model) -> list[str]:
+    """One sentence per layer of `model` that Loihi 2 cannot run: which layer and why."""
+    import torch.nn as nn
+    why = []
+    c = model.config
+    for i, b in enumerate(model.blocks):
+        if isinstance(b.norm, nn.LayerNorm):
+            why.append(f"blocks.{i}.norm (LayerNorm): needs the mean and variance over all "
+                       f"{c.d_model} channels of every token, then a division and a square root; "
+                       f"a neuro core only runs per-neuron programs on weighted sums of graded "
+                       f"spikes, with no reduction across neurons")
+        elif b.norm is not None:
+            why.append(f"blocks.{i}.norm ({type(b.norm).__name__}): normalization is not a "
+                       f"per-neuron integer operation in this mapping; retrain with norm='none'")
+        if not isinstance(b.act, nn.ReLU):
+            why.append(f"blocks.{i}.act ({type(b.act).__name__}): only ReLU maps to a graded-spike "
+                       f"neuron (GELU needs erf/tanh)")
+        if b.mixing != "linear":
+            why.append(f"blocks.{i}.mix (GLU mixing): the gate multiplies one neuron's output by "
+                       f"the sigmoid of another's; synapses only add weighted spikes")
+        if b.residual:
+            why.append(f"blocks.{i} residual connection: not supported by the integer network")
+    if c.readout != "last":
+        why.append(f"readout {c.readout!r}: a running mean needs a division by the token count "
+                   f"every step; use readout='last'")
+    return why
+
+
+def check_spec_fits(spec: QuantSpec, cfg) -> None:
+    """Bit widths Loihi 2 supports (limits in constants.py)."""
+    for kind in ("encoder", "mixing", "decoder", "dB", "dC", "D"):
+        if spec[kind].bits > cfg.max_weight_bits:
+            raise ConfigError(f"spec [{kind}] has {spec[kind].bits}-bit weights; loihi2 synapses take "
+                              f"at most {cfg.max_weight_bits} bits (max_weight_bits)")
+    for kind, limit, field in (("activations", cfg.max_graded_spike_bits, "max_graded_spike_bits"),
+                               ("input", cfg.max_graded_spike_bits, "max_graded_spike_bits"),
+                               ("state", cfg.max_state_bits, "max_state_bits")):
+        if spec[kind].bits > limit:
+            raise ConfigError(f"spec [{kind}] is {spec[kind].bits} bits; loihi2 allows at most "
+                              f"{limit} ({field})")
+    if spec["state"].overflow != "saturate" or spec["activations"].overflow != "saturate":
+        pass  # wrap-around is representable (two's complement registers); allowed
+
+
+class Loihi2Program(FixedProgram):
+    target = "loihi2"
+
+    def __init__(self, qmodel: QuantSequenceModel, config):
+        super().__init__(qmodel, config)
+        self.mapping = self._map()
+
+    # ---- mapping ---------------------------------------------------------------------------
+    def _populations(self) -> list[dict]:
+        net, sp = self.net, self.model.spec
+        nz = np.count_nonzero
+        pops = [{"name": "encoder", "neurons": net.d_model, "synapses": int(nz(net.encoder.W)),
+                 "w_bits": sp["encoder"].bits, "max_fan_in": net.d_input, "from": "input"}]
+        prev = "encoder"
+        for s, m in net.layers:
+            pops.append({"name": f"{s.name}.state", "neurons": 2 * s.d_model * s.n,
+                         "synapses": int(nz(s.br) + nz(s.bi)), "w_bits": sp["dB"].bits,
+                         "max_fan_in": 1, "from": prev})
+            pops.append({"name": s.name, "neurons": s.d_model,
+                         "synapses": int(nz(s.cr) + nz(s.ci) + nz(s.dm)), "w_bits": sp["dC"].bits,
+                         "max_fan_in": 2 * s.n + 1, "from": f"{s.name}.state"})
+            pops.append({"name": m.name, "neurons": m.W.shape[0], "synapses": int(nz(m.W)),
+                         "w_bits": sp["mixing"].bits, "max_fan_in": m.W.shape[1], "from": s.name})
+            prev = m.name
+        pops.append({"name": "decoder", "neurons": net.d_output, "synapses": int(nz(net.decoder.W)),
+                     "w_bits": sp["decoder"].bits, "max_fan_in": net.decoder.W.shape[1], "from": prev})
+        return pops
+
+    def _map(self) -> dict:
+        c = self.config
+        pops = self._populations()
+        core = 0
+        for p in pops:
+            mem = p["synapses"] * p["w_bits"] / 8 + p["neurons"] * c.neuron_state_bytes
+            one = p["max_fan_in"] * p["w_bits"] / 8 + c.neuron_state_bytes
+            if one > c.core_memory_bytes:
+                raise ConfigError(f"population {p['name']}: one neuron's {p['max_fan_in']} input "
+                                  f"synapses need {one:.0f} B, more than a core's memory "
+                                  f"({c.core_memory_bytes} B); reduce d_model or the weight bits")
+            k = max(1, math.ceil(p["neurons"] / c.max_neurons_per_core),
+                    math.ceil(mem / c.core_memory_bytes),
+                    math.ceil(p["synapses"] / max(c.max_synops_per_core, 1)))
+            k = min(k, p["neurons"])
+            p.update(memory_bytes=int(math.ceil(mem)), cores=k, first_core=core)
+            core += k
+        chips = math.ceil(core / c.neuro_cores_per_chip)
+        if chips > c.max_chips:
+            big = sorted(pops, key=lambda p: -p["cores"])[:3]
+            raise ConfigError(
+                f"the network needs {core} neuro cores = {chips} Loihi 2 chips, but max_chips = "
+                f"{c.max_chips} allows {c.max_chips * c.neuro_cores_per_chip}; largest populations: "
+                + ", ".join(f"{p['name']} ({p['cores']} cores: {p['neurons']} neurons, "
+                            f"{p['memory_bytes']} B)" for p in big)
+                + "; use a smaller model or --set max_chips=N")
+        syn_total = sum(p["synapses"] for p in pops)
+        if syn_total > c.max_synapses_per_chip * c.max_chips:
+            raise ConfigError(f"the network has {syn_total} synapses, more than "
+                              f"{c.max_synapses_per_chip} per chip x {c.max_chips} chips")
+
+        def pos(i):
+            r, col = divmod(i % c.neuro_cores_per_chip, c.mesh_cols)
+            return r, col
+        by = {p["name"]: p for p in pops}
+        for p in pops:
+            src = by.get(p["from"])
+            if src is None:
+                p["hops"] = 1   # from the host / embedded core at the mesh edge
+            else:
+                (r1, c1), (r2, c2) = pos(src["first_core"]), pos(p["first_core"])
+                p["hops"] = max(1, abs(r1 - r2) + abs(c1 - c2))
+        return {"populations": pops, "cores": core, "chips": chips, "depth": len(pops)}
+
+    def resources(self) -> dict:
+        m = self.mapping
+        return {"cores": m["cores"], "chips": m["chips"], "depth_steps": m["depth"],
+                "neurons": sum(p["neurons"] for p in m["populations"]),
+                "synapses": sum(p["synapses"] for p in m["populations"]),
+                "memory_bytes": sum(p["memory_bytes"] for p in m["populations"]),
+                "populations": [{k: p[k] for k in ("name", "neurons", "synapses", "memory_bytes",
+                                                    "cores", "first_core")} for p in m["populations"]],
+                "limits": {k: getattr(self.config, k) for k in
+                           ("neuro_cores_per_chip", "max_neurons_per_core", "core_memory_bytes",
+                            "max_synops_per_core", "max_chips")}}
+
+    # ---- cost ------------------------------------------------------------------------------
+    def work(self) -> dict:
+        """Per stream token: synops into, neurons of, and messages from each population."""
+        pops = self.mapping["populations"]
+        e = self.engine
+        counted = e.stream_tokens > 0
+        st = e.stats() if counted else None
+        out = {}
+        for p in pops:
+            # synops are counted at the sender (its fan-out); the D synapses of an S4D output
+            # neuron are counted with the dB synapses of the same input, under the state population
+            if counted:
+                syn = st["synops_per_token"].get(p["from"], 0.0)
+                msg_in = st["messages_per_token"].get(p["from"], 0.0)
+            else:
+                syn, msg_in = float(p["synapses"]), float(self._sender_size(p["from"]))
+            out[p["name"]] = {"synops": syn, "neurons": p["neurons"], "messages_in": msg_in,
+                              "hops": p["hops"], "cores": p["cores"]}
+        out_msgs = self.net.d_output
+        return {"populations": out, "messages_out": out_msgs,
+                "source": "counted over %d stream tokens" % e.stream_tokens if counted
+                else "dense worst case (every neuron sends every step; nothing run yet)"}
+
+    def _sender_size(self, name: str) -> int:
+        for p in self.engine.pops:
+            if p["name"] == name:
+                return p["size"]
+        return 0
+
+    def cost(self, tokens: int = 1, mode: str = "token") -> Cost:
+        if mode not in ("token", "pipelined"):
+            raise ConfigError(f"unknown cost mode {mode!r}; use 'token' or 'pipelined'")
+        c = self.config
+        w = self.work()
+        P = w["populations"]
+        syn = sum(p["synops"] for p in P.values())
+        neu = sum(p["neurons"] for p in P.values())
+        msgs = sum(p["messages_in"] for p in P.values()) + w["messages_out"]
+        hop_msgs = sum(p["messages_in"] * p["hops"] for p in P.values())
+        e_syn, e_neu = syn * c.energy_synop_j, neu * c.energy_neuron_update_j
+        e_msg, e_hop = msgs * c.energy_spike_in_tile_j, hop_msgs * c.energy_hop_j
+        e_dyn = e_syn + e_neu + e_msg + e_hop
+        busy = max(p["synops"] / p["cores"] * c.time_synop_s + p["neurons"] / p["cores"] * c.time_neuron_update_s
+                   for p in P.values())
+        cores = self.mapping["cores"]
+        sync = c.barrier_sync_min_s + (c.barrier_sync_max_s - c.barrier_sync_min_s) * (cores - 1) / 31
+        t_step = busy + sync + max(p["hops"] for p in P.values()) * c.latency_hop_s + c.latency_spike_in_tile_s
+        depth = self.mapping["depth"]
+        latency = depth * t_step
+        t_token = latency if mode == "token" else t_step
+        p_static = c.static_power_chip_w * self.mapping["chips"]
+        energy = e_dyn + p_static * t_token
+        used = {k: (getattr(c, k), CONSTANTS[k][1], CONSTANTS[k][2]) for k in
+                ("energy_synop_j", "time_synop_s", "energy_neuron_update_j", "time_neuron_update_s",
+                 "energy_spike_in_tile_j", "latency_spike_in_tile_s", "energy_hop_j", "latency_hop_s",
+                 "barrier_sync_min_s", "barrier_sync_max_s", "static_power_chip_w")}
+        return Cost(
+            energy_per_token_j=energy, latency_per_token_s=latency,
+            throughput_tokens_per_s=1.0 / t_token, power_w=energy / t_token, mode=mode, measured=False,
+            assumptions={**used, "work": w["source"], "time_per_step_s": t_step, "depth_steps": depth,
+                         "cores": cores, "chips": self.mapping["chips"], "tokens": tokens,
+                         "per_op_figures": "Loihi 1 (14 nm) measurements [D18]: an upper bound for Loihi 2",
+                         "token_mode": "one token traverses all populations before the next enters"},
+            breakdown={"synaptic": e_syn, "neurons": e_neu, "messages": e_msg, "hops": e_hop,
+                       "static": p_static * t_token})
+
+
+@register("loihi2")
+class Loihi2Target(FixedTarget):
+    """Intel Loihi 2: integer engine + mapping onto neuro cores + per-op cost model."""
+    stochastic = False
+    config_class = Loihi2Config
+    program_class = Loihi2Program
+
+    def compile(self, model, spec=None, calibration=None, **options) -> Program:
+        cfg = parse_options(self.config_class, options)
+        why = unmappable_layers(model)
+        if why:
+            raise ConfigError("loihi2 cannot map this model: " + "; ".join(why)
+                              + ". Use the 'neuromorphic' preset (ReLU, linear mixing, no norm, "
+                                "no residual, last-token readout).")
+        s = QuantSpec.load(spec) if spec is not None else (
+            model.spec if isinstance(model, QuantSequenceModel) else QuantSpec.preset("loihi2"))
+        check_spec_fits(s, cfg)
+        q = lower(model, s if spec is not None or not isinstance(model, QuantSequenceModel) else None,
+                  calibration, cfg.calibrate, self.name)
+        return Loihi2Program(q, cfg)
