@@ -1,0 +1,146 @@
+"""Crossbar target: accuracy over device instances, robustness sweeps and cost.
+
+    python benchmarks/bench_crossbar.py accuracy --model M [--set k=v ...] --task T --trials K [--limit N]
+    python benchmarks/bench_crossbar.py sweep --model NAME=M[:k=v,k=v] ... --task T --param write_noise_sigma_us
+        --values 0,5,10 [--fixed write_noise_slope=0] --trials K --plot benchmarks/plots/crossbar_noise.png
+
+Every line printed is one JSON object (the figures and the command that made them). Accuracy
+is the prediction after the last token; "software" is the hardware-aware model in float
+arithmetic with quantized weights and converters and ideal devices (for a float model
+without hw metadata: the float model itself).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+
+
+def _sets(pairs):
+    out = {}
+    for s in pairs or []:
+        for kv in s.split(","):
+            if kv:
+                k, v = kv.split("=", 1)
+                out[k.strip()] = v.strip()
+    return out
+
+
+def crossbar_accuracy(model, test, calib, trials: int, sets: dict, batch: int = 100) -> dict:
+    from edgessm import targets
+    T = targets.get("crossbar")
+    accs, res, cost = [], None, None
+    for k in range(trials):
+        prog = T.compile(model, calibration=calib, **{"seed": str(k), **sets})
+        correct = 0
+        for s in range(0, len(test.y), batch):
+            Y = prog.run(test.x[s:s + batch])
+            correct += int((Y[:, -1].argmax(-1) == test.y[s:s + batch]).sum())
+        accs.append(correct / len(test.y))
+        if k == 0:
+            res, cost = prog.resources(), prog.cost(tokens=test.x.shape[1]).to_dict()
+            sats = prog.stats()["adc_saturations"]
+    return {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "trials": accs, "arrays": res["arrays"], "utilization": res["utilization"],
+            "energy_per_token_j": cost["energy_per_token_j"], "latency_per_token_s": cost["latency_per_token_s"],
+            "breakdown": cost["breakdown"], "adc_saturations_trial0": sats}
+
+
+def software_accuracy(model, test, calib, sets: dict) -> float:
+    from edgessm.targets.crossbar import HwSequenceModel, load_device, parse_options
+    from edgessm.train.loop import evaluate
+    meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw")
+    if not meta and not sets:
+        return evaluate(model, test)["accuracy"]
+    dev = dict((meta or {}).get("device") or {})
+    for k in ("weight_bits", "ssm_bits", "state_mode"):
+        if meta and k in meta:
+            dev[k] = meta[k]
+    cfg = parse_options({**dev, **sets}, base=load_device("default"))
+    m = HwSequenceModel.from_float(model, cfg)
+    if not m.calibrated:
+        m.calibrate(calib[:cfg.calibrate])
+    m.eval()
+    return evaluate(m, test)["accuracy"]
+
+
+def _load(spec: str):
+    from edgessm import io
+    name, _, rest = spec.partition("=") if "=" in spec.split(":")[0] else ("", "", spec)
+    path, _, sets = rest.partition(":")
+    return (name or path), io.load(path), _sets([sets])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["accuracy", "sweep"])
+    p.add_argument("--model", action="append", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--speaker-holdout")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--param")
+    p.add_argument("--values")
+    p.add_argument("--fixed", action="append", default=[])
+    p.add_argument("--plot")
+    p.add_argument("--xlabel")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from edgessm.data import load_task
+    kw = {"speaker_holdout": a.speaker_holdout} if a.speaker_holdout else {}
+    test = load_task(a.task, "test", limit=a.limit, **kw)
+    calib = load_task(a.task, "train", limit=256, **kw).x
+    cmd = "python benchmarks/bench_crossbar.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    rows = []
+    for spec in a.model:
+        name, model, msets = _load(spec)
+        sets = {**msets, **_sets(a.set)}
+        if a.what == "accuracy":
+            t0 = time.time()
+            sw = software_accuracy(model, test, calib, {k: v for k, v in sets.items()
+                                                         if k in ("weight_bits", "ssm_bits", "state_mode")})
+            xb = crossbar_accuracy(model, test, calib, a.trials, sets)
+            row = {"model": name, "task": a.task, "n": len(test.y), "sets": sets, "software_accuracy": sw,
+                   "crossbar_accuracy": xb, "seconds": time.time() - t0, "command": cmd}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        else:
+            for v in a.values.split(","):
+                s2 = {**sets, **_sets(a.fixed), a.param: v}
+                xb = crossbar_accuracy(model, test, calib, a.trials, s2)
+                row = {"model": name, "task": a.task, "n": len(test.y), "param": a.param, "value": float(v),
+                       "sets": s2, "accuracy": {"mean": xb["mean"], "std": xb["std"]}, "trials": xb["trials"],
+                       "command": cmd}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    if a.plot and a.what == "sweep":
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for name in dict.fromkeys(r["model"] for r in rows):
+            rr = [r for r in rows if r["model"] == name]
+            xs = [r["value"] for r in rr]
+            ax.errorbar(xs, [r["accuracy"]["mean"] for r in rr], yerr=[r["accuracy"]["std"] for r in rr],
+                        marker="o", capsize=3, label=name)
+        ax.set_xlabel(a.xlabel or a.param)
+        ax.set_ylabel(f"accuracy ({a.task}, {len(test.y)} test, {a.trials} devices)")
+        if a.param in ("drift_time_s",):
+            ax.set_xscale("log")
+        if a.param in ("stuck_on_frac",):
+            ax.set_xscale("symlog", linthresh=1e-3)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=120)
+        print(json.dumps({"plot": a.plot, "command": cmd}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

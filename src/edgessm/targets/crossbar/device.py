@@ -1,0 +1,262 @@
+"""The crossbar's device and periphery: one typed, documented config (``CrossbarConfig``).
+
+Everything the simulator and the cost model use is a field here, so ``edgessm deploy
+--set FIELD=VALUE`` (or ``hw_wrap(**overrides)``) can change it; the default of every
+published constant is cited in :data:`SOURCES` (rendered by :func:`table_markdown`).
+Inside the code everything is SI (siemens, volts, seconds, joules); field names that
+carry another unit say so (``_us`` = microsiemens), as the command line uses uS.
+
+Physical model (per device, G in uS):
+    programmed   G = G_target + N(0, sigma_w(G_target)^2),  sigma_w(G) = write_noise_sigma_us
+                 + write_noise_slope * (G - g_min_us), scaled by sqrt(ref / iterations) of
+                 program-and-verify; clipped to [0, g_max_us * 1.5]
+    stuck        a fraction stuck_on_frac of devices reads g_max_us, stuck_off_frac reads g_min_us
+    drift        G(t) = G * (t / drift_t0_s)^(-nu), nu ~ N(drift_nu, drift_nu_std) per device,
+                 optionally compensated by one global digital gain (drift_compensation)
+    read         every read adds N(0, (read_noise_rel * G)^2) per device
+A signed weight is a differential pair on two adjacent columns, w ~ (G+ - G-) / (g_max - g_min);
+a weight of b bits uses 2**(b-1) levels per device (ternary: b = 2, levels {G_min, G_max},
+weights {-1, 0, +1}).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from pathlib import Path
+
+from ...errors import ConfigError, UnknownNameError
+
+# key: (citation). Every default below names one of these, or says "assumption".
+REFERENCES = {
+    "[Milo21]": 'V. Milo et al., "Optimized programming algorithms for multilevel RRAM in hardware '
+                'neural networks", IEEE IRPS 2021, Fig. 4 (HfO2 1T1R RRAM, IGVVA-100 program-and-verify, '
+                '50-225 uS; programming error sigma(G) = 4.782 - 0.009107 G uS, the linear fit used by '
+                'Sandia CrossSim\'s RRAMMilo device model)',
+    "[Li18]": 'C. Li et al., "Analogue signal and image processing with large memristor crossbars", '
+              'Nature Electronics 1, 52-59 (2018): Ta/HfO2 1T1R arrays up to 128x64, device yield 99.8%, '
+              'VMM output precision 5-8 bits',
+    "[Li18b]": 'C. Li et al., "Efficient and self-adaptive in-situ learning in multilayer memristor neural '
+               'networks", Nature Communications 9, 2385 (2018): 128x64 array with 11% of devices '
+               'unresponsive (the pessimistic end of stuck-device rates)',
+    "[Rao23]": 'M. Rao et al., "Thousands of conductance levels in memristors integrated on CMOS", '
+               'Nature 615, 823-829 (2023): up to 2048 distinguishable levels with program-and-verify '
+               '(so 64 levels is well inside what TaOx/HfOx devices reach)',
+    "[Mur]": 'B. Murmann, "ADC Performance Survey 1997-2024" (Stanford, online), and the '
+             'converterpassion.wordpress.com survey notes (2012): best Nyquist SAR ADCs reach a Walden '
+             'figure of merit P / (2^ENOB fs) of 4.4-10 fJ per conversion step; we take 10 fJ (not the record)',
+    "[Hor14]": 'M. Horowitz, "Computing\'s energy problem (and what we can do about it)", ISSCC 2014, '
+               'energy table for 45 nm: 32-bit integer add 0.1 pJ, 32-bit integer multiply 3.1 pJ',
+    "[aihwkit]": 'IBM aihwkit inference noise models (PCM: Nandakumar et al. 2019; programming noise, '
+                 'read noise, power-law drift with per-device exponent, global drift compensation): '
+                 'the structure of this model, not its constants',
+}
+
+# name: (default, unit, source, note)
+FIELDS: dict[str, tuple] = {
+    # ---- device --------------------------------------------------------------------------
+    "g_min_us": (50.0, "uS", "[Milo21]", "lowest programmed conductance of the window"),
+    "g_max_us": (225.0, "uS", "[Milo21]", "highest programmed conductance of the window"),
+    "levels": (64, "levels", "assumption within [Rao23]", "programmable conductance levels per device"),
+    "write_noise_sigma_us": (4.33, "uS", "[Milo21]", "programming (write) noise sigma at G = g_min_us "
+                             "(4.782 - 0.009107 * 50)"),
+    "write_noise_slope": (-0.009107, "uS/uS", "[Milo21]", "state dependence: sigma(G) = write_noise_sigma_us "
+                          "+ slope * (G - g_min_us); 0 makes the noise constant"),
+    "program_verify_iterations": (100, "iterations", "[Milo21] (IGVVA-100)",
+                                  "program-and-verify iterations; sigma scales as sqrt(100 / iterations) "
+                                  "(assumption), programming energy as iterations"),
+    "program_pulse_energy_j": (10e-12, "J", "assumption", "energy of one program/verify pulse pair "
+                               "(~1 V x 100 uA x 100 ns); one-off cost, not per token"),
+    "read_noise_rel": (0.005, "1", "assumption", "read noise sigma relative to G, per device and read "
+                       "(RRAM read noise is ~0.1-1% of G)"),
+    "drift_nu": (0.005, "1", "assumption (model form [aihwkit])",
+                 "mean power-law drift exponent G(t) = G (t/t0)^-nu; RRAM relaxes far less than PCM (0.05)"),
+    "drift_nu_std": (0.002, "1", "assumption", "device-to-device std of the drift exponent"),
+    "drift_t0_s": (1.0, "s", "assumption", "time after programming at which the programmed G is read"),
+    "drift_time_s": (1.0, "s", "option", "time after programming at which inference runs"),
+    "drift_compensation": (1, "bool", "[aihwkit]", "1: one global digital gain undoes the mean drift"),
+    "stuck_on_frac": (0.001, "1", "[Li18] (99.8% yield, split evenly)", "fraction of devices stuck at g_max_us"),
+    "stuck_off_frac": (0.001, "1", "[Li18] (99.8% yield, split evenly)", "fraction of devices stuck at g_min_us"),
+    # ---- periphery -----------------------------------------------------------------------
+    "array_rows": (64, "rows", "IMSSA / issue 4", "rows (inputs) per array"),
+    "array_cols": (64, "columns", "IMSSA / issue 4", "physical columns per array; a signed weight "
+                   "takes two (differential pair), so an array has array_cols / 2 signed outputs"),
+    "read_voltage_v": (0.2, "V", "assumption (small-signal read as in [Li18])", "full-scale read voltage of a DAC"),
+    "pulse_time_s": (100e-9, "s", "assumption", "read pulse width (integration time) per MVM"),
+    "dac_bits": (8, "bit", "assumption", "input DAC resolution (signed)"),
+    "adc_bits": (8, "bit", "[Li18] (5-8 bit VMM precision)", "output ADC resolution (signed), one per signed column"),
+    "adc_headroom": (1.25, "x", "assumption", "ADC full scale = headroom x the largest current seen in calibration"),
+    "adc_fom_j": (10e-15, "J/step", "[Mur]", "ADC energy per conversion = adc_fom_j * 2^adc_bits"),
+    "dac_fom_j": (10e-15, "J/step", "assumption (same order as [Mur])", "DAC energy per conversion = dac_fom_j * 2^dac_bits"),
+    "adc_time_s": (50e-9, "s", "assumption", "one ADC conversion (SAR, ~20 MS/s)"),
+    "adc_share": (1, "columns/ADC", "assumption", "signed columns sharing one ADC (time multiplexed)"),
+    "digital_add_j": (0.1e-12, "J", "[Hor14]", "32-bit integer add (partial sums, bias)"),
+    "digital_mult_j": (3.1e-12, "J", "[Hor14]", "32-bit integer multiply (column scale, activation)"),
+    "digital_op_time_s": (1e-9, "s", "assumption", "one digital periphery op (1 GHz), 32 lanes per array"),
+    "digital_lanes": (32, "lanes", "assumption", "parallel digital periphery lanes per array"),
+    # ---- mapping / model precision -----------------------------------------------------------
+    "weight_bits": (5, "bit", "option", "encoder / mixing / decoder weights; 2 = ternary {-1, 0, +1}"),
+    "ssm_bits": (6, "bit", "option", "the S4D block matrix [[dA, b], [c, d]] per channel"),
+    "state_mode": ("digital", "-", "option", "'digital': the S4D state goes through ADC then DAC every "
+                   "step; 'analog': it is held analog (sample and hold) and fed back without conversion"),
+    "calibrate": (256, "samples", "option", "training samples used to set DAC and ADC ranges"),
+    "seed": (0, "-", "option", "device instance (random programming, faults, drift)"),
+    "noise": (1, "bool", "option", "0: ideal devices (quantization and converters only)"),
+    "write_noise_arrays": ("all", "-", "option", "arrays that get write noise: 'all', 'linear' (encoder, "
+                           "mixing, decoder) or 's4d' (the recurrent blocks); for attributing robustness"),
+}
+
+STATE_MODES = ("digital", "analog")
+NOISE_ARRAYS = ("all", "linear", "s4d")
+
+
+def _make_cls():
+    fields = []
+    for k, (v, *_rest) in FIELDS.items():
+        fields.append((k, type(v), dataclasses.field(default=v)))
+    return dataclasses.make_dataclass("CrossbarConfig", fields, namespace={
+        "validate": _validate, "g_window_s": property(lambda s: (s.g_max_us - s.g_min_us) * 1e-6),
+        "signed_cols": property(lambda s: s.array_cols // 2),
+        "write_sigma_us": _write_sigma_us, "replace": lambda s, **kw: parse_options(kw, base=s),
+        "to_dict": lambda s: dataclasses.asdict(s)})
+
+
+def _write_sigma_us(self, g_us):
+    """Write-noise sigma (uS) of a device programmed to g_us (tensor or float)."""
+    k = math.sqrt(100.0 / self.program_verify_iterations)
+    s = self.write_noise_sigma_us + self.write_noise_slope * (g_us - self.g_min_us)
+    try:
+        return (s.clamp(min=0.0)) * k
+    except AttributeError:
+        return max(s, 0.0) * k
+
+
+def _validate(self):
+    """Raise ConfigError on values no device or periphery can have."""
+    if not (self.g_min_us >= 0 and self.g_max_us > 0):
+        raise ConfigError(f"conductance window [{self.g_min_us}, {self.g_max_us}] uS: both ends must be "
+                          f"positive (g_min_us >= 0, g_max_us > 0)")
+    if self.g_max_us <= self.g_min_us:
+        raise ConfigError(f"conductance window [{self.g_min_us}, {self.g_max_us}] uS is inverted or empty: "
+                          f"g_max_us must be larger than g_min_us")
+    if self.levels < 2:
+        raise ConfigError(f"levels = {self.levels}: a device needs at least 2 programmable levels")
+    for k in ("write_noise_sigma_us", "read_noise_rel", "drift_nu_std", "adc_fom_j", "dac_fom_j",
+              "pulse_time_s", "adc_time_s", "digital_add_j", "digital_mult_j", "digital_op_time_s",
+              "program_pulse_energy_j", "drift_nu"):
+        if getattr(self, k) < 0 or not math.isfinite(getattr(self, k)):
+            raise ConfigError(f"{k} = {getattr(self, k)} must be a finite value >= 0")
+    for k in ("stuck_on_frac", "stuck_off_frac"):
+        if not 0.0 <= getattr(self, k) <= 1.0:
+            raise ConfigError(f"{k} = {getattr(self, k)} must be a fraction in [0, 1]")
+    if self.stuck_on_frac + self.stuck_off_frac > 1.0:
+        raise ConfigError("stuck_on_frac + stuck_off_frac must not exceed 1")
+    for k, lo, hi in (("adc_bits", 1, 24), ("dac_bits", 1, 24), ("weight_bits", 2, 16), ("ssm_bits", 2, 16)):
+        v = getattr(self, k)
+        if not lo <= v <= hi:
+            raise ConfigError(f"{k} = {v} must be between {lo} and {hi} bits")
+    for k in ("array_rows", "array_cols", "program_verify_iterations", "adc_share", "digital_lanes"):
+        if getattr(self, k) < 1:
+            raise ConfigError(f"{k} = {getattr(self, k)} must be >= 1")
+    if self.array_cols < 2:
+        raise ConfigError("array_cols must be >= 2: a signed weight needs a differential pair of columns")
+    for k in ("weight_bits", "ssm_bits"):
+        need = 1 << (getattr(self, k) - 1)
+        if need > self.levels:
+            raise ConfigError(f"{k} = {getattr(self, k)} needs {need} levels per device, the device has "
+                              f"levels = {self.levels}")
+    if self.read_voltage_v <= 0 or self.adc_headroom <= 0 or self.drift_t0_s <= 0 or self.drift_time_s <= 0:
+        raise ConfigError("read_voltage_v, adc_headroom, drift_t0_s and drift_time_s must be > 0")
+    if self.write_noise_arrays not in NOISE_ARRAYS:
+        raise ConfigError(f"write_noise_arrays {self.write_noise_arrays!r}: expected one of {', '.join(NOISE_ARRAYS)}")
+    if self.state_mode not in STATE_MODES:
+        raise ConfigError(f"state_mode {self.state_mode!r}: expected one of {', '.join(STATE_MODES)}")
+    return self
+
+
+CrossbarConfig = _make_cls()
+CrossbarConfig.__doc__ = ("Device, periphery and mapping of the crossbar target; every field, its unit and "
+                          "source in edgessm.targets.crossbar.device.FIELDS (deploy --set FIELD=VALUE).")
+
+PRESET_DIR = Path(__file__).resolve().parents[4] / "configs" / "crossbar"
+# built-in presets (also as TOML under configs/crossbar/ for reading and editing)
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "ideal": {"noise": 0},
+    "pessimistic": {"stuck_on_frac": 0.01, "stuck_off_frac": 0.01, "program_verify_iterations": 10,
+                    "read_noise_rel": 0.01},
+}
+
+
+def _convert(name: str, value, want: type):
+    if isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            if want is bool or (want is int and s.lower() in ("true", "false")):
+                return int(s.lower() in ("1", "true", "yes", "on"))
+            if want is int:
+                f = float(s)
+                if f != int(f):
+                    raise ValueError
+                return int(f)
+            if want is float:
+                return float(s)
+            return s
+        except ValueError:
+            raise ConfigError(f"{name} = {value!r} is not a valid {want.__name__}") from None
+    if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, (bool, float)) and float(value) == int(value):
+        return int(value)
+    raise ConfigError(f"{name} = {value!r} is not a valid {want.__name__}")
+
+
+def parse_options(options: dict, base=None):
+    """A validated CrossbarConfig from `base` (default preset) updated by `options`
+    (field -> value; strings from the command line are converted). Unknown fields raise."""
+    cfg = base if base is not None else CrossbarConfig()
+    known = {f.name: f for f in dataclasses.fields(CrossbarConfig)}
+    upd = {}
+    for k, v in (options or {}).items():
+        k2 = str(k).replace("-", "_")
+        if k2 not in known:
+            raise UnknownNameError(f"unknown crossbar config field {k!r}; known fields: {', '.join(known)}")
+        upd[k2] = _convert(k2, v, type(FIELDS[k2][0]))
+    return dataclasses.replace(cfg, **upd).validate()
+
+
+def load_device(device="default", **overrides):
+    """CrossbarConfig of a preset name (default, ideal, pessimistic, or a TOML under
+    configs/crossbar/) or a TOML path, then `overrides`."""
+    if isinstance(device, CrossbarConfig):
+        return parse_options(overrides, base=device)
+    if isinstance(device, dict):
+        return parse_options({**device, **overrides})
+    name = str(device)
+    if name in PRESETS:
+        return parse_options({**PRESETS[name], **overrides})
+    p = Path(name)
+    if not p.is_file() and (PRESET_DIR / f"{name}.toml").is_file():
+        p = PRESET_DIR / f"{name}.toml"
+    if not p.is_file():
+        raise UnknownNameError(f"unknown crossbar device {device!r}: not a preset "
+                               f"({', '.join(PRESETS)}) nor a TOML file")
+    try:
+        d = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    d = d.get("device", d)
+    return parse_options({**d, **overrides})
+
+
+def table_markdown() -> str:
+    """The constants table with sources (for RESULTS.md / docs)."""
+    rows = ["| field | default | unit | source | note |", "|---|---|---|---|---|"]
+    for k, (v, u, s, n) in FIELDS.items():
+        rows.append(f"| `{k}` | {v:g} | {u} | {s} | {n} |" if isinstance(v, (int, float))
+                    else f"| `{k}` | {v} | {u} | {s} | {n} |")
+    rows.append("")
+    rows += [f"- {k} {v}" for k, v in REFERENCES.items()]
+    return "\n".join(rows)

@@ -1,0 +1,476 @@
+"""Hardware-aware (crossbar-aware) S4D network: the numerics shared by training and the
+simulator, and the ``wrap`` for the training loop.
+
+Every matrix-vector product runs the way an array computes it::
+
+    v = DAC(x / r)              inputs scaled to the DAC range r (one per matrix), clipped to
+                                [-1, 1] and rounded to dac_bits (signed)
+    n = W_q v                   W_q: weights quantized to the conductance levels per output
+                                (per-column scale; ternary {-1,0,+1} for weight_bits = 2) with
+                                write noise injected while training (straight-through gradients)
+    n = ADC(n)                  clipped at the column's full scale, rounded to adc_bits (signed)
+    y = r n + bias              digital periphery
+
+The S4D layer runs its recurrence token by token on one real block matrix per channel
+(inputs [w_re, w_im, v_u], outputs [w_re', w_im', y/r], n = N/2 complex states)::
+
+    w_k = dA w_(k-1) + b v_u          b = dB / |dB| * sqrt(1 - |dA|^2) / rho
+    y_k / r = Re(c w_(k-1)) + d v_u   c = 2 C dA sigma rho,  d = 2 Re(sum C dB) + D
+    (x = r * sigma * rho * w,  sigma = |dB| / sqrt(1 - |dA|^2))
+
+i.e. the state x is normalized per complex state so the input coupling has the size of an
+RMS-stationary response and one gain rho per layer puts |w| <= 1 on the calibration data;
+every entry is then O(1) and the matrix does not depend on the DAC range r. Both rows of a
+complex state share one scale, so the quantized block is still a complex diagonal SSM
+(``project`` turns it back into plain S4D parameters). The state passes through the ADC
+and, in ``state_mode = "digital"``, through the DAC again every step.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import ConfigError, InputError
+from ...quant.quantizers import fake_quant_weight, quantize_weight, round_ste
+from ...quant.spec import TensorSpec
+from ...ssm.network import SequenceModel
+from ...ssm.validate import check_tensor
+from .device import FIELDS, CrossbarConfig, load_device, parse_options
+
+HW_META_FORMAT = "edgessm-crossbar-hw"
+HW_META_VERSION = 1
+_TINY = 1e-12
+_EMA = 0.05
+
+
+def weight_spec(bits: int) -> TensorSpec:
+    """Per-output-channel weight quantizer: TWN ternary for 2 bits, uniform otherwise."""
+    return TensorSpec(bits=bits, method="ternary" if bits == 2 else "uniform", per_channel=True,
+                      descale_bits=16)
+
+
+def quant_linear(W: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, scale): q (out, in) in [-1, 1] on the signed levels (straight-through gradient),
+    scale (out,) the digital column gain, W_q = q * scale[:, None]."""
+    ts = weight_spec(bits)
+    wq = fake_quant_weight(W, ts)
+    with torch.no_grad():
+        qw = quantize_weight(W, ts)
+        scale = (qw.g.double() * torch.exp2(qw.f.double()) * ts.qmax).to(W.dtype)
+    return wq / scale.unsqueeze(-1), scale
+
+
+def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> torch.Tensor:
+    """The real block matrix per channel, (H, n2+1, n2+1) as (out, in), n2 = N = 2 * (N/2).
+
+    fixed > 0: use the state scaling sigma * rho = fixed for every state instead of the RMS
+    normalization (a projected checkpoint: its quantized block comes back exactly)."""
+    dA, dB, C = s4d.discrete()
+    H, n = dA.shape
+    if fixed > 0:
+        sr = torch.full(dA.shape, float(fixed), dtype=dA.real.dtype)
+    else:
+        mag = dA.abs().clamp(max=1 - 1e-6)
+        sr = dB.abs().clamp(min=_TINY) / torch.sqrt(1 - mag ** 2) * rho
+    b = dB / sr
+    c = 2 * C * dA * sr
+    d = 2 * (C * dB).real.sum(-1) + s4d.D
+    M = torch.zeros(H, 2 * n + 1, 2 * n + 1, dtype=dA.real.dtype, device=dA.device)
+    i = torch.arange(n, device=dA.device)
+    M[:, i, i] = dA.real
+    M[:, i, n + i] = -dA.imag
+    M[:, n + i, i] = dA.imag
+    M[:, n + i, n + i] = dA.real
+    M[:, i, 2 * n] = b.real
+    M[:, n + i, 2 * n] = b.imag
+    M[:, 2 * n, i] = c.real
+    M[:, 2 * n, n + i] = -c.imag
+    M[:, 2 * n, 2 * n] = d
+    return M
+
+
+def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, scale) of a block matrix (H, K, K): uniform per output row, the two rows of a
+    complex state sharing one scale; q in [-1, 1], straight-through gradient."""
+    H, K, _ = M.shape
+    n = (K - 1) // 2
+    qmax = (1 << (bits - 1)) - 1
+    with torch.no_grad():
+        s = M.abs().amax(-1).clamp(min=_TINY)                           # (H, K)
+        pair = torch.maximum(s[:, :n], s[:, n:2 * n])
+        s = torch.cat([pair, pair, s[:, 2 * n:]], -1)
+    q = round_ste(torch.clamp(M / s.unsqueeze(-1), -1, 1) * qmax) / qmax
+    return q, s
+
+
+def fake_converter(v: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
+    """Signed converter: clip to [-fs, fs], round to 2**(bits-1) - 1 steps per side (STE)."""
+    q = (1 << (bits - 1)) - 1
+    fs = full_scale
+    return round_ste(torch.clamp(v / fs, -1, 1) * q) / q * fs
+
+
+def write_noise(q: torch.Tensor, cfg, generator=None) -> torch.Tensor:
+    """q plus the write noise of its differential pair, in units of the window (G_max - G_min)."""
+    win = cfg.g_max_us - cfg.g_min_us
+    with torch.no_grad():
+        gp = cfg.g_min_us + q.detach().clamp(min=0) * win
+        gm = cfg.g_min_us - q.detach().clamp(max=0) * win
+        sp, sm = cfg.write_sigma_us(gp), cfg.write_sigma_us(gm)
+        e = (sp * torch.randn(q.shape, generator=generator, dtype=q.dtype)
+             - sm * torch.randn(q.shape, generator=generator, dtype=q.dtype)) / win
+    return q + e
+
+
+class HwSequenceModel(SequenceModel):
+    """A SequenceModel that computes as the crossbar does (see the module docstring).
+
+    Its state_dict is the float model's (same keys); the DAC ranges, ADC full scales and
+    state gains are non-persistent buffers, exported by :meth:`hw_meta`.
+    ``train()``: write noise injected at the device's sigma (``cfg.noise``), ranges tracked
+    by a moving maximum; ``eval()``: ideal devices, quantization and converters only.
+    """
+
+    def __init__(self, config, hw=None):
+        super().__init__(config)
+        self.hw = hw if isinstance(hw, CrossbarConfig) else load_device(hw or "default")
+        c = config
+        nb = lambda *s: torch.zeros(*s)  # noqa: E731
+        self.register_buffer("r_enc", nb(()), persistent=False)
+        self.register_buffer("r_s4d", nb(c.n_layers), persistent=False)
+        self.register_buffer("r_mix", nb(c.n_layers), persistent=False)
+        self.register_buffer("r_dec", nb(()), persistent=False)
+        self.register_buffer("rho", torch.ones(c.n_layers), persistent=False)
+        self.register_buffer("norm_fixed", torch.zeros(c.n_layers), persistent=False)
+        H, K = c.d_model, c.d_state + 1
+        mo = 2 * H if c.mixing == "glu" else H
+        self.register_buffer("fs_enc", nb(H), persistent=False)
+        self.register_buffer("fs_s4d", nb(c.n_layers, H, K), persistent=False)
+        self.register_buffer("fs_mix", nb(c.n_layers, mo), persistent=False)
+        self.register_buffer("fs_dec", nb(c.d_output), persistent=False)
+        self.calibrated = False
+        self._calib = False
+        self.saturations = 0
+        if c.d_state % 2:
+            raise ConfigError("the crossbar mapping needs an even d_state (complex states as pairs)")
+
+    # ---- construction / export ---------------------------------------------------------------
+    @classmethod
+    def from_float(cls, model: SequenceModel, hw=None) -> "HwSequenceModel":
+        m = cls(model.config, hw)
+        m.load_state_dict(model.state_dict())
+        meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw")
+        if isinstance(model, HwSequenceModel) and model.calibrated:
+            m.load_ranges(model.ranges())
+        elif meta and meta.get("ranges"):
+            m.load_ranges(meta["ranges"])
+        m.metrics = dict(getattr(model, "metrics", {}) or {})
+        m.checkpoint_meta = copy.deepcopy(getattr(model, "checkpoint_meta", {}) or {})
+        m.train(model.training)
+        return m
+
+    _RANGE_KEYS = ("r_enc", "r_s4d", "r_mix", "r_dec", "rho", "norm_fixed", "fs_enc", "fs_s4d", "fs_mix", "fs_dec")
+
+    def ranges(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in self._RANGE_KEYS}
+
+    def load_ranges(self, d: dict):
+        for k in self._RANGE_KEYS:
+            if k not in d and k == "norm_fixed":
+                continue
+            t = torch.as_tensor(d[k], dtype=getattr(self, k).dtype)
+            if t.shape != getattr(self, k).shape:
+                raise ConfigError(f"hw ranges {k}: shape {tuple(t.shape)} does not fit the model "
+                                  f"{tuple(getattr(self, k).shape)}")
+            getattr(self, k).copy_(t)
+        self.calibrated = True
+
+    def hw_meta(self) -> dict:
+        """JSON metadata: device overrides, precisions and calibrated ranges."""
+        default = CrossbarConfig()
+        dev = {k: v for k, v in dataclasses.asdict(self.hw).items() if getattr(default, k) != v}
+        return {"format": HW_META_FORMAT, "format_version": HW_META_VERSION, "device": dev,
+                "weight_bits": self.hw.weight_bits, "ssm_bits": self.hw.ssm_bits,
+                "state_mode": self.hw.state_mode, "ranges": self.ranges()}
+
+    def save_deployable(self, path, metrics: dict | None = None, extra: dict | None = None):
+        """What `edgessm train --hw crossbar` writes at the end: see :func:`save_hw`."""
+        return save_hw(self, path, metrics=metrics, extra=extra)
+
+    # ---- quantized matrices (normalized q, digital scale) ----------------------------------------
+    def qlinear(self, lin: nn.Linear):
+        return quant_linear(lin.weight, self.hw.weight_bits)
+
+    def qblock(self, i: int):
+        return quant_block(block_matrix(self.blocks[i].s4d, float(self.rho[i]), float(self.norm_fixed[i])),
+                           self.hw.ssm_bits)
+
+    def _noisy(self, q, kind: str = "linear"):
+        if self.training and self.hw.noise and not self._calib \
+                and self.hw.write_noise_arrays in ("all", kind):
+            return write_noise(q, self.hw)
+        return q
+
+    # ---- one MVM ---------------------------------------------------------------------------------
+    def _track(self, buf: torch.Tensor, value: torch.Tensor, idx=None):
+        value = value.detach().to(buf.dtype)
+        if self._calib:
+            new = value
+        elif self.training:
+            cur = buf if idx is None else buf[idx]
+            new = (1 - _EMA) * cur + _EMA * value
+        else:
+            return
+        if idx is None:
+            buf.copy_(new)
+        else:
+            buf[idx] = new
+
+    def _mvm(self, x, lin: nn.Linear, rname: str, fsname: str, idx=None):
+        hw = self.hw
+        rbuf = getattr(self, rname)
+        self._track(rbuf, x.detach().abs().amax().clamp(min=_TINY), idx)
+        r = (rbuf if idx is None else rbuf[idx]).clone()
+        v = fake_converter(x / r, 1.0, hw.dac_bits)
+        q, scale = self.qlinear(lin)
+        n = F.linear(v, self._noisy(q) * scale.unsqueeze(-1))
+        fbuf = getattr(self, fsname)
+        red = tuple(range(n.dim() - 1))
+        self._track(fbuf, n.detach().abs().amax(red) * hw.adc_headroom, idx)
+        fs = (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY).clone()
+        if not self._calib:
+            self.saturations += int((n.detach().abs() > fs).sum())
+            n = fake_converter(n, fs, hw.adc_bits)
+        y = n * r
+        return y + lin.bias if lin.bias is not None else y
+
+    def _s4d(self, i: int, u: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H) through the layer's block matrices, token by token."""
+        hw, s4d = self.hw, self.blocks[i].s4d
+        self._track(self.r_s4d, u.detach().abs().amax().clamp(min=_TINY), i)
+        r = self.r_s4d[i].clone()
+        fixed = float(self.norm_fixed[i]) > 0
+        if self._calib and not fixed:
+            self._calibrate_rho(i, u, float(r))
+        q, s = self.qblock(i)
+        Mq = self._noisy(q, "s4d") * s.unsqueeze(-1)                               # (H, K, K)
+        B, L, H = u.shape
+        n2 = s4d.d_state
+        vu = fake_converter(u / r, 1.0, hw.dac_bits)
+        w = torch.zeros(B, H, n2, dtype=u.dtype)
+        with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
+            self.fs_s4d[i, :, :n2] = hw.adc_headroom
+        fs = self.fs_s4d[i].clamp(min=_TINY).clone()
+        ys, peak = [], torch.zeros(H, n2 + 1)
+        for t in range(L):
+            inp = torch.cat([w, vu[:, t].unsqueeze(-1)], -1)                # (B, H, K)
+            n = torch.einsum("bhi,hoi->bho", inp, Mq)
+            if self._calib or self.training:
+                peak = torch.maximum(peak, n.detach().abs().amax(0))
+            if not self._calib:
+                self.saturations += int((n.detach().abs() > fs).sum())
+                n = fake_converter(n, fs, hw.adc_bits)
+            w = n[..., :n2]
+            if hw.state_mode == "digital":
+                w = fake_converter(w, 1.0, hw.dac_bits)
+            ys.append(n[..., n2])
+        peak[:, :n2] = 1.0
+        self._track(self.fs_s4d, peak * hw.adc_headroom, i)
+        if self.training and not self._calib and not fixed:    # keep |w| <= 1 as weights move
+            wpk = float(peak[:, :n2].max())
+            self.rho[i] = (1 - _EMA) * self.rho[i] + _EMA * self.rho[i] * max(wpk, 1e-3)
+        return torch.stack(ys, 1) * r
+
+    @torch.no_grad()
+    def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):
+        """rho: the largest |w| of the float recurrence with rho = 1, on u."""
+        s4d = self.blocks[i].s4d
+        dA, dB, _ = s4d.discrete()
+        sig = dB.abs().clamp(min=_TINY) / torch.sqrt(1 - dA.abs().clamp(max=1 - 1e-6) ** 2)
+        x = torch.zeros(u.shape[0], *dA.shape, dtype=dA.dtype)
+        m = torch.zeros(())
+        for t in range(u.shape[1]):
+            x = dA * x + dB * u[:, t].unsqueeze(-1)
+            m = torch.maximum(m, torch.view_as_real(x / (r * sig)).abs().max())
+        self.rho[i] = float(m.clamp(min=1e-6))
+
+    # ---- the network -----------------------------------------------------------------------------
+    def _block(self, i, b, x):
+        z = b._norm(x) if b.prenorm else x
+        z = b.drop(b.act(self._s4d(i, z)))
+        z = self._mvm(z, b.mix, "r_mix", "fs_mix", i)
+        z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
+        z = b.drop(z)
+        if b.residual:
+            z = z + x
+        if not b.prenorm:
+            z = b._norm(z)
+        return z
+
+    def features(self, x, mode=None):
+        check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+        if not self.calibrated:
+            self.calibrate(x)
+        h = self._mvm(x, self.encoder, "r_enc", "fs_enc")
+        for i, b in enumerate(self.blocks):
+            h = self._block(i, b, h)
+        return h
+
+    def forward(self, x, mode=None):
+        h = self.features(x)
+        h = h.mean(1) if self.config.readout == "mean" else h[:, -1]
+        return self._mvm(h, self.decoder, "r_dec", "fs_dec")
+
+    def forward_tokens(self, x, mode=None):
+        h = self.features(x)
+        if self.config.readout == "mean":
+            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
+        return self._mvm(h, self.decoder, "r_dec", "fs_dec")
+
+    @torch.no_grad()
+    def calibrate(self, X: torch.Tensor, batch_size: int = 128):
+        """Set every DAC range, ADC full scale and state gain from inputs X (B, L, d_in)."""
+        was = self.training
+        self.eval()
+        self._calib = True
+        try:
+            X = X[:batch_size]
+            h = self._mvm(X, self.encoder, "r_enc", "fs_enc")
+            for i, b in enumerate(self.blocks):
+                h = self._block(i, b, h)
+            h = h.mean(1) if self.config.readout == "mean" else h[:, -1]
+            self._mvm(h, self.decoder, "r_dec", "fs_dec")
+        finally:
+            self._calib = False
+            self.train(was)
+        self.calibrated = True
+        return self.ranges()
+
+    def init_state(self, batch: int = 1):
+        raise ConfigError("HwSequenceModel streams through the crossbar target: "
+                          "edgessm.targets.get('crossbar').compile(model).step(...)")
+
+    def step(self, x_t, state):
+        return self.init_state()
+
+    def extra_repr(self) -> str:
+        return (f"weight_bits={self.hw.weight_bits}, ssm_bits={self.hw.ssm_bits}, "
+                f"state_mode={self.hw.state_mode!r}, calibrated={self.calibrated}")
+
+
+# ---- projection: the noise-free quantized network as plain S4D parameters -----------------------------
+@torch.no_grad()
+def project(model: HwSequenceModel) -> SequenceModel:
+    """A float SequenceModel whose weights ARE the quantized values (linear layers exactly;
+    each S4D layer rebuilt from its quantized block, which is still complex diagonal).
+    Converters (DAC/ADC) are not part of it. Needs zoh discretization."""
+    out = SequenceModel(model.config)
+    out.load_state_dict(model.state_dict())
+    for lin_m, lin_o in [(model.encoder, out.encoder), (model.decoder, out.decoder)] + \
+            [(b.mix, o.mix) for b, o in zip(model.blocks, out.blocks)]:
+        q, s = model.qlinear(lin_m)
+        lin_o.weight.copy_(q * s.unsqueeze(-1))
+    clamped = 0
+    for i, (b, o) in enumerate(zip(model.blocks, out.blocks)):
+        s4d = b.s4d
+        if s4d.discretization != "zoh":
+            raise ConfigError("project() rebuilds S4D parameters for zoh discretization only")
+        q, s = model.qblock(i)
+        M = (q * s.unsqueeze(-1)).double()
+        n = s4d.d_state // 2
+        i_ = torch.arange(n)
+        dA = torch.complex(M[:, i_, i_], M[:, n + i_, i_])
+        bq = torch.complex(M[:, i_, 2 * n], M[:, n + i_, 2 * n])
+        cq = torch.complex(M[:, 2 * n, i_], -M[:, 2 * n, n + i_])
+        dq = M[:, 2 * n, 2 * n]
+        mag = dA.abs()
+        bad = (mag >= 1 - 1e-6) | (mag < 1e-6)
+        clamped += int(bad.sum())
+        dA = torch.where(bad, dA / mag.clamp(min=1e-30) * mag.clamp(1e-6, 1 - 1e-6), dA)
+        dA = torch.where(mag < 1e-6, torch.full_like(dA, 1e-6), dA)
+        r = float(model.r_s4d[i])
+        dt = torch.exp(s4d.log_dt.double()).unsqueeze(-1)
+        A = torch.log(dA) / dt
+        dB = bq / r                                  # state w: w_k = dA w + (b / r) u
+        Bp = dB * A / (dA - 1)
+        Cp = r * cq / (2 * dA)
+        Dp = dq - 2 * (Cp * dB).real.sum(-1)
+        o.s4d.log_A_real.copy_(torch.log(-A.real).float())
+        o.s4d.A_imag.copy_(A.imag.float())
+        o.s4d.B.copy_(torch.view_as_real(Bp.to(torch.complex64)))
+        o.s4d.C.copy_(torch.view_as_real(Cp.to(torch.complex64)))
+        o.s4d.D.copy_(Dp.float())
+    out.projection_clamped = clamped
+    out.eval()
+    return out
+
+
+def projected_ranges(model: HwSequenceModel) -> dict:
+    """The ranges of `model` for its projection: the state scaling becomes fixed at 1 / r,
+    which makes the projected S4D's block matrix the quantized one again."""
+    rg = model.ranges()
+    rg["norm_fixed"] = [1.0 / max(float(r), _TINY) for r in model.r_s4d]
+    return rg
+
+
+def save_hw(model: HwSequenceModel, path, metrics: dict | None = None, extra: dict | None = None):
+    """Save the deployable form: the projected float model (loads anywhere with es.load and
+    evaluates the quantized network) plus "hw" metadata (device, precisions, ranges)."""
+    from ... import io
+    p = project(model)
+    meta = model.hw_meta()
+    meta["ranges"] = projected_ranges(model)
+    meta["projected"] = True
+    return io.save(p, path, metrics=metrics, extra={**(extra or {}), "hw": meta})
+
+
+def hw_wrap(device: str = "default", **overrides):
+    """``wrap`` for edgessm.train.train: float model -> HwSequenceModel in train mode.
+
+    device: a preset (default, ideal, pessimistic), a name under configs/crossbar/ or a TOML
+    path; overrides: any CrossbarConfig field (weight_bits=2 for ternary, write_noise_sigma_us,
+    state_mode, ...). Calibrated on the first training samples of the checkpoint's task when
+    known, else on the first batch.
+    """
+    cfg = load_device(device, **overrides)
+
+    def wrap(model: SequenceModel) -> HwSequenceModel:
+        meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw") or {}
+        dev = dict(meta.get("device") or {})
+        for k in ("weight_bits", "ssm_bits", "state_mode"):
+            if k in meta:
+                dev[k] = meta[k]
+        hw = parse_options({**{k: v for k, v in dev.items() if k in FIELDS}, **overrides},
+                           base=load_device(device)) if dev else cfg
+        m = HwSequenceModel.from_float(model, hw)
+        if not m.calibrated:
+            run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
+            task = (run.get("data") or {}).get("task")
+            if task:
+                from ...data import load_task
+                m.calibrate(load_task(task, "train", limit=hw.calibrate).x)
+        m.train()
+        return m
+    return wrap
+
+
+def build_hw(config, meta: dict) -> HwSequenceModel:
+    """Rebuild an HwSequenceModel from a config and its hw metadata (for a dispatching
+    edgessm.quant.build_quantized / edgessm.load)."""
+    if not isinstance(meta, dict) or meta.get("format") != HW_META_FORMAT:
+        raise ConfigError("not crossbar hw metadata")
+    dev = dict(meta.get("device") or {})
+    hw = parse_options({**dev, "weight_bits": meta.get("weight_bits", 5),
+                        "ssm_bits": meta.get("ssm_bits", 6), "state_mode": meta.get("state_mode", "digital")})
+    m = HwSequenceModel(config, hw)
+    if meta.get("ranges"):
+        m.load_ranges(meta["ranges"])
+    return m
+
+
+__all__ = ["HwSequenceModel", "hw_wrap", "project", "save_hw", "build_hw", "block_matrix",
+           "quant_block", "quant_linear", "fake_converter", "write_noise", "InputError"]

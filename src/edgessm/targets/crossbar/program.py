@@ -1,0 +1,388 @@
+"""The ``crossbar`` target: an S4D network programmed into memristor arrays and run token by
+token, one analog MVM per array per token.
+
+Mapping. Every matrix of the network is placed on arrays of ``array_rows`` inputs x
+``array_cols / 2`` signed outputs (a differential pair of columns per signed weight):
+the encoder, each mixing and the decoder are tiled (row tiles give digital partial sums,
+each tile with its own ADCs); each S4D layer is one real block matrix per channel, mapping
+[w_(k-1); u_k] to [w_k; y_k] (see hw.py), packed block-diagonally, as many channels per
+array as fit (a block larger than an array is an error). Cells outside the blocks hold a
+zero weight (both devices at G_min) and still see the faults and noise of every device.
+
+Per device instance (``seed``): write noise (program-and-verify), stuck devices, drift to
+``drift_time_s``; per read: read noise; DAC and ADC on every array.
+
+Cost per token (mode "token": a token passes every stage before the next enters):
+    crossbar   sum over driven rows of V_i^2 * (sum of the row's conductances) * pulse_time,
+               from the voltages of the tokens run (or all rows at read_voltage_v if none)
+    DAC / ADC  conversions * fom * 2^bits
+    digital    partial-sum adds, bias adds, column-scale multiplies, activations
+    latency    sum over stages of (pulse + ADC conversions per ADC * adc_time + digital)
+"pipelined": a new token every max-stage time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import ConfigError, InputError
+from ...ssm.network import SequenceModel
+from ...ssm.validate import check_tensor
+from ..base import Cost, Program, Target, register
+from .device import FIELDS, CrossbarConfig, load_device, parse_options
+from .hw import HwSequenceModel
+
+_TINY = 1e-12
+
+
+def _conv(v: torch.Tensor, fs, bits: int, mask=None) -> tuple[torch.Tensor, int]:
+    """Signed converter, round half up (as the training quantizer); saturations counted in mask."""
+    q = (1 << (bits - 1)) - 1
+    over = v.abs() > fs
+    sat = int((over & mask).sum()) if mask is not None else int(over.sum())
+    return torch.floor(torch.clamp(v / fs, -1, 1) * q + 0.5) / q * fs, sat
+
+
+class Stage:
+    """One matrix kind on its arrays: targets q (A, R, Cs), index maps, ADC full scales."""
+
+    def __init__(self, name: str, kind: str, q: torch.Tensor, in_idx, out_idx, fs, n_in: int, n_out: int):
+        self.name, self.kind = name, kind
+        self.q_target, self.in_idx, self.out_idx, self.fs = q, in_idx, out_idx, fs
+        self.n_in, self.n_out = n_in, n_out
+        self.arrays = q.shape[0]
+        self.rows_used = int((in_idx >= 0).sum())
+        self.cols_used = int((out_idx >= 0).sum())
+        self.mapped = int(((in_idx >= 0).unsqueeze(-1) & (out_idx >= 0).unsqueeze(1)).sum()) \
+            if kind == "linear" else None
+        self.nonzero = int((q != 0).sum())
+        self.row_tiles = 1
+
+    def program(self, cfg, gen: torch.Generator):
+        """Conductances (S) of this device instance: G+ and G- (A, R, Cs) after write noise,
+        faults and drift; q_eff, its read-noise variance and the row conductance sums."""
+        win = cfg.g_max_us - cfg.g_min_us
+        q = self.q_target.double()
+        gp = cfg.g_min_us + q.clamp(min=0) * win
+        gm = cfg.g_min_us - q.clamp(max=0) * win
+        if cfg.noise:
+            wn = cfg.write_noise_arrays in ("all", self.kind if self.kind == "s4d" else "linear")
+
+            def prog(g):
+                e = torch.randn(g.shape, generator=gen, dtype=g.dtype)   # drawn always: same instance
+                g = g + cfg.write_sigma_us(g) * e if wn else g
+                g = g.clamp(0.0, 1.5 * cfg.g_max_us)
+                u = torch.rand(g.shape, generator=gen, dtype=g.dtype)
+                g = torch.where(u < cfg.stuck_on_frac, torch.full_like(g, cfg.g_max_us), g)
+                g = torch.where((u >= cfg.stuck_on_frac) & (u < cfg.stuck_on_frac + cfg.stuck_off_frac),
+                                torch.full_like(g, cfg.g_min_us), g)
+                if cfg.drift_time_s != cfg.drift_t0_s and (cfg.drift_nu > 0 or cfg.drift_nu_std > 0):
+                    nu = (cfg.drift_nu + cfg.drift_nu_std * torch.randn(g.shape, generator=gen,
+                                                                         dtype=g.dtype)).clamp(min=0)
+                    g = g * (cfg.drift_time_s / cfg.drift_t0_s) ** (-nu)
+                return g
+            gp, gm = prog(gp), prog(gm)
+        comp = 1.0
+        if cfg.noise and cfg.drift_compensation:
+            comp = (cfg.drift_time_s / cfg.drift_t0_s) ** cfg.drift_nu
+        self.g_plus_s, self.g_minus_s = gp * 1e-6, gm * 1e-6
+        self.q_eff = ((gp - gm) / win * comp).float()
+        self.read_var = ((cfg.read_noise_rel ** 2) * (gp ** 2 + gm ** 2) / win ** 2 * comp ** 2).float() \
+            if cfg.noise else None
+        # full physical row: every signed column is two devices; unused cells sit at G_min
+        self.row_g_s = (self.g_plus_s + self.g_minus_s).sum(-1).float()     # (A, R)
+
+    def mvm(self, v: torch.Tensor, gen, cfg, stats: dict, analog_cols=None) -> torch.Tensor:
+        """v (B, n_in) DAC-scaled inputs in [-1, 1] -> normalized column outputs (B, n_out)."""
+        B = v.shape[0]
+        vz = torch.cat([v, v.new_zeros(B, 1)], 1)
+        idx = torch.where(self.in_idx >= 0, self.in_idx, self.n_in)            # (A, R)
+        V = vz[:, idx]                                                          # (B, A, R)
+        n = torch.einsum("bar,arc->bac", V, self.q_eff)
+        if self.read_var is not None and cfg.read_noise_rel > 0:
+            sd = torch.einsum("bar,arc->bac", V * V, self.read_var).clamp(min=0).sqrt()
+            n = n + sd * torch.randn(n.shape, generator=gen)
+        conv = self.out_idx >= 0
+        if analog_cols is not None:
+            conv = conv & ~analog_cols
+        nq, sat = _conv(n, self.fs, cfg.adc_bits, conv.unsqueeze(0))
+        n = torch.where(conv.unsqueeze(0), nq, n)
+        stats["adc_saturations"] += int(sat)
+        e = float((V * V * self.row_g_s.unsqueeze(0)).sum()) * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
+        stats["crossbar_energy_j"] += e
+        out = n.new_zeros(B, self.n_out + 1)
+        oidx = torch.where(self.out_idx >= 0, self.out_idx, self.n_out).reshape(-1)
+        out.index_add_(1, oidx, n.reshape(B, -1))
+        return out[:, :self.n_out]
+
+
+def _linear_stage(name: str, q: torch.Tensor, fs_logical: torch.Tensor, scale: torch.Tensor, cfg) -> Stage:
+    """Tile q (M out, K in) over arrays; ADC full scale per tile column from the logical one."""
+    M, K = q.shape
+    R, Cs = cfg.array_rows, cfg.signed_cols
+    rt, ct = math.ceil(K / R), math.ceil(M / Cs)
+    A = rt * ct
+    Q = torch.zeros(A, R, Cs)
+    ii = torch.full((A, R), -1, dtype=torch.long)
+    oi = torch.full((A, Cs), -1, dtype=torch.long)
+    fs = torch.ones(A, Cs)
+    a = 0
+    for r in range(rt):
+        for c in range(ct):
+            rows = torch.arange(r * R, min(K, (r + 1) * R))
+            cols = torch.arange(c * Cs, min(M, (c + 1) * Cs))
+            Q[a, :len(rows), :len(cols)] = q[cols][:, rows].T
+            ii[a, :len(rows)] = rows
+            oi[a, :len(cols)] = cols
+            fs[a, :len(cols)] = (fs_logical[cols] / scale[cols]).clamp(min=_TINY)
+            a += 1
+    st = Stage(name, "linear", Q, ii, oi, fs, K, M)
+    st.row_tiles = rt
+    return st
+
+
+def _block_stage(name: str, q: torch.Tensor, fs_logical: torch.Tensor, scale: torch.Tensor, cfg) -> Stage:
+    """Pack the per-channel blocks q (H, K, K) (out, in) block-diagonally into arrays."""
+    H, K, _ = q.shape
+    R, Cs = cfg.array_rows, cfg.signed_cols
+    if K > R or K > Cs:
+        raise ConfigError(f"{name}: one channel's S4D block is {K} x {K} (d_state {K - 1} + 1), but an "
+                          f"array has {R} rows and {Cs} signed columns ({cfg.array_cols} physical); use "
+                          f"--set array_rows=N array_cols=M with N >= {K} and M >= {2 * K}, or a smaller d_state")
+    per = min(R // K, Cs // K)
+    A = math.ceil(H / per)
+    Q = torch.zeros(A, R, Cs)
+    ii = torch.full((A, R), -1, dtype=torch.long)
+    oi = torch.full((A, Cs), -1, dtype=torch.long)
+    fs = torch.ones(A, Cs)
+    for h in range(H):
+        a, k = divmod(h, per)
+        sl = slice(k * K, (k + 1) * K)
+        Q[a, sl, sl] = q[h].T
+        ii[a, sl] = torch.arange(h * K, (h + 1) * K)
+        oi[a, sl] = torch.arange(h * K, (h + 1) * K)
+        fs[a, sl] = (fs_logical[h] / scale[h]).clamp(min=_TINY)
+    st = Stage(name, "s4d", Q, ii, oi, fs, H * K, H * K)
+    st.mapped = H * K * K
+    st.channels_per_array = per
+    return st
+
+
+class CrossbarProgram(Program):
+    target = "crossbar"
+
+    def __init__(self, hwm: HwSequenceModel, cfg):
+        self.model, self.config = hwm, cfg
+        c = hwm.config
+        self.d_input, self.d_output = c.d_input, c.d_output
+        self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        self.stages: dict[str, Stage] = {}
+        self.scales: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            self._lower()
+        for st in self.stages.values():
+            st.program(cfg, self.gen)
+        self.reset_stats()
+
+    # ---- lowering ----------------------------------------------------------------------------
+    def _lower(self):
+        m, cfg = self.model, self.config
+        lin = [("encoder", m.encoder, m.fs_enc)] + \
+              [(f"mixing{i}", b.mix, m.fs_mix[i]) for i, b in enumerate(m.blocks)] + \
+              [("decoder", m.decoder, m.fs_dec)]
+        for name, l, fsl in lin:
+            q, s = m.qlinear(l)
+            self.stages[name] = _linear_stage(name, q.detach(), fsl, s.detach(), cfg)
+            self.scales[name] = s.detach()
+        for i in range(len(m.blocks)):
+            q, s = m.qblock(i)
+            self.stages[f"s4d{i}"] = _block_stage(f"s4d{i}", q.detach(), m.fs_s4d[i], s.detach(), cfg)
+            self.scales[f"s4d{i}"] = s.detach()
+
+    def order(self) -> list[str]:
+        n = len(self.model.blocks)
+        return ["encoder"] + [x for i in range(n) for x in (f"s4d{i}", f"mixing{i}")] + ["decoder"]
+
+    # ---- execution ---------------------------------------------------------------------------
+    def _dac(self, x, r):
+        return _conv(x / r, 1.0, self.config.dac_bits)[0]
+
+    def _linear(self, name: str, x: torch.Tensor, r, lin) -> torch.Tensor:
+        n = self.stages[name].mvm(self._dac(x, r), self.gen, self.config, self._stats)
+        y = n * self.scales[name] * r
+        return y + lin.bias if lin.bias is not None else y
+
+    def _s4d(self, i: int, u: torch.Tensor, w: torch.Tensor):
+        cfg, st = self.config, self.stages[f"s4d{i}"]
+        r = self.model.r_s4d[i]
+        B, H = u.shape
+        K = w.shape[-1] + 1
+        vin = torch.cat([w, self._dac(u, r).unsqueeze(-1)], -1).reshape(B, H * K)
+        analog = None
+        if cfg.state_mode == "analog":
+            is_state = torch.ones(H, K, dtype=torch.bool)
+            is_state[:, -1] = False
+            flat = is_state.reshape(-1)
+            analog = torch.where(st.out_idx >= 0, flat[st.out_idx.clamp(min=0)], torch.zeros_like(st.out_idx, dtype=torch.bool))
+        n = st.mvm(vin, self.gen, cfg, self._stats, analog_cols=analog).reshape(B, H, K)
+        out = n * self.scales[f"s4d{i}"]
+        w_new = out[..., :-1]
+        if cfg.state_mode == "digital":
+            w_new = self._dac(w_new, 1.0)
+        else:
+            w_new = w_new.clamp(-1.0, 1.0)
+        return out[..., -1] * r, w_new
+
+    def init_state(self, batch: int = 1) -> dict:
+        if not isinstance(batch, int) or batch < 1:
+            raise InputError(f"batch must be a positive integer, got {batch!r}")
+        c = self.model.config
+        return {"w": [torch.zeros(batch, c.d_model, c.d_state) for _ in range(c.n_layers)],
+                "t": 0, "sum": None}
+
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, state: dict):
+        check_tensor(x_t, ndim=2, last=self.d_input, name="x_t", what="(batch, d_input)")
+        if not isinstance(state, dict) or len(state.get("w", [])) != len(self.model.blocks) \
+                or state["w"][0].shape[0] != x_t.shape[0]:
+            raise InputError(f"state does not belong to this program and batch {x_t.shape[0]}; "
+                             f"create it with init_state({x_t.shape[0]})")
+        m = self.model
+        x_t = x_t.float()
+        h = self._linear("encoder", x_t, m.r_enc, m.encoder)
+        new = []
+        for i, b in enumerate(m.blocks):
+            z = b._norm(h) if b.prenorm else h
+            y, w = self._s4d(i, z, state["w"][i])
+            new.append(w)
+            z = self._linear(f"mixing{i}", b.act(y), m.r_mix[i], b.mix)
+            z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
+            if b.residual:
+                z = z + h
+            if not b.prenorm:
+                z = b._norm(z)
+            h = z
+        t = state["t"] + 1
+        total = None
+        if m.config.readout == "mean":
+            total = h if state["sum"] is None else state["sum"] + h
+            h = total / t
+        out = self._linear("decoder", h, m.r_dec, m.decoder)
+        self._stats["stream_tokens"] += x_t.shape[0]
+        return out, {"w": new, "t": t, "sum": total}
+
+    # ---- resources and cost -----------------------------------------------------------------------
+    def resources(self) -> dict:
+        cfg = self.config
+        cells = cfg.array_rows * cfg.signed_cols
+        per = {}
+        for name in self.order():
+            st = self.stages[name]
+            per[name] = {"arrays": st.arrays, "rows_used": st.rows_used, "cols_used": st.cols_used,
+                         "utilization": st.mapped / (st.arrays * cells),
+                         "nonzero_weights": st.nonzero}
+            if st.kind == "s4d":
+                per[name]["channels_per_array"] = st.channels_per_array
+            else:
+                per[name]["row_tiles"] = st.row_tiles
+        arrays = sum(s.arrays for s in self.stages.values())
+        mapped = sum(s.mapped for s in self.stages.values())
+        devices = arrays * cfg.array_rows * cfg.array_cols
+        return {"arrays": arrays, "array": f"{cfg.array_rows}x{cfg.array_cols}",
+                "devices": devices, "utilization": mapped / (arrays * cells),
+                "nonzero_weights": sum(s.nonzero for s in self.stages.values()),
+                "stages": per,
+                "programming_energy_j": devices * cfg.program_verify_iterations * cfg.program_pulse_energy_j,
+                "state_mode": cfg.state_mode, "weight_bits": cfg.weight_bits, "ssm_bits": cfg.ssm_bits}
+
+    def _stage_work(self, st: Stage) -> dict:
+        cfg = self.config
+        analog = cfg.state_mode == "analog" and st.kind == "s4d"
+        K = st.n_in // self.model.config.d_model if st.kind == "s4d" else None
+        adc = st.cols_used - (self.model.config.d_model * (K - 1) if analog else 0)
+        dac = st.rows_used - (self.model.config.d_model * (K - 1) if analog else 0)
+        outs = st.n_out
+        adds = outs * (st.row_tiles - 1) + outs            # partial sums + bias / residual
+        mults = 2 * outs                                   # column scale, range gain
+        per_array_cols = math.ceil(st.cols_used / st.arrays)
+        t = (cfg.pulse_time_s + math.ceil(per_array_cols / 1) * 0 + cfg.adc_share * cfg.adc_time_s
+             + math.ceil((adds + mults) / st.arrays / cfg.digital_lanes) * cfg.digital_op_time_s)
+        return {"adc": adc, "dac": dac, "adds": adds, "mults": mults, "time_s": t}
+
+    def cost(self, tokens: int = 1, mode: str = "token") -> Cost:
+        if mode not in ("token", "pipelined"):
+            raise ConfigError(f"unknown cost mode {mode!r}; use 'token' or 'pipelined'")
+        cfg = self.config
+        st = self._stats
+        if st["stream_tokens"] > 0:
+            e_x = st["crossbar_energy_j"] / st["stream_tokens"]
+            src = f"measured voltages over {st['stream_tokens']} stream tokens"
+        else:
+            e_x = sum(float(s.row_g_s[:, :].sum() * 0 + s.row_g_s[(s.in_idx >= 0)].sum())
+                      for s in self.stages.values()) * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
+            src = "worst case: every used row at read_voltage_v (nothing run yet)"
+        works = {n: self._stage_work(self.stages[n]) for n in self.order()}
+        adc = sum(w["adc"] for w in works.values())
+        dac = sum(w["dac"] for w in works.values())
+        e_adc = adc * cfg.adc_fom_j * 2 ** cfg.adc_bits
+        e_dac = dac * cfg.dac_fom_j * 2 ** cfg.dac_bits
+        e_dig = sum(w["adds"] for w in works.values()) * cfg.digital_add_j + \
+            sum(w["mults"] for w in works.values()) * cfg.digital_mult_j
+        energy = e_x + e_adc + e_dac + e_dig
+        latency = sum(w["time_s"] for w in works.values())
+        t_token = latency if mode == "token" else max(w["time_s"] for w in works.values())
+        used = {k: (getattr(cfg, k), FIELDS[k][1], FIELDS[k][2]) for k in
+                ("g_min_us", "g_max_us", "read_voltage_v", "pulse_time_s", "adc_bits", "dac_bits",
+                 "adc_fom_j", "dac_fom_j", "adc_time_s", "adc_share", "digital_add_j", "digital_mult_j",
+                 "digital_op_time_s", "digital_lanes", "array_rows", "array_cols")}
+        return Cost(energy_per_token_j=energy, latency_per_token_s=latency,
+                    throughput_tokens_per_s=1.0 / t_token, power_w=energy / t_token, mode=mode,
+                    measured=False,
+                    assumptions={**used, "crossbar_energy": src, "adc_conversions_per_token": adc,
+                                 "dac_conversions_per_token": dac, "arrays": self.resources()["arrays"],
+                                 "tokens": tokens, "stages": len(works),
+                                 "token_mode": "one token passes every stage before the next enters"},
+                    breakdown={"crossbar": e_x, "adc": e_adc, "dac": e_dac, "digital": e_dig})
+
+    def stats(self) -> dict:
+        return dict(self._stats)
+
+    def reset_stats(self) -> None:
+        self._stats = {"stream_tokens": 0, "crossbar_energy_j": 0.0, "adc_saturations": 0}
+
+
+@register("crossbar")
+class CrossbarTarget(Target):
+    """Memristive in-memory compute: analog crossbar simulation (device instances by seed)."""
+    stochastic = True
+    config_class = CrossbarConfig
+
+    def compile(self, model, spec=None, calibration=None, **options) -> CrossbarProgram:
+        """spec: a device preset / TOML (default: the model's device, else "default");
+        options: CrossbarConfig fields (strings accepted); calibration: inputs (B, L, d_in) used
+        when the model carries no calibrated ranges."""
+        if not isinstance(model, SequenceModel):
+            raise ConfigError(f"crossbar compiles an edgessm SequenceModel, got {type(model).__name__}")
+        meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw") or {}
+        base = load_device(spec) if spec is not None else None
+        dev = {}
+        if isinstance(model, HwSequenceModel):
+            dev = {k: getattr(model.hw, k) for k in ("weight_bits", "ssm_bits", "state_mode")}
+            if base is None:
+                base = model.hw
+        elif meta:
+            dev = {k: v for k, v in (meta.get("device") or {}).items() if k in FIELDS}
+            for k in ("weight_bits", "ssm_bits", "state_mode"):
+                if k in meta:
+                    dev[k] = meta[k]
+        cfg = parse_options({**dev, **options}, base=base if base is not None else load_device("default"))
+        hwm = HwSequenceModel.from_float(model, cfg)
+        if not hwm.calibrated:
+            if calibration is None:
+                raise ConfigError("the crossbar needs DAC/ADC ranges: pass calibration=X (training inputs, "
+                                  "B x L x d_in) or compile a model trained/saved with the crossbar hw wrap")
+            hwm.calibrate(calibration[:cfg.calibrate])
+        hwm.eval()
+        return CrossbarProgram(hwm, cfg)

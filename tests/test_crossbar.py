@@ -1,0 +1,234 @@
+"""The crossbar target (issue 4): device config, hardware-aware model, simulator, cost, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import edgessm as es
+from edgessm.errors import ConfigError, InputError, UnknownNameError
+from edgessm.targets.crossbar import (CrossbarConfig, HwSequenceModel, hw_wrap, load_device,
+                                      parse_options, project, save_hw, table_markdown)
+from edgessm.targets.crossbar.hw import block_matrix, projected_ranges
+
+torch.set_num_threads(1)
+
+
+def tiny(d_input=3, d_output=4, H=6, N=8, layers=2, seed=0):
+    torch.manual_seed(seed)
+    return es.SequenceModel.from_preset("neuromorphic", d_input=d_input, d_output=d_output,
+                                        d_model=H, d_state=N, n_layers=layers)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(12, 30, 3, generator=g)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw,msg", [
+    (dict(g_min_us=100.0, g_max_us=50.0), "inverted"),
+    (dict(g_min_us=50.0, g_max_us=50.0), "inverted"),
+    (dict(g_min_us=-5.0), "positive"),
+    (dict(g_max_us=0.0, g_min_us=0.0), "positive"),
+    (dict(levels=1), "at least 2"),
+    (dict(write_noise_sigma_us=-1.0), "write_noise_sigma_us"),
+    (dict(adc_bits=0), "adc_bits"),
+    (dict(dac_bits=0), "dac_bits"),
+    (dict(stuck_on_frac=1.5), "stuck_on_frac"),
+    (dict(weight_bits=8, levels=16), "levels"),
+    (dict(state_mode="floating"), "state_mode"),
+    (dict(write_noise_arrays="some"), "write_noise_arrays"),
+])
+def test_bad_config_is_rejected(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        parse_options(kw)
+
+
+def test_unknown_and_malformed_set_fields():
+    with pytest.raises(UnknownNameError, match="unknown crossbar config field 'write_noise'"):
+        parse_options({"write_noise": "3"})
+    with pytest.raises(ConfigError, match="not a valid float"):
+        parse_options({"write_noise_sigma_us": "lots"})
+    with pytest.raises(UnknownNameError):
+        load_device("no-such-device")
+
+
+def test_set_strings_are_converted_and_presets_load():
+    c = parse_options({"write_noise_sigma_us": "15", "adc_bits": "6", "state_mode": "analog",
+                       "drift_compensation": "false"})
+    assert c.write_noise_sigma_us == 15.0 and c.adc_bits == 6 and c.state_mode == "analog"
+    assert c.drift_compensation == 0
+    assert load_device("ternary").weight_bits == 2          # configs/crossbar/ternary.toml
+    assert load_device("ideal").noise == 0
+    d = CrossbarConfig()
+    assert d.stuck_on_frac > 0 and d.stuck_off_frac > 0 and d.g_max_us > d.g_min_us
+    assert "[Milo21]" in table_markdown()
+
+
+def test_array_too_small_for_a_block(data):
+    net = tiny(N=8)                                         # block 9 x 9
+    with pytest.raises(ConfigError, match="one channel's S4D block is 9 x 9"):
+        es.targets.get("crossbar").compile(net, calibration=data, array_rows=8, array_cols=64)
+    with pytest.raises(ConfigError, match="calibration"):
+        es.targets.get("crossbar").compile(net)
+
+
+# ---- numerics ------------------------------------------------------------------------------------
+def test_block_matrix_runs_the_s4d_recurrence():
+    torch.manual_seed(0)
+    s4d = es.S4D(4, 6).double()
+    u = torch.randn(2, 20, 4, dtype=torch.float64)
+    y_ref = s4d(u, mode="recurrent")
+    M = block_matrix(s4d).double()
+    r = 1.0
+    w = torch.zeros(2, 4, 6, dtype=torch.float64)
+    ys = []
+    for t in range(20):
+        n = torch.einsum("bhi,hoi->bho", torch.cat([w, u[:, t, :, None] / r], -1), M)
+        w, y = n[..., :6], n[..., 6] * r
+        ys.append(y)
+    assert torch.allclose(torch.stack(ys, 1), y_ref, atol=1e-9)
+
+
+def test_projection_is_the_quantized_network(data):
+    net = tiny()
+    hi = load_device("default", adc_bits=16, dac_bits=16, weight_bits=5, ssm_bits=6)
+    m = HwSequenceModel.from_float(net, hi)
+    m.calibrate(data)
+    m.eval()
+    p = project(m)
+    with torch.no_grad():
+        assert (m(data) - p(data)).abs().max() < 2e-3 * (1 + m(data).abs().max())
+        # the projected checkpoint re-quantizes to exactly the same matrices
+        back = HwSequenceModel.from_float(p, hi)
+        back.load_ranges(projected_ranges(m))
+        for i in range(2):
+            (q1, _), (q2, _) = m.qblock(i), back.qblock(i)
+            assert torch.equal(q1, q2)
+        q1, _ = m.qlinear(m.encoder)
+        q2, _ = back.qlinear(back.encoder)
+        assert torch.equal(q1, q2)
+        assert torch.allclose(m(data), back(data), atol=1e-5)
+
+
+def test_ternary_weights_use_three_levels(data):
+    m = HwSequenceModel.from_float(tiny(), load_device("default", weight_bits=2))
+    m.calibrate(data)
+    q, _ = m.qlinear(m.blocks[0].mix)
+    assert set(torch.unique(q).tolist()) <= {-1.0, 0.0, 1.0}
+
+
+# ---- the simulator -------------------------------------------------------------------------------
+def test_ideal_program_matches_hw_model_and_is_streaming(data):
+    m = HwSequenceModel.from_float(tiny(), None)
+    m.calibrate(data)
+    m.eval()
+    prog = es.targets.get("crossbar").compile(m, noise=0)
+    Y = prog.run(data)
+    with torch.no_grad():
+        ref = m.forward_tokens(data)
+    assert (Y - ref).abs().max() < 0.02 * (1 + ref.abs().max())
+    assert (Y.argmax(-1) == ref.argmax(-1)).float().mean() > 0.95
+    # step is a pure function of its state; a bad token raises before anything changes
+    s = prog.init_state(12)
+    y1, s1 = prog.step(data[:, 0], s)
+    with pytest.raises(InputError):
+        prog.step(torch.full((12, 3), float("nan")), s1)
+    with pytest.raises(InputError):
+        prog.step(data[:, 0, :2], s1)
+    y2, _ = prog.step(data[:, 1], s1)
+    assert torch.allclose(y2, Y[:, 1], atol=1e-6)
+
+
+def test_device_instances_are_seeded_and_faults_hurt(data):
+    m = HwSequenceModel.from_float(tiny(), None)
+    m.calibrate(data)
+    T = es.targets.get("crossbar")
+    a = T.compile(m, seed="1").run(data)
+    b = T.compile(m, seed="1").run(data)
+    c = T.compile(m, seed="2").run(data)
+    ideal = T.compile(m, noise=0).run(data)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    broken = T.compile(m, seed="1", stuck_on_frac=0.3).run(data)
+    assert (broken - ideal).abs().mean() > (a - ideal).abs().mean()
+    drift = T.compile(m, seed="1", drift_time_s=1e6, drift_compensation=0).run(data)
+    assert not torch.equal(drift, a)
+    analog = T.compile(m, noise=0, state_mode="analog").run(data)
+    assert (analog - ideal).abs().max() < 0.1 * (1 + ideal.abs().max())
+
+
+def test_resources_and_cost(data):
+    m = HwSequenceModel.from_float(tiny(H=6, N=8), None)
+    m.calibrate(data)
+    prog = es.targets.get("crossbar").compile(m, seed="0")
+    r = prog.resources()
+    # 6 channels of 9x9 blocks: 3 per 64x32 array -> 2 arrays per S4D layer; 4 linear arrays
+    assert r["stages"]["s4d0"]["arrays"] == 2 and r["arrays"] == 2 * 2 + 4
+    assert 0 < r["utilization"] <= 1
+    c0 = prog.cost(tokens=30)
+    prog.run(data)
+    c = prog.cost(tokens=30)
+    for cost in (c0, c):
+        assert cost.energy_per_token_j > 0 and cost.latency_per_token_s > 0
+        assert set(cost.breakdown) == {"crossbar", "adc", "dac", "digital"}
+        assert cost.power_w == pytest.approx(cost.energy_per_token_j / cost.latency_per_token_s)
+    assert c.breakdown["crossbar"] < c0.breakdown["crossbar"]   # measured voltages < worst case
+    assert prog.cost(mode="pipelined").throughput_tokens_per_s > c.throughput_tokens_per_s
+    with pytest.raises(ConfigError):
+        prog.cost(mode="warp")
+    with pytest.raises(ConfigError, match="array_rows"):
+        es.targets.get("crossbar").compile(m, array_rows=0)
+
+
+# ---- training and checkpoints ------------------------------------------------------------------------
+def test_hw_training_step_reaches_the_s4d_parameters(data):
+    m = hw_wrap("default", weight_bits=2)(tiny())
+    assert isinstance(m, HwSequenceModel) and m.training
+    y = torch.randint(0, 4, (12,))
+    loss = torch.nn.functional.cross_entropy(m(data), y)
+    loss.backward()
+    for p in (m.blocks[0].s4d.log_dt, m.blocks[0].s4d.A_imag, m.blocks[0].s4d.C, m.encoder.weight):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    # noise is injected in training: two forward passes differ
+    with torch.no_grad():
+        assert not torch.equal(m(data), m(data))
+    assert set(m.state_dict()) == set(tiny().state_dict())
+
+
+def test_save_load_and_compile_without_data(tmp_path, data):
+    m = HwSequenceModel.from_float(tiny(), load_device("default", weight_bits=2))
+    m.calibrate(data)
+    m.eval()
+    save_hw(m, tmp_path / "m")
+    loaded = es.load(tmp_path / "m")
+    assert loaded.checkpoint_meta["hw"]["weight_bits"] == 2
+    T = es.targets.get("crossbar")
+    p1 = T.compile(m, seed="4")
+    p2 = T.compile(loaded, seed="4")                  # ranges and precisions from the checkpoint
+    assert p2.config.weight_bits == 2
+    a, b = p1.run(data), p2.run(data)
+    # the same device instance; float32 round-off of the projection may flip a converter step
+    assert (a - b).abs().mean() < 0.01 * a.abs().mean()
+
+
+def test_deploy_cli_trials_json(tmp_path, capsys):
+    from edgessm.cli import main
+    from edgessm.data import load_task
+    X = load_task("fsdd-01", "train", limit=8).x
+    m = HwSequenceModel.from_float(tiny(d_input=32, d_output=2, H=4, N=4, layers=1), None)
+    m.calibrate(X)
+    save_hw(m, tmp_path / "m", extra={"run": {"data": {"task": "fsdd-01"}}})
+    rc = main([ "deploy", str(tmp_path / "m"), "--target", "crossbar", "--limit", "4", "--trials", "2",
+               "--set", "write_noise_sigma_us=15", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"] == "crossbar" and out["n"] == 4 and out["trials"] == 2
+    assert set(out["accuracy"]) >= {"mean", "std"} and 0 <= out["accuracy"]["mean"] <= 1
+    assert out["resources"]["arrays"] >= 1 and out["energy_per_token_j"] > 0
+    rc = main(["deploy", str(tmp_path / "m"), "--target", "crossbar", "--limit", "2",
+               "--set", "g_min_us=300"])
+    assert rc == 2
+    assert "inverted" in capsys.readouterr().err
