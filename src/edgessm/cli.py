@@ -51,7 +51,13 @@ def cmd_train(args):
         if hw_wrap is None:
             from .errors import ConfigError
             raise ConfigError(f"target {args.hw!r} has no hardware-aware training; use --hw crossbar")
-        wrap = hw_wrap(args.hw_device, **_parse_sets(args.hw_set))
+        hw = dict(cfg.extra.get("hw", {}))  # the config's [hw] table, overridden by --hw-device/--hw-set
+        device = args.hw_device or hw.pop("device", "default")
+        hw.pop("device", None)
+        wrap = hw_wrap(device, **{**hw, **_parse_sets(args.hw_set)})
+    elif "hw" in cfg.extra:
+        from .errors import ConfigError
+        raise ConfigError(f"{args.config} has an [hw] table: train it with --hw crossbar")
     result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
                    progress=not args.no_progress, wrap=wrap)
     _emit(args, {"out": out, **result})
@@ -262,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="start from this checkpoint's weights and model config")
     s.add_argument("--quant", help="quantization-aware training with this spec (preset name or TOML)")
     s.add_argument("--hw", help="hardware-aware training for this target (crossbar)")
-    s.add_argument("--hw-device", default="default", help="device preset for --hw")
+    s.add_argument("--hw-device", help="device preset for --hw (default: the config's [hw] device, else 'default')")
     s.add_argument("--hw-set", action="append", metavar="KEY=VALUE", help="override a device field")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
@@ -320,9 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("demo", help="the main job: shipped model, evaluated and streamed")
-    s.add_argument("--limit", type=int, help="test samples to evaluate (default: all)")
+    s.add_argument("--limit", type=int, help="test samples to evaluate in float (default: all)")
+    s.add_argument("--deploy-limit", type=int, default=500,
+                   help="test samples run through the Loihi 2 integer engine (default 500)")
+    s.add_argument("--trials", type=int, default=3, help="crossbar device instances (default 3)")
+    s.add_argument("--report", default="report", help="directory of the report written at the end")
+    s.add_argument("--no-report", action="store_true", help="skip the report")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_demo)
+    from .cli_deploy import add_commands
+    add_commands(sub)
+    from .export.cli import add_commands as add_export
+    add_export(sub)
     return p
 
 

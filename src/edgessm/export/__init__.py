@@ -1,0 +1,11 @@
+"""Export of quantized networks to other toolchains.
+
+    from edgessm.export import export_c
+    res = export_c(qmodel, "out/", name="smnist", verify=X_test)   # out/smnist.h, out/smnist.c
+
+``c``: portable C99 for microcontrollers, bit-exact to the integer engine (``targets/fixed``).
+Command line: ``edgessm export-c MODEL --out DIR [--verify N]`` (``export/cli.py``).
+"""
+from .c import CFLAGS, CCompilerError, build, export_c, find_compiler, generate, verify_c
+
+__all__ = ["CFLAGS", "CCompilerError", "build", "export_c", "find_compiler", "generate", "verify_c"]
