@@ -232,3 +232,41 @@ def test_deploy_cli_trials_json(tmp_path, capsys):
                "--set", "g_min_us=300"])
     assert rc == 2
     assert "inverted" in capsys.readouterr().err
+
+
+def test_cli_train_hw_reads_hw_table_and_saves_deployable(tmp_path, capsys):
+    """`edgessm train CONFIG --hw crossbar`: the [hw] table sets the device fields, --hw-set
+    overrides them, and the best checkpoint is the deployable (projected) form with "hw" metadata."""
+    from edgessm.cli import main
+    from edgessm.io import read_meta
+    cfg = tmp_path / "hw.toml"
+    cfg.write_text("""
+[model]
+preset = "neuromorphic"
+d_model = 4
+d_state = 4
+n_layers = 1
+[data]
+task = "fsdd-01"
+limit_train = 16
+limit_val = 8
+limit_test = 8
+[train]
+epochs = 1
+batch_size = 8
+threads = 1
+[hw]
+device = "default"
+weight_bits = 2
+ssm_bits = 6
+""")
+    rc = main(["train", str(cfg), "--hw", "crossbar", "--hw-set", "ssm_bits=5", "--out", str(tmp_path / "run"),
+               "--no-progress", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= out["test_accuracy"] <= 1
+    meta = read_meta(tmp_path / "run" / "best")
+    assert meta["hw"]["weight_bits"] == 2 and meta["hw"]["ssm_bits"] == 5 and meta["hw"]["projected"]
+    # a config with an [hw] table is not silently trained as a float model
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--no-progress"]) == 2
+    assert "--hw crossbar" in capsys.readouterr().err
