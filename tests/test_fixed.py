@@ -198,3 +198,192 @@ def test_stats_and_cost_shape():
         assert k in st
     assert st["stream_tokens"] == 20
     assert 0.0 <= st["spike_sparsity"] <= 1.0
+
+
+# ---- the C backend of the engine (targets/fixed/cengine.py) ---------------------------------------
+def _have_cc() -> bool:
+    from edgessm.export import CCompilerError, find_compiler
+    try:
+        find_compiler()
+        return True
+    except CCompilerError:
+        return False
+
+
+needs_cc = pytest.mark.skipif(not _have_cc(), reason="no C compiler (cc, gcc or clang) on PATH")
+COUNTED = ("stream_tokens", "steps", "overflows", "overflow_detail", "messages", "synops",
+           "messages_per_token", "synops_per_token", "neuron_updates_per_token", "spike_sparsity")
+WRAP = {"activations": {"bits": 10, "headroom_bits": 0.0, "overflow": "wrap"},
+        "state": {"bits": 10, "headroom_bits": 0.0, "overflow": "wrap"},
+        "input": {"bits": 10}, "bias": {"bits": 10}, "dB": {"bits": 8}}
+
+
+def both_backends(q, **opts):
+    """The same quantized model on the numpy and the C engine."""
+    ps = {b: es.targets.get("fixed").compile(q, backend=b, **opts) for b in ("numpy", "c")}
+    assert ps["numpy"].engine.backend == "numpy" and ps["c"].engine.backend == "c"
+    return ps
+
+
+def assert_same_run(ps, q, X):
+    """C logits == numpy logits == the quantized torch model, every token; identical counts."""
+    outs = {}
+    for b, p in ps.items():
+        p.reset_stats()
+        outs[b] = p.run_int(X)
+    ref = q.int_forward(X, all_tokens=True).numpy()
+    assert np.array_equal(outs["numpy"], ref)
+    assert np.array_equal(outs["c"], outs["numpy"])
+    sn, sc = ps["numpy"].stats(), ps["c"].stats()
+    assert {k: sn[k] for k in COUNTED} == {k: sc[k] for k in COUNTED}
+    assert sc["backend"] == "c" and sn["backend"] == "numpy"
+    assert ps["numpy"].work_per_token() == ps["c"].work_per_token()
+    return outs["c"], sc
+
+
+@needs_cc
+@pytest.mark.parametrize("spec", ["loihi2", "w4", "ternary", "wrap"])
+def test_c_backend_equals_numpy_and_model(spec):
+    m = small_model(11, d_in=2, layers=2)
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(12, 50, 2, generator=g)
+    if spec == "wrap":                       # calibrated on 2 samples, run at 4x: overflows everywhere
+        q = quantize(m, QuantSpec.from_dict(WRAP), calibration=X[:2])
+        X = X * 4
+    else:
+        q = quantize(m, spec, calibration=X)
+        X = torch.cat([X[:6], 3 * X[6:]])    # beyond the calibration range too
+    _, st = assert_same_run(both_backends(q), q, X)
+    assert st["stream_tokens"] == 12 * 50 and st["steps"] == 50
+    if spec == "wrap":
+        assert st["overflows"]["state"] > 0 and st["overflows"]["activations"] > 0
+        assert st["overflows"]["input"] > 0 and len(st["overflow_detail"]) >= 3
+
+
+@needs_cc
+@pytest.mark.parametrize("threshold", [0, 5])
+def test_c_backend_sigma_delta_equals_numpy(threshold):
+    m = small_model(12)
+    X = torch.randn(6, 40, 1)
+    X[:, 20:] = X[:, 19:20]
+    q = quantize(m, "loihi2", calibration=X)
+    ps = both_backends(q, sigma_delta_threshold=threshold)
+    outs = {b: p.run_int(X) for b, p in ps.items()}
+    assert np.array_equal(outs["c"], outs["numpy"])
+    if threshold == 0:                                      # exact
+        assert np.array_equal(outs["c"], q.int_forward(X, all_tokens=True).numpy())
+    sn, sc = ps["numpy"].stats(), ps["c"].stats()
+    assert {k: sn[k] for k in COUNTED} == {k: sc[k] for k in COUNTED}
+    st_n, st_c = ps["numpy"].init_state(6), ps["c"].init_state(6)    # streaming: refs carried along
+    for t in range(5):
+        _, st_n = ps["numpy"].step(X[:, t], st_n)
+        _, st_c = ps["c"].step(X[:, t], st_c)
+    assert st_c.refs.keys() == st_n.refs.keys()
+    assert all(np.array_equal(st_c.refs[k], st_n.refs[k]) for k in st_n.refs)
+
+
+@needs_cc
+@pytest.mark.parametrize("preset", ["loihi2", "w4", "ternary"])
+def test_c_backend_streaming_step_equals_run(preset):
+    m = small_model(13, layers=3)
+    X = torch.randn(5, 30, 1)
+    q = quantize(m, preset, calibration=X)
+    ps = both_backends(q)
+    p, e = ps["c"], ps["c"].engine
+    Y = p.run_int(X)
+    xm = p.encode(X.numpy())
+    st = e.init_state(5)
+    before = [(a.copy(), b.copy()) for a, b in st.layers]
+    y0, st1 = e.step_int(np.ascontiguousarray(xm[:, 0]), st)
+    assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(st.layers, before))
+    assert y0.dtype == np.int64 and all(a.dtype == np.int64 for a, _ in st1.layers) and st1.t == 1
+    ys, s_c, s_n = [y0], st1, ps["numpy"].engine.init_state(5)
+    _, s_n = ps["numpy"].engine.step_int(np.ascontiguousarray(xm[:, 0]), s_n)
+    for t in range(1, 30):                 # C steps; the numpy engine alongside: the same states
+        y, s_c = e.step_int(np.ascontiguousarray(xm[:, t]), s_c)
+        _, s_n = ps["numpy"].engine.step_int(np.ascontiguousarray(xm[:, t]), s_n)
+        ys.append(y)
+    assert np.array_equal(np.stack(ys, 1), Y)
+    assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(s_c.layers, s_n.layers))
+    # states move between backends: half the sequence in numpy, the rest in C, in one call
+    half, st_h = ps["numpy"].engine.run_int(np.ascontiguousarray(xm[:, :12]))
+    rest, st_e = e.run_int(np.ascontiguousarray(xm[:, 12:]), st_h)
+    assert np.array_equal(np.concatenate([half, rest], 1), Y) and st_e.t == 30
+    # the float protocol (FixedProgram.step) on the C engine
+    st, outs = p.init_state(5), []
+    for t in range(30):
+        o, st = p.step(X[:, t], st)
+        outs.append(o)
+    assert torch.equal(torch.stack(outs, 1), p.decode(Y))
+    # an input outside the input bit width (not encoded): the numpy path, the same result
+    big = np.full((5, 1), 1 << 40, np.int64)
+    a, _ = e.step_int(big, e.init_state(5))
+    b, _ = ps["numpy"].engine.step_int(big, ps["numpy"].engine.init_state(5))
+    assert np.array_equal(a, b)
+
+
+@needs_cc
+@needs_mnist
+def test_c_backend_on_real_smnist_samples():
+    import os
+
+    from edgessm.data import load_task
+    from edgessm.io import shipped_models
+    te = load_task("smnist", "test", limit=2)
+    cal = load_task("smnist", "train", limit=16).x
+    path = "smnist" if "smnist" in shipped_models() else "/work/main/runs/smnist/best"
+    models = [("small", small_model(14), "w4"), ("small", small_model(14), "ternary")]
+    if path == "smnist" or os.path.isdir(path):
+        models.append(("shipped", es.load(path), "loihi2"))
+    else:
+        models.append(("small", small_model(14), "loihi2"))
+    for _, m, spec in models:
+        q = quantize(m, spec, calibration=cal)
+        ps = both_backends(q)
+        out, st = assert_same_run(ps, q, te.x)
+        assert out.shape == (2, 784, 10) and st["stream_tokens"] == 2 * 784
+        pl = {b: es.targets.get("loihi2").compile(q) for b in ("numpy", "c")}
+        for b, p in pl.items():
+            p.set_backend(b)
+            p.run_int(te.x)
+        cn, cc = pl["numpy"].cost(), pl["c"].cost()           # the loihi2 cost model: the same figures
+        assert cn.energy_per_token_j == cc.energy_per_token_j
+        assert cn.latency_per_token_s == cc.latency_per_token_s
+        assert pl["numpy"].work() == pl["c"].work()
+
+
+def test_backend_choice_and_no_compiler(monkeypatch):
+    from edgessm.export import CCompilerError
+    m = small_model(15)
+    X = torch.randn(3, 12, 1)
+    q = quantize(m, "loihi2", calibration=X)
+    with pytest.raises(es.ConfigError, match="backend"):
+        es.targets.get("fixed").compile(q, backend="fortran")
+    ref = es.targets.get("fixed").compile(q, backend="numpy").run_int(X)
+    monkeypatch.setenv("CC", "/nonexistent/cc-for-edgessm-tests")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    p = es.targets.get("fixed").compile(q)                   # auto: numpy, no error
+    assert p.engine.backend == "numpy" and "compiler" in p.engine.backend_note
+    assert np.array_equal(p.run_int(X), ref)
+    with pytest.raises(CCompilerError, match="C backend needs a C99 compiler"):
+        es.targets.get("fixed").compile(q, backend="c")
+
+
+@needs_cc
+def test_c_backend_wide_network_falls_back_or_refuses():
+    """Bit widths beyond int32 do not fit the C code: auto runs numpy, "c" refuses clearly."""
+    m = small_model(16)
+    X = torch.randn(3, 12, 1)
+    net = quantize(m, "loihi2", calibration=X).integer_network()
+    net.layers[0][0].state_bits = 40
+    assert engine_mod.Engine(net).backend == "numpy"
+    with pytest.raises(es.ConfigError, match="C backend cannot run"):
+        engine_mod.Engine(net, backend="c")
+
+
+def test_numpy_paths_have_no_float():
+    for fn in (engine_mod.Engine._step_numpy, engine_mod.Engine.run_int, engine_mod.Engine._run_c):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        for node in ast.walk(tree):
+            assert not (isinstance(node, ast.Constant) and isinstance(node.value, float)), fn
+            assert not isinstance(node, ast.Div), fn

@@ -3,9 +3,11 @@
     from edgessm.export import export_c
     res = export_c(qmodel, "out/", name="smnist", verify=X_test)   # out/smnist.h, out/smnist.c
 
-``c``: portable C99 for microcontrollers, bit-exact to the integer engine (``targets/fixed``).
+``c``: portable C99 for microcontrollers, bit-exact to the integer engine (``targets/fixed``,
+whose generator ``targets/fixed/cgen.py`` writes the code).
 Command line: ``edgessm export-c MODEL --out DIR [--verify N]`` (``export/cli.py``).
 """
-from .c import CFLAGS, CCompilerError, build, export_c, find_compiler, generate, verify_c
+from ..targets.fixed.cgen import CFLAGS, CCompilerError, build, find_compiler, generate, verify_c
+from .c import export_c
 
 __all__ = ["CFLAGS", "CCompilerError", "build", "export_c", "find_compiler", "generate", "verify_c"]

@@ -32,12 +32,14 @@ from ..base import Cost, Program, register
 from ..fixed.program import FixedProgram, FixedTarget, lower, parse_options
 from .constants import CONSTANTS
 
-_EXTRA = [("sigma_delta_threshold", int, -1), ("calibrate", int, 512), ("max_chips", int, 1)]
+_EXTRA = [("sigma_delta_threshold", int, -1), ("calibrate", int, 512), ("max_chips", int, 1),
+          ("backend", str, "auto")]
 Loihi2Config = dataclasses.make_dataclass(
     "Loihi2Config",
     _EXTRA + [(k, int if isinstance(v[0], int) else float, v[0]) for k, v in CONSTANTS.items()])
 Loihi2Config.__doc__ = ("Options of the loihi2 target (deploy --set KEY=VALUE): sigma_delta_threshold "
-                        "(-1 off), calibrate (PTQ samples), max_chips, and every constant of "
+                        "(-1 off), calibrate (PTQ samples), max_chips, backend (integer engine: auto, c, "
+                        "numpy), and every constant of "
                         "targets/loihi2/constants.py")
 
 
