@@ -91,3 +91,19 @@ def test_entry_points():
     assert r.returncode == 0 and "smnist" in [m["name"] for m in json.loads(r.stdout)["models"]]
     r = subprocess.run([sys.executable, "-m", "edgessm", "eval", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@needs_mnist
+def test_demo_rows_json(capsys):
+    """The main job, small: float, Loihi 2 integer engine and crossbar rows, and the stream."""
+    rc = main(["demo", "--limit", "40", "--deploy-limit", "8", "--calibrate", "16", "--trials", "1",
+               "--no-report", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["engine"]: r for r in out["rows"]}
+    assert "error" not in rows["loihi2 (integer engine)"], rows["loihi2 (integer engine)"]
+    assert "error" not in rows["crossbar (default device)"], rows["crossbar (default device)"]
+    for r in out["rows"]:
+        assert 0.0 <= r["accuracy"] <= 1.0
+    assert rows["cpu float32 (FFT conv)"]["n"] == 40 and rows["loihi2 (integer engine)"]["n"] == 8
+    assert out["stream"]["trace"] and out["stream"]["torch_us_per_token"] > 0

@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--deploy-limit", type=int, default=500,
                    help="test samples run through the Loihi 2 integer engine (default 500)")
     s.add_argument("--trials", type=int, default=3, help="crossbar device instances (default 3)")
+    s.add_argument("--calibrate", type=int, default=512, help="PTQ calibration samples for Loihi 2 (default 512)")
     s.add_argument("--report", default="report", help="directory of the report written at the end")
     s.add_argument("--no-report", action="store_true", help="skip the report")
     s.add_argument("--json", action="store_true")

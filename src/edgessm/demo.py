@@ -1,11 +1,13 @@
 """`edgessm demo` (`make demo`): the shipped sMNIST model evaluated on the MNIST test set
-in float, streamed token by token, and deployed on every target that can run it."""
+in float, streamed token by token, deployed on the Loihi 2 integer engine beside float, the
+shipped ternary spoken-digit model on simulated memristor crossbars, and the report."""
 from __future__ import annotations
 
 import json
 import sys
 import time
 
+import numpy as np
 import torch
 
 
@@ -13,62 +15,126 @@ def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
+def _fast_us_per_token(model, x: np.ndarray) -> float | None:
+    """Median latency per token of the C streaming engine at batch 1 (None without a C compiler)."""
+    from .errors import EdgessmError
+    from .targets.cpu import FastProgram
+    try:
+        prog = FastProgram(model)
+    except EdgessmError as e:
+        _log(f"  cpu-fast engine unavailable: {e}")
+        return None
+    state = prog.init_state(1)
+    y = np.empty((1, model.config.d_output), dtype=np.float32)
+    ts = []
+    for t in range(x.shape[0]):
+        t0 = time.perf_counter()
+        prog.step_numpy(x[t:t + 1], state, y)
+        ts.append(time.perf_counter() - t0)
+    return 1e6 * float(np.median(ts))
+
+
 def run_demo(args) -> dict:
     from . import io
     from .cli import stream_trace
+    from .cli_deploy import deploy
     from .data import load_task
     from .train import evaluate
     name = "smnist"
     model = io.load(name)
     limit = getattr(args, "limit", None)
+    dlimit = getattr(args, "deploy_limit", 500)
     test = load_task("smnist", "test", limit=limit)
     rows = []
     _log(f"evaluating shipped model {name!r} on {len(test)} MNIST test digits (float, FFT convolution)...")
     t0 = time.time()
     with torch.no_grad():
         r = evaluate(model, test, 500, progress=sys.stderr.isatty())
-    rows.append({"engine": "cpu float (conv)", "accuracy": r["accuracy"], "n": r["n"],
-                 "seconds": time.time() - t0})
+    rows.append({"model": name, "engine": "cpu float32 (FFT conv)", "accuracy": r["accuracy"], "n": r["n"],
+                 "seconds": time.time() - t0, "notes": "measured"})
 
     x, y = test[0]
     tr = stream_trace(model, x, int(y))
     pred = tr["pred"].tolist()
     conf = tr["probs"].max(-1).values.tolist()
-    us = 1e6 * sorted(tr["step_s"])[len(tr["step_s"]) // 2]
-    stream = {"label": int(y), "prediction": pred[-1], "confidence": conf[-1], "us_per_token": us,
+    torch_us = 1e6 * sorted(tr["step_s"])[len(tr["step_s"]) // 2]
+    fast_us = _fast_us_per_token(model, x.numpy().astype(np.float32))
+    stream = {"label": int(y), "prediction": pred[-1], "confidence": conf[-1],
+              "torch_us_per_token": torch_us, "fast_us_per_token": fast_us,
               "trace": {t: (pred[t - 1], conf[t - 1]) for t in (98, 196, 392, 588, 784)}}
 
-    deployed = _deploy_rows(model, test, limit)
-    rows += deployed
+    n_dep = min(dlimit, len(test)) if dlimit else len(test)
+    _log(f"running {n_dep} test digits token by token through the Loihi 2 integer engine "
+         f"(PTQ w8/s24/a24)...")
+    try:
+        sub = load_task("smnist", "test", limit=n_dep)
+        with torch.no_grad():
+            fl = evaluate(model, sub, 500)
+        rows.append({"model": name, "engine": "cpu float32 (same digits)", "accuracy": fl["accuracy"],
+                     "n": fl["n"], "seconds": 0.0, "notes": "measured"})
+        d = deploy(model, "loihi2", "smnist", limit=n_dep, name=name,
+                   calibrate=getattr(args, "calibrate", 512))
+        rows.append({"model": name, "engine": "loihi2 (integer engine)", "accuracy": d["accuracy"], "n": d["n"],
+                     "seconds": d["wall_s"],
+                     "notes": f"{d['cores']} cores, {d['energy_per_token_j'] * 1e6:.2f} uJ/token, "
+                              f"{d['latency_per_token_s'] * 1e6:.1f} us/token (modelled); "
+                              f"overflows {sum(d['overflows'].values())}"})
+    except Exception as e:  # noqa: BLE001 - the demo shows what failed and goes on
+        rows.append({"model": name, "engine": "loihi2 (integer engine)", "error": f"{type(e).__name__}: {e}"})
+
+    trials = getattr(args, "trials", 3)
+    _log(f"running the shipped ternary spoken-digit model on {trials} simulated crossbar instances...")
+    try:
+        xm = io.load("fsdd01-ternary")
+        ft = load_task("fsdd-01", "test")
+        with torch.no_grad():
+            sw = evaluate(xm, ft, 500)
+        rows.append({"model": "fsdd01-ternary", "engine": "cpu (software, ternary)", "accuracy": sw["accuracy"],
+                     "n": sw["n"], "seconds": 0.0, "notes": "measured"})
+        d = deploy(xm, "crossbar", "fsdd-01", trials=trials, name="fsdd01-ternary")
+        a = d["accuracy"]
+        rows.append({"model": "fsdd01-ternary", "engine": "crossbar (default device)", "accuracy": a["mean"],
+                     "n": d["n"], "seconds": d["wall_s"],
+                     "notes": f"+- {a['std']:.3f} over {trials} devices, {d['resources'].get('arrays')} arrays, "
+                              f"{d['energy_per_token_j'] * 1e9:.1f} nJ/token, "
+                              f"{d['latency_per_token_s'] * 1e6:.2f} us/token (modelled)"})
+    except Exception as e:  # noqa: BLE001
+        rows.append({"model": "fsdd01-ternary", "engine": "crossbar (default device)",
+                     "error": f"{type(e).__name__}: {e}"})
 
     result = {"model": name, "rows": rows, "stream": stream}
+    if not getattr(args, "no_report", False):
+        from .report import build_report
+        _log("writing the report...")
+        try:
+            result["report"] = str(build_report(getattr(args, "report", "report"), name))
+        except Exception as e:  # noqa: BLE001
+            result["report_error"] = f"{type(e).__name__}: {e}"
     if getattr(args, "json", False):
         print(json.dumps(result))
         return result
-    print(f"\nedgessm demo: shipped model {name!r} "
-          f"({model.config.preset} preset, H={model.config.d_model}, N={model.config.d_state}, "
-          f"{model.config.n_layers} layers, {sum(p.numel() for p in model.parameters())} parameters)\n")
-    print(f"{'engine':<24} {'accuracy':>9} {'samples':>8} {'seconds':>8}  notes")
-    for row in rows:
-        print(f"{row['engine']:<24} {100 * row['accuracy']:>8.2f}% {row['n']:>8} "
-              f"{row['seconds']:>8.1f}  {row.get('notes', '')}")
-    print(f"\nstreaming test digit 0 (label {stream['label']}) token by token, "
-          f"{us:.0f} us/token on this CPU:")
-    print(f"{'token':>6} {'pred':>5} {'confidence':>10}")
-    for t, (p, c) in stream["trace"].items():
-        print(f"{t:>6} {p:>5} {c:>10.3f}  {'#' * int(round(30 * c))}")
+    _print(model, name, rows, stream, result)
     return result
 
 
-def _deploy_rows(model, test, limit) -> list[dict]:
-    """One row per target that can run the model (targets that are not installed are skipped)."""
-    from . import targets
-    rows = []
-    hook = None
-    try:
-        from .cli_deploy import demo_rows as hook  # added by the quantization/deployment work
-    except ImportError:
-        return rows
-    for row in hook(model, test, limit):
-        rows.append(row)
-    return rows
+def _print(model, name, rows, stream, result):
+    c = model.config
+    print(f"\nedgessm demo: shipped model {name!r} ({c.preset} preset, H={c.d_model}, N={c.d_state}, "
+          f"{c.n_layers} layers, {sum(p.numel() for p in model.parameters())} parameters)\n")
+    print(f"{'model':<15} {'engine':<27} {'accuracy':>9} {'samples':>8} {'seconds':>8}  notes")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['model']:<15} {row['engine']:<27} {'-':>9} {'-':>8} {'-':>8}  {row['error']}")
+            continue
+        print(f"{row['model']:<15} {row['engine']:<27} {100 * row['accuracy']:>8.2f}% {row['n']:>8} "
+              f"{row['seconds']:>8.1f}  {row.get('notes', '')}")
+    fast = f", C engine {stream['fast_us_per_token']:.0f} us" if stream["fast_us_per_token"] else ""
+    print(f"\nstreaming test digit 0 (label {stream['label']}) token by token on this CPU "
+          f"(per token: torch step {stream['torch_us_per_token']:.0f} us{fast}):")
+    print(f"{'token':>6} {'pred':>5} {'confidence':>10}")
+    for t, (p, cf) in stream["trace"].items():
+        print(f"{t:>6} {p:>5} {cf:>10.3f}  {'#' * int(round(30 * cf))}")
+    if "report" in result:
+        print(f"\nreport: {result['report']}")
+    elif "report_error" in result:
+        print(f"\nreport failed: {result['report_error']}")
