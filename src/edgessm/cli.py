@@ -54,7 +54,8 @@ def cmd_train(args):
         hw = dict(cfg.extra.get("hw", {}))  # the config's [hw] table, overridden by --hw-device/--hw-set
         device = args.hw_device or hw.pop("device", "default")
         hw.pop("device", None)
-        wrap = hw_wrap(device, **{**hw, **_parse_sets(args.hw_set)})
+        from .cli_deploy import parse_sets
+        wrap = hw_wrap(device, **{**hw, **parse_sets(args.hw_set)})
     elif "hw" in cfg.extra:
         from .errors import ConfigError
         raise ConfigError(f"{args.config} has an [hw] table: train it with --hw crossbar")
@@ -79,17 +80,6 @@ def _task_for(args, model):
         from .errors import ConfigError
         raise ConfigError("no --task given and the checkpoint does not record its task")
     return task
-
-
-def _parse_sets(pairs) -> dict:
-    from .errors import ConfigError
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise ConfigError(f"--set/--hw-set takes KEY=VALUE, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def cmd_models(args):

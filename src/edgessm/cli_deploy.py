@@ -58,15 +58,16 @@ def _task_of(model, task: str | None) -> str:
     return t
 
 
-def _parse_sets(pairs) -> dict:
+def parse_sets(pairs) -> dict:
+    """--set / --hw-set KEY=VALUE pairs -> {key: value string} (dashes in keys become underscores)."""
     out = {}
     for s in pairs or []:
         if "=" not in s:
-            raise ConfigError(f"--set takes KEY=VALUE, got {s!r}")
+            raise ConfigError(f"--set/--hw-set takes KEY=VALUE, got {s!r}")
         k, v = s.split("=", 1)
         k = k.strip().replace("-", "_")
         if not k:
-            raise ConfigError(f"--set takes KEY=VALUE, got {s!r}")
+            raise ConfigError(f"--set/--hw-set takes KEY=VALUE, got {s!r}")
         out[k] = v.strip()
     return out
 
@@ -217,7 +218,7 @@ def cmd_deploy(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     res = deploy(args.model, args.target, args.task, args.limit, args.check, args.trials,
-                 _parse_sets(args.set), args.spec, args.calibrate, args.batch_size, name=str(args.model))
+                 parse_sets(args.set), args.spec, args.calibrate, args.batch_size, name=str(args.model))
     _emit(args, res, _table(res))
 
 
