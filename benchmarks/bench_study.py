@@ -16,23 +16,24 @@ from common import append_results, emit
 
 
 def modelled(model, task: str) -> list[dict]:
+    """Cost-model rows: loihi2 for the model (PTQ on 256 training samples, work counted on 20
+    test samples), crossbar for the shipped fsdd01-ternary when the model does not fit arrays."""
+    from edgessm.cli_deploy import deploy
     rows = []
-    for target in ("loihi2", "crossbar"):
+    for target, name, t in (("loihi2", model, task), ("crossbar", model, task),
+                            ("crossbar", "fsdd01-ternary", "fsdd-01")):
         try:
-            prog = es.targets.get(target).compile(model)
+            d = deploy(name, target, t, limit=20, calibrate=256,
+                       name=name if isinstance(name, str) else None)
         except es.EdgessmError as e:
-            rows.append({"target": target, "error": str(e)})
+            rows.append({"target": target, "model": name if isinstance(name, str) else task, "error": str(e)})
             continue
-        for mode in ("token", "pipelined"):
-            try:
-                c = prog.cost(tokens=784, mode=mode)
-            except TypeError:
-                if mode != "token":
-                    continue
-                c = prog.cost(tokens=784)
-            rows.append({"target": target, "mode": c.mode, "latency_per_token_s": c.latency_per_token_s,
-                         "throughput_tokens_per_s": c.throughput_tokens_per_s,
-                         "energy_per_token_j": c.energy_per_token_j, "power_w": c.power_w})
+        for c in (d["cost"], d.get("cost_pipelined")):
+            if c:
+                rows.append({"target": target, "model": name if isinstance(name, str) else task,
+                             "mode": c["mode"], "latency_per_token_s": c["latency_per_token_s"],
+                             "throughput_tokens_per_s": c["throughput_tokens_per_s"],
+                             "energy_per_token_j": c["energy_per_token_j"], "power_w": c["power_w"]})
     return rows
 
 
@@ -57,11 +58,11 @@ def main():
                      f"{r['throughput_tokens_per_s']:.0f} | {mem / 1024:.0f} KiB |")
         for r in mod:
             if "error" in r:
-                t.append(f"| {r['target']} (modelled) | - | - | - | {r['error'][:80]} | | | |")
+                t.append(f"| {r['target']} (modelled, {r['model']}) | - | - | - | {r['error'][:80]} | | | |")
             else:
-                t.append(f"| {r['target']} (modelled) | {r['mode']} | 1 | 784 | "
+                t.append(f"| {r['target']} (modelled, {r['model']}) | {r['mode']} | 1 | - | "
                          f"{1e6 * r['latency_per_token_s']:.1f} us | - | {r['throughput_tokens_per_s']:.0f} | "
-                         f"{1e9 * r['energy_per_token_j']:.2f} nJ/token |")
+                         f"{1e9 * r['energy_per_token_j']:.2f} nJ/token (energy) |")
         append_results(f"Token-by-token vs batched, model {a.model}", t,
                        "token: one token of B streams per call (latency = one step); batched: B whole "
                        "sequences of length L by FFT convolution (latency = the whole batch). "
