@@ -49,6 +49,8 @@ def _lib():
         lib = build_shared(Path(__file__).with_name("kernel.c"))
         lib.edgessm_state_floats.restype = ctypes.c_size_t
         lib.edgessm_state_floats.argtypes = [ctypes.POINTER(_Net)]
+        lib.edgessm_work_floats.restype = ctypes.c_size_t
+        lib.edgessm_work_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_step.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.POINTER(ctypes.c_long),
                                      ctypes.c_int, _P]
         lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long, _P]
@@ -123,9 +125,12 @@ class FastProgram(Program):
         with torch.no_grad():
             for b in model.blocks:
                 dA, dB, C = (t.to(torch.complex128) for t in b.s4d.discrete())
-                for name, v in (("dA", dA), ("dB", dB), ("C", C)):
+                # the kernel keeps the state as x / dB: input weight 1, output weights C * dB
+                for name, v in (("dA", dA), ("C", C * dB)):
                     layers[name + "_re"].append(arr(v.real))
                     layers[name + "_im"].append(arr(v.imag))
+                layers["dB_re"].append(layers["C_re"][-1])  # not read by the kernel
+                layers["dB_im"].append(layers["C_im"][-1])
                 layers["D"].append(arr(b.s4d.D))
                 layers["mix_w"].append(arr(b.mix.weight))
                 layers["mix_b"].append(arr(b.mix.bias))
@@ -151,7 +156,7 @@ class FastProgram(Program):
         self._keep = keep
         self._lib = _lib()
         self.state_floats = int(self._lib.edgessm_state_floats(ctypes.byref(self._net)))
-        self._work = np.zeros(6 * H, dtype=np.float32)
+        self._work = np.zeros(int(self._lib.edgessm_work_floats(ctypes.byref(self._net))), dtype=np.float32)
         self._net_ref = ctypes.byref(self._net)
         self._work_p = _ptr(self._work)
         self.weight_bytes = sum(a.nbytes for a in keep if isinstance(a, np.ndarray))

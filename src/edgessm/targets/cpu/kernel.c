@@ -2,18 +2,41 @@
  * for a batch of independent streams, no allocation.
  *
  * Layout (all row-major, float32):
- *   encoder W (H x d_in), b (H); per layer: dA, dB, C as (H x N2) real and imaginary
- *   planes, D (H), mixing W (M x H) with M = 2H (GLU) or H, b (M), norm gamma/beta (H);
+ *   encoder W (H x d_in), b (H); per layer: dA and C~ = C * dB as (H x N2) real and
+ *   imaginary planes (dB_re/dB_im are not read: the state is kept scaled as x~ = x / dB, so
+ *   x~' = dA x~ + u and y = Re(C~ x~), the same outputs as x' = dA x + dB u, y = Re(C x),
+ *   with no division, exact also where dB is 0), D (H), mixing W (M x H) with M = 2H (GLU) or H, b (M), norm gamma/beta (H);
  *   decoder W (d_out x H), b (d_out).
  *   state per stream: per layer (H x N2) real plane then imaginary plane; then the running
  *   sum of the last block's output (H) for a mean readout.
+ *
+ * Two paths: one stream at a time (matrix-vector products), and, for 2+ streams, tiles of
+ * up to LANES streams processed layer by layer with activations stored transposed
+ * (feature-major, LANES streams contiguous), so every weight is read once per tile and the
+ * mixing layer is a small GEMM (an outer-product micro-kernel over LANES streams).
+ * Activation functions run as separate loops so they vectorize (glibc libmvec erff/expf).
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
+
+/* -fno-finite-math-only leaves __FAST_MATH__ undefined, so glibc does not declare its vector
+ * (libmvec) variants of erff/expf; declare them here so the activation loops vectorize.
+ * Compiled on the machine that runs it, so the headers describe the libm that is loaded. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__FAST_MATH__) && \
+    defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 35)
+float erff(float) __attribute__((__simd__("notinbranch")));
+#endif
+#if __GLIBC_PREREQ(2, 22)
+float expf(float) __attribute__((__simd__("notinbranch")));
+#endif
+#endif
 
 enum { ACT_RELU = 0, ACT_GELU = 1 };
 enum { MIX_LINEAR = 0, MIX_GLU = 1 };
 enum { NORM_NONE = 0, NORM_LAYER = 1, NORM_AFFINE = 2 };
+enum { LANES = 16, ROWS = 8 };
 
 typedef struct {
     int d_in, H, N2, d_out, n_layers;
@@ -25,73 +48,142 @@ typedef struct {
     const float *const *mix_w, *const *mix_b, *const *gamma, *const *beta;
 } Net;
 
-static inline float act(float v, int kind) {
-    if (kind == ACT_RELU) return v > 0.f ? v : 0.f;
-    return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+/* in-place activation over n contiguous values (vectorizes: no branch on kind inside) */
+static void act_vec(float *restrict v, int n, int kind) {
+    if (kind == ACT_RELU) {
+        for (int i = 0; i < n; i++) v[i] = v[i] > 0.f ? v[i] : 0.f;
+    } else {
+        for (int i = 0; i < n; i++) v[i] = 0.5f * v[i] * (1.f + erff(v[i] * 0.70710678118654752f));
+    }
 }
 
-static void matvec(const float *W, const float *b, const float *x, float *y, int rows, int cols) {
+/* out[i] = a[i] * sigmoid(g[i]) */
+static void glu_vec(float *restrict out, const float *restrict a, const float *restrict g, int n) {
+    for (int i = 0; i < n; i++) out[i] = a[i] / (1.f + expf(-g[i]));
+}
+
+static void matvec(const float *restrict W, const float *restrict b, const float *restrict x,
+                   float *restrict y, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
-        const float *w = W + (size_t)r * cols;
+        const float *restrict w = W + (size_t)r * cols;
         float acc = 0.f;
         for (int c = 0; c < cols; c++) acc += w[c] * x[c];
         y[r] = acc + b[r];
     }
 }
 
-static void normalize(const Net *n, int l, const float *x, float *y) {
+/* one channel of the diagonal complex SSM: update N2 modes, return Re(C x) */
+static inline float ssm_channel(const float *restrict ar, const float *restrict ai,
+                                const float *restrict cr, const float *restrict ci,
+                                float *restrict xr, float *restrict xi, float u, int N2) {
+    float y = 0.f;
+    for (int k = 0; k < N2; k++) {
+        float r = ar[k] * xr[k] - ai[k] * xi[k] + u;
+        float i = ar[k] * xi[k] + ai[k] * xr[k];
+        xr[k] = r; xi[k] = i;
+        y += cr[k] * r - ci[k] * i;
+    }
+    return y;
+}
+
+static void normalize(const Net *n, int l, const float *restrict x, float *restrict y) {
     int H = n->H;
+    const float *restrict g = n->gamma[l], *restrict be = n->beta[l];
     if (n->norm == NORM_LAYER) {
         float mean = 0.f, var = 0.f;
         for (int h = 0; h < H; h++) mean += x[h];
         mean /= H;
         for (int h = 0; h < H; h++) { float d = x[h] - mean; var += d * d; }
         float inv = 1.f / sqrtf(var / H + n->eps);
-        for (int h = 0; h < H; h++) y[h] = (x[h] - mean) * inv * n->gamma[l][h] + n->beta[l][h];
+        for (int h = 0; h < H; h++) y[h] = (x[h] - mean) * inv * g[h] + be[h];
     } else if (n->norm == NORM_AFFINE) {  /* batch norm in eval mode, folded */
-        for (int h = 0; h < H; h++) y[h] = x[h] * n->gamma[l][h] + n->beta[l][h];
+        for (int h = 0; h < H; h++) y[h] = x[h] * g[h] + be[h];
     } else {
-        for (int h = 0; h < H; h++) y[h] = x[h];
+        memcpy(y, x, sizeof(float) * H);
     }
 }
 
-/* work: at least 5*H floats per call */
+/* ---- one stream ------------------------------------------------------------------------ */
+/* work: at least 4*H floats */
 static void one_stream(const Net *n, float *state, const float *x, float *out, float *work, long t) {
     int H = n->H, N2 = n->N2;
     float *h = work, *z = work + H, *m = work + 2 * H;   /* m: 2H */
     matvec(n->enc_w, n->enc_b, x, h, H, n->d_in);
     for (int l = 0; l < n->n_layers; l++) {
         float *xr = state + (size_t)l * 2 * H * N2, *xi = xr + (size_t)H * N2;
-        if (n->prenorm) normalize(n, l, h, z); else for (int i = 0; i < H; i++) z[i] = h[i];
-        const float *ar = n->dA_re[l], *ai = n->dA_im[l], *br = n->dB_re[l], *bi = n->dB_im[l];
+        if (n->prenorm) normalize(n, l, h, z); else memcpy(z, h, sizeof(float) * H);
+        const float *ar = n->dA_re[l], *ai = n->dA_im[l];
         const float *cr = n->C_re[l], *ci = n->C_im[l], *D = n->D[l];
         for (int c = 0; c < H; c++) {
-            float u = z[c], y = 0.f;
             size_t o = (size_t)c * N2;
-            for (int k = 0; k < N2; k++) {
-                float r = ar[o + k] * xr[o + k] - ai[o + k] * xi[o + k] + br[o + k] * u;
-                float i = ar[o + k] * xi[o + k] + ai[o + k] * xr[o + k] + bi[o + k] * u;
-                xr[o + k] = r; xi[o + k] = i;
-                y += cr[o + k] * r - ci[o + k] * i;
-            }
-            z[c] = act(2.f * y + D[c] * u, n->act);
+            float u = z[c];
+            float y = ssm_channel(ar + o, ai + o, cr + o, ci + o, xr + o, xi + o, u, N2);
+            z[c] = 2.f * y + D[c] * u;
         }
+        act_vec(z, H, n->act);
         if (n->mix == MIX_GLU) {
             matvec(n->mix_w[l], n->mix_b[l], z, m, 2 * H, H);
-            for (int c = 0; c < H; c++) z[c] = m[c] / (1.f + expf(-m[H + c]));
+            glu_vec(z, m, m + H, H);
         } else {
             matvec(n->mix_w[l], n->mix_b[l], z, m, H, H);
-            for (int c = 0; c < H; c++) z[c] = act(m[c], n->act);
+            memcpy(z, m, sizeof(float) * H);
+            act_vec(z, H, n->act);
         }
         if (n->residual) for (int c = 0; c < H; c++) z[c] += h[c];
-        if (!n->prenorm && n->norm != NORM_NONE) normalize(n, l, z, h); else for (int c = 0; c < H; c++) h[c] = z[c];
+        if (!n->prenorm && n->norm != NORM_NONE) normalize(n, l, z, h); else memcpy(h, z, sizeof(float) * H);
     }
     if (n->readout_mean) {
         float *sum = state + (size_t)n->n_layers * 2 * H * N2;
-        for (int c = 0; c < H; c++) { sum[c] += h[c]; z[c] = sum[c] / (float)t; }
+        float inv = 1.f / (float)t;
+        for (int c = 0; c < H; c++) { sum[c] += h[c]; z[c] = sum[c] * inv; }
         matvec(n->dec_w, n->dec_b, z, out, n->d_out, H);
     } else {
         matvec(n->dec_w, n->dec_b, h, out, n->d_out, H);
+    }
+}
+
+/* ---- a tile of up to LANES streams, feature-major activations ------------------------- */
+/* Y[r][:] = b[r] + sum_c W[r][c] * X[c][:], X (cols x LANES), Y (rows x LANES) */
+typedef float vlanes __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
+
+static void gemm_t(const float *restrict W, const float *restrict b, const float *restrict X,
+                   float *restrict Y, int rows, int cols) {
+    int r = 0;
+    for (; r + ROWS <= rows; r += ROWS) {
+        vlanes acc[ROWS];
+        for (int i = 0; i < ROWS; i++) acc[i] = (vlanes){0} + b[r + i];
+        const float *restrict w = W + (size_t)r * cols;
+        for (int c = 0; c < cols; c++) {
+            vlanes xc = *(const vlanes *)(X + (size_t)c * LANES);
+            for (int i = 0; i < ROWS; i++) acc[i] += w[(size_t)i * cols + c] * xc;
+        }
+        for (int i = 0; i < ROWS; i++) *(vlanes *)(Y + (size_t)(r + i) * LANES) = acc[i];
+    }
+    for (; r < rows; r++) {
+        vlanes acc = (vlanes){0} + b[r];
+        const float *restrict w = W + (size_t)r * cols;
+        for (int c = 0; c < cols; c++) acc += w[c] * *(const vlanes *)(X + (size_t)c * LANES);
+        *(vlanes *)(Y + (size_t)r * LANES) = acc;
+    }
+}
+
+static void normalize_t(const Net *n, int l, const float *restrict X, float *restrict Y) {
+    int H = n->H;
+    const float *restrict g = n->gamma[l], *restrict be = n->beta[l];
+    if (n->norm == NORM_LAYER) {
+        float mean[LANES] = {0}, var[LANES] = {0}, inv[LANES];
+        for (int h = 0; h < H; h++) for (int s = 0; s < LANES; s++) mean[s] += X[h * LANES + s];
+        for (int s = 0; s < LANES; s++) mean[s] /= H;
+        for (int h = 0; h < H; h++)
+            for (int s = 0; s < LANES; s++) { float d = X[h * LANES + s] - mean[s]; var[s] += d * d; }
+        for (int s = 0; s < LANES; s++) inv[s] = 1.f / sqrtf(var[s] / H + n->eps);
+        for (int h = 0; h < H; h++)
+            for (int s = 0; s < LANES; s++) Y[h * LANES + s] = (X[h * LANES + s] - mean[s]) * inv[s] * g[h] + be[h];
+    } else if (n->norm == NORM_AFFINE) {
+        for (int h = 0; h < H; h++)
+            for (int s = 0; s < LANES; s++) Y[h * LANES + s] = X[h * LANES + s] * g[h] + be[h];
+    } else {
+        memcpy(Y, X, sizeof(float) * H * LANES);
     }
 }
 
@@ -99,13 +191,77 @@ size_t edgessm_state_floats(const Net *n) {
     return (size_t)n->n_layers * 2 * n->H * n->N2 + (n->readout_mean ? n->H : 0);
 }
 
+/* work floats needed by every entry point */
+size_t edgessm_work_floats(const Net *n) {
+    int H = n->H, io = n->d_in > n->d_out ? n->d_in : n->d_out;
+    return (size_t)LANES * (4 * (size_t)H + io) + 16;
+}
+
+/* cnt (1..LANES) streams: st[s] state, x row s at x + s*d_in, out row s at out + s*d_out */
+static void tile_streams(const Net *n, float *const *st, const float *x, float *out,
+                         const long *t, int cnt, float *work) {
+    int H = n->H, N2 = n->N2, din = n->d_in, dout = n->d_out;
+    float *restrict h = work, *restrict z = h + (size_t)H * LANES, *restrict m = z + (size_t)H * LANES;
+    float *restrict io = m + (size_t)2 * H * LANES;   /* d_in or d_out rows x LANES */
+    /* encoder */
+    memset(io, 0, sizeof(float) * din * LANES);
+    for (int s = 0; s < cnt; s++) for (int i = 0; i < din; i++) io[i * LANES + s] = x[(size_t)s * din + i];
+    gemm_t(n->enc_w, n->enc_b, io, h, H, din);
+    for (int l = 0; l < n->n_layers; l++) {
+        size_t off = (size_t)l * 2 * H * N2;
+        if (n->prenorm) normalize_t(n, l, h, z); else memcpy(z, h, sizeof(float) * H * LANES);
+        const float *ar = n->dA_re[l], *ai = n->dA_im[l];
+        const float *cr = n->C_re[l], *ci = n->C_im[l], *D = n->D[l];
+        /* stream by stream (each stream's layer state is read sequentially); the layer's
+         * SSM coefficients stay in L2 across the tile */
+        for (int s = 0; s < cnt; s++) {
+            float *xr = st[s] + off, *xi = xr + (size_t)H * N2;
+            for (int c = 0; c < H; c++) {
+                size_t o = (size_t)c * N2;
+                float u = z[(size_t)c * LANES + s];
+                float y = ssm_channel(ar + o, ai + o, cr + o, ci + o, xr + o, xi + o, u, N2);
+                z[(size_t)c * LANES + s] = 2.f * y + D[c] * u;
+            }
+        }
+        for (int c = 0; c < H; c++) for (int s = cnt; s < LANES; s++) z[(size_t)c * LANES + s] = 0.f;
+        act_vec(z, H * LANES, n->act);
+        if (n->mix == MIX_GLU) {
+            gemm_t(n->mix_w[l], n->mix_b[l], z, m, 2 * H, H);
+            glu_vec(z, m, m + (size_t)H * LANES, H * LANES);
+        } else {
+            gemm_t(n->mix_w[l], n->mix_b[l], z, m, H, H);
+            memcpy(z, m, sizeof(float) * H * LANES);
+            act_vec(z, H * LANES, n->act);
+        }
+        if (n->residual) for (int i = 0; i < H * LANES; i++) z[i] += h[i];
+        if (!n->prenorm && n->norm != NORM_NONE) normalize_t(n, l, z, h);
+        else memcpy(h, z, sizeof(float) * H * LANES);
+    }
+    if (n->readout_mean) {
+        for (int s = 0; s < cnt; s++) {
+            float *sum = st[s] + (size_t)n->n_layers * 2 * H * N2;
+            float inv = 1.f / (float)t[s];
+            for (int c = 0; c < H; c++) { sum[c] += h[c * LANES + s]; z[c * LANES + s] = sum[c] * inv; }
+        }
+        gemm_t(n->dec_w, n->dec_b, z, io, dout, H);
+    } else {
+        gemm_t(n->dec_w, n->dec_b, h, io, dout, H);
+    }
+    for (int s = 0; s < cnt; s++) for (int o = 0; o < dout; o++) out[(size_t)s * dout + o] = io[o * LANES + s];
+}
+
 /* One token for `batch` streams. states: batch blocks of edgessm_state_floats; t: tokens
- * seen by each stream after this one (for the mean readout); work: 5*H floats. */
+ * seen by each stream after this one (for the mean readout); work: edgessm_work_floats. */
 void edgessm_step(const Net *n, float *states, const float *x, float *out, const long *t,
                   int batch, float *work) {
     size_t S = edgessm_state_floats(n);
-    for (int b = 0; b < batch; b++)
-        one_stream(n, states + b * S, x + (size_t)b * n->d_in, out + (size_t)b * n->d_out, work, t[b]);
+    if (batch == 1) { one_stream(n, states, x, out, work, t[0]); return; }
+    for (int b0 = 0; b0 < batch; b0 += LANES) {
+        int cnt = batch - b0 < LANES ? batch - b0 : LANES;
+        float *st[LANES];
+        for (int s = 0; s < cnt; s++) st[s] = states + (size_t)(b0 + s) * S;
+        tile_streams(n, st, x + (size_t)b0 * n->d_in, out + (size_t)b0 * n->d_out, t + b0, cnt, work);
+    }
 }
 
 /* A whole sequence of L tokens for one stream: x (L x d_in) -> out (L x d_out). */
@@ -118,7 +274,12 @@ void edgessm_run(const Net *n, float *state, const float *x, float *out, long L,
 void edgessm_step_rows(const Net *n, float *states, const long *idx, int count, const float *x,
                        float *out, const long *t, float *work) {
     size_t S = edgessm_state_floats(n);
-    for (int j = 0; j < count; j++)
-        one_stream(n, states + idx[j] * S, x + (size_t)j * n->d_in, out + (size_t)j * n->d_out,
-                   work, t[idx[j]]);
+    if (count == 1) { one_stream(n, states + idx[0] * S, x, out, work, t[idx[0]]); return; }
+    for (int j0 = 0; j0 < count; j0 += LANES) {
+        int cnt = count - j0 < LANES ? count - j0 : LANES;
+        float *st[LANES];
+        long tt[LANES];
+        for (int s = 0; s < cnt; s++) { st[s] = states + idx[j0 + s] * S; tt[s] = t[idx[j0 + s]]; }
+        tile_streams(n, st, x + (size_t)j0 * n->d_in, out + (size_t)j0 * n->d_out, tt, cnt, work);
+    }
 }
