@@ -15,12 +15,21 @@ import hashlib
 import json
 import os
 import platform
+import tomllib
 from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, UnknownNameError
+from .errors import CheckpointError, ConfigError, UnknownNameError
 from .ssm.network import ModelConfig, SequenceModel
+
+
+def read_toml(path) -> dict:
+    """A TOML file as a dict; invalid TOML is a ConfigError naming the file."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
 
 FORMAT = "edgessm-model"
 FORMAT_VERSION = 1

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, UnknownNameError
+from ..io import read_toml
 from .fixedpoint import OVERFLOW_MODES
 
 WEIGHT_KINDS = ("encoder", "mixing", "decoder")
@@ -164,10 +164,7 @@ class QuantSpec:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"quantization spec {path} not found")
-        try:
-            d = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        d = read_toml(path)
         d.setdefault("name", path.stem)
         return cls.from_dict(d)
 

@@ -9,11 +9,11 @@ A run is config + seed and is reproducible. Sections::
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import read_toml
 from ..ssm.network import PRESETS, ModelConfig
 
 
@@ -96,8 +96,4 @@ def load_config(path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; configs live under configs/ "
                           f"(e.g. configs/smnist.toml)")
-    try:
-        d = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    return from_dict(d)
+    return from_dict(read_toml(path))

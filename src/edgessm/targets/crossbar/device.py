@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from pathlib import Path
 
 from ...errors import ConfigError, UnknownNameError
+from ...io import read_toml
 
 # key: (citation). Every default below names one of these, or says "assumption".
 REFERENCES = {
@@ -243,10 +243,7 @@ def load_device(device="default", **overrides):
     if not p.is_file():
         raise UnknownNameError(f"unknown crossbar device {device!r}: not a preset "
                                f"({', '.join(PRESETS)}) nor a TOML file")
-    try:
-        d = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    d = read_toml(p)
     d = d.get("device", d)
     return parse_options({**d, **overrides})
 
