@@ -66,3 +66,46 @@ def test_bad_token_leaves_state_unchanged():
         with pytest.raises(es.InputError):
             prog.step(bad, state)
     assert np.array_equal(state.buf, before.buf) and np.array_equal(state.t, before.t)
+
+
+@pytest.mark.parametrize("preset, H", [("neuromorphic", 72), ("standard", 136)])
+def test_one_stream_path_equals_torch(preset, H):
+    """Batch 1 takes the one-stream path (transposed, register-blocked mixing product); widths
+    chosen to cover its 128-row blocks, 16-row blocks and scalar remainder rows."""
+    torch.manual_seed(3)
+    net = es.SequenceModel.from_preset(preset, d_input=2, d_output=5, d_model=H, d_state=8,
+                                       n_layers=2).eval()
+    prog = es.targets.get("cpu").compile(net)
+    x = torch.randn(1, 60, 2)
+    with torch.no_grad():
+        ref = net.forward_tokens(x)[0]
+    state, out = prog.init_state(1), np.empty((1, 5), dtype=np.float32)
+    got = []
+    for t in range(x.shape[1]):
+        assert prog.step_numpy(x[0, t:t + 1].numpy(), state, out) is out
+        got.append(out[0].copy())
+    assert state.t[0] == 60
+    assert np.abs(np.stack(got) - ref.numpy()).max() <= 1e-4 * ref.abs().max().item()
+
+
+def test_step_numpy_rejects_bad_calls_without_change():
+    torch.manual_seed(4)
+    net = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=3, d_model=8, d_state=4, n_layers=1)
+    prog = es.targets.get("cpu").compile(net)
+    state = prog.init_state(4)
+    prog.step_numpy(np.ones((4, 2), np.float32), state)
+    before = state.copy()
+    x = np.ones((4, 2), np.float32)
+    x[3, 1] = np.inf                       # one bad stream: no stream moves
+    with pytest.raises(es.InputError, match="NaN or infinite"):
+        prog.step_numpy(x, state)
+    with pytest.raises(es.InputError, match="out has shape"):
+        prog.step_numpy(np.ones((4, 2), np.float32), state, np.empty((4, 4), np.float32))
+    other = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=3, d_model=16, d_state=4, n_layers=1)
+    with pytest.raises(es.InputError, match="init_state"):
+        prog.step_numpy(np.ones((4, 2), np.float32), es.targets.get("cpu").compile(other).init_state(4))
+    assert np.array_equal(state.buf, before.buf) and np.array_equal(state.t, before.t)
+    # a copied state steps on its own buffers: both continue identically
+    y1 = prog.step_numpy(np.full((4, 2), 0.5, np.float32), state)
+    y2 = prog.step_numpy(np.full((4, 2), 0.5, np.float32), before)
+    assert np.array_equal(y1, y2) and np.array_equal(state.buf, before.buf)

@@ -37,10 +37,16 @@ class _Net(ctypes.Structure):
                                              "residual", "norm", "prenorm", "readout_mean")] + \
                [("eps", ctypes.c_float)] + [(n, _P) for n in ("enc_w", "enc_b", "dec_w", "dec_b")] + \
                [(n, _PP) for n in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re", "C_im", "D",
-                                   "mix_w", "mix_b", "gamma", "beta")]
+                                   "mix_w", "mix_b", "gamma", "beta", "mix_wt")]
 
 
 _LIB = None
+
+
+class _StepCall(ctypes.Structure):
+    """Every pointer of one state's step, bound once (kernel.c: StepCall)."""
+    _fields_ = [("net", ctypes.POINTER(_Net)), ("states", _P), ("x", _P), ("out", _P),
+                ("t", ctypes.POINTER(ctypes.c_long)), ("work", _P), ("batch", ctypes.c_int)]
 
 
 def _lib():
@@ -53,6 +59,8 @@ def _lib():
         lib.edgessm_work_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_step.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.POINTER(ctypes.c_long),
                                      ctypes.c_int, _P]
+        lib.edgessm_step_call.restype = ctypes.c_int
+        lib.edgessm_step_call.argtypes = [ctypes.POINTER(_StepCall)]
         lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long, _P]
         lib.edgessm_step_rows.argtypes = [ctypes.POINTER(_Net), _P, ctypes.POINTER(ctypes.c_long),
                                           ctypes.c_int, _P, _P, ctypes.POINTER(ctypes.c_long), _P]
@@ -75,16 +83,20 @@ def check_model(model) -> None:
 
 
 class StreamState:
-    """Fast-engine state of `batch` streams: one float32 row per stream, plus token counts."""
+    """Fast-engine state of `batch` streams: one float32 row per stream, plus token counts, and
+    the token and output buffers a step reads and writes (so a step allocates nothing)."""
 
-    def __init__(self, batch: int, floats: int):
+    def __init__(self, batch: int, floats: int, d_input: int = 1, d_output: int = 1):
         self.buf = np.zeros((batch, floats), dtype=np.float32)
         self.t = np.zeros(batch, dtype=np.int64)
+        self.x = np.zeros((batch, d_input), dtype=np.float32)
+        self.out = np.zeros((batch, d_output), dtype=np.float32)
         self._pointers()
 
     def _pointers(self):
         self.buf_p = _ptr(self.buf)
         self.t_p = self.t.ctypes.data_as(ctypes.POINTER(ctypes.c_long))
+        self._program, self._call = None, None   # bound by FastProgram on first step
 
     @property
     def batch(self) -> int:
@@ -93,6 +105,7 @@ class StreamState:
     def copy(self) -> "StreamState":
         s = StreamState.__new__(StreamState)
         s.buf, s.t = self.buf.copy(), self.t.copy()
+        s.x, s.out = self.x.copy(), self.out.copy()
         s._pointers()
         return s
 
@@ -119,7 +132,7 @@ class FastProgram(Program):
             return ctypes.cast(p, _PP)
 
         layers = {k: [] for k in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re", "C_im", "D", "mix_w",
-                                  "mix_b", "gamma", "beta")}
+                                  "mix_b", "gamma", "beta", "mix_wt")}
         eps = 1e-5
         norm_kind = {"none": 0, "layer": 1, "batch": 2}[c.norm]
         with torch.no_grad():
@@ -133,6 +146,7 @@ class FastProgram(Program):
                 layers["dB_im"].append(layers["C_im"][-1])
                 layers["D"].append(arr(b.s4d.D))
                 layers["mix_w"].append(arr(b.mix.weight))
+                layers["mix_wt"].append(arr(b.mix.weight.t()))
                 layers["mix_b"].append(arr(b.mix.bias))
                 if c.norm == "layer":
                     gamma, beta, eps = b.norm.weight, b.norm.bias, b.norm.eps
@@ -152,37 +166,51 @@ class FastProgram(Program):
                          int(c.residual), norm_kind, int(c.prenorm), int(c.readout == "mean"), eps,
                          _ptr(enc_w), _ptr(enc_b), _ptr(dec_w), _ptr(dec_b),
                          *[ptr_array(layers[k]) for k in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re",
-                                                           "C_im", "D", "mix_w", "mix_b", "gamma", "beta")])
+                                                           "C_im", "D", "mix_w", "mix_b", "gamma", "beta", "mix_wt")])
         self._keep = keep
         self._lib = _lib()
         self.state_floats = int(self._lib.edgessm_state_floats(ctypes.byref(self._net)))
         self._work = np.zeros(int(self._lib.edgessm_work_floats(ctypes.byref(self._net))), dtype=np.float32)
         self._net_ref = ctypes.byref(self._net)
         self._work_p = _ptr(self._work)
-        self.weight_bytes = sum(a.nbytes for a in keep if isinstance(a, np.ndarray))
+        self._step_call = self._lib.edgessm_step_call
+        # the model's weights once; the transposed mixing copies (one-stream path) are extra
+        self.held_bytes = sum(a.nbytes for a in keep if isinstance(a, np.ndarray))
+        self.weight_bytes = self.held_bytes - sum(a.nbytes for a in layers["mix_wt"])
 
     # ---- protocol ------------------------------------------------------------------------
     def init_state(self, batch: int = 1) -> StreamState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
-        return StreamState(batch, self.state_floats)
+        return StreamState(batch, self.state_floats, self.d_input, self.d_output)
 
-    def _check_tokens(self, x: np.ndarray, batch: int) -> None:
-        if x.shape != (batch, self.d_input):
-            raise InputError(f"token has shape {x.shape}, expected (batch={batch}, d_input={self.d_input})")
-        if not np.isfinite(x).all():
-            raise InputError("token contains NaN or infinite values; the state was not changed")
+    def _bind(self, state: StreamState):
+        """Bind `state`'s buffers and this program's weights and work area into one call."""
+        if not isinstance(state, StreamState) or state.buf.shape[1] != self.state_floats:
+            raise InputError("state was not made by this program's init_state")
+        call = _StepCall(ctypes.pointer(self._net), state.buf_p, _ptr(state.x), _ptr(state.out),
+                         state.t_p, self._work_p, state.batch)
+        state._program, state._call = self, ctypes.byref(call)
+        state._call_obj = call
+        return state._call
 
     def step_numpy(self, x: np.ndarray, state: StreamState, out: np.ndarray | None = None) -> np.ndarray:
-        """x (B, d_in) float32 -> logits (B, d_out); updates `state` in place."""
-        if x.dtype != np.float32 or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, dtype=np.float32)
-        self._check_tokens(x, state.batch)
+        """x (B, d_in) -> logits (B, d_out), updating `state` in place; into `out` if given,
+        else a new array. A token of the wrong shape, or with a NaN or infinity in any
+        stream, raises InputError and changes no stream (the C side checks before it steps)."""
+        call = state._call if state._program is self else self._bind(state)
+        if type(x) is not np.ndarray:
+            x = np.asarray(x)
+        if x.shape != state.x.shape:
+            raise InputError(f"token has shape {x.shape}, expected (batch={state.batch}, d_input={self.d_input})")
+        if out is not None and out.shape != state.out.shape:
+            raise InputError(f"out has shape {out.shape}, expected {state.out.shape}")
+        state.x[...] = x
+        if self._step_call(call):
+            raise InputError("token contains NaN or infinite values; the state was not changed")
         if out is None:
-            out = np.empty((state.batch, self.d_output), dtype=np.float32)
-        state.t += 1
-        self._lib.edgessm_step(self._net_ref, state.buf_p, _ptr(x), _ptr(out), state.t_p,
-                               state.batch, self._work_p)
+            return state.out.copy()
+        out[...] = state.out
         return out
 
     def step(self, x_t, state: StreamState):
@@ -208,7 +236,8 @@ class FastProgram(Program):
         return torch.from_numpy(out)
 
     def resources(self) -> dict:
-        return {"weight_bytes": self.weight_bytes, "state_bytes_per_stream": 4 * self.state_floats,
+        return {"weight_bytes": self.weight_bytes, "held_bytes": self.held_bytes,
+                "state_bytes_per_stream": 4 * self.state_floats,
                 "engine": "fast (C, float32)"}
 
     def time_per_token(self, tokens: int = 2000, batch: int = 1) -> float:

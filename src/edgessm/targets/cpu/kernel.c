@@ -18,6 +18,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* -fno-finite-math-only leaves __FAST_MATH__ undefined, so glibc does not declare its vector
@@ -46,6 +47,7 @@ typedef struct {
     const float *const *dA_re, *const *dA_im, *const *dB_re, *const *dB_im;
     const float *const *C_re, *const *C_im, *const *D;
     const float *const *mix_w, *const *mix_b, *const *gamma, *const *beta;
+    const float *const *mix_wt;   /* mixing W transposed (H x M), for the one-stream path */
 } Net;
 
 /* in-place activation over n contiguous values (vectorizes: no branch on kind inside) */
@@ -69,6 +71,36 @@ static void matvec(const float *restrict W, const float *restrict b, const float
         float acc = 0.f;
         for (int c = 0; c < cols; c++) acc += w[c] * x[c];
         y[r] = acc + b[r];
+    }
+}
+
+/* y = b + W x from W transposed (WT: cols x rows): blocks of rows held in vector registers
+ * while the columns stream past, so no horizontal sums and no dependency chain per row
+ * (the row-major dot product above is latency-bound on its single accumulator). */
+typedef float v16 __attribute__((vector_size(16 * sizeof(float)), aligned(sizeof(float))));
+
+static void matvec_t(const float *restrict WT, const float *restrict b, const float *restrict x,
+                     float *restrict y, int rows, int cols) {
+    int r = 0;
+    for (; r + 128 <= rows; r += 128) {
+        v16 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = *(const v16 *)(b + r + 16 * i);
+        for (int c = 0; c < cols; c++) {
+            const float *restrict w = WT + (size_t)c * rows + r;
+            float xc = x[c];
+            for (int i = 0; i < 8; i++) acc[i] += *(const v16 *)(w + 16 * i) * xc;
+        }
+        for (int i = 0; i < 8; i++) *(v16 *)(y + r + 16 * i) = acc[i];
+    }
+    for (; r + 16 <= rows; r += 16) {
+        v16 acc = *(const v16 *)(b + r);
+        for (int c = 0; c < cols; c++) acc += *(const v16 *)(WT + (size_t)c * rows + r) * x[c];
+        *(v16 *)(y + r) = acc;
+    }
+    for (; r < rows; r++) {
+        float acc = b[r];
+        for (int c = 0; c < cols; c++) acc += WT[(size_t)c * rows + r] * x[c];
+        y[r] = acc;
     }
 }
 
@@ -122,10 +154,10 @@ static void one_stream(const Net *n, float *state, const float *x, float *out, f
         }
         act_vec(z, H, n->act);
         if (n->mix == MIX_GLU) {
-            matvec(n->mix_w[l], n->mix_b[l], z, m, 2 * H, H);
+            matvec_t(n->mix_wt[l], n->mix_b[l], z, m, 2 * H, H);
             glu_vec(z, m, m + H, H);
         } else {
-            matvec(n->mix_w[l], n->mix_b[l], z, m, H, H);
+            matvec_t(n->mix_wt[l], n->mix_b[l], z, m, H, H);
             memcpy(z, m, sizeof(float) * H);
             act_vec(z, H, n->act);
         }
@@ -282,4 +314,31 @@ void edgessm_step_rows(const Net *n, float *states, const long *idx, int count, 
         for (int s = 0; s < cnt; s++) { st[s] = states + idx[j0 + s] * S; tt[s] = t[idx[j0 + s]]; }
         tile_streams(n, st, x + (size_t)j0 * n->d_in, out + (size_t)j0 * n->d_out, tt, cnt, work);
     }
+}
+
+/* One checked call from Python with every pointer bound in advance (one argument crosses the
+ * FFI per token). Tokens are validated here, before anything changes: a NaN or infinity
+ * anywhere in x returns 1 with states, counts and out untouched. Otherwise each stream's token
+ * count goes up by one, the step runs and 0 is returned. The check reads the exponent bits, so
+ * it holds whatever the floating-point flags. */
+typedef struct {
+    const Net *net;
+    float *states;
+    const float *x;
+    float *out;
+    long *t;
+    float *work;
+    int batch;
+} StepCall;
+
+int edgessm_step_call(const StepCall *c) {
+    size_t n = (size_t)c->batch * c->net->d_in;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, c->x + i, sizeof bits);
+        if ((bits & 0x7f800000u) == 0x7f800000u) return 1;
+    }
+    for (int b = 0; b < c->batch; b++) c->t[b] += 1;
+    edgessm_step(c->net, c->states, c->x, c->out, c->t, c->batch, c->work);
+    return 0;
 }
