@@ -50,7 +50,7 @@ def test_bad_config_is_rejected(kw, msg):
 def test_unknown_and_malformed_set_fields():
     with pytest.raises(UnknownNameError, match="unknown crossbar config field 'write_noise'"):
         parse_options({"write_noise": "3"})
-    with pytest.raises(ConfigError, match="not a valid float"):
+    with pytest.raises(ConfigError, match="write_noise_sigma_us must be of type float"):
         parse_options({"write_noise_sigma_us": "lots"})
     with pytest.raises(UnknownNameError):
         load_device("no-such-device")

@@ -86,3 +86,22 @@ def test_block_round_trip(tmp_path):
     x = torch.randn(1, 9, 6)
     with torch.no_grad():
         torch.testing.assert_close(b(x), b2(x), rtol=0, atol=0)
+
+
+def test_one_field_converter_for_configs_options_and_devices():
+    from edgessm.fields import coerce
+    assert coerce("x", "1e3", int) == 1000 and coerce("x", "0.5", float) == 0.5
+    assert coerce("x", 3, float) == 3.0 and isinstance(coerce("x", 3, float), float)
+    assert coerce("x", "yes", bool) is True and coerce("x", "0", bool) is False
+    assert coerce("x", "true", int) == 1            # crossbar 0/1 flags from the command line
+    assert coerce("x", 4.0, int) == 4
+    for value, want in (("1.5", int), ("nan", int), ("inf", int), ("maybe", bool), (True, int),
+                        (1, bool), ("abc", float), (2.5, int)):
+        with pytest.raises(es.ConfigError, match="x must be of type"):
+            coerce("x", value, want)
+    with pytest.raises(es.ConfigError, match="must be of type int"):
+        coerce("[train] epochs", "9", int, strings=False)   # TOML values come typed
+    # the crossbar device and the fixed-point target refuse the same value the same way
+    from edgessm.targets.crossbar.device import parse_options
+    with pytest.raises(es.ConfigError, match="must be of type int"):
+        parse_options({"array_rows": "64.5"})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fields import coerce
 from ..io import read_toml
 from ..ssm.network import PRESETS, ModelConfig
 
@@ -69,12 +70,7 @@ def _section(cls, d: dict, name: str):
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{name}]; known: {', '.join(known)}")
     out = {}
     for k, v in d.items():
-        want = type(getattr(cls(), k))
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            raise ConfigError(f"[{name}] {k} must be of type {want.__name__}, got {v!r}")
-        out[k] = v
+        out[k] = coerce(f"[{name}] {k}", v, type(getattr(cls(), k)), strings=False)
     return cls(**out)
 
 

@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 from ...errors import ConfigError, UnknownNameError
+from ...fields import coerce
 from ...io import read_toml
 
 # key: (citation). Every default below names one of these, or says "assumption".
@@ -188,31 +189,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _convert(name: str, value, want: type):
-    if isinstance(value, want) and not (want is int and isinstance(value, bool)):
-        return value
-    if isinstance(value, str):
-        s = value.strip()
-        try:
-            if want is bool or (want is int and s.lower() in ("true", "false")):
-                return int(s.lower() in ("1", "true", "yes", "on"))
-            if want is int:
-                f = float(s)
-                if f != int(f):
-                    raise ValueError
-                return int(f)
-            if want is float:
-                return float(s)
-            return s
-        except ValueError:
-            raise ConfigError(f"{name} = {value!r} is not a valid {want.__name__}") from None
-    if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if want is int and isinstance(value, (bool, float)) and float(value) == int(value):
-        return int(value)
-    raise ConfigError(f"{name} = {value!r} is not a valid {want.__name__}")
-
-
 def parse_options(options: dict, base=None):
     """A validated CrossbarConfig from `base` (default preset) updated by `options`
     (field -> value; strings from the command line are converted). Unknown fields raise."""
@@ -223,7 +199,7 @@ def parse_options(options: dict, base=None):
         k2 = str(k).replace("-", "_")
         if k2 not in known:
             raise UnknownNameError(f"unknown crossbar config field {k!r}; known fields: {', '.join(known)}")
-        upd[k2] = _convert(k2, v, type(FIELDS[k2][0]))
+        upd[k2] = coerce(k2, v, type(FIELDS[k2][0]))
     return dataclasses.replace(cfg, **upd).validate()
 
 

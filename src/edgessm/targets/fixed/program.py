@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError, InputError
+from ...fields import coerce
 from ...quant.fixedpoint import quantize_input_np
 from ...quant.model import QuantSequenceModel, unsupported
 from ...quant.ptq import quantize
@@ -38,21 +39,7 @@ def parse_options(cls, options: dict):
     for k, v in options.items():
         if k not in fields:
             raise ConfigError(f"unknown option {k!r} for this target; known: {', '.join(sorted(fields))}")
-        want = type(getattr(cfg, k))
-        if isinstance(v, str):
-            try:
-                if want is bool:
-                    if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                        raise ValueError(v)
-                    v = v.lower() in ("1", "true", "yes")
-                else:
-                    v = want(float(v)) if want is int and "e" in v.lower() else want(v)
-            except ValueError:
-                raise ConfigError(f"option {k}={v!r} must be of type {want.__name__}") from None
-        elif want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            raise ConfigError(f"option {k} must be of type {want.__name__}, got {v!r}")
+        v = coerce(f"option {k}", v, type(getattr(cfg, k)))
         setattr(cfg, k, v)
     return cfg
 
