@@ -99,6 +99,8 @@ def test_step_numpy_rejects_bad_calls_without_change():
     x[3, 1] = np.inf                       # one bad stream: no stream moves
     with pytest.raises(es.InputError, match="NaN or infinite"):
         prog.step_numpy(x, state)
+    with pytest.raises(es.InputError, match="numeric"):
+        prog.step_numpy(np.array([["a", "b"]] * 4), state)
     with pytest.raises(es.InputError, match="out has shape"):
         prog.step_numpy(np.ones((4, 2), np.float32), state, np.empty((4, 4), np.float32))
     other = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=3, d_model=16, d_state=4, n_layers=1)

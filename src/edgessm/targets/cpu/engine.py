@@ -96,7 +96,7 @@ class StreamState:
     def _pointers(self):
         self.buf_p = _ptr(self.buf)
         self.t_p = self.t.ctypes.data_as(ctypes.POINTER(ctypes.c_long))
-        self._program, self._call = None, None   # bound by FastProgram on first step
+        self._program = self._call = self._call_obj = None   # bound by FastProgram on first step
 
     @property
     def batch(self) -> int:
@@ -205,7 +205,10 @@ class FastProgram(Program):
             raise InputError(f"token has shape {x.shape}, expected (batch={state.batch}, d_input={self.d_input})")
         if out is not None and out.shape != state.out.shape:
             raise InputError(f"out has shape {out.shape}, expected {state.out.shape}")
-        state.x[...] = x
+        try:
+            state.x[...] = x
+        except (TypeError, ValueError):
+            raise InputError(f"token must be numeric, got dtype {x.dtype}") from None
         if self._step_call(call):
             raise InputError("token contains NaN or infinite values; the state was not changed")
         if out is None:
