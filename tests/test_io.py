@@ -105,3 +105,4 @@ def test_one_field_converter_for_configs_options_and_devices():
     from edgessm.targets.crossbar.device import parse_options
     with pytest.raises(es.ConfigError, match="must be of type int"):
         parse_options({"array_rows": "64.5"})
+    assert parse_options({"noise": False}).noise == 0     # TOML true/false for the 0/1 flags

@@ -199,7 +199,10 @@ def parse_options(options: dict, base=None):
         k2 = str(k).replace("-", "_")
         if k2 not in known:
             raise UnknownNameError(f"unknown crossbar config field {k!r}; known fields: {', '.join(known)}")
-        upd[k2] = coerce(k2, v, type(FIELDS[k2][0]))
+        want = type(FIELDS[k2][0])
+        if isinstance(v, bool) and want is int:   # the 0/1 flags (noise, drift_compensation): true/false
+            v = int(v)
+        upd[k2] = coerce(k2, v, want)
     return dataclasses.replace(cfg, **upd).validate()
 
 
