@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import edgessm as es
+from conftest import needs_fsdd
 from edgessm.errors import ConfigError, InputError, UnknownNameError
 from edgessm.targets.crossbar import (CrossbarConfig, HwSequenceModel, hw_wrap, load_device,
                                       parse_options, project, save_hw, table_markdown)
@@ -214,6 +215,7 @@ def test_save_load_and_compile_without_data(tmp_path, data):
     assert (a - b).abs().mean() < 0.01 * a.abs().mean()
 
 
+@needs_fsdd
 def test_deploy_cli_trials_json(tmp_path, capsys):
     from edgessm.cli import main
     from edgessm.data import load_task
@@ -234,6 +236,7 @@ def test_deploy_cli_trials_json(tmp_path, capsys):
     assert "inverted" in capsys.readouterr().err
 
 
+@needs_fsdd
 def test_cli_train_hw_reads_hw_table_and_saves_deployable(tmp_path, capsys):
     """`edgessm train CONFIG --hw crossbar`: the [hw] table sets the device fields, --hw-set
     overrides them, and the best checkpoint is the deployable (projected) form with "hw" metadata."""
