@@ -111,3 +111,16 @@ def test_step_numpy_rejects_bad_calls_without_change():
     y1 = prog.step_numpy(np.full((4, 2), 0.5, np.float32), state)
     y2 = prog.step_numpy(np.full((4, 2), 0.5, np.float32), before)
     assert np.array_equal(y1, y2) and np.array_equal(state.buf, before.buf)
+
+
+def test_stream_timed_equals_run_and_rejects_bad_shapes():
+    torch.manual_seed(5)
+    net = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=3, d_model=8, d_state=4, n_layers=1)
+    prog = es.targets.get("cpu").compile(net)
+    x = torch.randn(25, 2)
+    y, times = prog.stream_timed(x)
+    assert len(times) == 25 and all(t > 0 for t in times)
+    np.testing.assert_array_equal(y, prog.run(x[None])[0].numpy())
+    for bad in (torch.randn(25, 3), torch.randn(1, 25, 2)):
+        with pytest.raises(es.InputError, match="expected"):
+            prog.stream_timed(bad)

@@ -24,14 +24,7 @@ def _fast_us_per_token(model, x: np.ndarray) -> float | None:
     except EdgessmError as e:
         _log(f"  cpu-fast engine unavailable: {e}")
         return None
-    state = prog.init_state(1)
-    y = np.empty((1, model.config.d_output), dtype=np.float32)
-    ts = []
-    for t in range(x.shape[0]):
-        t0 = time.perf_counter()
-        prog.step_numpy(x[t:t + 1], state, y)
-        ts.append(time.perf_counter() - t0)
-    return 1e6 * float(np.median(ts))
+    return 1e6 * float(np.median(prog.stream_timed(x)[1]))
 
 
 def run_demo(args) -> dict:

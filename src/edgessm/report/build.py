@@ -534,18 +534,9 @@ def _stream_sample(ctx: _Ctx) -> dict:
     label = int(ctx.test.y[i])
     out = {"index": i, "label": label, "tokens": int(x.shape[0]), "errors": []}
     try:
-        fast = FastProgram(ctx.model)
-        state = fast.init_state(1)
-        xn = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        y = np.empty((1, ctx.model.config.d_output), dtype=np.float32)
-        tf, fast_pred = [], []
-        for t in range(xn.shape[0]):
-            t0 = time.perf_counter()
-            fast.step_numpy(xn[t:t + 1], state, y)
-            tf.append(time.perf_counter() - t0)
-            fast_pred.append(int(y[0].argmax()))
+        y, tf = FastProgram(ctx.model).stream_timed(x)
         out["cpu-fast (C engine)"] = tf
-        out["fast_pred"] = fast_pred
+        out["fast_pred"] = [int(k) for k in y.argmax(1)]
     except Exception as e:  # noqa: BLE001
         out["errors"].append({"where": "cpu-fast", "error": _err(e)})
     st = ctx.model.init_state(1)

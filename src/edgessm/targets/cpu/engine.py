@@ -36,7 +36,7 @@ class _Net(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int) for n in ("d_in", "H", "N2", "d_out", "n_layers", "act", "mix",
                                              "residual", "norm", "prenorm", "readout_mean")] + \
                [("eps", ctypes.c_float)] + [(n, _P) for n in ("enc_w", "enc_b", "dec_w", "dec_b")] + \
-               [(n, _PP) for n in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re", "C_im", "D",
+               [(n, _PP) for n in ("dA_re", "dA_im", "C_re", "C_im", "D",
                                    "mix_w", "mix_b", "gamma", "beta", "mix_wt")]
 
 
@@ -57,8 +57,6 @@ def _lib():
         lib.edgessm_state_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_work_floats.restype = ctypes.c_size_t
         lib.edgessm_work_floats.argtypes = [ctypes.POINTER(_Net)]
-        lib.edgessm_step.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.POINTER(ctypes.c_long),
-                                     ctypes.c_int, _P]
         lib.edgessm_step_call.restype = ctypes.c_int
         lib.edgessm_step_call.argtypes = [ctypes.POINTER(_StepCall)]
         lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long, _P]
@@ -131,7 +129,7 @@ class FastProgram(Program):
             keep.append(p)
             return ctypes.cast(p, _PP)
 
-        layers = {k: [] for k in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re", "C_im", "D", "mix_w",
+        layers = {k: [] for k in ("dA_re", "dA_im", "C_re", "C_im", "D", "mix_w",
                                   "mix_b", "gamma", "beta", "mix_wt")}
         eps = 1e-5
         norm_kind = {"none": 0, "layer": 1, "batch": 2}[c.norm]
@@ -142,8 +140,6 @@ class FastProgram(Program):
                 for name, v in (("dA", dA), ("C", C * dB)):
                     layers[name + "_re"].append(arr(v.real))
                     layers[name + "_im"].append(arr(v.imag))
-                layers["dB_re"].append(layers["C_re"][-1])  # not read by the kernel
-                layers["dB_im"].append(layers["C_im"][-1])
                 layers["D"].append(arr(b.s4d.D))
                 layers["mix_w"].append(arr(b.mix.weight))
                 layers["mix_wt"].append(arr(b.mix.weight.t()))
@@ -165,13 +161,12 @@ class FastProgram(Program):
                          0 if c.activation == "relu" else 1, 1 if c.mixing == "glu" else 0,
                          int(c.residual), norm_kind, int(c.prenorm), int(c.readout == "mean"), eps,
                          _ptr(enc_w), _ptr(enc_b), _ptr(dec_w), _ptr(dec_b),
-                         *[ptr_array(layers[k]) for k in ("dA_re", "dA_im", "dB_re", "dB_im", "C_re",
-                                                           "C_im", "D", "mix_w", "mix_b", "gamma", "beta", "mix_wt")])
+                         *[ptr_array(layers[k]) for k in ("dA_re", "dA_im", "C_re", "C_im", "D", "mix_w",
+                                                           "mix_b", "gamma", "beta", "mix_wt")])
         self._keep = keep
         self._lib = _lib()
         self.state_floats = int(self._lib.edgessm_state_floats(ctypes.byref(self._net)))
         self._work = np.zeros(int(self._lib.edgessm_work_floats(ctypes.byref(self._net))), dtype=np.float32)
-        self._net_ref = ctypes.byref(self._net)
         self._work_p = _ptr(self._work)
         self._step_call = self._lib.edgessm_step_call
         # the model's weights once; the transposed mixing copies (one-stream path) are extra
@@ -242,6 +237,21 @@ class FastProgram(Program):
         return {"weight_bytes": self.weight_bytes, "held_bytes": self.held_bytes,
                 "state_bytes_per_stream": 4 * self.state_floats,
                 "engine": "fast (C, float32)"}
+
+    def stream_timed(self, x) -> tuple[np.ndarray, list[float]]:
+        """One sequence x (L, d_in) fed token by token at batch 1, as a live stream arrives:
+        the outputs after every token (L, d_out) and each step's wall time in seconds."""
+        x = np.ascontiguousarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.d_input:
+            raise InputError(f"x has shape {x.shape}, expected (length, {self.d_input})")
+        state = self.init_state(1)
+        out = np.empty((x.shape[0], self.d_output), dtype=np.float32)
+        times = []
+        for t in range(x.shape[0]):
+            t0 = time.perf_counter()
+            self.step_numpy(x[t:t + 1], state, out[t:t + 1])
+            times.append(time.perf_counter() - t0)
+        return out, times
 
     def time_per_token(self, tokens: int = 2000, batch: int = 1) -> float:
         """Measured seconds per step (all `batch` streams) on this machine."""

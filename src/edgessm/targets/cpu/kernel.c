@@ -3,7 +3,7 @@
  *
  * Layout (all row-major, float32):
  *   encoder W (H x d_in), b (H); per layer: dA and C~ = C * dB as (H x N2) real and
- *   imaginary planes (dB_re/dB_im are not read: the state is kept scaled as x~ = x / dB, so
+ *   imaginary planes (no dB: the state is kept scaled as x~ = x / dB, so
  *   x~' = dA x~ + u and y = Re(C~ x~), the same outputs as x' = dA x + dB u, y = Re(C x),
  *   with no division, exact also where dB is 0), D (H), mixing W (M x H) with M = 2H (GLU) or H, b (M), norm gamma/beta (H);
  *   decoder W (d_out x H), b (d_out).
@@ -44,7 +44,7 @@ typedef struct {
     int act, mix, residual, norm, prenorm, readout_mean;
     float eps;
     const float *enc_w, *enc_b, *dec_w, *dec_b;
-    const float *const *dA_re, *const *dA_im, *const *dB_re, *const *dB_im;
+    const float *const *dA_re, *const *dA_im;
     const float *const *C_re, *const *C_im, *const *D;
     const float *const *mix_w, *const *mix_b, *const *gamma, *const *beta;
     const float *const *mix_wt;   /* mixing W transposed (H x M), for the one-stream path */
