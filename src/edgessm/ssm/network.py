@@ -86,6 +86,13 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def channel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A Linear layer on channel-major x (B, in, L) -> (B, out, L), as one batched matrix
+    product per sequence (no transposes of the activations, forward or backward)."""
+    y = torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
+    return y if bias is None else y + bias.unsqueeze(-1)
+
+
 class Block(nn.Module):
     """One S4D block; (B, L, H) -> (B, L, H), with init_state/step for streaming."""
 
@@ -106,31 +113,52 @@ class Block(nn.Module):
         else:
             self.norm = None
 
-    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+    def _norm(self, z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """The block's norm over the channels, which are axis `dim` (-1: (B, L, H) or (B, H);
+        1: channel-major (B, H, L))."""
         if self.norm is None:
             return z
+        n = self.norm
         if self.norm_kind == "batch":
-            if z.dim() == 3:
-                return self.norm(z.transpose(1, 2)).transpose(1, 2)
-            # one token: a per-token statistic is meaningless, use the running statistics
-            n = self.norm
-            return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
-        return self.norm(z)
+            if z.dim() == 2:
+                # one token: a per-token statistic is meaningless, use the running statistics
+                return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+            return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
+        if dim == -1:
+            return n(z)
+        # LayerNorm over axis 1, written out so that a compiled step fuses it into one pass
+        mu = z.mean(1, keepdim=True)
+        zc = z - mu
+        var = zc.square().mean(1, keepdim=True)
+        return zc * torch.rsqrt(var + n.eps) * n.weight.unsqueeze(-1) + n.bias.unsqueeze(-1)
 
-    def _after_ssm(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _after_ssm(self, z: torch.Tensor, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """activation -> dropout -> mixing -> GLU or activation -> dropout -> residual -> post-norm,
+        with the channels on axis `dim` (-1 or 1, as in ``_norm``)."""
         z = self.drop(self.act(z))
-        z = self.mix(z)
-        z = F.glu(z, dim=-1) if self.mixing == "glu" else self.act(z)
+        if dim == -1:
+            z = self.mix(z)
+        else:
+            z = channel_linear(z, self.mix.weight, self.mix.bias)
+        z = F.glu(z, dim=dim) if self.mixing == "glu" else self.act(z)
         z = self.drop(z)
         if self.residual:
             z = z + x
         if not self.prenorm:
-            z = self._norm(z)
+            z = self._norm(z, dim)
         return z
 
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         z = self._norm(x) if self.prenorm else x
         return self._after_ssm(self.s4d(z, mode=mode), x)
+
+    def forward_hl(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on channel-major activations, (B, H, L) -> (B, H, L), by FFT convolution.
+
+        The training path: no transposes between layers, the FFTs along the contiguous axis.
+        """
+        z = self._norm(x, 1) if self.prenorm else x
+        return self._after_ssm(self.s4d.conv_hl(z), x, 1)
 
     def init_state(self, batch: int = 1) -> torch.Tensor:
         return self.s4d.init_state(batch)
@@ -190,13 +218,27 @@ class SequenceModel(nn.Module):
     def features(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> last block's output (B, L, H)."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+        if mode == "conv":
+            return self._features_hl(x).transpose(1, 2)
         h = self.encoder(x)
         for block in self.blocks:
             h = block(h, mode=mode)
         return h
 
+    def _features_hl(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_input) -> last block's output, channel-major (B, H, L), by FFT convolution."""
+        h = channel_linear(x.transpose(1, 2), self.encoder.weight, self.encoder.bias)
+        for block in self.blocks:
+            h = block.forward_hl(h)
+        return h
+
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> logits (B, d_output) after the last token."""
+        if mode == "conv":
+            check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+            h = self._features_hl(x)
+            h = h.mean(-1) if self.config.readout == "mean" else h[..., -1]
+            return self.decoder(h)
         h = self.features(x, mode)
         h = h.mean(1) if self.config.readout == "mean" else h[:, -1]
         return self.decoder(h)
@@ -205,7 +247,7 @@ class SequenceModel(nn.Module):
         """(B, L, d_input) -> logits after every token (B, L, d_output) (streaming readout)."""
         h = self.features(x, mode)
         if self.config.readout == "mean":
-            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
+            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype, device=h.device).view(1, -1, 1)
         return self.decoder(h)
 
     # ---- streaming ---------------------------------------------------------------------
