@@ -34,6 +34,12 @@ def cmd_train(args):
         cfg.train.seed = args.seed
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
+    if args.device is not None:
+        cfg.train.device = args.device
+    if args.precision is not None:
+        cfg.train.precision = args.precision
+    if args.compile is not None:
+        cfg.train.compile = args.compile
     out = args.out or f"runs/{cfg.data.task}"
     wrap = None
     if args.quant and args.hw:
@@ -260,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hw", help="hardware-aware training for this target (crossbar)")
     s.add_argument("--hw-device", help="device preset for --hw (default: the config's [hw] device, else 'default')")
     s.add_argument("--hw-set", action="append", metavar="KEY=VALUE", help="override a device field")
+    s.add_argument("--device", help="auto (CUDA when present, else CPU), cpu, cuda "
+                   "or cuda:N (default: the config's [train] device, else auto)")
+    s.add_argument("--precision", choices=["fp32", "bf16-mixed", "fp16-mixed"],
+                   help="numeric precision of the step (default: the config's, else fp32); "
+                   "fp16-mixed needs CUDA")
+    s.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the training step (default: the config's [train] compile, else off: "
+                   "on a 2-core CPU the eager step measured as fast; see benchmarks/RESULTS.md)")
+    s.add_argument("--no-compile", dest="compile", action="store_false", help="train eagerly")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..fields import coerce
 from ..io import read_toml
 from ..ssm.network import PRESETS, ModelConfig
+from .accel import check_device_name, check_precision
 
 
 @dataclass
@@ -40,6 +41,9 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 256
     threads: int = 0              # 0: torch default
+    device: str = "auto"          # auto (CUDA when present, else CPU), cpu, cuda, cuda:N
+    precision: str = "fp32"       # fp32, bf16-mixed, fp16-mixed (CUDA only)
+    compile: bool = False         # torch.compile the training step (see train/accel.py)
 
 
 @dataclass
@@ -84,6 +88,8 @@ def from_dict(d: dict) -> RunConfig:
     cfg = RunConfig(model=model, data=data, train=train, extra=d)
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("[train] epochs and batch_size must be >= 1")
+    check_device_name(cfg.train.device)
+    check_precision(cfg.train.precision)
     return cfg
 
 

@@ -1,6 +1,8 @@
 """The training loop: AdamW (SSM parameters in their own group), cosine schedule with
 warmup, gradient clipping, a checkpoint every epoch, resume, a time budget, metrics as
-JSON lines, and DistributedDataParallel under torchrun (gloo on CPU, nccl on GPU).
+JSON lines, and DistributedDataParallel under torchrun (gloo on CPU, nccl on GPU, one process
+per GPU). The step runs on `[train] device`, in `precision`, compiled unless `compile = false`
+(see ``accel``).
 
 Output directory layout::
 
@@ -27,6 +29,7 @@ from .. import io
 from ..data import load_task
 from ..errors import CheckpointError
 from ..ssm.network import SequenceModel
+from . import accel
 from .config import RunConfig
 
 
@@ -36,25 +39,28 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _init_dist(world: int):
+def _init_dist(world: int, device: torch.device):
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 # ---- evaluation ---------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = False) -> dict:
-    """Accuracy and mean cross-entropy of `model` on a SequenceDataset."""
+    """Accuracy and mean cross-entropy of `model` on a SequenceDataset (batches are moved to the
+    model's device)."""
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     correct, loss_sum, n = 0, 0.0, 0
     it = range(0, len(dataset), batch_size)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc="eval", unit="batch", leave=False, file=sys.stderr)
     for s in it:
-        x, y = dataset.x[s:s + batch_size], dataset.y[s:s + batch_size]
+        x, y = dataset.x[s:s + batch_size].to(dev), dataset.y[s:s + batch_size].to(dev)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
@@ -135,11 +141,13 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     Returns the final metrics (test accuracy of the best model, or {"stopped": True, ...}).
     """
     rank, world = dist_info()
-    _init_dist(world)
+    t = cfg.train
+    device = accel.resolve_device(t.device, int(os.environ.get("LOCAL_RANK", 0)))
+    accel.check_precision_on(t.precision, device)
+    _init_dist(world, device)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if rank != 0:
         log = lambda s: None  # noqa: E731
-    t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.batch_size % world:
@@ -161,6 +169,7 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         model = SequenceModel(cfg.model_config(info.d_input, info.d_output))
     if wrap is not None:
         model = wrap(model)
+    model.to(device)
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_ds) // t.batch_size
     if steps_per_epoch == 0:
@@ -177,6 +186,10 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         state.update(_load_trainer(last, opt))
         log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # quantization- and hardware-aware wrappers branch on their calibration state and
+    # exponents at run time: they run eagerly
+    fwd = accel.Compiled(ddp, enabled=t.compile and wrap is None, log=log)
+    scaler = accel.grad_scaler(device, t.precision)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -184,7 +197,8 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     log(f"task {d.task}: {len(train_ds)} train / {len(val_ds)} val, L={info.seq_len}; "
         f"model {model.config.preset} H={model.config.d_model} N={model.config.d_state} "
         f"layers={model.config.n_layers}, {n_params} parameters; {world} process(es), "
-        f"{torch.get_num_threads()} threads each")
+        f"{torch.get_num_threads()} threads each; device {device}, {t.precision}, "
+        f"{'compiled' if fwd.enabled else 'eager'}")
 
     def checkpoint(name: str, metrics: dict):
         if rank == 0:
@@ -198,6 +212,7 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     start = time.time() - state["elapsed_s"]
     deadline = time.time() + 60 * max_minutes if max_minutes else None
     local = t.batch_size // world
+    first_step_s = None
     for epoch in range(state["epoch"], t.epochs):
         g = torch.Generator().manual_seed(t.seed * 100003 + epoch)
         perm = torch.randperm(len(train_ds), generator=g)
@@ -212,17 +227,17 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
                        mininterval=0.5 if sys.stderr.isatty() else 30)
         for step in range(first, steps_per_epoch):
             idx = perm[step * t.batch_size:(step + 1) * t.batch_size][rank * local:(rank + 1) * local]
-            x, y = train_ds.x[idx], train_ds.y[idx]
+            x, y = train_ds.x[idx].to(device, non_blocking=True), train_ds.y[idx].to(device, non_blocking=True)
             f = lr_factor(state["global_step"], total, warmup)
             for grp in opt.param_groups:
                 grp["lr"] = grp["base_lr"] * f
-            logits = ddp(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
+            t_step = time.perf_counter()
+            logits, loss = _step(fwd, model, opt, scaler, x, y, device, t)
+            if first_step_s is None:
+                first_step_s = time.perf_counter() - t_step
+                if fwd.enabled:
+                    log(f"first step {first_step_s:.1f} s (includes compilation"
+                        f"{'' if fwd.compiled else ', which failed: running eagerly'})")
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             loss_sum += loss.item() * len(y)
@@ -251,6 +266,7 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
                "train_acc": correct / max(seen, 1), "val_loss": val["loss"], "val_acc": val["accuracy"],
                "lr": opt.param_groups[0]["lr"],
                "samples_per_s": seen * world / max(elapsed_epoch, 1e-9),
+               "compiled": fwd.compiled, "first_step_s": first_step_s,
                "epoch_s": elapsed_epoch, "elapsed_s": time.time() - start}
         write_metrics(rec)
         log(json.dumps(rec))
@@ -279,6 +295,35 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def _step(fwd, model, opt, scaler, x, y, device, t):
+    """One optimizer step: forward under autocast, backward (scaled for fp16), clipping, update.
+
+    If the compiled forward fails in its backward (compilation finishes there), the step is
+    redone eagerly and the run goes on uncompiled (``Compiled.fail`` logs it once)."""
+    with accel.autocast(device, t.precision):
+        logits = fwd(x)
+        loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    try:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    except Exception as e:  # noqa: BLE001 - a compiler failure in the backward: go on eagerly
+        if not fwd.compiled or fwd.backward_done:
+            raise
+        fwd.fail(e)
+        return _step(fwd, model, opt, scaler, x, y, device, t)
+    fwd.backward_done = True
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return logits, loss
 
 
 def _reload_wrapped(path: Path, wrap):
