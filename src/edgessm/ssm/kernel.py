@@ -64,6 +64,9 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 def _fft_len(n: int) -> int:
     """Smallest length >= n with only factors 2, 3, 5 (fast for pocketfft)."""
+    if not isinstance(n, int) or n < 1:
+        from ..errors import InputError
+        raise InputError(f"FFT length must be a positive integer, got {n!r} (a sequence of length 0?)")
     m = n
     while True:
         k = m

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError, InputError, UnknownNameError
 from .layer import S4D
-from .validate import check_tensor
+from .validate import as_dtype, check_tensor
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 NORMS = ("none", "layer", "batch")
@@ -190,7 +190,7 @@ class SequenceModel(nn.Module):
     def features(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> last block's output (B, L, H)."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
-        h = self.encoder(x)
+        h = self.encoder(as_dtype(x, self.encoder.weight.dtype, "x"))
         for block in self.blocks:
             h = block(h, mode=mode)
         return h
@@ -209,6 +209,11 @@ class SequenceModel(nn.Module):
         return self.decoder(h)
 
     # ---- streaming ---------------------------------------------------------------------
+    @staticmethod
+    def _overflow(x_t, where: str) -> str:
+        return (f"x_t is too large (largest magnitude {x_t.abs().max().item():.3g}): {where} would "
+                f"overflow to infinity; scale the input; the state was not changed")
+
     def init_state(self, batch: int = 1) -> NetState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
@@ -225,10 +230,19 @@ class SequenceModel(nn.Module):
                 or state.batch != x_t.shape[0]:
             raise InputError(f"state does not belong to this model and batch {x_t.shape[0]}; "
                              f"create it with init_state({x_t.shape[0]})")
-        h = self.encoder(x_t)
+        h = self.encoder(as_dtype(x_t, self.encoder.weight.dtype, "x_t"))
         new_layers = []
-        for block, s in zip(self.blocks, state.layers):
-            h, s = block.step(h, s)
+        for i, (block, s) in enumerate(zip(self.blocks, state.layers)):
+            if not bool(torch.isfinite(h).all()):
+                raise InputError(self._overflow(x_t, f"the input of layer {i}"))
+            try:
+                h, s = block.step(h, s)
+            except InputError as e:
+                if "NaN or infinite" not in str(e):
+                    raise
+                raise InputError(self._overflow(x_t, f"layer {i}")) from None
+            if not bool(torch.isfinite(s).all()):
+                raise InputError(self._overflow(x_t, f"the state of layer {i}"))
             new_layers.append(s)
         t = state.t + 1
         if self.config.readout == "mean":
