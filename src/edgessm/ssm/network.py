@@ -64,6 +64,26 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, hi in (("d_input", 2**20), ("d_output", 2**20), ("d_model", 2**16), ("n_layers", 4096)):
+            if getattr(self, name) > hi:
+                raise ConfigError(f"{name} must be at most {hi}, got {getattr(self, name)}")
+        v = self.d_state
+        if not isinstance(v, int) or isinstance(v, bool) or v < 2 or v % 2 or v > 2**16:
+            raise ConfigError(f"d_state must be an even integer from 2 to {2**16}, got {v!r}")
+        for name in ("dt_min", "dt_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
+        if self.dt_min > self.dt_max:
+            raise ConfigError(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
+        for name in ("residual", "prenorm", "learn_B"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        H = self.d_model
+        params = self.n_layers * (3 * H * H + 2 * H * self.d_state) + H * (self.d_input + self.d_output)
+        if params > 2**31:
+            raise ConfigError(f"the model would have about {params:.3g} parameters "
+                              f"({4 * params / 2**30:.3g} GiB); reduce d_model, d_state or n_layers")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
