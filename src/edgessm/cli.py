@@ -342,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:     # --help, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 2
     try:
         from .options import validate_args
         validate_args(args)     # every option against its rule, before any work
