@@ -134,13 +134,23 @@ class StreamPool:
     def push_many(self, tokens: dict) -> dict:
         """One token for each of several streams: {sid: (d_in,)} -> {sid: (d_out,)}."""
         n = len(tokens)
+        if n == 1:      # one stream: the push path (the same one-stream kernel call)
+            (sid, v), = tokens.items()
+            if type(v) is np.ndarray and v.dtype == _F32 and v.shape == (self._din,) and v.flags.c_contiguous:
+                return {sid: self.push(sid, v.reshape(1, -1))[0]}
         if not n:
             return {}
         if not self._open.issuperset(tokens):
             for sid in tokens:
                 self._check_id(sid)
         x = np.empty((n, self._din), dtype=_F32)
-        for j, (sid, v) in enumerate(tokens.items()):
+        try:    # all tokens at once (numeric, one token of d_in values each) ...
+            np.copyto(x, list(tokens.values()), casting="same_kind")
+        except (TypeError, ValueError):
+            pass
+        else:
+            return self._step_rows(tokens, x, n)
+        for j, (sid, v) in enumerate(tokens.items()):   # ... else one by one, saying which is bad
             if type(v) is not np.ndarray or v.dtype.kind not in "fiu":
                 v = self._tokens(v, f"token for stream {sid}")
             try:
@@ -149,6 +159,9 @@ class StreamPool:
                 a = self._tokens(v, f"token for stream {sid}")
                 raise InputError(f"push_many takes one token per stream; stream {sid} got "
                                  f"{a.shape[0]}") from None
+        return self._step_rows(tokens, x, n)
+
+    def _step_rows(self, tokens: dict, x: np.ndarray, n: int) -> dict:
         idx = np.fromiter(tokens, dtype=np.int64, count=n)
         out = np.empty((n, self._dout), dtype=_F32)
         rc = self._rows_c(self._addr, _CL.from_buffer(idx), n, _CF.from_buffer(x), _CF.from_buffer(out))
