@@ -6,17 +6,17 @@ stdout. Errors print one message (no traceback) and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .errors import EdgessmError
+from .fields import json_text
 
 
 def _emit(args, obj: dict, text: str | None = None):
     if getattr(args, "json", False):
-        print(json.dumps(obj, default=_jsonable))
+        print(json_text(obj, default=_jsonable))
     else:
-        print(text if text is not None else json.dumps(obj, indent=2, default=_jsonable))
+        print(text if text is not None else json_text(obj, indent=2, default=_jsonable))
 
 
 def _jsonable(o):
@@ -214,6 +214,9 @@ def cmd_import_s4d(args):
         raise CheckpointError(f"cannot read {src} as a state_dict ({type(e).__name__}: {e})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{src} is not a state_dict (a mapping of names to tensors); got "
+                              f"{type(sd).__name__}")
     if args.prefix:
         sd = {k[len(args.prefix):]: v for k, v in sd.items() if k.startswith(args.prefix)}
     block = from_reference_s4d(sd)
@@ -227,7 +230,8 @@ def cmd_bench(args):
         from .errors import ConfigError
         raise ConfigError(f"unknown benchmark {args.what!r}; available: stream")
     model = _load_model(args.model)
-    batches = tuple(int(b) for b in args.batch.split(","))
+    from .options import check_batch_list
+    batches = check_batch_list(args.batch)
     r = bench_stream(model, batches, args.tokens, threads=args.threads)
     r["model"] = str(args.model)
     lines = [f"{args.model}: {r['flops_per_token'] / 1e6:.3f} MFLOP/token, {args.threads} thread(s)",
@@ -249,8 +253,13 @@ def cmd_demo(args):
     run_demo(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, exit 2, like every other error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgessm", description="S4D models for token-by-token streaming "
+    p = _Parser(prog="edgessm", description="S4D models for token-by-token streaming "
                                 "on CPUs, neuromorphic and in-memory-compute hardware")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -348,8 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:     # --help, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        from .options import validate_args
+        validate_args(args)     # every option against its rule, before any work
         args.func(args)
     except EdgessmError as e:
         print(f"edgessm: error: {e}", file=sys.stderr)

@@ -90,8 +90,9 @@ def _rfft_padded(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def _fft_len(n: int) -> int:
     """Smallest length >= n with only factors 2, 3, 5, 7 (fast for MKL and pocketfft)."""
-    if n < 1:
-        raise ValueError(f"FFT length must be >= 1, got {n}")
+    if not isinstance(n, int) or n < 1:
+        from ..errors import InputError
+        raise InputError(f"FFT length must be a positive integer, got {n!r} (a sequence of length 0?)")
     m = n
     while True:
         k = m

@@ -7,6 +7,7 @@ per GPU). The step runs on `[train] device`, in `precision`, compiled unless `co
 Output directory layout::
 
     OUT/last/      model (weights.safetensors, model.json) + trainer.safetensors/json: resumable
+                   (each checkpoint directory is replaced as a whole: see train/checkpoint.py)
     OUT/best/      the model with the best validation accuracy, test metrics in model.json
     OUT/metrics.jsonl
 """
@@ -16,7 +17,9 @@ import json
 from functools import partial
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,6 +33,7 @@ from ..data import load_task
 from ..errors import CheckpointError
 from ..ssm.network import SequenceModel
 from . import accel
+from .checkpoint import load_trainer, recover_dir, trim_metrics, write_checkpoint
 from .config import RunConfig
 
 
@@ -93,42 +97,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-# ---- trainer state on disk (safetensors + JSON) -------------------------------------
-def _save_trainer(path: Path, opt: torch.optim.Optimizer, info: dict):
-    from safetensors.torch import save_file
-    sd = opt.state_dict()
-    tensors = {"rng.torch": torch.get_rng_state()}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "trainer.safetensors.tmp"))
-    (path / "trainer.json.tmp").write_text(json.dumps(
-        {**info, "param_groups": sd["param_groups"]}, indent=1))
-    os.replace(path / "trainer.safetensors.tmp", path / "trainer.safetensors")
-    os.replace(path / "trainer.json.tmp", path / "trainer.json")
-
-
-def _load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
-    from safetensors.torch import load_file
-    try:
-        info = json.loads((path / "trainer.json").read_text())
-        tensors = load_file(str(path / "trainer.safetensors"))
-    except Exception as e:  # noqa: BLE001 - any failure means the checkpoint is unusable
-        raise CheckpointError(f"cannot resume from {path}: trainer state unreadable ({e}); "
-                              f"start without --resume or point at another run") from None
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    try:
-        opt.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot resume from {path}: optimizer state does not fit ({e})") from None
-    torch.set_rng_state(tensors["rng.torch"])
-    return info
-
-
 # ---- the loop -----------------------------------------------------------------------
 def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float | None = None,
           init: str | None = None, progress: bool = True,
@@ -139,7 +107,20 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     init: a checkpoint (path or shipped name) whose weights and model config start the run.
     wrap: turns the float model into the model actually trained (e.g. quantization-aware).
     Returns the final metrics (test accuracy of the best model, or {"stopped": True, ...}).
+    SIGTERM (in the main thread) stops the run like the time budget: after the current step,
+    with a resumable checkpoint in OUT/last.
     """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop)
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -> dict:
     rank, world = dist_info()
     t = cfg.train
     device = accel.resolve_device(t.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -179,12 +160,19 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0, "elapsed_s": 0.0}
     last = out / "last"
     if resume:
+        if rank == 0:
+            recover_dir(last)
+            recover_dir(out / "best")
+        if world > 1:
+            torch.distributed.barrier()
         if not (last / "trainer.json").is_file():
             raise CheckpointError(f"nothing to resume in {out}: {last}/trainer.json is missing")
         io.load(last, model)
         model.train()
-        state.update(_load_trainer(last, opt))
+        state.update(load_trainer(last, opt))
         log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
+    if rank == 0:   # a fresh run starts its metrics over; a resumed one drops what it will redo
+        trim_metrics(out / "metrics.jsonl", state["epoch"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # quantization- and hardware-aware wrappers branch on their calibration state and
     # exponents at run time: they run eagerly
@@ -200,9 +188,10 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         f"{torch.get_num_threads()} threads each; device {device}, {t.precision}, "
         f"{'compiled' if fwd.enabled else 'eager'}")
 
-    def checkpoint(name: str, metrics: dict):
+    def checkpoint(name: str, metrics: dict, trainer: bool = False):
         if rank == 0:
-            io.save(model, out / name, metrics=metrics, extra={"run": cfg.to_dict()})
+            write_checkpoint(out / name, partial(io.save, model, metrics=metrics, extra={"run": cfg.to_dict()}),
+                             opt if trainer else None, state)
 
     def write_metrics(rec: dict):
         if rank == 0:
@@ -219,6 +208,8 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         model.train()
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
         first = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        if first:   # resuming inside this epoch: its running sums so far
+            loss_sum, correct, seen = state.get("partial_sums", (0.0, 0, 0))
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
@@ -248,14 +239,14 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 sps=f"{rate:.0f}", refresh=False)
                 bar.update(1)
-            if deadline is not None and time.time() > deadline:
+            if stop.is_set() or (deadline is not None and time.time() > deadline):
                 if bar is not None:
                     bar.close()
-                state.update(epoch=epoch, elapsed_s=time.time() - start)
-                checkpoint("last", {"partial_epoch": epoch})
-                if rank == 0:
-                    _save_trainer(out / "last", opt, state)
-                log(f"time budget of {max_minutes} min reached at epoch {epoch + 1} step {step + 1}; "
+                state.update(epoch=epoch, elapsed_s=time.time() - start,
+                             partial_sums=[loss_sum, correct, seen])
+                checkpoint("last", {"partial_epoch": epoch}, trainer=True)
+                why = "stopped by SIGTERM" if stop.is_set() else f"time budget of {max_minutes} min reached"
+                log(f"{why} at epoch {epoch + 1} step {step + 1}; "
                     f"saved {out / 'last'} (continue with --resume)")
                 return {"stopped": True, **state}
         if bar is not None:
@@ -271,12 +262,11 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         write_metrics(rec)
         log(json.dumps(rec))
         state.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.time() - start)
+        state.pop("partial_sums", None)
         if val["accuracy"] > state["best_val"]:
             state["best_val"] = val["accuracy"]
             checkpoint("best", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
-        checkpoint("last", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
-        if rank == 0:
-            _save_trainer(out / "last", opt, state)
+        checkpoint("last", {"val_accuracy": val["accuracy"], "epoch": epoch + 1}, trainer=True)
     # ---- final test of the best model ----
     result = {"epochs": t.epochs, "best_val_accuracy": state["best_val"],
               "train_minutes": state["elapsed_s"] / 60}
@@ -289,7 +279,8 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         # a model with a deployable form (e.g. crossbar: weights projected onto the device
         # levels, plus its "hw" metadata) saves that; others save as trained
         save = getattr(best, "save_deployable", None) or partial(io.save, best)
-        save(out / "best", metrics={**meta.get("metrics", {}), **result}, extra={"run": cfg.to_dict()})
+        write_checkpoint(out / "best", partial(save, metrics={**meta.get("metrics", {}), **result},
+                                               extra={"run": cfg.to_dict()}))
         write_metrics({"final": result})
         log(json.dumps({"final": result}))
     if world > 1:
