@@ -913,6 +913,23 @@ def _elf_section_bytes(path: Path, prefix: str) -> int | None:
         return None
 
 
+def engine_reference(net: IntNet, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The numpy integer engine on float inputs X (B, L, d_in), token by token: (encoded inputs
+    xm, integer logits (B, L, d_out), overflows per kind summed over the sequences, the input
+    encoding's included): what the C is compared with."""
+    from .engine import Engine
+    B, L, _ = X.shape
+    xm, in_over = quantize_input_np(X, net.in_exp, net.in_bits)
+    eng = Engine(net, backend="numpy")          # the reference, not the C it is compared with
+    st = eng.init_state(B)
+    ref = np.empty((B, L, net.d_output), np.int64)
+    for t in range(L):
+        ref[:, t], st = eng.step_int(np.ascontiguousarray(xm[:, t]), st)
+    eng_over = dict(eng.overflows)
+    eng_over["input"] += in_over
+    return xm, ref, eng_over
+
+
 def verify_c(net: IntNet, out_dir, name: str, X, cc: str | None = None, min_seconds: float = 0.2) -> dict:
     """Compile the export in `out_dir` with a test harness, run the sequences X (B, L, d_in),
     float) through it and through the integer engine, and compare.
@@ -926,18 +943,10 @@ def verify_c(net: IntNet, out_dir, name: str, X, cc: str | None = None, min_seco
     busy machine disturbs less than wall time; "c_wall_us_per_token" is the wall time),
     "sizeof_state", "n", "length"}.
     """
-    from .engine import Engine
     cc = cc or find_compiler()
     X = _as_inputs(X, net.d_input)
     B, L, _ = X.shape
-    xm, in_over = quantize_input_np(X, net.in_exp, net.in_bits)
-    eng = Engine(net, backend="numpy")          # the reference, not the C it is compared with
-    st = eng.init_state(B)
-    ref = np.empty((B, L, net.d_output), np.int64)
-    for t in range(L):
-        ref[:, t], st = eng.step_int(np.ascontiguousarray(xm[:, t]), st)
-    eng_over = dict(eng.overflows)
-    eng_over["input"] += in_over
+    xm, ref, eng_over = engine_reference(net, X)
     b = build(out_dir, name, cc)
     with tempfile.TemporaryDirectory(prefix="edgessm-export-c-") as td:
         fin, fout = Path(td) / "in.bin", Path(td) / "out.bin"
