@@ -117,7 +117,6 @@ def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=
     name = check_name(name if name is not None else "model")
     if calibrate < 1:
         raise ConfigError(f"calibrate must be >= 1, got {calibrate}")
-    cc = find_compiler() if verify is not None else None
     tc = None
     if mcu is not None:
         from .mcu import check_budget_args, check_mcu, find_toolchain
@@ -126,6 +125,7 @@ def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=
         tc = find_toolchain(need_qemu=verify is not None)
     elif flash_kb is not None or ram_kb is not None:
         raise ConfigError("a flash / RAM budget needs a target core: give mcu (--mcu)")
+    cc = find_compiler() if verify is not None else None
     net = integer_network(model, spec, calibration, task, calibrate)
     Xv = _as_inputs(verify, net.d_input) if verify is not None else None
     code = generate(net, name, source)

@@ -36,8 +36,6 @@ def cmd_export_c(args):
         raise ConfigError(f"--calibrate must be >= 1, got {args.calibrate}")
     out = check_out_dir(args.out)
     name = check_name(args.name) if args.name else default_name(args.model)
-    if args.verify is not None:
-        find_compiler()
     if args.mcu is not None:
         from .mcu import check_budget_args, check_mcu, find_toolchain
         check_mcu(args.mcu)
@@ -45,6 +43,8 @@ def cmd_export_c(args):
         find_toolchain(need_qemu=args.verify is not None)
     elif args.flash_kb is not None or args.ram_kb is not None:
         raise ConfigError("--flash-kb / --ram-kb need --mcu (the core whose build is measured)")
+    if args.verify is not None:
+        find_compiler()
     model = io.load(args.model)
     check_runnable(model)
     task, calibration, X = args.task, None, None

@@ -378,6 +378,17 @@ def count_cycles(tc: Toolchain, build_res: dict, xm_tokens: np.ndarray, d_output
     K = xm_tokens.shape[1]
     _, _, log = run(tc, build_res, xm_tokens, d_output, traced=K, trace=True)
     insns, cycles, classes = [], [], {}
+    cache: dict[int, tuple] = {}
+
+    def info(pc: int) -> tuple:
+        """(class, size, cycles taken, not taken, pipelined taken, pipelined not taken) of the
+        instruction at pc: the table is applied once per address, not per execution."""
+        got = cache.get(pc)
+        if got is None:
+            mn, ops, size = dis.get(pc, ("?", "", 2))
+            v = [instruction_cycles(mn, ops, tk, pm, t) for pm in (False, True) for tk in (True, False)]
+            got = cache[pc] = (v[0][0], size, v[0][1], v[1][1], v[2][1], v[3][1])
+        return got
     try:
         pcs = []
         inside, prev_mem = False, False
@@ -392,13 +403,15 @@ def count_cycles(tc: Toolchain, build_res: dict, xm_tokens: np.ndarray, d_output
                 if pc == end and inside:
                     inside = False
                     c = 0
-                    for i, p in enumerate(pcs):
-                        mn, ops, size = dis.get(p, ("?", "", 2))
-                        nxt = pcs[i + 1] if i + 1 < len(pcs) else end
-                        cls, cy = instruction_cycles(mn, ops, nxt != p + size, prev_mem, t)
+                    pcs.append(end)
+                    for i in range(len(pcs) - 1):
+                        p = pcs[i]
+                        cls, size, a, b, pa, pb = info(p)
+                        taken = pcs[i + 1] != p + size
+                        c += (pa if taken else pb) if prev_mem else (a if taken else b)
                         prev_mem = cls == "load/store"
-                        c += cy
                         classes[cls] = classes.get(cls, 0) + 1
+                    pcs.pop()
                     insns.append(len(pcs))
                     cycles.append(c)
                     continue

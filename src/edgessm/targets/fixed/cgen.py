@@ -171,13 +171,17 @@ class _Gen:
         self.data_bytes = 0
         self.n_arrays = 0
 
-    def tensor(self, name: str, a: np.ndarray, force_array: bool = False):
-        """A function idx -> C expression for entry idx of tensor `a`."""
+    def tensor(self, name: str, a: np.ndarray, force_array: bool = False, ctype: str | None = None):
+        """A function idx -> C expression for entry idx of tensor `a` (ctype: a wider type than
+        the narrowest, e.g. int16_t for int16 dot products)."""
         a = np.asarray(a, dtype=np.int64)
         if a.size and not force_array and int(a.min()) == int(a.max()):
             v = _lit(int(a.flat[0]))
             return lambda *idx: v
-        ctype, size = _ctype(a)
+        if ctype is not None:
+            size = {t: sz for t, sz, _, _ in _CTYPES}[ctype]
+        else:
+            ctype, size = _ctype(a)
         cname = f"{self.prefix}_{name}"
         dims = "".join(f"[{d}]" for d in a.shape)
         self.arrays.append(f"static const {ctype} {cname}{dims} = {self._init(a, ctype)};")
@@ -294,10 +298,11 @@ def generate(net: IntNet, name: str, source: str = "", *, engine_pops: list | No
     entry. Without it the export is generated (and unchanged by this option).
     specialize: emit the range-specialized layer code where it applies (the same integers,
     fewer and narrower operations; see "range-specialized layer code"); False: the general
-    form everywhere. branchless: saturate int32 values with selects and count with adds (what a
-    vectorizing host compiler wants) instead of a rarely taken branch (what an in-order core
-    wants); default: branchless for the engine backend (engine_pops), branches for the export.
-    Both compute the same integers."""
+    form everywhere. branchless: the form a vectorizing host compiler wants (int32 values
+    saturated with selects and counted with adds; each S4D coefficient its own array) instead
+    of the one an in-order 32-bit core wants (a rarely taken branch per fit; the coefficients
+    of a state side by side, two arrays instead of six); default: branchless for the engine
+    backend (engine_pops), not for the export. Both compute the same integers."""
     _check_net(net)
     _BRANCHLESS[0] = engine_pops is not None if branchless is None else bool(branchless)
     p, P = name, name.upper()
@@ -687,7 +692,7 @@ int {p}_engine_run(int64_t B, int64_t L, const int64_t *x, int64_t *y,
                    const int64_t *const *ref_in, int64_t *const *ref_out, int64_t T,
                    uint64_t *msg, uint64_t *syn, uint64_t *ovf)
 {{
-    int32_t ref[{R}];
+    int32_t ref[{R}] = {{0}};
     {p}_state *s = ({p}_state *)malloc(sizeof *s);
     int64_t b, t;
     int h, n, i, k;
@@ -719,7 +724,7 @@ int {p}_engine_run(int64_t B, int64_t L, const int64_t *x, int64_t *y,
             "init": f"{p}_init", "step": f"{p}_step"}
 
 
-ENGINE_CFLAGS = ["-fPIC", "-shared"]          # the engine backend: a shared library, CFLAGS +
+ENGINE_CFLAGS = ["-O3", "-fPIC", "-shared"]    # the engine backend: a shared library, CFLAGS (-O3 after -O2 wins) +
 ENGINE_NATIVE = ["-march=native"]             # tuned to this CPU where the compiler can (~20 % faster)
 
 
@@ -1120,7 +1125,7 @@ def _fit_code(v: str, r: _R, bits: int, mode: str, ctr: str, p: str, over_fn, ki
             _R(max(r.lo, lo), min(r.hi, hi)))
 
 
-_BRANCHLESS = [False]      # set by generate(branchless=...): int32 fits as selects (vectorizable)
+_BRANCHLESS = [False]      # set by generate(branchless=...): the vectorizing host form
 
 
 def _ty(r: _R) -> str:
@@ -1134,7 +1139,11 @@ def _dense_fast(g: _Gen, p: str, d: DenseInt, rin: _R, over) -> tuple[str, _R] |
     acc_r = _R(-int(Wabs.max()) * rin.mag, int(Wabs.max()) * rin.mag)
     if acc_r.mag >= 1 << 62:
         return None
-    W = g.tensor(f"{d.name}_W", d.W, force_array=True)
+    # host form: non-negative inputs below 2^30 as two 15-bit halves, so that the sums are two
+    # int16 x int16 -> int32 dot products (acc = 2^15 sum(W hi) + sum(W lo), exactly)
+    split = (_BRANCHLESS[0] and rin.lo >= 0 and rin.hi < (1 << 30) and _mag(d.W) < (1 << 15)
+             and K * _mag(d.W) * ((1 << 15) - 1) <= I32)
+    W = g.tensor(f"{d.name}_W", d.W, force_array=True, ctype="int16_t" if split else None)
     gg = g.tensor(f"{d.name}_g", d.g)
     sh = g.tensor(f"{d.name}_shift", d.shift)
     b = g.tensor(f"{d.name}_bias", d.bias)
@@ -1157,20 +1166,32 @@ def _dense_fast(g: _Gen, p: str, d: DenseInt, rin: _R, over) -> tuple[str, _R] |
     decl = f"    uint32_t {' = 0, '.join(used)} = 0;\n" if used else ""
     counts = "".join(f"    {p}_count({over(k)}, {c});\n" for k, c in (("accumulator", "o_acc"), ("activations", "o_act"))
                      if c in used)
-    mult = f"({at}){W('c', 'k')} * in[k]" if at == "int32_t" else f"(int64_t){W('c', 'k')} * in[k]"
+    halves = ""
+    if split:
+        halves = (f"    int16_t lo[{K}], hi[{K}];\n    for (k = 0; k < {K}; ++k) {{\n"
+                  f"        lo[k] = (int16_t)(in[k] & 32767);\n        hi[k] = (int16_t)(in[k] >> 15);   /* in[k] >= 0 */\n"
+                  f"    }}\n")
+        mac = (f"        {{\n            int32_t sl = 0, sh2 = 0;\n            for (k = 0; k < {K}; ++k) {{\n"
+               f"                sl += (int32_t){W('c', 'k')} * lo[k];\n"
+               f"                sh2 += (int32_t){W('c', 'k')} * hi[k];\n            }}\n"
+               f"            acc = ({at})(({at})sh2 * 32768 + sl);\n        }}\n")
+    elif K % 4 == 0 and K >= 8:          # unrolled by 4 (exact: no partial sum leaves `at`)
+        terms = " + ".join(f"({at}){W('c', f'k + {j}' if j else 'k')} * in[k{f' + {j}' if j else ''}]"
+                           for j in range(4))
+        mac = f"        for (k = 0; k < {K}; k += 4)\n            acc += {terms};\n"
+    else:
+        mac = f"        for (k = 0; k < {K}; ++k)\n            acc += ({at}){W('c', 'k')} * in[k];\n"
     code = f"""/* {d.name}: {K} -> {C}, {d.acc_bits}-bit accumulator ({d.acc_mode}), {d.out_bits}-bit output \
 ({d.out_mode}){', ReLU' if d.relu else ''}; inputs in [{rin.lo}, {rin.hi}]: {at} sums */
 static void {p}_{d.name}({p}_state *s, const int32_t *in, int32_t *out)
 {{
     int c, k;
-{decl}    for (c = 0; c < {C}; ++c) {{
+{decl}{halves}    for (c = 0; c < {C}; ++c) {{
         {at} acc = 0;
         {pt} prod;
         {vt} v;
         const int sh = {sh('c')};
-        for (k = 0; k < {K}; ++k)
-            acc += {mult};
-{fit_acc}        prod = ({pt})acc * {gg('c')};
+{mac}{fit_acc}        prod = ({pt})acc * {gg('c')};
         v = ({vt}){r_expr}{bias};
 {fit_out}{relu}        out[c] = (int32_t)v;
         (void)sh;
@@ -1215,10 +1236,21 @@ def _s4d_fast(g: _Gen, p: str, s: S4DInt, rin: _R, over) -> tuple[str, _R] | Non
     yt = _ty(y_r)
     fit_y, out_r = _fit_code("y", y_r, s.out_bits, s.out_mode, "o_act", p, over, "activations", "        ")
     out_r = _R(0, max(out_r.hi, 0))
-    T = {k: g.tensor(f"{s.name}_{k}", getattr(s, k), force_array=k in ("ar", "ai", "br", "bi", "cr", "ci", "dm"))
-         for k in ("ar", "ai", "br", "bi", "cr", "ci", "dm")}
+    # the six coefficients of a state side by side: (ar, ai) and (br, bi, cr, -ci) per (h, n), so
+    # that the inner loop walks two arrays, not six (fewer live pointers on a 32-bit core).
+    # (-ci is stored, so that y's sum is two multiply-accumulates.) For a vectorizing host
+    # compiler each coefficient is its own array (unit-stride loads).
+    if _BRANCHLESS[0]:
+        T = {k: g.tensor(f"{s.name}_{k}", v, force_array=True)
+             for k, v in (("ar", s.ar), ("ai", s.ai), ("br", s.br), ("bi", s.bi), ("cr", s.cr), ("nci", -s.ci))}
+        ar, ai, br, bi, cr, ci = (T[k]("h", "n") for k in ("ar", "ai", "br", "bi", "cr", "nci"))
+    else:
+        TA = g.tensor(f"{s.name}_A", np.stack([s.ar, s.ai], -1), force_array=True)
+        TB = g.tensor(f"{s.name}_BCn", np.stack([s.br, s.bi, s.cr, -s.ci], -1), force_array=True)
+        ar, ai = TA("h", "n", 0), TA("h", "n", 1)
+        br, bi, cr, ci = (TB("h", "n", j) for j in range(4))
+    T = {"dm": g.tensor(f"{s.name}_dm", s.dm, force_array=True)}
     S = {k: g.tensor(f"{s.name}_{k}", getattr(s, k).reshape(-1)) for k in ("sA", "sB", "sC", "sD")}
-    ar, ai, br, bi, cr, ci = (T[k]("h", "n") for k in ("ar", "ai", "br", "bi", "cr", "ci"))
     at = "int32_t" if a_r.fits32() else "int64_t"
     bt = "int32_t" if b_r.fits32() else "int64_t"
     dt = "int32_t" if d_r.fits32() else "int64_t"
@@ -1241,14 +1273,14 @@ static void {p}_{s.name}({p}_state *s, const int32_t *u, int32_t *a)
         {yt} y;
         for (n = 0; n < {N}; ++n) {{
             const {at} xr = xrp[n], xi = xip[n];
-            const {at} pa = ({at}){ar} * xr - ({at}){ai} * xi;
+            const {at} pa = ({at}){ar} * xr + ({at}){ai} * -xi;
             const {at} qa = ({at}){ar} * xi + ({at}){ai} * xr;
             const {bt} pb = ({bt}){br} * uh, qb = ({bt}){bi} * uh;
             {nt} nr = ({nt}){ra} + ({nt}){rb};
             {nt} ni = ({nt}){ra2} + ({nt}){rb2};
 {fit_r}{fit_i}            xrp[n] = ({st})nr;
             xip[n] = ({st})ni;
-            yc += ({ct}){cr} * nr - ({ct}){ci} * ni;
+            yc += ({ct}){cr} * nr + ({ct}){ci} * ni;
         }}
         pd = ({dt}){T['dm']('h')} * uh;
         y = ({yt}){rc} + ({yt}){rd};
