@@ -7,7 +7,7 @@ log-mel frames per second) and tokens per second otherwise. Prints JSON lines; -
 appends the table to benchmarks/RESULTS.md.
 
     PYTHONPATH=src python benchmarks/bench_mcu.py [--models all|a,b] [--mcus cortex-m4,...]
-        [--verify 2] [--trace-tokens 2] [--record]
+        [--more MODEL=CORE,CORE] [--verify 2] [--verify-small 20] [--trace-tokens 2] [--record]
 
 Float models are quantized as `edgessm export-c` does (PTQ, loihi2 spec, the first 512
 training sequences of the checkpoint's task).
@@ -35,6 +35,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="all", help="comma-separated shipped models, or all")
     ap.add_argument("--mcus", default="cortex-m4", help=f"comma-separated cores of {', '.join(MCUS)}")
+    ap.add_argument("--more", action="append", default=[], metavar="MODEL=CORE,CORE",
+                    help="further cores for one model (repeatable), e.g. smnist-loihi2=cortex-m0plus,cortex-m7")
     ap.add_argument("--verify", type=int, default=2, help="test sequences run on the emulated core")
     ap.add_argument("--verify-small", type=int, default=20,
                     help="test sequences for models with d_model <= 32 (fast under emulation)")
@@ -44,14 +46,18 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     names = list(io.shipped_models()) if a.models == "all" else [m for m in a.models.split(",") if m]
+    jobs = [(n, [m for m in a.mcus.split(",") if m]) for n in names]
+    for spec in a.more:
+        n, _, cores = spec.partition("=")
+        jobs.append((n, [m for m in cores.split(",") if m]))
     rows = []
-    for name in names:
+    for name, mcus in jobs:
         model = es.load(name)
         task = _task_of(model, None)
         cal = load_task(task, "train", limit=a.calibrate).x if _needs_calibration(model, None) else None
         n = a.verify_small if model.config.d_model <= 32 else a.verify
         te = load_task(task, "test", limit=n).x
-        for mcu in [m for m in a.mcus.split(",") if m]:
+        for mcu in mcus:
             with tempfile.TemporaryDirectory(prefix="bench_mcu-") as tmp:
                 t0 = time.time()
                 r = export_c(model, Path(tmp), name=name.replace("-", "_"), calibration=cal, calibrate=a.calibrate,

@@ -21,7 +21,8 @@ def integer_net(model) -> tuple[object, str]:
     from ..quant.model import QuantSequenceModel
     from ..quant.ptq import quantize
     if isinstance(model, QuantSequenceModel):
-        return model.integer_network(), f"as quantized ({model.spec_name if hasattr(model, 'spec_name') else 'spec'})"
+        net = model.integer_network()
+        return net, f"as quantized (spec {net.spec_name})"
     run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
     task = (run.get("data") or {}).get("task")
     import torch

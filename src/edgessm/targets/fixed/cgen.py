@@ -23,9 +23,12 @@ What is generated, per model ``<name>``:
 * ``<name>.c``: every tensor as a ``static const`` array of the narrowest ``<stdint.h>`` type
   that holds it (a tensor whose entries are all equal becomes a literal), one static
   function per layer, no ``malloc``, no float in the integer step, ``int64_t``
-  accumulators. Right shifts of negative numbers use a floor shift that C99 defines
-  (``~(~x >> s)``, the exact-width types being two's complement), and a left shift is a
-  multiplication, so nothing depends on implementation-defined or undefined behaviour.
+  arithmetic, or ``int32_t`` where the value ranges prove it exact (the range-specialized
+  layer code below: a round-half-up shift by a positive constant is then an offset, an
+  unsigned shift and a subtraction). Right shifts of negative numbers use a floor shift that
+  C99 defines (``~(~x >> s)``, the exact-width types being two's complement), or shift an
+  unsigned value; a left shift is a multiplication, so nothing depends on
+  implementation-defined or undefined behaviour.
 
 The code compiles with ``cc -std=c99 -Wall -Wextra -pedantic -Werror -O2`` (:data:`CFLAGS`).
 :func:`verify_c` compiles it with a small harness, runs test sequences through it and
