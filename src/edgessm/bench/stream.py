@@ -6,6 +6,9 @@
 * ``pool-push``  the public streaming API over the same kernel: ``StreamPool.push(sid, x)`` for
   one stream, ``push_many`` for a batch (one token per stream per call); timed interleaved
   with ``FastProgram.step_numpy`` (``api_overhead_us``: its cost per call above the bare step)
+* ``fixed-c``    the integer C step of the quantized model (the C export's step), one stream,
+  timed in alternation with ``cpu-fast`` at batch 1 (``bench/fixed.py``); ``fixed_c_vs_cpu_fast``
+  is the ratio of the two
 
 Figures are wall-clock medians over repeats; `threads` torch threads (the C kernel is single-threaded).
 """
@@ -121,6 +124,17 @@ def bench_stream(model, batches=(1,), tokens: int = 1000, seq_len: int = 784, th
             out["engines"][name + key] = {
                 "batch": b, "us_per_step": 1e6 * t, "us_per_token": 1e6 * t / b,
                 "tokens_per_s": b / t, "gflop_per_s": out["flops_per_token"] * b / t / 1e9}
+    from .fixed import bench_fixed_c
+    fx = bench_fixed_c(model, fast, tokens=max(200, tokens), repeats=repeats)
+    if "error" in fx:
+        out["fixed_c_error"] = fx["error"]
+    else:
+        t = fx["us_per_step"] / 1e6
+        out["engines"]["fixed-c" + ("" if len(batches) == 1 else "@1")] = {
+            "batch": 1, "us_per_step": 1e6 * t, "us_per_token": 1e6 * t, "tokens_per_s": 1 / t,
+            "gflop_per_s": out["flops_per_token"] / t / 1e9, "quantization": fx["quantization"]}
+        out["fixed_c_vs_cpu_fast"] = fx["ratio_to_cpu_fast"]
+        out["fixed_c_float_us_per_step"] = fx["float_us_per_step"]
     e = out["engines"]
     k = "" if len(batches) == 1 else f"@{batches[0]}"
     out["speedup_fast_vs_step"] = e["torch-step" + k]["us_per_step"] / e["cpu-fast" + k]["us_per_step"]
