@@ -85,11 +85,14 @@ class Rule:
             return "one of " + ", ".join(map(str, self.choices))
         def f(x):
             return str(x) if isinstance(x, int) else f"{x:g}"
-        parts = [b for b in (f">= {f(self.ge)}" if self.ge is not None else "",
+        what = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}[self.type]
+        ge = self.ge
+        if self.type is int and ge in (0, 1):
+            what, ge = ("a positive integer" if ge == 1 else "a non-negative integer"), None
+        parts = [b for b in (f">= {f(ge)}" if ge is not None else "",
                              f"> {f(self.gt)}" if self.gt is not None else "",
                              f"<= {f(self.le)}" if self.le is not None else "",
                              f"< {f(self.lt)}" if self.lt is not None else "") if b]
-        what = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}[self.type]
         return what + (" " + " and ".join(parts) if parts else "") + (f" ({self.note})" if self.note else "")
 
     def check(self, label: str, value, strings: bool = True):

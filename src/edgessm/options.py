@@ -47,14 +47,14 @@ def check_writable_dir(label: str, path) -> None:
     """`path` is, or can be created as, a directory this process can write into."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise ConfigError(f"{label} {path}: exists and is not a directory")
+        raise ConfigError(f"{label} {path}: exists and is a file, not a directory")
     q = p
     while not q.exists():
         if q.parent == q:
             break
         q = q.parent
     if not q.is_dir():
-        raise ConfigError(f"{label} {path}: cannot be created ({q} is not a directory)")
+        raise ConfigError(f"{label} {path}: cannot be created ({q} is a file, not a directory)")
     try:
         if not os.access(q, os.W_OK | os.X_OK):
             raise PermissionError
