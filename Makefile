@@ -3,7 +3,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+ifneq ($(wildcard ../shared/data),)
 export EDGESSM_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: demo test install bench clean
 

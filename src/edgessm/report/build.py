@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import resource
 import sys
@@ -44,7 +45,7 @@ STUDY = {"batches": (1, 8, 64, 256), "seq_lens": (256, 784), "steps": 100, "torc
 
 
 def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+    logging.getLogger("edgessm.report").info(msg)
 
 
 def _cpu_s() -> float:
@@ -686,14 +687,16 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
     try:
         ctx = _Ctx(out, model_name=model_name, limit=limit, **opts)
         _load(ctx, task, limit)
+        from ..data import sample
+        meta["embedded_sample"] = {t: sample.describe(t) for t in sample.used()}
         meta["task"] = ctx.task
         meta["models"] = _model_info(ctx)
         _log(f"report: {model_name} on {len(ctx.test) if ctx.test is not None else '?'} {ctx.task} test samples, "
              f"{crossbar_model} on {crossbar_task} -> {out}")
         built = []
-        for key, title, fn in SECTIONS:
-            if sections is not None and key not in sections:
-                continue
+        from ..progress import bar
+        todo = [(k, t, f) for k, t, f in SECTIONS if sections is None or k in sections]
+        for key, title, fn in bar(todo, desc="report", unit="section"):
             sec = {"key": key, "title": title, "errors": [], "notes": [], "png": None}
             t0 = time.time()
             _log(f"section {key}...")
@@ -782,7 +785,9 @@ def _header(meta: dict) -> str:
             if la else "-"),
         "process nice value": m.get("nice"),
         "versions": ", ".join(f"{k} {x}" for k, x in v.items()),
-        "data root": meta["data_root"],
+        "data root": meta["data_root"] + ("" if not meta.get("embedded_sample") else
+                                          "; not found there, so from the package's embedded sample: " +
+                                          "; ".join(f"{k}: {d}" for k, d in meta["embedded_sample"].items())),
         "models": "; ".join(
             (f"{k}: {i['preset']} preset, H={i['d_model']}, N={i['d_state']}, {i['n_layers']} layers, "
              f"{i['parameters']} parameters") if "error" not in i else f"{k}: {i['error']}"
