@@ -59,8 +59,11 @@ def cmd_train(args):
     elif "hw" in cfg.extra:
         from .errors import ConfigError
         raise ConfigError(f"{args.config} has an [hw] table: train it with --hw crossbar")
+    import logging
+
+    from .progress import enabled
     result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
-                   progress=not args.no_progress, wrap=wrap)
+                   progress=enabled(), wrap=wrap, log=logging.getLogger("edgessm.train").info)
     _emit(args, {"out": out, **result})
 
 
@@ -89,14 +92,22 @@ def cmd_models(args):
         meta = io.read_meta(path)
         c = meta["config"]
         m = meta.get("metrics", {})
+        # what `edgessm eval` measures: the checkpoint's own network on the test set. A model trained
+        # through a hardware wrapper (--hw) records that run's figure apart (hw_test_accuracy).
+        hw = "hw" in meta
+        acc = m.get("projected_float_test_accuracy") if hw else m.get("test_accuracy")
         rows.append({"name": name, "preset": c.get("preset"), "task": meta.get("run", {}).get("data", {}).get("task"),
                      "d_model": c["d_model"], "d_state": c["d_state"], "n_layers": c["n_layers"],
-                     "test_accuracy": m.get("test_accuracy"), "quant": meta.get("quant", {}).get("name"),
+                     "test_accuracy": acc, "test_n": m.get("test_n"),
+                     "hw_test_accuracy": m.get("test_accuracy") if hw else None,
+                     "quant": meta.get("quant", {}).get("name"),
                      "bytes": (path / io.WEIGHTS).stat().st_size})
     text = "\n".join(f"{r['name']:<16} {r['task'] or '?':<10} {r['preset']:<13} H={r['d_model']} "
-                     f"N={r['d_state']} layers={r['n_layers']}  test acc "
-                     f"{r['test_accuracy'] if r['test_accuracy'] is not None else '?'}  "
-                     f"{r['bytes'] / 1024:.0f} KiB" for r in rows) or "no shipped models"
+                     f"N={r['d_state']} layers={r['n_layers']}  test accuracy "
+                     + (f"{100 * r['test_accuracy']:.2f}% ({r['test_n']})" if r['test_accuracy'] is not None else "?")
+                     + f"  {r['bytes'] / 1024:.0f} KiB" for r in rows) or "no shipped models"
+    if rows:
+        text = ("test accuracy: what `edgessm eval NAME` gives on the full test set (samples)\n" + text)
     _emit(args, {"models": rows}, text)
 
 
@@ -127,7 +138,8 @@ def cmd_eval(args):
                           f"{ds.info.d_input}, d_output={ds.info.d_output})")
     t0 = time.time()
     with torch.no_grad():
-        r = evaluate(model, ds, args.batch_size, progress=not args.json)
+        from .progress import enabled
+        r = evaluate(model, ds, args.batch_size, progress=enabled())
     out = {"model": str(args.model), "task": task, "split": args.split, "accuracy": r["accuracy"],
            "loss": r["loss"], "n": r["n"], "seconds": time.time() - t0}
     _emit(args, out, f"{args.model} on {task} ({args.split}, {r['n']} samples): "
@@ -232,7 +244,14 @@ def cmd_bench(args):
     _emit(args, r, "\n".join(lines))
 
 
+def _check_model_name(name):
+    """A model argument that is neither a checkpoint directory nor a shipped model fails at once."""
+    from . import io
+    io.read_meta(name)
+
+
 def cmd_report(args):
+    _check_model_name(args.model)
     from .report import build_report
     path = build_report(args.out, args.model, args.task, args.limit)
     _emit(args, {"report": str(path)}, f"report written to {path}")
@@ -244,8 +263,10 @@ def cmd_demo(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = argparse.ArgumentParser(prog="edgessm", description="S4D models for token-by-token streaming "
                                 "on CPUs, neuromorphic and in-memory-compute hardware")
+    p.add_argument("--version", action="version", version=f"edgessm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train a model from a TOML config")
@@ -323,22 +344,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibrate", type=int, default=512, help="PTQ calibration samples for Loihi 2 (default 512)")
     s.add_argument("--report", default="report", help="directory of the report written at the end")
     s.add_argument("--no-report", action="store_true", help="skip the report")
+    s.add_argument("--offline", action="store_true",
+                   help="never download: data sets missing from the data root come from the embedded sample")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_demo)
     from .cli_deploy import add_commands
     add_commands(sub)
     from .export.cli import add_commands as add_export
     add_export(sub)
-    return p
+    from .cli_common import finish
+    return finish(p)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from .cli_common import closed_pipe, setup
     try:
+        args = build_parser().parse_args(argv)
+        setup(args)
         args.func(args)
+        sys.stdout.flush()
     except EdgessmError as e:
         print(f"edgessm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return closed_pipe()
     except KeyboardInterrupt:
         print("edgessm: interrupted", file=sys.stderr)
         return 130

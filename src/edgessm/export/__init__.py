@@ -7,7 +7,16 @@
 whose generator ``targets/fixed/cgen.py`` writes the code).
 Command line: ``edgessm export-c MODEL --out DIR [--verify N]`` (``export/cli.py``).
 """
-from ..targets.fixed.cgen import CFLAGS, CCompilerError, build, find_compiler, generate, verify_c
-from .c import export_c
-
 __all__ = ["CFLAGS", "CCompilerError", "build", "export_c", "find_compiler", "generate", "verify_c"]
+
+
+def __getattr__(name):   # imported on first use, so the command line (export/cli.py) starts fast
+    import importlib
+    if name == "export_c":
+        value = importlib.import_module(".c", __name__).export_c
+    elif name in __all__:
+        value = getattr(importlib.import_module("..targets.fixed.cgen", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
