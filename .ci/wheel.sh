@@ -16,7 +16,8 @@ V="$WORK/venv/bin"
 "$V/python" -m pip install --quiet torch==2.13.0 build
 "$V/python" -m build --sdist --outdir dist "$SRC" >build.log 2>&1 || { cat build.log; exit 1; }
 "$V/python" -m pip wheel --quiet --no-deps -w dist dist/edgessm-*.tar.gz
-"$V/python" -m pip install --quiet dist/edgessm-*.whl
+WHL="$(ls dist/edgessm-*.whl)"
+"$V/python" -m pip install --quiet "$WHL[onnx]"
 # pip must have kept the installed torch (the requirement is a range)
 "$V/python" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 mkdir run && cd run

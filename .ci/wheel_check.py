@@ -49,6 +49,11 @@ run("export-c", "smnist-loihi2", "--out", "c_smnist", "--verify", "2",
     check=lambda o: None if o["verified"] and o["mismatches"] == 0 else f"mismatches {o['mismatches']}")
 run("export-c", "fsdd01-ternary", "--out", "c_fsdd", "--verify", "2",
     check=lambda o: None if o["verified"] and o["mismatches"] == 0 else f"mismatches {o['mismatches']}")
+run("export-onnx", "smnist", "--out", "smnist_step.onnx", "--verify", "1",
+    check=lambda o: None if o["verify"]["predictions_differing"] == 0 and o["verify"]["max_abs_diff"] < 1e-3
+    else f"onnx differs {o['verify']}")
+run("export-onnx", "psmnist", "--out", "psmnist_seq.onnx", "--mode", "sequence", "--verify", "4",
+    check=lambda o: None if o["verify"]["predictions_differing"] == 0 else f"onnx differs {o['verify']}")
 if failures:
     print(f"wheel check: {len(failures)} command(s) failed", file=sys.stderr)
     sys.exit(1)

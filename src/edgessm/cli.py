@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     from .export.cli import add_commands as add_export
     add_export(sub)
+    from .cli_onnx import add_commands as add_onnx
+    add_onnx(sub)
     from .cli_common import finish
     return finish(p)
 
