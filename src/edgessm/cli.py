@@ -30,6 +30,11 @@ def _jsonable(o):
 def cmd_train(args):
     from .train import load_config, train
     cfg = load_config(args.config)
+    if args.set:
+        from .io import read_toml
+        from .train.config import from_dict
+        from .train.tracking import apply_sets
+        cfg = from_dict(apply_sets(read_toml(args.config), args.set))
     if args.seed is not None:
         cfg.train.seed = args.seed
     if args.epochs is not None:
@@ -62,8 +67,17 @@ def cmd_train(args):
     import logging
 
     from .progress import enabled
-    result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
-                   progress=enabled(), wrap=wrap, log=logging.getLogger("edgessm.train").info)
+    on_metrics = close = None
+    if args.tensorboard:
+        from .train.tracking import tensorboard
+        on_metrics, close = tensorboard(out)
+    try:
+        result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
+                       progress=enabled(), wrap=wrap, log=logging.getLogger("edgessm.train").info,
+                       on_metrics=on_metrics)
+    finally:
+        if close is not None:
+            close()
     _emit(args, {"out": out, **result})
 
 
@@ -281,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hw", help="hardware-aware training for this target (crossbar)")
     s.add_argument("--hw-device", help="device preset for --hw (default: the config's [hw] device, else 'default')")
     s.add_argument("--hw-set", action="append", metavar="KEY=VALUE", help="override a device field")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config field, e.g. train.lr=0.003 or model.d_state=32 (repeatable)")
+    s.add_argument("--tensorboard", action="store_true",
+                   help="also log the training curves to OUT/tensorboard (needs the tensorboard extra)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)

@@ -127,7 +127,8 @@ def _load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
 def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float | None = None,
           init: str | None = None, progress: bool = True,
           wrap: Callable[[SequenceModel], SequenceModel] | None = None,
-          log: Callable[[str], None] | None = None) -> dict:
+          log: Callable[[str], None] | None = None,
+          on_metrics: Callable[[dict], None] | None = None) -> dict:
     """Train per `cfg`, writing checkpoints and metrics under `out_dir`.
 
     init: a checkpoint (path or shipped name) whose weights and model config start the run.
@@ -194,6 +195,8 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         if rank == 0:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if on_metrics is not None:       # e.g. TensorBoard (edgessm.train.tracking)
+                on_metrics(rec)
 
     start = time.time() - state["elapsed_s"]
     deadline = time.time() + 60 * max_minutes if max_minutes else None
