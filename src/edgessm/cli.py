@@ -267,7 +267,7 @@ def _check_model_name(name):
 def cmd_report(args):
     _check_model_name(args.model)
     from .report import build_report
-    path = build_report(args.out, args.model, args.task, args.limit)
+    path = build_report(args.out, args.model, args.task, None if args.full else args.limit)
     _emit(args, {"report": str(path)}, f"report written to {path}")
 
 
@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="smnist")
     s.add_argument("--task")
     s.add_argument("--limit", type=int, default=200, help="test samples per accuracy figure")
+    s.add_argument("--full", action="store_true",
+                   help="every accuracy on the full test set (overrides --limit; takes much longer)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_report)
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import page, plots
+from .stats import ci_text, wilson
 
 # ---- defaults (every one a keyword of build_report) -----------------------------------------
 SPECS = ("loihi2", "w4", "ternary")
@@ -199,6 +200,8 @@ def _section_accuracy(ctx: _Ctx, sec: dict):
             add(gx, f"crossbar\ndefault device\n({ctx.trials} devices)", "crossbar", "crossbar", xm, xt, crossbar,
                 precision=f"{prec}; default device (HfO2 RRAM [Milo21], 8-bit DAC/ADC)")
 
+    for r in rows:
+        r["accuracy_ci95"] = wilson(r.get("accuracy"), r.get("n"))
     sec["rows"] = rows
     sec["png"] = _plot(sec, plots.accuracy, rows, ctx.out)
     n_int = len(ctx.test)
@@ -212,12 +215,15 @@ def _section_accuracy(ctx: _Ctx, sec: dict):
            f"({len(ctx.xtest) if ctx.xtest is not None else '?'} test recordings, so one recording = "
            f"{100 / max(1, len(ctx.xtest) if ctx.xtest is not None else 1):.1f} points). "
            if ctx.crossbar_model else "")
+        + "95% interval: the Wilson score interval of the accuracy on that many test samples (for crossbar "
+          "rows, of the mean over device instances on the same samples). "
         + "Hatched empty bars: the target could not run the model (reason in the table).")
     sec["html"] = page.table(rows, [
         ("model", "model", "l"), ("task", "task", "l"), ("target", "target", "l"),
         ("precision / spec", lambda r: r.get("precision") or r.get("spec") or "-", "l"),
         ("samples", lambda r: r.get("n"), "r"),
         ("accuracy", lambda r: page.pct(r.get("accuracy")) if r.get("accuracy") is not None else "-", "r"),
+        ("95% interval", lambda r: ci_text(r.get("accuracy"), r.get("n")), "r"),
         ("\u00b1 std", lambda r: page.pct(r["accuracy_std"]) if r.get("accuracy_std") is not None else "", "r"),
         ("device instances", lambda r: ", ".join(f"{100 * a:.1f}%" for a in r.get("accuracy_trials", [])), "l"),
         ("time", lambda r: f"{r['seconds']:.1f} s", "r"),
