@@ -1,7 +1,9 @@
 """Run the installed edgessm's commands on the shipped models and check what they print (used by
 wheel.sh from a fresh venv; argv[1] is the installed `edgessm` script)."""
 import json
+import os
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -9,9 +11,10 @@ EXE = sys.argv[1]
 failures = []
 
 
-def run(*args, check=None):
+def run(*args, check=None, env=None):
     t0 = time.time()
-    r = subprocess.run([EXE, *args, "--json"], capture_output=True, text=True)
+    r = subprocess.run([EXE, *args, "--json"], capture_output=True, text=True,
+                       env=None if env is None else {**os.environ, **env})
     dt = time.time() - t0
     line = f"{dt:6.1f}s  edgessm {' '.join(args)}"
     try:
@@ -54,6 +57,16 @@ run("export-onnx", "smnist", "--out", "smnist_step.onnx", "--verify", "1",
     else f"onnx differs {o['verify']}")
 run("export-onnx", "psmnist", "--out", "psmnist_seq.onnx", "--mode", "sequence", "--verify", "4",
     check=lambda o: None if o["verify"]["predictions_differing"] == 0 else f"onnx differs {o['verify']}")
+
+
+def demo_ok(o):
+    bad = [r for r in o["rows"] if "error" in r or r.get("data") != "sample"]
+    return None if not bad and len(o["rows"]) == 5 else f"rows {bad or o['rows']}"
+
+
+with tempfile.TemporaryDirectory() as empty:      # a fresh machine: no data root, no downloads
+    run("demo", "--offline", "--no-report", "--deploy-limit", "20", "--trials", "1", check=demo_ok,
+        env={"EDGESSM_DATA": empty})
 if failures:
     print(f"wheel check: {len(failures)} command(s) failed", file=sys.stderr)
     sys.exit(1)
