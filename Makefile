@@ -3,7 +3,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+ifneq ($(wildcard ../shared/data),)
 export EDGESSM_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: demo test install bench clean
 
@@ -11,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,onnx,tensorboard]'
 	touch $(STAMP)
 
 install: $(STAMP)

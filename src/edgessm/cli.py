@@ -30,6 +30,11 @@ def _jsonable(o):
 def cmd_train(args):
     from .train import load_config, train
     cfg = load_config(args.config)
+    if args.set:
+        from .io import read_toml
+        from .train.config import from_dict
+        from .train.tracking import apply_sets
+        cfg = from_dict(apply_sets(read_toml(args.config), args.set))
     if args.seed is not None:
         cfg.train.seed = args.seed
     if args.epochs is not None:
@@ -65,8 +70,20 @@ def cmd_train(args):
     elif "hw" in cfg.extra:
         from .errors import ConfigError
         raise ConfigError(f"{args.config} has an [hw] table: train it with --hw crossbar")
-    result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
-                   progress=not args.no_progress, wrap=wrap)
+    import logging
+
+    from .progress import enabled
+    on_metrics = close = None
+    if args.tensorboard:
+        from .train.tracking import tensorboard
+        on_metrics, close = tensorboard(out)
+    try:
+        result = train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, init=args.init,
+                       progress=enabled(), wrap=wrap, log=logging.getLogger("edgessm.train").info,
+                       on_metrics=on_metrics)
+    finally:
+        if close is not None:
+            close()
     _emit(args, {"out": out, **result})
 
 
@@ -95,14 +112,22 @@ def cmd_models(args):
         meta = io.read_meta(path)
         c = meta["config"]
         m = meta.get("metrics", {})
+        # what `edgessm eval` measures: the checkpoint's own network on the test set. A model trained
+        # through a hardware wrapper (--hw) records that run's figure apart (hw_test_accuracy).
+        hw = "hw" in meta
+        acc = m.get("projected_float_test_accuracy") if hw else m.get("test_accuracy")
         rows.append({"name": name, "preset": c.get("preset"), "task": meta.get("run", {}).get("data", {}).get("task"),
                      "d_model": c["d_model"], "d_state": c["d_state"], "n_layers": c["n_layers"],
-                     "test_accuracy": m.get("test_accuracy"), "quant": meta.get("quant", {}).get("name"),
+                     "test_accuracy": acc, "test_n": m.get("test_n"),
+                     "hw_test_accuracy": m.get("test_accuracy") if hw else None,
+                     "quant": meta.get("quant", {}).get("name"),
                      "bytes": (path / io.WEIGHTS).stat().st_size})
     text = "\n".join(f"{r['name']:<16} {r['task'] or '?':<10} {r['preset']:<13} H={r['d_model']} "
-                     f"N={r['d_state']} layers={r['n_layers']}  test acc "
-                     f"{r['test_accuracy'] if r['test_accuracy'] is not None else '?'}  "
-                     f"{r['bytes'] / 1024:.0f} KiB" for r in rows) or "no shipped models"
+                     f"N={r['d_state']} layers={r['n_layers']}  test accuracy "
+                     + (f"{100 * r['test_accuracy']:.2f}% ({r['test_n']})" if r['test_accuracy'] is not None else "?")
+                     + f"  {r['bytes'] / 1024:.0f} KiB" for r in rows) or "no shipped models"
+    if rows:
+        text = ("test accuracy: what `edgessm eval NAME` gives on the full test set (samples)\n" + text)
     _emit(args, {"models": rows}, text)
 
 
@@ -133,7 +158,8 @@ def cmd_eval(args):
                           f"{ds.info.d_input}, d_output={ds.info.d_output})")
     t0 = time.time()
     with torch.no_grad():
-        r = evaluate(model, ds, args.batch_size, progress=not args.json)
+        from .progress import enabled
+        r = evaluate(model, ds, args.batch_size, progress=enabled())
     out = {"model": str(args.model), "task": task, "split": args.split, "accuracy": r["accuracy"],
            "loss": r["loss"], "n": r["n"], "seconds": time.time() - t0}
     _emit(args, out, f"{args.model} on {task} ({args.split}, {r['n']} samples): "
@@ -242,9 +268,16 @@ def cmd_bench(args):
     _emit(args, r, "\n".join(lines))
 
 
+def _check_model_name(name):
+    """A model argument that is neither a checkpoint directory nor a shipped model fails at once."""
+    from . import io
+    io.read_meta(name)
+
+
 def cmd_report(args):
+    _check_model_name(args.model)
     from .report import build_report
-    path = build_report(args.out, args.model, args.task, args.limit)
+    path = build_report(args.out, args.model, args.task, None if args.full else args.limit)
     _emit(args, {"report": str(path)}, f"report written to {path}")
 
 
@@ -259,8 +292,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = _Parser(prog="edgessm", description="S4D models for token-by-token streaming "
                                 "on CPUs, neuromorphic and in-memory-compute hardware")
+    p.add_argument("--version", action="version", version=f"edgessm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train a model from a TOML config")
@@ -284,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the training step (default: the config's [train] compile, else off: "
                    "on a 2-core CPU the eager step measured as fast; see benchmarks/RESULTS.md)")
     s.add_argument("--no-compile", dest="compile", action="store_false", help="train eagerly")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config field, e.g. train.lr=0.003 or model.d_state=32 (repeatable)")
+    s.add_argument("--tensorboard", action="store_true",
+                   help="also log the training curves to OUT/tensorboard (needs the tensorboard extra)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -336,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="smnist")
     s.add_argument("--task")
     s.add_argument("--limit", type=int, default=200, help="test samples per accuracy figure")
+    s.add_argument("--full", action="store_true",
+                   help="every accuracy on the full test set (overrides --limit; takes much longer)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_report)
 
@@ -347,27 +388,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibrate", type=int, default=512, help="PTQ calibration samples for Loihi 2 (default 512)")
     s.add_argument("--report", default="report", help="directory of the report written at the end")
     s.add_argument("--no-report", action="store_true", help="skip the report")
+    s.add_argument("--offline", action="store_true",
+                   help="never download: data sets missing from the data root come from the embedded sample")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_demo)
     from .cli_deploy import add_commands
     add_commands(sub)
     from .export.cli import add_commands as add_export
     add_export(sub)
-    return p
+    from .cli_onnx import add_commands as add_onnx
+    add_onnx(sub)
+    from .cli_common import finish
+    return finish(p)
 
 
 def main(argv=None) -> int:
+    from .cli_common import closed_pipe, setup
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as e:     # --help, or a usage error already printed on one line
+    except SystemExit as e:     # --help, --version, or a usage error already printed on one line
         return e.code if isinstance(e.code, int) else 2
     try:
         from .options import validate_args
         validate_args(args)     # every option against its rule, before any work
+        setup(args)
         args.func(args)
+        sys.stdout.flush()
     except EdgessmError as e:
         print(f"edgessm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return closed_pipe()
     except KeyboardInterrupt:
         print("edgessm: interrupted", file=sys.stderr)
         return 130

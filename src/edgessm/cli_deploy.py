@@ -115,14 +115,17 @@ def cmd_quantize(args):
 
 
 # ---- deploy -----------------------------------------------------------------------------------
-def _run(program, X, y, batch_size: int, check: bool) -> dict:
+def _run(program, X, y, batch_size: int, check: bool, desc: str | None = None) -> dict:
     """Accuracy (prediction after the last token) and, with check, integer mismatches."""
     if check and not hasattr(program, "check"):
         raise ConfigError(f"target {program.target!r} has no reference to check against "
                           f"(--check needs a bit-exact target such as fixed or loihi2)")
+    from .progress import bar
     n = X.shape[0]
     correct = mism = compared = bad_samples = 0
+    pb = bar(total=n, desc=desc or program.target, unit="seq")
     for s in range(0, n, batch_size):
+        pb.update(min(batch_size, n - s))
         xb, yb = X[s:s + batch_size], y[s:s + batch_size]
         if check:
             r = program.check(xb, batch_size=batch_size, labels=yb)
@@ -133,6 +136,7 @@ def _run(program, X, y, batch_size: int, check: bool) -> dict:
         else:
             Y = program.run(xb)
             correct += int((Y[:, -1].argmax(-1) == yb).sum())
+    pb.close()
     out = {"accuracy": correct / max(n, 1), "n": n}
     if check:
         out.update(mismatches=mism, compared=compared, samples_with_mismatch=bad_samples)
@@ -174,7 +178,8 @@ def deploy(model, target: str = "loihi2", task: str | None = None, limit: int | 
             opts.setdefault("seed", str(k))
         program = tgt.compile(model, spec, **opts)
         program.reset_stats()
-        results.append(_run(program, test.x, test.y, batch_size, check))
+        results.append(_run(program, test.x, test.y, batch_size, check,
+                            desc=f"{target} {k + 1}/{trials}" if trials > 1 else target))
     wall = time.time() - t0
     accs = [r["accuracy"] for r in results]
     res = {"model": name or "<model>", "target": target, "task": task, "n": results[0]["n"],

@@ -4,15 +4,20 @@ shipped ternary spoken-digit model on simulated memristor crossbars, and the rep
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 
 import numpy as np
 import torch
 
 
+def progress_enabled() -> bool:
+    from .progress import enabled
+    return enabled()
+
+
 def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+    logging.getLogger("edgessm.demo").info(msg)
 
 
 def _fast_us_per_token(model, x: np.ndarray) -> float | None:
@@ -27,7 +32,76 @@ def _fast_us_per_token(model, x: np.ndarray) -> float | None:
     return 1e6 * float(np.median(prog.stream_timed(x)[1]))
 
 
+DEMO_TASKS = {"smnist": "mnist", "fsdd-01": "fsdd"}   # task -> the data set (download.SOURCES key)
+
+
+def _reachable(url: str, timeout: float = 4.0) -> bool:
+    """Whether a TCP connection to the URL's host opens within `timeout` (DNS included)."""
+    import socket
+    import threading
+    import urllib.parse
+    u = urllib.parse.urlparse(url)
+    if u.scheme == "file":
+        return True
+    res = []
+
+    def probe():
+        try:
+            socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)),
+                                     timeout=timeout).close()
+            res.append(True)
+        except OSError:
+            res.append(False)
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    return bool(res and res[0])
+
+
+def prepare_data(tasks=tuple(DEMO_TASKS), offline: bool = False) -> dict:
+    """For each task: "data root" when the data root has it, else "downloaded" (full set,
+    with checksums) when the network reaches its source and `offline` is False, else "sample"
+    (the package's embedded sample, with the reason)."""
+    from .data import load_task
+    from .data.download import SOURCES
+    from .errors import DataError, MissingDataError
+    status = {}
+    for task in tasks:
+        try:
+            load_task(task, "test", limit=1)
+            status[task] = {"data": "data root"}
+            continue
+        except MissingDataError:
+            pass
+        why = "offline (--offline)"
+        if not offline:
+            url = next(iter(SOURCES[DEMO_TASKS[task]].values())).url
+            if _reachable(url):
+                _log(f"{task}: data not in the data root; downloading the full set (checksummed)...")
+                try:
+                    load_task(task, "test", limit=1, download=True)
+                    status[task] = {"data": "downloaded"}
+                    continue
+                except DataError as e:
+                    why = f"download failed: {e}"
+            else:
+                why = f"no network ({url.split('/')[2]} unreachable)"
+        from .data import sample
+        _log(f"{task}: data not found and not downloaded ({why}); using {sample.describe(task)}")
+        status[task] = {"data": "sample", "why": why, "what": sample.describe(task)}
+    return status
+
+
 def run_demo(args) -> dict:
+    from .data import sample
+    status = prepare_data(offline=getattr(args, "offline", False))
+    sample.reset_used()
+    with sample.fallback():
+        result = _run(args, status)
+    return result
+
+
+def _run(args, status) -> dict:
     from . import io
     from .cli import stream_trace
     from .cli_deploy import deploy
@@ -42,7 +116,7 @@ def run_demo(args) -> dict:
     _log(f"evaluating shipped model {name!r} on {len(test)} MNIST test digits (float, FFT convolution)...")
     t0 = time.time()
     with torch.no_grad():
-        r = evaluate(model, test, 500, progress=sys.stderr.isatty())
+        r = evaluate(model, test, 500, progress=progress_enabled())
     rows.append({"model": name, "engine": "cpu float32 (FFT conv)", "accuracy": r["accuracy"], "n": r["n"],
                  "seconds": time.time() - t0, "notes": "measured"})
 
@@ -99,7 +173,10 @@ def run_demo(args) -> dict:
         rows.append({"model": "fsdd01-ternary", "engine": "crossbar (default device)",
                      "error": f"{type(e).__name__}: {e}"})
 
-    result = {"model": name, "rows": rows, "stream": stream}
+    for row in rows:
+        row["data"] = "sample" if status.get(_ROW_TASK.get(row["model"], "smnist"), {}).get("data") == "sample" \
+            else "full"
+    result = {"model": name, "rows": rows, "stream": stream, "data": status}
     if not getattr(args, "no_report", False):
         from .report import build_report
         _log("writing the report...")
@@ -115,6 +192,9 @@ def run_demo(args) -> dict:
     return result
 
 
+_ROW_TASK = {"fsdd01-ternary": "fsdd-01"}
+
+
 def _print(model, name, rows, stream, result):
     c = model.config
     print(f"\nedgessm demo: shipped model {name!r} ({c.preset} preset, H={c.d_model}, N={c.d_state}, "
@@ -124,8 +204,16 @@ def _print(model, name, rows, stream, result):
         if "error" in row:
             print(f"{row['model']:<15} {row['engine']:<27} {'-':>9} {'-':>8} {'-':>8}  {row['error']}")
             continue
-        print(f"{row['model']:<15} {row['engine']:<27} {100 * row['accuracy']:>8.2f}% {row['n']:>8} "
+        star = "*" if row.get("data") == "sample" else " "
+        print(f"{row['model']:<15} {row['engine']:<27} {100 * row['accuracy']:>8.2f}%{star}{row['n']:>7} "
               f"{row['seconds']:>8.1f}  {row.get('notes', '')}")
+    samp = {t: d for t, d in result.get("data", {}).items() if d["data"] == "sample"}
+    if samp:
+        print("\n* from the sample embedded in the package (the data root lacks the data set and it was not "
+              "downloaded):")
+        for t, d in samp.items():
+            print(f"  {t}: {d['what']} ({d['why']})")
+        print("  Full test sets: set EDGESSM_DATA to a data root holding them, or run with network access.")
     fast = f", C engine {stream['fast_us_per_token']:.0f} us" if stream["fast_us_per_token"] else ""
     print(f"\nstreaming test digit 0 (label {stream['label']}) token by token on this CPU "
           f"(per token: torch step {stream['torch_us_per_token']:.0f} us{fast}):")

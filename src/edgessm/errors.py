@@ -23,6 +23,10 @@ class DataError(EdgessmError):
     """A data set is missing, corrupt, or fails its checksum."""
 
 
+class MissingDataError(DataError):
+    """A data set is absent from the data root and may not be downloaded."""
+
+
 class CheckpointError(EdgessmError):
     """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
 

@@ -40,11 +40,16 @@ FORMAT = "edgessm-model"
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 META = "model.json"
-SHIPPED_DIR = Path(__file__).parent / "models"
+def _shipped_dir() -> Path:
+    from .resources import package_path
+    return package_path("models")
+
+
+SHIPPED_DIR = _shipped_dir()
 
 
 def shipped_models() -> dict[str, Path]:
-    """Names of the models shipped in the package -> their directories."""
+    """Names of the models shipped in the package (package data) -> their directories."""
     if not SHIPPED_DIR.is_dir():
         return {}
     return {p.name: p for p in sorted(SHIPPED_DIR.iterdir()) if (p / META).is_file()}

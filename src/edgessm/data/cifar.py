@@ -28,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from edgessm.errors import DataError
+from edgessm.errors import DataError, MissingDataError
 
 from .download import SOURCES, download_file, missing_message, verify_checksum
 
@@ -226,7 +226,7 @@ def load_cifar10_arrays(root: pathlib.Path, *, download: bool = False) -> dict[s
     src = SOURCES["cifar10"][ARCHIVE]
     if not archive.is_file():
         if not download:
-            raise DataError(missing_message(
+            raise MissingDataError(missing_message(
                 "CIFAR-10", folder, root, [f"{' + '.join(NPZ_FILES)} (or {ARCHIVE}, or the extracted {BATCH_DIR}/)"]))
         download_file(src.url, archive, src.md5)
     if src.md5 is not None:

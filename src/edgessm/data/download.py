@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
 import pathlib
 import tempfile
@@ -23,7 +24,8 @@ import urllib.error
 import urllib.request
 from typing import Iterable
 
-from edgessm.errors import DataError
+from edgessm.errors import DataError, MissingDataError
+from edgessm.progress import bar
 
 __all__ = [
     "Source",
@@ -128,14 +130,23 @@ def download_file(url: str, dest: str | os.PathLike, md5: str | None = None,
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = pathlib.Path(tmp_name)
     h = hashlib.md5()
+    got = 0
     try:
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                    h.update(chunk)
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
+                size = resp.headers.get("Content-Length")
+                with bar(total=int(size) if size and size.isdigit() else None, desc=dest.name,
+                         unit="B", unit_scale=True, unit_divisor=1024) as pb:
+                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+                        pb.update(len(chunk))
+                        got += len(chunk)
+            if size and size.isdigit() and got != int(size):
+                raise OSError(f"the transfer was interrupted after {got} of {size} bytes")
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+            reason = (f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError)
+                      else getattr(e, "reason", None) or e)
             raise DataError(
                 f"could not download {url} to {dest}: {reason}; check the network or "
                 f"place the file there by hand."
@@ -180,7 +191,7 @@ def ensure_files(dataset: str, root: pathlib.Path, names: Iterable[str], *,
     paths = [folder / n for n in names]
     missing = [n for n, p in zip(names, paths) if not p.is_file()]
     if missing and not download:
-        raise DataError(missing_message(label or dataset, folder, root, missing))
+        raise MissingDataError(missing_message(label or dataset, folder, root, missing))
     for n in missing:
         src = table[n]
         download_file(src.url, folder / n, src.md5)

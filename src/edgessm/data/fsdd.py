@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from edgessm.errors import ConfigError, DataError
+from edgessm.errors import ConfigError, DataError, MissingDataError
 
 from ._splits import split_indices
 from .audio import FrontEnd, read_wav
@@ -98,7 +98,7 @@ def _listing(root: pathlib.Path, download: bool):
     folder = root / "fsdd" / "recordings"
     if not (folder.is_dir() and any(_NAME.match(n) for n in os.listdir(folder))):
         if not download:
-            raise DataError(missing_message(
+            raise MissingDataError(missing_message(
                 "FSDD", folder, root, ["the recordings {digit}_{speaker}_{index}.wav"]))
         download_fsdd(root)
     return _scan(folder)

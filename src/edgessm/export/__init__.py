@@ -9,7 +9,16 @@ Command line: ``edgessm export-c MODEL --out DIR [--verify N] [--mcu CORE]`` (``
 ``mcu``: cross-compiled for a Cortex-M core, sized, run bit-exact under emulation and its cycles
 per token counted (``export/mcu.py``, harness and start-up code in ``export/cortexm/``).
 """
-from ..targets.fixed.cgen import CFLAGS, CCompilerError, build, find_compiler, generate, verify_c
-from .c import export_c
-
 __all__ = ["CFLAGS", "CCompilerError", "build", "export_c", "find_compiler", "generate", "verify_c"]
+
+
+def __getattr__(name):   # imported on first use, so the command line (export/cli.py) starts fast
+    import importlib
+    if name == "export_c":
+        value = importlib.import_module(".c", __name__).export_c
+    elif name in __all__:
+        value = getattr(importlib.import_module("..targets.fixed.cgen", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

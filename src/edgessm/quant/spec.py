@@ -181,8 +181,9 @@ class QuantSpec:
         p = Path(s)
         if p.suffix == ".toml" or p.exists():
             return cls.from_toml(p)
-        cand = Path(__file__).resolve().parents[3] / "configs" / "quant" / f"{s}.toml"
-        if cand.is_file():
+        from ..resources import preset_file
+        cand = preset_file("quant", s)
+        if cand is not None:
             return cls.from_toml(cand)
         raise UnknownNameError(f"unknown quantization spec {s!r}: not a preset "
                                f"({', '.join(PRESETS)}) and no such TOML file")

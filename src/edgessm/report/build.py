@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import resource
 import sys
@@ -32,6 +33,7 @@ import torch
 
 from ..fields import json_text
 from . import page, plots
+from .stats import ci_text, wilson
 
 # ---- defaults (every one a keyword of build_report) -----------------------------------------
 SPECS = ("loihi2", "w4", "ternary")
@@ -45,7 +47,7 @@ STUDY = {"batches": (1, 8, 64, 256), "seq_lens": (256, 784), "steps": 100, "torc
 
 
 def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+    logging.getLogger("edgessm.report").info(msg)
 
 
 def _cpu_s() -> float:
@@ -199,6 +201,8 @@ def _section_accuracy(ctx: _Ctx, sec: dict):
             add(gx, f"crossbar\ndefault device\n({ctx.trials} devices)", "crossbar", "crossbar", xm, xt, crossbar,
                 precision=f"{prec}; default device (HfO2 RRAM [Milo21], 8-bit DAC/ADC)")
 
+    for r in rows:
+        r["accuracy_ci95"] = wilson(r.get("accuracy"), r.get("n"))
     sec["rows"] = rows
     sec["png"] = _plot(sec, plots.accuracy, rows, ctx.out)
     n_int = len(ctx.test)
@@ -212,12 +216,15 @@ def _section_accuracy(ctx: _Ctx, sec: dict):
            f"({len(ctx.xtest) if ctx.xtest is not None else '?'} test recordings, so one recording = "
            f"{100 / max(1, len(ctx.xtest) if ctx.xtest is not None else 1):.1f} points). "
            if ctx.crossbar_model else "")
+        + "95% interval: the Wilson score interval of the accuracy on that many test samples (for crossbar "
+          "rows, of the mean over device instances on the same samples). "
         + "Hatched empty bars: the target could not run the model (reason in the table).")
     sec["html"] = page.table(rows, [
         ("model", "model", "l"), ("task", "task", "l"), ("target", "target", "l"),
         ("precision / spec", lambda r: r.get("precision") or r.get("spec") or "-", "l"),
         ("samples", lambda r: r.get("n"), "r"),
         ("accuracy", lambda r: page.pct(r.get("accuracy")) if r.get("accuracy") is not None else "-", "r"),
+        ("95% interval", lambda r: ci_text(r.get("accuracy"), r.get("n")), "r"),
         ("\u00b1 std", lambda r: page.pct(r["accuracy_std"]) if r.get("accuracy_std") is not None else "", "r"),
         ("device instances", lambda r: ", ".join(f"{100 * a:.1f}%" for a in r.get("accuracy_trials", [])), "l"),
         ("time", lambda r: f"{r['seconds']:.1f} s", "r"),
@@ -687,14 +694,16 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
     try:
         ctx = _Ctx(out, model_name=model_name, limit=limit, **opts)
         _load(ctx, task, limit)
+        from ..data import sample
+        meta["embedded_sample"] = {t: sample.describe(t) for t in sample.used()}
         meta["task"] = ctx.task
         meta["models"] = _model_info(ctx)
         _log(f"report: {model_name} on {len(ctx.test) if ctx.test is not None else '?'} {ctx.task} test samples, "
              f"{crossbar_model} on {crossbar_task} -> {out}")
         built = []
-        for key, title, fn in SECTIONS:
-            if sections is not None and key not in sections:
-                continue
+        from ..progress import bar
+        todo = [(k, t, f) for k, t, f in SECTIONS if sections is None or k in sections]
+        for key, title, fn in bar(todo, desc="report", unit="section"):
             sec = {"key": key, "title": title, "errors": [], "notes": [], "png": None}
             t0 = time.time()
             _log(f"section {key}...")
@@ -783,7 +792,9 @@ def _header(meta: dict) -> str:
             if la else "-"),
         "process nice value": m.get("nice"),
         "versions": ", ".join(f"{k} {x}" for k, x in v.items()),
-        "data root": meta["data_root"],
+        "data root": meta["data_root"] + ("" if not meta.get("embedded_sample") else
+                                          "; not found there, so from the package's embedded sample: " +
+                                          "; ".join(f"{k}: {d}" for k, d in meta["embedded_sample"].items())),
         "models": "; ".join(
             (f"{k}: {i['preset']} preset, H={i['d_model']}, N={i['d_state']}, {i['n_layers']} layers, "
              f"{i['parameters']} parameters") if "error" not in i else f"{k}: {i['error']}"

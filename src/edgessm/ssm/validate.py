@@ -6,6 +6,16 @@ import torch
 from ..errors import InputError
 
 
+def tracing() -> bool:
+    """True while torch.export, torch.compile (dynamo), torch.jit or the ONNX exporter traces the
+    model: the checks that read tensor values are left out of the graph (eager calls keep them)."""
+    comp = getattr(torch, "compiler", None)
+    if comp is not None and (getattr(comp, "is_compiling", lambda: False)()
+                             or getattr(comp, "is_exporting", lambda: False)()):
+        return True
+    return bool(torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
 def check_tensor(x, *, ndim: int, last: int, name: str, what: str) -> None:
     """Raise InputError unless x is a finite floating tensor of `ndim` dims, last dim `last`."""
     if not isinstance(x, torch.Tensor):
@@ -17,8 +27,8 @@ def check_tensor(x, *, ndim: int, last: int, name: str, what: str) -> None:
         raise InputError(f"{name} has shape {tuple(x.shape)}, expected {what} with last dimension {last}")
     if ndim == 3 and x.shape[1] == 0:
         raise InputError(f"{name} has length 0 (shape {tuple(x.shape)}); a sequence needs at least one token")
-    if x.device.type == "meta" or torch.compiler.is_compiling():
-        return  # no values to look at (meta), or a compiled graph (its caller checked the data)
+    if x.device.type == "meta" or tracing():
+        return  # no values to look at (meta); torch.export / dynamo / ONNX: no data-dependent check in the graph
     if not bool(torch.isfinite(x).all()):
         raise InputError(f"{name} contains NaN or infinite values; clean the input before feeding it")
 
@@ -28,6 +38,8 @@ def as_dtype(x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
     if x.dtype == dtype:
         return x
     y = x.to(dtype)
+    if tracing():
+        return y
     if not bool(torch.isfinite(y).all()):
         raise InputError(f"{name} has values too large for the model's {str(dtype).replace('torch.', '')} "
                          f"(largest magnitude {x.abs().max().item():.3g}); scale the input")
@@ -36,4 +48,4 @@ def as_dtype(x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
 
 def all_finite(x: torch.Tensor) -> bool:
     """Whether every value of x is finite (a meta tensor, which holds no values, passes)."""
-    return x.device.type == "meta" or bool(torch.isfinite(x).all())
+    return x.device.type == "meta" or tracing() or bool(torch.isfinite(x).all())

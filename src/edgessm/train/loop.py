@@ -101,7 +101,8 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float | None = None,
           init: str | None = None, progress: bool = True,
           wrap: Callable[[SequenceModel], SequenceModel] | None = None,
-          log: Callable[[str], None] | None = None) -> dict:
+          log: Callable[[str], None] | None = None,
+          on_metrics: Callable[[dict], None] | None = None) -> dict:
     """Train per `cfg`, writing checkpoints and metrics under `out_dir`.
 
     init: a checkpoint (path or shipped name) whose weights and model config start the run.
@@ -112,15 +113,15 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop)
+        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, on_metrics)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop)
+        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, on_metrics)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -> dict:
+def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, on_metrics=None) -> dict:
     rank, world = dist_info()
     t = cfg.train
     device = accel.resolve_device(t.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -197,6 +198,8 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -
         if rank == 0:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if on_metrics is not None:       # e.g. TensorBoard (edgessm.train.tracking)
+                on_metrics(rec)
 
     start = time.time() - state["elapsed_s"]
     deadline = time.time() + 60 * max_minutes if max_minutes else None

@@ -1,9 +1,14 @@
-"""Compile the C kernel once per machine into a shared library (cached by source hash)."""
+"""Compile the C kernel once per machine into a shared library, cached by the hash of the source,
+the compiler (its path and its ``--version``), the flags and the CPU's features (a cache shared by
+several machines, e.g. a home folder on a network drive, keeps one library per CPU kind: a library
+built with -march=native on one CPU can die with SIGILL on another)."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -28,11 +33,54 @@ def compiler() -> str:
     return cc
 
 
+@functools.lru_cache(maxsize=None)
+def compiler_id(cc: str) -> str:
+    """The compiler's resolved path and its ``--version`` output (a new gcc behind the same
+    ``cc`` gets a new cache entry)."""
+    path = shutil.which(cc) or cc
+    try:
+        real = os.path.realpath(path)
+        r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+        ver = (r.stdout or r.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        real, ver = path, "?"
+    return f"{path}|{real}|{ver}"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_features() -> str:
+    """The machine and its CPU's model and feature flags (what -march=native depends on)."""
+    parts = [platform.machine(), platform.system()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name", "CPU part", "isa")):
+                    parts.append(" ".join(line.split()))
+                if line.strip() == "" and len(parts) > 2:   # the first processor is enough
+                    break
+    except OSError:
+        parts.append(platform.processor())
+    return "\n".join(parts)
+
+
+def cache_key(*texts, cc: str, flags: list[str], native: bool = True) -> str:
+    """16 hex digits over the sources, the compiler id, the flags and (for native builds) the
+    CPU's features."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t if isinstance(t, bytes) else str(t).encode())
+        h.update(b"\0")
+    h.update(compiler_id(cc).encode() + b"\0" + " ".join(flags).encode() + b"\0")
+    if native:
+        h.update(cpu_features().encode())
+    return h.hexdigest()[:16]
+
+
 def build_shared(source: Path, flags: list[str] | None = None) -> ctypes.CDLL:
     flags = FLAGS if flags is None else flags
     text = source.read_bytes()
     cc = compiler()
-    key = hashlib.sha256(text + " ".join([cc] + flags).encode()).hexdigest()[:16]
+    key = cache_key(text, cc=cc, flags=flags, native=any(f.startswith(("-march", "-mcpu", "-mtune")) for f in flags))
     out = cache_dir() / f"{source.stem}-{key}.so"
     if not out.is_file():
         try:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...errors import ConfigError, InputError
 from ..base import Cost, Program, Target, register
+from ...resources import package_path
 from .build import build_shared
 
 # Assumed active power of the cores running the engine, W per busy core. Not measured:
@@ -90,7 +90,7 @@ def check_max_abs(max_abs) -> float:
 def _lib():
     global _LIB
     if _LIB is None:
-        lib = build_shared(Path(__file__).with_name("kernel.c"))
+        lib = build_shared(package_path("targets", "cpu", "kernel.c"))
         lib.edgessm_state_floats.restype = ctypes.c_size_t
         lib.edgessm_state_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_work_floats.restype = ctypes.c_size_t

@@ -179,8 +179,9 @@ CrossbarConfig = _make_cls()
 CrossbarConfig.__doc__ = ("Device, periphery and mapping of the crossbar target; every field, its unit and "
                           "source in edgessm.targets.crossbar.device.FIELDS (deploy --set FIELD=VALUE).")
 
-PRESET_DIR = Path(__file__).resolve().parents[4] / "configs" / "crossbar"
-# built-in presets (also as TOML under configs/crossbar/ for reading and editing)
+# built-in presets; more as TOML shipped in the package (edgessm/presets/crossbar/, also seen as
+# configs/crossbar/ in a source checkout), found with edgessm.resources.preset_file
+
 PRESETS: dict[str, dict] = {
     "default": {},
     "ideal": {"noise": 0},
@@ -208,7 +209,7 @@ def parse_options(options: dict, base=None):
 
 def load_device(device="default", **overrides):
     """CrossbarConfig of a preset name (default, ideal, pessimistic, or a TOML under
-    configs/crossbar/) or a TOML path, then `overrides`."""
+    presets/crossbar/ in the package) or a TOML path, then `overrides`."""
     if isinstance(device, CrossbarConfig):
         return parse_options(overrides, base=device)
     if isinstance(device, dict):
@@ -217,8 +218,9 @@ def load_device(device="default", **overrides):
     if name in PRESETS:
         return parse_options({**PRESETS[name], **overrides})
     p = Path(name)
-    if not p.is_file() and (PRESET_DIR / f"{name}.toml").is_file():
-        p = PRESET_DIR / f"{name}.toml"
+    if not p.is_file():
+        from ...resources import preset_file
+        p = preset_file("crossbar", name) or p
     if not p.is_file():
         raise UnknownNameError(f"unknown crossbar device {device!r}: not a preset "
                                f"({', '.join(PRESETS)}) nor a TOML file")

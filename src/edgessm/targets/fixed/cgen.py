@@ -43,7 +43,6 @@ bookkeeping; :func:`build_engine` compiles it into a cached shared library.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -731,21 +730,6 @@ ENGINE_CFLAGS = ["-O3", "-fPIC", "-shared"]    # the engine backend: a shared li
 ENGINE_NATIVE = ["-march=native"]             # tuned to this CPU where the compiler can (~20 % faster)
 
 
-def _host_cpu() -> str:
-    """What -march=native depends on: the machine and, on Linux, the CPU's feature flags (a
-    cache shared by several machines keeps one library per CPU kind)."""
-    import platform
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return cpu + hashlib.sha256(line.encode()).hexdigest()[:8]
-    except OSError:
-        pass
-    return cpu
-
-
 def build_engine(code: dict, name: str, cc: str | None = None) -> Path:
     """Compile generated engine code (``generate(..., engine_pops=...)``) into a shared library
     with :data:`CFLAGS` (and -march=native on x86-64 and arm64, else or if that fails without),
@@ -757,9 +741,8 @@ def build_engine(code: dict, name: str, cc: str | None = None) -> Path:
     err = None
     for extra in ([ENGINE_NATIVE, []] if native else [[]]):
         args = ENGINE_CFLAGS + extra
-        key = hashlib.sha256(b"\0".join([code["h"].encode(), code["c"].encode(),
-                                         " ".join([cc] + CFLAGS + args).encode(),
-                                         (_host_cpu() if extra else "").encode()])).hexdigest()[:16]
+        from ..cpu.build import cache_key
+        key = cache_key(code["h"], code["c"], cc=cc, flags=CFLAGS + args, native=bool(extra))
         lib = _cache_dir().parent / "engine" / f"{name}-{key}.so"
         if lib.is_file():
             return lib
@@ -924,8 +907,8 @@ def build(out_dir, name: str, cc: str | None = None) -> dict:
     out = Path(out_dir)
     hdr, src = out / f"{name}.h", out / f"{name}.c"
     harness = _HARNESS.replace("@NAME@", name).replace("@P@", name.upper())
-    key = hashlib.sha256(b"\0".join([hdr.read_bytes(), src.read_bytes(), harness.encode(),
-                                     " ".join([cc] + CFLAGS).encode()])).hexdigest()[:16]
+    from ..cpu.build import cache_key
+    key = cache_key(hdr.read_bytes(), src.read_bytes(), harness, cc=cc, flags=CFLAGS, native=False)
     d = _cache_dir()
     obj, exe, hsrc = d / f"{name}-{key}.o", d / f"{name}-{key}-harness", d / f"{name}-{key}-harness.c"
     if not obj.is_file():
