@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import edgessm as es
+from conftest import needs_fsdd
 from edgessm.targets.crossbar import simlib
 
 torch.set_num_threads(1)
@@ -82,3 +83,35 @@ def test_simulator_normals_are_standard_normal():
     assert abs((np.abs(x) > 3).mean() - 0.0027) < 0.0004
     y = simlib.normals(1000, seed=5, stream=2)
     assert not np.allclose(x[:1000], y)
+
+
+def test_taox_preset_loads_with_its_constants(X):
+    from edgessm.targets.crossbar import load_device
+    d = load_device("taox")
+    assert (d.array_rows, d.array_cols, d.write_noise_slope) == (64, 64, 0.0)
+    assert (d.g_min_us, d.g_max_us, d.write_noise_sigma_us) == (10.0, 160.0, 5.0)
+    p = es.targets.get("crossbar").compile(_model(), "taox", calibration=X, seed="1")
+    assert p.config.g_max_us == 160.0 and p.config.write_noise_slope == 0.0
+    q = es.targets.get("crossbar").compile(_model(), calibration=X, seed="1")
+    assert not torch.equal(p.run(X), q.run(X))          # another device, other conductances
+
+
+@needs_fsdd
+def test_deploy_cli_spec_taox(tmp_path, capsys):
+    import json
+    from edgessm.cli import main
+    from edgessm.data import load_task
+    from edgessm.targets.crossbar import HwSequenceModel, save_hw
+    Xf = load_task("fsdd-01", "train", limit=8).x
+    torch.manual_seed(0)
+    m = HwSequenceModel.from_float(es.SequenceModel.from_preset("neuromorphic", d_input=32, d_output=2, d_model=4,
+                                                                d_state=4, n_layers=1), None)
+    m.calibrate(Xf)
+    save_hw(m, tmp_path / "m", extra={"run": {"data": {"task": "fsdd-01"}}})
+    rc = main(["deploy", str(tmp_path / "m"), "--target", "crossbar", "--spec", "taox", "--limit", "4",
+               "--trials", "2", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["resources"]["array"] == "64x64" and len(out["accuracy"]["trials"]) == 2
+    rc = main(["deploy", str(tmp_path / "m"), "--target", "crossbar", "--spec", "taox-nope", "--limit", "2"])
+    assert rc == 2 and "unknown crossbar device" in capsys.readouterr().err
