@@ -304,7 +304,15 @@ class CrossbarProgram(Program):
         self._compacted = True
 
     def _native(self) -> bool:
-        return self.engine == "c" and simlib.available()[0]
+        if self.engine != "c":
+            return False
+        ok, why = simlib.available()
+        if not ok and not getattr(CrossbarProgram, "_warned", False):
+            CrossbarProgram._warned = True
+            import warnings
+            warnings.warn(f"crossbar simulator: C kernel unavailable ({why}); running on torch ops (slower)",
+                          RuntimeWarning, stacklevel=3)
+        return ok
 
     def _stream(self, name: str, rows: int) -> tuple[int, int]:
         """(seed, first stream) of the read-noise generator for `rows` rows of a stage: every
