@@ -284,10 +284,11 @@ class HwSequenceModel(SequenceModel):
         with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
             self.fs_s4d[i, :, :n2] = hw.adc_headroom
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
-        if self.scan == "native" and (Mq.dtype == vu.dtype) and scan_available()[0]:
+        if self.scan == "native" and Mq.dtype == vu.dtype and vu.device.type == "cpu" \
+                and vu.dtype in (torch.float32, torch.float64) and scan_available()[0]:
             return self._s4d_native(i, vu, Mq, fs, r, fixed)
         if self.scan == "native" and not scan_available()[0]:
-            warn_fallback()
+            warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
         w = torch.zeros(B, H, n2, dtype=u.dtype)
         ys, peak = [], torch.zeros(H, n2 + 1)
         for t in range(L):
