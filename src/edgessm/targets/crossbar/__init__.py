@@ -1,4 +1,4 @@
-"""Memristive in-memory-compute target (issue 4): device config, hardware-aware training
+"""Memristive in-memory-compute target: device config, hardware-aware training
 wrapper and the crossbar simulator.
 
     from edgessm.targets.crossbar import hw_wrap, CrossbarConfig

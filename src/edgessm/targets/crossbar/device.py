@@ -48,6 +48,9 @@ REFERENCES = {
              'figure of merit P / (2^ENOB fs) of 4.4-10 fJ per conversion step; we take 10 fJ (not the record)',
     "[Hor14]": 'M. Horowitz, "Computing\'s energy problem (and what we can do about it)", ISSCC 2014, '
                'energy table for 45 nm: 32-bit integer add 0.1 pJ, 32-bit integer multiply 3.1 pJ',
+    "[IMSSA]": 'S. Siegel, M.-J. Yang, J. P. Strachan, "IMSSA: Deploying modern state-space models on '
+               'memristive in-memory compute hardware", arXiv:2412.20215 (2024): S4D on 64x64 TaOx crossbar '
+               'arrays; write-noise study with a constant sigma in uS (the `taox` preset, configs/crossbar/taox.toml)',
     "[aihwkit]": 'IBM aihwkit inference noise models (PCM: Nandakumar et al. 2019; programming noise, '
                  'read noise, power-law drift with per-device exponent, global drift compensation): '
                  'the structure of this model, not its constants',
@@ -79,8 +82,8 @@ FIELDS: dict[str, tuple] = {
     "stuck_on_frac": (0.001, "1", "[Li18] (99.8% yield, split evenly)", "fraction of devices stuck at g_max_us"),
     "stuck_off_frac": (0.001, "1", "[Li18] (99.8% yield, split evenly)", "fraction of devices stuck at g_min_us"),
     # ---- periphery -----------------------------------------------------------------------
-    "array_rows": (64, "rows", "IMSSA / issue 4", "rows (inputs) per array"),
-    "array_cols": (64, "columns", "IMSSA / issue 4", "physical columns per array; a signed weight "
+    "array_rows": (64, "rows", "[IMSSA]", "rows (inputs) per array"),
+    "array_cols": (64, "columns", "[IMSSA]", "physical columns per array; a signed weight "
                    "takes two (differential pair), so an array has array_cols / 2 signed outputs"),
     "read_voltage_v": (0.2, "V", "assumption (small-signal read as in [Li18])", "full-scale read voltage of a DAC"),
     "pulse_time_s": (100e-9, "s", "assumption", "read pulse width (integration time) per MVM"),
@@ -209,7 +212,7 @@ def parse_options(options: dict, base=None):
 
 def load_device(device="default", **overrides):
     """CrossbarConfig of a preset name (default, ideal, pessimistic, or a TOML under
-    presets/crossbar/ in the package) or a TOML path, then `overrides`."""
+    presets/crossbar/ in the package, such as taox) or a TOML path, then `overrides`."""
     if isinstance(device, CrossbarConfig):
         return parse_options(overrides, base=device)
     if isinstance(device, dict):

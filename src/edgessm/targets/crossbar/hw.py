@@ -40,6 +40,7 @@ from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options
+from .scan import available as scan_available, block_scan, warn_fallback
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
@@ -107,11 +108,29 @@ def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]
     return q, s
 
 
+class _Converter(torch.autograd.Function):
+    """floor(clamp(v / fs, -1, 1) * q + 1/2) / q * fs in place on one buffer; gradient: the
+    straight-through estimate, 1 where the clamp was inactive (|v / fs| <= 1), else 0."""
+
+    @staticmethod
+    def forward(ctx, v, fs, q):
+        x = v / fs
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((x >= -1) & (x <= 1))
+        return x.clamp_(-1, 1).mul_(q).add_(0.5).floor_().div_(q).mul_(fs)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return g * mask, None, None
+
+
 def fake_converter(v: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
-    """Signed converter: clip to [-fs, fs], round to 2**(bits-1) - 1 steps per side (STE)."""
+    """Signed converter: clip to [-fs, fs], round half up to 2**(bits-1) - 1 steps per side
+    (straight-through gradient). full_scale: a number or a tensor without gradient."""
     q = (1 << (bits - 1)) - 1
-    fs = full_scale
-    return round_ste(torch.clamp(v / fs, -1, 1) * q) / q * fs
+    fs = full_scale.detach() if isinstance(full_scale, torch.Tensor) else full_scale
+    return _Converter.apply(v, fs, float(q))
 
 
 def write_noise(q: torch.Tensor, cfg, generator=None) -> torch.Tensor:
@@ -154,6 +173,7 @@ class HwSequenceModel(SequenceModel):
         self.register_buffer("fs_dec", nb(c.d_output), persistent=False)
         self.calibrated = False
         self._calib = False
+        self.scan = "native"     # the S4D recurrence: "native" (scan.c) or "loop" (the reference)
         self.saturations = 0
         if c.d_state % 2:
             raise ConfigError("the crossbar mapping needs an even d_state (complex states as pairs)")
@@ -261,10 +281,15 @@ class HwSequenceModel(SequenceModel):
         B, L, H = u.shape
         n2 = s4d.d_state
         vu = fake_converter(u / r, 1.0, hw.dac_bits)
-        w = torch.zeros(B, H, n2, dtype=u.dtype)
         with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
             self.fs_s4d[i, :, :n2] = hw.adc_headroom
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
+        if self.scan == "native" and Mq.dtype == vu.dtype and vu.device.type == "cpu" \
+                and vu.dtype in (torch.float32, torch.float64) and scan_available()[0]:
+            return self._s4d_native(i, vu, Mq, fs, r, fixed)
+        if self.scan == "native" and not scan_available()[0]:
+            warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
+        w = torch.zeros(B, H, n2, dtype=u.dtype)
         ys, peak = [], torch.zeros(H, n2 + 1)
         for t in range(L):
             inp = torch.cat([w, vu[:, t].unsqueeze(-1)], -1)                # (B, H, K)
@@ -284,6 +309,23 @@ class HwSequenceModel(SequenceModel):
             wpk = float(peak[:, :n2].max())
             self.rho[i] = (1 - _EMA) * self.rho[i] + _EMA * self.rho[i] * max(wpk, 1e-3)
         return torch.stack(ys, 1) * r
+
+    def _s4d_native(self, i, vu, Mq, fs, r, fixed):
+        """_s4d's loop over time as one native scan (scan.c) with its own backward."""
+        hw = self.hw
+        n2 = Mq.shape[-1] - 1
+        ny, sat = block_scan(Mq, vu, fs[:, :n2], None if self._calib else hw.adc_bits,
+                             hw.dac_bits if hw.state_mode == "digital" else None)
+        if self._calib or self.training:
+            peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
+            peak[:, n2] = ny.detach().abs().amax((0, 1)).to(peak.dtype)
+            self._track(self.fs_s4d, peak * hw.adc_headroom, i)
+        if not self._calib:
+            self.saturations += sat + int((ny.detach().abs() > fs[:, n2]).sum())
+            ny = fake_converter(ny, fs[:, n2], hw.adc_bits)
+        # (the loop's rho update multiplies rho by its peak state, which is 1 after the fixed
+        # state full scale: a no-op, so none here)
+        return ny * r
 
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):

@@ -32,6 +32,7 @@ from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from ..base import Cost, Program, Target, register
 from .device import FIELDS, CrossbarConfig, load_device, parse_options
+from . import simlib
 from .hw import HwSequenceModel
 
 _TINY = 1e-12
@@ -93,6 +94,56 @@ class Stage:
             if cfg.noise else None
         # full physical row: every signed column is two devices; unused cells sit at G_min
         self.row_g_s = (self.g_plus_s + self.g_minus_s).sum(-1).float()     # (A, R)
+
+    def compact(self, analog_cols=None):
+        """The used rows and columns of every array as dense (A, Ru, Cu) blocks, for
+        :meth:`mvm_compact`: unused rows are never driven and unused columns never read, so
+        leaving them out changes no output (only the order of the read-noise draws)."""
+        A = self.arrays
+        rows = [torch.nonzero(self.in_idx[a] >= 0).flatten() for a in range(A)]
+        cols = [torch.nonzero(self.out_idx[a] >= 0).flatten() for a in range(A)]
+        Ru, Cu = max(1, max(len(r) for r in rows)), max(1, max(len(c) for c in cols))
+        Cu = -(-Cu // 8) * 8                 # whole SIMD vectors of columns (the padding is never read)
+        ri = torch.zeros(A, Ru, dtype=torch.long)
+        ci = torch.zeros(A, Cu, dtype=torch.long)
+        rok = torch.zeros(A, Ru, dtype=torch.bool)
+        cok = torch.zeros(A, Cu, dtype=torch.bool)
+        for a in range(A):
+            ri[a, :len(rows[a])], rok[a, :len(rows[a])] = rows[a], True
+            ci[a, :len(cols[a])], cok[a, :len(cols[a])] = cols[a], True
+        ar = torch.arange(A).view(A, 1, 1)
+        self.c_q = self.q_eff[ar, ri.unsqueeze(-1), ci.unsqueeze(1)] * (rok.unsqueeze(-1) & cok.unsqueeze(1))
+        self.c_var = None if self.read_var is None else \
+            self.read_var[ar, ri.unsqueeze(-1), ci.unsqueeze(1)] * (rok.unsqueeze(-1) & cok.unsqueeze(1))
+        self.c_in = torch.where(rok, torch.gather(self.in_idx, 1, ri), self.n_in)          # (A, Ru)
+        self.c_out = torch.where(cok, torch.gather(self.out_idx, 1, ci), self.n_out)      # (A, Cu)
+        self.c_fs = torch.gather(self.fs, 1, ci)
+        self.c_rowg = torch.gather(self.row_g_s, 1, ri) * rok
+        conv = cok.clone()
+        if analog_cols is not None:
+            conv &= ~torch.gather(analog_cols, 1, ci)
+        self.c_conv = conv
+        self.c_rows, self.c_cols = rok, cok
+
+    def mvm_compact(self, v: torch.Tensor, gen, cfg, stats: dict) -> torch.Tensor:
+        """:meth:`mvm` on the compact blocks (call :meth:`compact` first): v (B, n_in) ->
+        (B, n_out). The same arithmetic per used cell; read noise drawn for used columns only."""
+        B = v.shape[0]
+        vz = torch.cat([v, v.new_zeros(B, 1)], 1)
+        V = vz[:, self.c_in].transpose(0, 1)                                      # (A, B, Ru)
+        n = torch.bmm(V, self.c_q)                                                # (A, B, Cu)
+        if self.c_var is not None and cfg.read_noise_rel > 0:
+            sd = torch.bmm(V * V, self.c_var).clamp(min=0).sqrt()
+            n = n + sd * torch.randn(n.shape, generator=gen)
+        conv = self.c_conv.unsqueeze(1)
+        nq, sat = _conv(n, self.c_fs.unsqueeze(1), cfg.adc_bits, conv)
+        n = torch.where(conv, nq, n)
+        stats["adc_saturations"] += int(sat)
+        stats["crossbar_energy_j"] += float(torch.einsum("abr,ar->", V * V, self.c_rowg)) \
+            * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
+        out = n.new_zeros(B, self.n_out + 1)
+        out.index_add_(1, self.c_out.reshape(-1), n.transpose(0, 1).reshape(B, -1))
+        return out[:, :self.n_out]
 
     def mvm(self, v: torch.Tensor, gen, cfg, stats: dict, analog_cols=None) -> torch.Tensor:
         """v (B, n_in) DAC-scaled inputs in [-1, 1] -> normalized column outputs (B, n_out)."""
@@ -178,6 +229,8 @@ class CrossbarProgram(Program):
         c = hwm.config
         self.d_input, self.d_output = c.d_input, c.d_output
         self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        self.engine = "c"          # run(): "c" (sim.c) or "torch" (the same on torch ops)
+        self._rows: dict[str, int] = {}
         self.stages: dict[str, Stage] = {}
         self.scales: dict[str, torch.Tensor] = {}
         with torch.no_grad():
@@ -234,6 +287,116 @@ class CrossbarProgram(Program):
         else:
             w_new = w_new.clamp(-1.0, 1.0)
         return out[..., -1] * r, w_new
+
+    # ---- whole sequences, layer by layer ---------------------------------------------------------
+    def _compact(self):
+        if getattr(self, "_compacted", False):
+            return
+        H = self.model.config.d_model
+        for name, st in self.stages.items():
+            analog = None
+            if st.kind == "s4d" and self.config.state_mode == "analog":
+                K = st.n_in // H
+                flat = (torch.arange(H * K) % K) != K - 1                 # the state columns
+                analog = torch.where(st.out_idx >= 0, flat[st.out_idx.clamp(min=0)],
+                                     torch.zeros_like(st.out_idx, dtype=torch.bool))
+            st.compact(analog)
+        self._compacted = True
+
+    def _native(self) -> bool:
+        if self.engine != "c":
+            return False
+        ok, why = simlib.available()
+        if not ok and not getattr(CrossbarProgram, "_warned", False):
+            CrossbarProgram._warned = True
+            import warnings
+            warnings.warn(f"crossbar simulator: C kernel unavailable ({why}); running on torch ops (slower)",
+                          RuntimeWarning, stacklevel=3)
+        return ok
+
+    def _stream(self, name: str, rows: int) -> tuple[int, int]:
+        """(seed, first stream) of the read-noise generator for `rows` rows of a stage: every
+        row of every call its own stream, all drawn from the device instance's seed."""
+        idx = self.order().index(name)
+        seed = (int(self.config.seed) * 1000003 + idx * 7919 + 12345) & ((1 << 63) - 1)
+        row0 = self._rows.get(name, 0)
+        self._rows[name] = row0 + rows
+        return seed, row0
+
+    def _linear_seq(self, name, x, r, lin, chunk=65536):
+        """A linear stage on every token at once: x (..., n_in)."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        st = self.stages[name]
+        if self._native():
+            seed, row0 = self._stream(name, x.shape[0])
+            y, sat, e = simlib.run_stage(st, self.config, self._dac(x, r), seed, row0)
+            self._stats["adc_saturations"] += sat
+            self._stats["crossbar_energy_j"] += e * self.config.read_voltage_v ** 2 * self.config.pulse_time_s
+            outs = [y]
+        else:
+            outs = [st.mvm_compact(self._dac(x[s:s + chunk], r), self.gen, self.config, self._stats)
+                    for s in range(0, x.shape[0], chunk)]
+        y = torch.cat(outs, 0) * self.scales[name] * r
+        if lin.bias is not None:
+            y = y + lin.bias
+        return y.reshape(*shape[:-1], y.shape[-1])
+
+    def _s4d_seq(self, i: int, u: torch.Tensor) -> torch.Tensor:
+        """An S4D stage over the whole sequence (B, L, H): one MVM per token, as step()."""
+        cfg, st = self.config, self.stages[f"s4d{i}"]
+        r = self.model.r_s4d[i]
+        B, L, H = u.shape
+        K = self.model.config.d_state + 1
+        vu = self._dac(u, r)                                            # (B, L, H)
+        sc = self.scales[f"s4d{i}"]
+        if self._native():
+            seed, row0 = self._stream(f"s4d{i}", B)
+            y, sat, e = simlib.run_s4d(st, cfg, vu, sc, K, seed, row0)
+            self._stats["adc_saturations"] += sat
+            self._stats["crossbar_energy_j"] += e * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
+            return y * r
+        w = u.new_zeros(B, H, K - 1)
+        ys = u.new_empty(B, L, H)
+        for t in range(L):
+            vin = torch.cat([w, vu[:, t].unsqueeze(-1)], -1).reshape(B, H * K)
+            out = st.mvm_compact(vin, self.gen, cfg, self._stats).reshape(B, H, K) * sc
+            w = out[..., :-1]
+            w = self._dac(w, 1.0) if cfg.state_mode == "digital" else w.clamp(-1.0, 1.0)
+            ys[:, t] = out[..., -1]
+        return ys * r
+
+    @torch.no_grad()
+    def run(self, X: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_in) -> (B, L, d_out), the prediction after every token: the same network
+        as :meth:`step` token by token, evaluated layer by layer (the stateless stages on all
+        tokens at once, each S4D stage one MVM per token) on the used cells of each array.
+        Only the order of the read-noise draws differs from the token-by-token loop."""
+        check_tensor(X, ndim=3, last=self.d_input, name="X", what="(batch, length, d_input)")
+        self._compact()
+        m = self.model
+        X = X.float()
+        B, L, _ = X.shape
+        h = self._linear_seq("encoder", X, m.r_enc, m.encoder)
+        for i, b in enumerate(m.blocks):
+            z = b._norm(h) if b.prenorm else h
+            y = self._s4d_seq(i, z)
+            z = self._linear_seq(f"mixing{i}", b.act(y), m.r_mix[i], b.mix)
+            z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
+            if b.residual:
+                z = z + h
+            if not b.prenorm:
+                z = b._norm(z)
+            h = z
+        if m.config.readout == "mean":
+            h = h.cumsum(1) / torch.arange(1, L + 1, dtype=h.dtype).view(1, -1, 1)
+        out = self._linear_seq("decoder", h, m.r_dec, m.decoder)
+        self._stats["stream_tokens"] += B * L
+        return out
+
+    def run_tokens(self, X: torch.Tensor) -> torch.Tensor:
+        """The token-by-token reference of :meth:`run` (step() over the sequence)."""
+        return super().run(X)
 
     def init_state(self, batch: int = 1) -> dict:
         if not isinstance(batch, int) or batch < 1:

@@ -1,0 +1,88 @@
+"""Hardware-aware (crossbar) training step vs the float step of the same model, side by side.
+
+    python benchmarks/bench_crossbar_step.py [--d-model 32 --d-state 16 --layers 2 --batch 32
+        --length 226 --threads 2 --reps 10 --weight-bits 2] [--loop]
+
+One step = forward, cross-entropy, backward, AdamW step, on random inputs. The variants run
+interleaved (A, B, A, B, ...) in one process so that a shared machine slows them alike:
+  float       the SequenceModel as `edgessm train` runs it
+  hw-native   HwSequenceModel (train mode: write noise, converters, quantized weights) with the
+              native S4D scan (scan.c)
+  hw-loop     the same with the reference Python loop over time (--loop; slow)
+Prints one JSON object: median ms per step of each and the ratios to float.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--d-model", type=int, default=32)
+    p.add_argument("--d-state", type=int, default=16)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--d-input", type=int, default=20)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=226)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--weight-bits", type=int, default=2)
+    p.add_argument("--ssm-bits", type=int, default=6)
+    p.add_argument("--loop", action="store_true", help="also time the reference Python loop")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    import edgessm as es
+    from edgessm.targets.crossbar import HwSequenceModel, load_device
+    from edgessm.targets.crossbar.scan import available
+
+    torch.manual_seed(0)
+    base = es.SequenceModel.from_preset("neuromorphic", d_input=a.d_input, d_output=a.classes,
+                                        d_model=a.d_model, d_state=a.d_state, n_layers=a.layers,
+                                        dt_min=0.1, dt_max=1.0)
+    x = torch.randn(a.batch, a.length, a.d_input)
+    y = torch.randint(0, a.classes, (a.batch,))
+    dev = load_device("default", weight_bits=a.weight_bits, ssm_bits=a.ssm_bits)
+    models = {"float": base}
+    variants = ["hw-native"] + (["hw-loop"] if a.loop else [])
+    for v in variants:
+        m = HwSequenceModel.from_float(base, dev)
+        m.calibrate(x)
+        m.scan = "native" if v == "hw-native" else "loop"
+        models[v] = m
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+
+    def step(k):
+        m, o = models[k], opts[k]
+        m.train()
+        t = time.perf_counter()
+        o.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        o.step()
+        return time.perf_counter() - t
+
+    for k in models:            # warm-up (and the one-off compile of the native scan)
+        step(k)
+    times = {k: [] for k in models}
+    for _ in range(a.reps):
+        for k in models:
+            times[k].append(step(k))
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    out = {"bench": "crossbar_train_step", "d_model": a.d_model, "d_state": a.d_state, "layers": a.layers,
+           "batch": a.batch, "length": a.length, "threads": a.threads, "reps": a.reps,
+           "weight_bits": a.weight_bits, "ssm_bits": a.ssm_bits, "native_available": available()[0],
+           "ms_per_step": {k: round(v, 2) for k, v in ms.items()},
+           "ratio_to_float": {k: round(v / ms["float"], 3) for k, v in ms.items() if k != "float"},
+           "command": "python benchmarks/bench_crossbar_step.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+/* The hardware-aware S4D layer of the crossbar (see hw.py), forward and backward.
+
+   One channel h is one real block matrix M_h (K x K, K = n2 + 1, (out, in)):
+       [ A  bcol ]      rows 0..n2-1: the state, row n2: the output
+       [ c  d    ]
+   For t = 0 .. L-1 (w_(-1) = 0), per batch row b:
+       y_t = c . w_(t-1) + d v_t               (before its ADC, which the caller applies)
+       n_t = A w_(t-1) + bcol v_t
+       m   = ADC(n_t)     if adc: clip n/fs to [-1, 1], round half up to qa steps, times fs
+       w_t = DAC(m)       if dac: clip to [-1, 1], round half up to qd steps
+   The converters are the same float operations in the same order as the torch ones
+   (floor(clamp(v / fs, -1, 1) * q + 0.5) / q * fs); only the order of the sums of the
+   products differs. Straight-through gradients: d w_t / d n_t is 1 where no clip was active
+   (|n/fs| <= 1 and |m| <= 1, as torch.clamp's gradient), else 0; stored as one byte.
+
+   Layout (contiguous), batch innermost so that every inner loop runs over b in SIMD lanes:
+   v, Y, gY, gv (H, L, B); W, mask (H, L, n2, B); M, gM (H, K, K); fs (H, n2).
+   Built without -ffast-math: the roundings must be IEEE. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+
+/* B is a multiple of 8 (the caller pads): VL = 32 bytes of lanes, loads unaligned. */
+typedef float vf32 __attribute__((vector_size(32), aligned(4)));
+typedef double vf64 __attribute__((vector_size(32), aligned(8)));
+
+#define DEFINE_SCAN(T, SUF, FLOOR, VT)                                                           \
+enum { VL_##SUF = 32 / sizeof(T) };                                                              \
+int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
+                          int adc, int dac, int qa, int qd, T *Y, T *W, uint8_t *mask)           \
+{                                                                                                \
+    int64_t sat = 0;                                                                             \
+    const int K = n2 + 1;                                                                        \
+    const T fqa = (T)qa, fqd = (T)qd;                                                            \
+    T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
+    if (!zero) return -1;                                                                        \
+    for (int h = 0; h < H; h++) {                                                                \
+        const T *mh = M + (size_t)h * K * K, *f = fs + (size_t)h * n2;                           \
+        const T *w = zero;                                                                       \
+        for (int t = 0; t < L; t++) {                                                            \
+            const size_t tb = (size_t)h * L + t;                                                 \
+            const T *restrict v = V + tb * B;                                                    \
+            T *restrict y = Y + tb * B;                                                          \
+            T *wo = W + tb * n2 * B;                                                             \
+            uint8_t *mk = mask + tb * n2 * B;                                                    \
+            /* y and n = M [w_(t-1); v]: register-blocked, VL lanes of b at a time */            \
+            for (int c = 0; c < B; c += VL) {                                                    \
+                const VT vv = *(const VT *)(v + c);                                              \
+                for (int o = 0; o <= n2; o++) {                                                  \
+                    const T *mo = mh + (size_t)o * K;                                            \
+                    VT acc = mo[n2] * vv;                                                        \
+                    for (int i = 0; i < n2; i++)                                                 \
+                        acc += mo[i] * *(const VT *)(w + (size_t)i * B + c);                     \
+                    *(VT *)((o < n2 ? wo + (size_t)o * B : y) + c) = acc;                        \
+                }                                                                                \
+            }                                                                                    \
+            for (int o = 0; o < n2; o++) {                                                       \
+                T *restrict n = wo + (size_t)o * B;                                              \
+                uint8_t *restrict m = mk + (size_t)o * B;                                        \
+                const T fo = f[o];                                                               \
+                int s = 0;                                                                       \
+                if (adc) {                                                                       \
+                    for (int b = 0; b < B; b++) {                                                \
+                        const T x0 = n[b];                                                       \
+                        T x = x0 / fo;                                                           \
+                        s += (x0 > fo) | (x0 < -fo);                                             \
+                        m[b] = (x <= 1) & (x >= -1);                                             \
+                        x = x > 1 ? 1 : x;                                                       \
+                        x = x < -1 ? -1 : x;                                                     \
+                        n[b] = FLOOR(x * fqa + (T)0.5) / fqa * fo;                               \
+                    }                                                                            \
+                } else                                                                           \
+                    memset(m, 1, B);                                                             \
+                if (dac)                                                                         \
+                    for (int b = 0; b < B; b++) {                                                \
+                        const T x0 = n[b];                                                       \
+                        m[b] &= (x0 <= 1) & (x0 >= -1);                                          \
+                        T x = x0 > 1 ? 1 : x0;                                                   \
+                        x = x < -1 ? -1 : x;                                                     \
+                        n[b] = FLOOR(x * fqd + (T)0.5) / fqd;                                    \
+                    }                                                                            \
+                sat += s;                                                                        \
+            }                                                                                    \
+            w = wo;                                                                              \
+        }                                                                                        \
+    }                                                                                            \
+    free(zero);                                                                                  \
+    return sat;                                                                                  \
+}                                                                                                \
+                                                                                                 \
+/* gY: the gradient at Y; out: gv (H, L, B), gM (H, K, K) (overwritten). Per channel the        \
+   K x K x B partial sums run in SIMD lanes over b and are summed over b at the end. */         \
+int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *W,           \
+                      const uint8_t *mask, const T *gY, T *gV, T *gM)                            \
+{                                                                                                \
+    const int K = n2 + 1;                                                                        \
+    T *gw = calloc((size_t)n2 * B, sizeof(T));      /* gradient at w_t */                        \
+    T *gn = calloc((size_t)n2 * B, sizeof(T));      /* gradient at n_t */                        \
+    T *acc = calloc((size_t)K * K * B, sizeof(T));  /* partial sums of gM per lane */            \
+    T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
+    if (!gw || !gn || !acc || !zero) { free(gw); free(gn); free(acc); free(zero); return -1; }  \
+    for (int h = 0; h < H; h++) {                                                                \
+        const T *mh = M + (size_t)h * K * K;                                                     \
+        memset(gw, 0, sizeof(T) * n2 * B);                                                       \
+        memset(acc, 0, sizeof(T) * K * K * B);                                                   \
+        for (int t = L - 1; t >= 0; t--) {                                                       \
+            const size_t tb = (size_t)h * L + t;                                                 \
+            const uint8_t *restrict mk = mask + tb * n2 * B;                                     \
+            const T *restrict v = V + tb * B;                                                    \
+            const T *restrict gy = gY + tb * B;                                                  \
+            T *restrict gv = gV + tb * B;                                                        \
+            const T *wp = t > 0 ? W + (tb - 1) * n2 * B : zero;      /* w_(t-1) */               \
+            for (size_t k = 0; k < (size_t)n2 * B; k++)                                          \
+                gn[k] = (T)mk[k] * gw[k];                                                        \
+            for (int c = 0; c < B; c += VL) {                                                    \
+                const VT gyc = *(const VT *)(gy + c), vc = *(const VT *)(v + c);                 \
+                /* gv = bcol . gn + d gy */                                                      \
+                VT s = mh[(size_t)n2 * K + n2] * gyc;                                            \
+                for (int o = 0; o < n2; o++)                                                     \
+                    s += mh[(size_t)o * K + n2] * *(const VT *)(gn + (size_t)o * B + c);         \
+                *(VT *)(gv + c) = s;                                                             \
+                /* gM partial sums: rows o (state) and n2 (output) times [w_(t-1); v_t] */       \
+                for (int o = 0; o <= n2; o++) {                                                  \
+                    const VT g = o < n2 ? *(const VT *)(gn + (size_t)o * B + c) : gyc;           \
+                    T *ar = acc + (size_t)o * K * B + c;                                         \
+                    for (int i = 0; i < n2; i++)                                                 \
+                        *(VT *)(ar + (size_t)i * B) += g * *(const VT *)(wp + (size_t)i * B + c); \
+                    *(VT *)(ar + (size_t)n2 * B) += g * vc;                                      \
+                }                                                                                \
+                /* gradient at w_(t-1): c gy + A^T gn */                                         \
+                for (int i = 0; i < n2; i++) {                                                   \
+                    VT a = mh[(size_t)n2 * K + i] * gyc;                                         \
+                    for (int o = 0; o < n2; o++)                                                 \
+                        a += mh[(size_t)o * K + i] * *(const VT *)(gn + (size_t)o * B + c);      \
+                    *(VT *)(gw + (size_t)i * B + c) = a;                                         \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        T *gmh = gM + (size_t)h * K * K;                                                         \
+        for (int k = 0; k < K * K; k++) {                                                        \
+            T s = 0;                                                                             \
+            const T *a = acc + (size_t)k * B;                                                    \
+            for (int b = 0; b < B; b++) s += a[b];                                               \
+            gmh[k] = s;                                                                          \
+        }                                                                                        \
+    }                                                                                            \
+    free(gw); free(gn); free(acc); free(zero);                                                   \
+    return 0;                                                                                    \
+}
+
+#define VL VL_f32
+DEFINE_SCAN(float, f32, floorf, vf32)
+#undef VL
+#define VL VL_f64
+DEFINE_SCAN(double, f64, floor, vf64)
+#undef VL

@@ -1,0 +1,91 @@
+"""The crossbar's native hardware-aware scan (scan.c) against the reference loop over time."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import edgessm as es
+from edgessm.targets.crossbar import HwSequenceModel, load_device
+from edgessm.targets.crossbar.scan import available, block_scan
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.skipif(not available()[0], reason=f"native crossbar scan unavailable: {available()[1]}")
+
+
+def _pair(dtype, state_mode="digital", B=13, L=30, seed=0):
+    torch.manual_seed(seed)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=3, d_output=4, d_model=6, d_state=8, n_layers=2,
+                                     dt_min=0.1, dt_max=1.0)
+    x = torch.randn(B, L, 3) * 2
+    hw = HwSequenceModel.from_float(m, load_device("default", weight_bits=2, state_mode=state_mode,
+                                                   adc_bits=6, adc_headroom=0.9))
+    hw.scan = "loop"
+    hw.calibrate(x)
+    hw = hw.to(dtype)
+    return hw, x.to(dtype)
+
+
+def _run(hw, x, scan, train=True):
+    h = copy.deepcopy(hw)
+    h.scan = scan
+    h.train(train)
+    torch.manual_seed(7)                   # the same write-noise draws on both paths
+    y = h(x)
+    if train:
+        (y * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype)).sum().backward()
+    grads = {k: p.grad.clone() for k, p in h.named_parameters() if p.grad is not None}
+    return y.detach(), grads, h
+
+
+@pytest.mark.parametrize("state_mode", ["digital", "analog"])
+def test_native_scan_matches_the_loop_in_float64(state_mode):
+    hw, x = _pair(torch.float64, state_mode)
+    ya, ga, ha = _run(hw, x, "loop")
+    yb, gb, hb = _run(hw, x, "native")
+    assert ha.saturations > 0                                 # the clipping paths are exercised
+    assert torch.allclose(ya, yb, rtol=0, atol=1e-12)
+    assert ha.saturations == hb.saturations
+    assert torch.allclose(ha.fs_s4d, hb.fs_s4d, rtol=0, atol=1e-12)
+    assert ga.keys() == gb.keys() and len(ga) > 0
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], rtol=1e-9, atol=1e-12), k
+
+
+def test_native_scan_calibration_and_eval_match_the_loop():
+    hw, x = _pair(torch.float64)
+    a, b = copy.deepcopy(hw), copy.deepcopy(hw)
+    a.scan, b.scan = "loop", "native"
+    ra, rb = a.calibrate(x), b.calibrate(x)
+    for k in ra:
+        assert torch.allclose(torch.as_tensor(ra[k]), torch.as_tensor(rb[k]), rtol=1e-12, atol=1e-12), k
+    ya, _, _ = _run(a, x, "loop", train=False)
+    yb, _, _ = _run(b, x, "native", train=False)
+    assert torch.allclose(ya, yb, rtol=0, atol=1e-12)
+
+
+def test_native_scan_float32_agrees_with_the_loop():
+    hw, x = _pair(torch.float32, B=20)
+    ya, ga, _ = _run(hw, x, "loop")
+    yb, gb, _ = _run(hw, x, "native")
+    # float32 sums in another order may move a value across a rounding boundary: rare and small
+    close = torch.isclose(ya, yb, rtol=1e-4, atol=1e-4)
+    assert close.float().mean() > 0.95
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], rtol=0.05, atol=0.05 * float(ga[k].abs().max()) + 1e-6), k
+
+
+def test_block_scan_gradients_by_finite_differences_without_converters():
+    """With no converter the scan is linear: its backward is checked by gradcheck."""
+    torch.manual_seed(3)
+    M = (torch.randn(2, 5, 5, dtype=torch.float64) * 0.3).requires_grad_()
+    v = torch.randn(3, 7, 2, dtype=torch.float64, requires_grad=True)
+    fs = torch.ones(2, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda M, v: block_scan(M, v, fs, None, None)[0], (M, v))
+
+
+def test_block_scan_rejects_bad_dtypes():
+    from edgessm.errors import EdgessmError
+    with pytest.raises(EdgessmError, match="float32 or float64"):
+        block_scan(torch.zeros(1, 3, 3), torch.zeros(1, 2, 1, dtype=torch.float64), torch.ones(1, 2), 8, 8)
