@@ -212,8 +212,8 @@ def run_child(cfg: dict, env: dict) -> dict:
 
 CONFIGS = [
     ("baseline", dict(impl="baseline"), "plain autograd, as the reference S4D example"),
-    ("eager", dict(impl="edgessm", compile=False), "edgessm, eager fp32 (--no-compile)"),
-    ("default", dict(impl="edgessm", compile=True), "edgessm default: compiled fp32"),
+    ("eager", dict(impl="edgessm", compile=False), "edgessm default: eager fp32"),
+    ("compiled", dict(impl="edgessm", compile=True), "edgessm --compile (torch.compile, fp32)"),
     ("bf16", dict(impl="edgessm", compile=False, precision="bf16-mixed"), "edgessm, eager bf16-mixed"),
 ]
 
@@ -267,7 +267,7 @@ def main():
         # per-round ratios (the rounds ran side by side), then their median
         ratios = [b / x["step_s"] for b, x in zip(base, recs)]
         comp = ""
-        if name == "default":
+        if name == "compiled":
             comp = " / ".join(f"{max(0.0, x['first_step_s'] - x['step_s']):.0f}" for x in recs[:2])
             if not recs[0].get("compiled"):
                 comp = f"failed ({recs[0].get('compile_error')}), ran eagerly"
@@ -278,7 +278,7 @@ def main():
              f"copy bandwidth {peaks['copy_gbs']:.1f} GB/s (read + write)."]
     for p in presets:
         c = next((x for x in res[(p, "eager")] if "matmul_flops" in x), None)
-        d = [x["step_s"] for x in res[(p, "default")] if "step_s" in x]
+        d = [x["step_s"] for x in res[(p, "eager")] if "step_s" in x]
         if c and d:
             t_flop = (c["matmul_flops"] + c["fft_flops"]) / (peaks["matmul_gflops"] * 1e9)
             t_byte = c["bytes"] / (peaks["copy_gbs"] * 1e9)
@@ -286,7 +286,7 @@ def main():
             notes.append(f"{p}: {c['matmul_flops'] / 1e9:.1f} GFLOP of products + {c['fft_flops'] / 1e9:.1f} "
                          f"GFLOP of FFTs per step = {t_flop:.3f} s at the matmul peak ({s / t_flop:.1f}x below "
                          f"it); operators read and write {c['bytes'] / 1e9:.1f} GB = {t_byte:.3f} s at the copy "
-                         f"bandwidth (the default step takes {s:.3f} s).")
+                         f"bandwidth (the default eager step takes {s:.3f} s).")
     q = [x["step_s"] for x in res.get(("neuromorphic", "qat"), []) if "step_s" in x]
     f = [x["step_s"] for x in res.get(("neuromorphic", "eager"), []) if "step_s" in x]
     if q and f:
