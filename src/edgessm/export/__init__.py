@@ -16,6 +16,8 @@ def __getattr__(name):   # imported on first use, so the command line (export/cl
     import importlib
     if name == "export_c":
         value = importlib.import_module(".c", __name__).export_c
+    elif name == "verify_c":
+        value = importlib.import_module("..targets.fixed.verify", __name__).verify_c
     elif name in __all__:
         value = getattr(importlib.import_module("..targets.fixed.cgen", __name__), name)
     else:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..quant.intnet import IntNet
-from ..targets.fixed.cgen import (TARGET, _as_inputs, c_identifier, check_name, find_compiler, generate,
-                                  verify_c)
+from ..targets.fixed.cgen import TARGET, _as_inputs, c_identifier, check_name, find_compiler, generate
+from ..targets.fixed.verify import verify_c
 
 
 def default_name(model_arg) -> str:
@@ -133,7 +133,7 @@ def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=
     if mcu is not None:                         # built and checked before anything is written
         import tempfile
 
-        from ..targets.fixed.cgen import engine_reference
+        from ..targets.fixed.verify import engine_reference
         from .mcu import mcu_check
         with tempfile.TemporaryDirectory(prefix="edgessm-mcu-src-") as td:
             (Path(td) / f"{name}.h").write_text(code["h"])
