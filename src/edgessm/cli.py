@@ -31,7 +31,7 @@ def cmd_train(args):
     from .train import load_config, train
     cfg = load_config(args.config)
     if args.set:
-        from .io import read_toml
+        from .resources import read_toml
         from .train.config import from_dict
         from .train.tracking import apply_sets
         cfg = from_dict(apply_sets(read_toml(args.config), args.set))

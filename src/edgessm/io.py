@@ -15,26 +15,14 @@ import hashlib
 import json
 import os
 import platform
-import tomllib
 from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ConfigError, UnknownNameError
+from .errors import CheckpointError, UnknownNameError
 from .fields import json_text
 from .ssm.network import ModelConfig, SequenceModel
 
-
-def read_toml(path) -> dict:
-    """A TOML file as a dict; invalid TOML is a ConfigError naming the file."""
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text file (not valid UTF-8); expected a TOML config") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 FORMAT = "edgessm-model"
 FORMAT_VERSION = 1

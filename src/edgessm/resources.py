@@ -1,11 +1,13 @@
 """Files shipped inside the package (package data), found through importlib.resources so they
-are found the same way from a source checkout, an editable install and an installed wheel."""
+are found the same way from a source checkout, an editable install and an installed wheel; and
+the one TOML reader of run configs, quantization specs and device presets (:func:`read_toml`)."""
 from __future__ import annotations
 
 import importlib.resources
+import tomllib
 from pathlib import Path
 
-from .errors import EdgessmError
+from .errors import ConfigError, EdgessmError
 
 
 def package_path(*parts: str) -> Path:
@@ -35,3 +37,15 @@ def preset_file(kind: str, name: str) -> Path | None:
 def preset_names(kind: str) -> list[str]:
     d = preset_dir(kind)
     return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def read_toml(path) -> dict:
+    """A TOML file as a dict; invalid TOML is a ConfigError naming the file."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not valid UTF-8); expected a TOML config") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None

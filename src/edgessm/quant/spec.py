@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, UnknownNameError
-from ..io import read_toml
+from ..resources import read_toml
 from .fixedpoint import OVERFLOW_MODES
 
 WEIGHT_KINDS = ("encoder", "mixing", "decoder")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..fields import Rule, check_section, coerce
-from ..io import read_toml
+from ..resources import read_toml
 from ..ssm.network import PRESETS, ModelConfig
 from .accel import PRECISIONS, check_device_name
 

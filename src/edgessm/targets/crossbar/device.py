@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ...errors import ConfigError, UnknownNameError
 from ...fields import coerce
-from ...io import read_toml
+from ...resources import read_toml
 
 # key: (citation). Every default below names one of these, or says "assumption".
 REFERENCES = {
