@@ -224,13 +224,19 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 sps=f"{rate:.0f}", refresh=False)
                 bar.update(1)
-            if stop.is_set() or (deadline is not None and time.time() > deadline):
+            halt = stop.is_set() or (deadline is not None and time.time() > deadline)
+            if world > 1:   # every process stops after the same step
+                flag = torch.tensor([int(halt)])
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                halt = bool(flag.item())
+            if halt:
                 if bar is not None:
                     bar.close()
                 state.update(epoch=epoch, elapsed_s=time.time() - start,
                              partial_sums=[loss_sum, correct, seen])
                 checkpoint("last", {"partial_epoch": epoch}, trainer=True)
-                why = "stopped by SIGTERM" if stop.is_set() else f"time budget of {max_minutes} min reached"
+                why = f"time budget of {max_minutes} min reached" if deadline is not None and \
+                    time.time() > deadline else "stopped by SIGTERM"
                 log(f"{why} at epoch {epoch + 1} step {step + 1}; "
                     f"saved {out / 'last'} (continue with --resume)")
                 return {"stopped": True, **state}
