@@ -29,6 +29,7 @@ from torch import nn
 from .. import io
 from ..data import load_task
 from ..errors import CheckpointError
+from ..fields import json_text
 from ..ssm.network import SequenceModel
 from .checkpoint import load_trainer, recover_dir, trim_metrics, write_checkpoint
 from .config import RunConfig
@@ -182,7 +183,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -
     def write_metrics(rec: dict):
         if rank == 0:
             with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(json_text(rec) + "\n")
 
     start = time.time() - state["elapsed_s"]
     deadline = time.time() + 60 * max_minutes if max_minutes else None
@@ -250,7 +251,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -
                "samples_per_s": seen * world / max(elapsed_epoch, 1e-9),
                "epoch_s": elapsed_epoch, "elapsed_s": time.time() - start}
         write_metrics(rec)
-        log(json.dumps(rec))
+        log(json_text(rec))
         state.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.time() - start)
         state.pop("partial_sums", None)
         if val["accuracy"] > state["best_val"]:
@@ -272,7 +273,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop) -
         write_checkpoint(out / "best", partial(save, metrics={**meta.get("metrics", {}), **result},
                                                extra={"run": cfg.to_dict()}))
         write_metrics({"final": result})
-        log(json.dumps({"final": result}))
+        log(json_text({"final": result}))
     if world > 1:
         torch.distributed.barrier()
     return result
