@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import needs_mnist
 
-CASES, SEED, TIMEOUT_S = 60, 20261201, 60
+CASES, SEED, TIMEOUT_S = 40, 20261201, 60
 
 
 @needs_mnist
@@ -24,7 +24,7 @@ def test_fuzz_cli_and_config(tmp_path):
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["cases"] == CASES
     assert report["failures"] == [], "\n".join(report["failures"])
-    assert report["ok"] >= 5 and report["refused"] >= 20      # both kinds are exercised
+    assert report["ok"] >= 3 and report["refused"] >= 15      # both kinds are exercised
 
 
 # ---- case generation -------------------------------------------------------------------------

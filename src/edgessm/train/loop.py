@@ -31,6 +31,7 @@ from torch import nn
 from .. import io
 from ..data import load_task
 from ..errors import CheckpointError
+from ..fields import json_text
 from ..ssm.network import SequenceModel
 from . import accel
 from .checkpoint import load_trainer, recover_dir, trim_metrics, write_checkpoint
@@ -197,7 +198,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
     def write_metrics(rec: dict):
         if rank == 0:
             with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(json_text(rec) + "\n")
             if on_metrics is not None:       # e.g. TensorBoard (edgessm.train.tracking)
                 on_metrics(rec)
 
@@ -242,13 +243,19 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 sps=f"{rate:.0f}", refresh=False)
                 bar.update(1)
-            if stop.is_set() or (deadline is not None and time.time() > deadline):
+            halt = stop.is_set() or (deadline is not None and time.time() > deadline)
+            if world > 1:   # every process stops after the same step
+                flag = torch.tensor([int(halt)])
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                halt = bool(flag.item())
+            if halt:
                 if bar is not None:
                     bar.close()
                 state.update(epoch=epoch, elapsed_s=time.time() - start,
                              partial_sums=[loss_sum, correct, seen])
                 checkpoint("last", {"partial_epoch": epoch}, trainer=True)
-                why = "stopped by SIGTERM" if stop.is_set() else f"time budget of {max_minutes} min reached"
+                why = f"time budget of {max_minutes} min reached" if deadline is not None and \
+                    time.time() > deadline else "stopped by SIGTERM"
                 log(f"{why} at epoch {epoch + 1} step {step + 1}; "
                     f"saved {out / 'last'} (continue with --resume)")
                 return {"stopped": True, **state}
@@ -263,7 +270,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                "compiled": fwd.compiled, "first_step_s": first_step_s,
                "epoch_s": elapsed_epoch, "elapsed_s": time.time() - start}
         write_metrics(rec)
-        log(json.dumps(rec))
+        log(json_text(rec))
         state.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.time() - start)
         state.pop("partial_sums", None)
         if val["accuracy"] > state["best_val"]:
@@ -285,7 +292,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         write_checkpoint(out / "best", partial(save, metrics={**meta.get("metrics", {}), **result},
                                                extra={"run": cfg.to_dict()}))
         write_metrics({"final": result})
-        log(json.dumps({"final": result}))
+        log(json_text({"final": result}))
     if world > 1:
         torch.distributed.barrier()
     return result

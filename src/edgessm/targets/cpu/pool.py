@@ -134,10 +134,15 @@ class StreamPool:
     def push_many(self, tokens: dict) -> dict:
         """One token for each of several streams: {sid: (d_in,)} -> {sid: (d_out,)}."""
         n = len(tokens)
-        if n == 1:      # one stream: the push path (the same one-stream kernel call)
+        if n == 1:      # one stream: the push kernel call (the same one-stream step)
             (sid, v), = tokens.items()
-            if type(v) is np.ndarray and v.dtype == _F32 and v.shape == (self._din,) and v.flags.c_contiguous:
-                return {sid: self.push(sid, v.reshape(1, -1))[0]}
+            if type(v) is np.ndarray and v.dtype == _F32 and v.shape == (self._din,) and \
+                    v.flags.c_contiguous and v.flags.writeable and sid in self._open:
+                out = np.empty(self._dout, dtype=_F32)
+                rc = self._push_c(self._addr, sid, _CF.from_buffer(v), 1, _CF.from_buffer(out))
+                if rc:
+                    raise token_error(rc, self.max_abs, f"token for stream {sid}")
+                return {sid: out}
         if not n:
             return {}
         if not self._open.issuperset(tokens):
