@@ -25,10 +25,10 @@ PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 _DTYPES = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
 
 
-def check_device_name(name: str) -> str:
+def check_device_name(name: str, label: str = "device") -> str:
     """The device name if it is one of the accepted forms, else a ConfigError."""
     if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise ConfigError(f"{label} must be auto, cpu, cuda or cuda:N, got {name!r}")
     return name
 
 

@@ -66,6 +66,7 @@ TRAIN_RULES = {
     "eval_batch_size": Rule(int, ge=1, le=2**20),
     "threads": Rule(int, ge=0, le=1024, note="0: torch default"),
     "precision": Rule(str, choices=PRECISIONS),
+    "compile": Rule(bool),
 }
 SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 
@@ -119,7 +120,7 @@ def from_dict(d: dict) -> RunConfig:
     if data.task not in TASKS:
         raise ConfigError(f"[data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
     cfg = RunConfig(model=model, data=data, train=train, extra=d)
-    check_device_name(cfg.train.device)
+    check_device_name(cfg.train.device, "[train] device")
     if model:   # the model fields: their own checks (ModelConfig), before any work
         cfg.model_config(1, 1)
     return cfg
