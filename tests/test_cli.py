@@ -83,6 +83,8 @@ def test_unknown_task(capsys, model_dir):
 @needs_mnist
 def test_stream_index_out_of_range(capsys, model_dir):
     assert main(["stream", str(model_dir), "--task", "smnist", "--index", "-1"]) == 2
+    assert "--index must be a non-negative integer" in capsys.readouterr().err
+    assert main(["stream", str(model_dir), "--task", "smnist", "--index", "10000"]) == 2
     assert "out of range" in capsys.readouterr().err
 
 

@@ -6,17 +6,17 @@ stdout. Errors print one message (no traceback) and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .errors import EdgessmError
+from .fields import json_text
 
 
 def _emit(args, obj: dict, text: str | None = None):
     if getattr(args, "json", False):
-        print(json.dumps(obj, default=_jsonable))
+        print(json_text(obj, default=_jsonable))
     else:
-        print(text if text is not None else json.dumps(obj, indent=2, default=_jsonable))
+        print(text if text is not None else json_text(obj, indent=2, default=_jsonable))
 
 
 def _jsonable(o):
@@ -39,6 +39,12 @@ def cmd_train(args):
         cfg.train.seed = args.seed
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
+    if args.device is not None:
+        cfg.train.device = args.device
+    if args.precision is not None:
+        cfg.train.precision = args.precision
+    if args.compile is not None:
+        cfg.train.compile = args.compile
     out = args.out or f"runs/{cfg.data.task}"
     wrap = None
     if args.quant and args.hw:
@@ -234,6 +240,9 @@ def cmd_import_s4d(args):
         raise CheckpointError(f"cannot read {src} as a state_dict ({type(e).__name__}: {e})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{src} is not a state_dict (a mapping of names to tensors); got "
+                              f"{type(sd).__name__}")
     if args.prefix:
         sd = {k[len(args.prefix):]: v for k, v in sd.items() if k.startswith(args.prefix)}
     block = from_reference_s4d(sd)
@@ -247,7 +256,8 @@ def cmd_bench(args):
         from .errors import ConfigError
         raise ConfigError(f"unknown benchmark {args.what!r}; available: stream")
     model = _load_model(args.model)
-    batches = tuple(int(b) for b in args.batch.split(","))
+    from .options import check_batch_list
+    batches = check_batch_list(args.batch)
     r = bench_stream(model, batches, args.tokens, threads=args.threads)
     r["model"] = str(args.model)
     lines = [f"{args.model}: {r['flops_per_token'] / 1e6:.3f} MFLOP/token, {args.threads} thread(s)",
@@ -276,9 +286,14 @@ def cmd_demo(args):
     run_demo(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, exit 2, like every other error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    p = argparse.ArgumentParser(prog="edgessm", description="S4D models for token-by-token streaming "
+    p = _Parser(prog="edgessm", description="S4D models for token-by-token streaming "
                                 "on CPUs, neuromorphic and in-memory-compute hardware")
     p.add_argument("--version", action="version", version=f"edgessm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -299,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. train.lr=0.003 or model.d_state=32 (repeatable)")
     s.add_argument("--tensorboard", action="store_true",
                    help="also log the training curves to OUT/tensorboard (needs the tensorboard extra)")
+    s.add_argument("--device", help="auto (CUDA when present, else CPU), cpu, cuda "
+                   "or cuda:N (default: the config's [train] device, else auto)")
+    s.add_argument("--precision", choices=["fp32", "bf16-mixed", "fp16-mixed"],
+                   help="numeric precision of the step (default: the config's, else fp32); "
+                   "fp16-mixed needs CUDA")
+    s.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the training step (default: the config's [train] compile, else off: "
+                   "on a 2-core CPU the eager step measured as fast; see benchmarks/RESULTS.md)")
+    s.add_argument("--no-compile", dest="compile", action="store_false", help="train eagerly")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -382,6 +406,11 @@ def main(argv=None) -> int:
     from .cli_common import closed_pipe, setup
     try:
         args = build_parser().parse_args(argv)
+    except SystemExit as e:     # --help, --version, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        from .options import validate_args
+        validate_args(args)     # every option against its rule, before any work
         setup(args)
         args.func(args)
         sys.stdout.flush()

@@ -36,7 +36,8 @@ def quant_wrap(spec_name_or_path, task: str | None = None, calibrate: int = 256)
 
 def _emit(args, obj: dict, text: str):
     if getattr(args, "json", False):
-        print(json.dumps(obj, default=_jsonable))
+        from .fields import json_text
+        print(json_text(obj, default=_jsonable))
     else:
         print(text)
 
@@ -263,9 +264,9 @@ def add_commands(sub) -> None:
     q.add_argument("--calibrate", type=int, default=512, help="calibration samples (training split)")
     q.add_argument("--task", help="task of the calibration data (default: the checkpoint's)")
     q.add_argument("--out", required=True, help="directory of the quantized model")
-    q.add_argument("--limit", type=int, default=0, help="also evaluate float and quantized on N test samples")
+    q.add_argument("--limit", type=int, help="also evaluate float and quantized on N test samples")
     q.add_argument("--batch-size", type=int, default=256)
-    q.add_argument("--threads", type=int, default=0)
+    q.add_argument("--threads", type=int)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_quantize)
 
@@ -281,6 +282,6 @@ def add_commands(sub) -> None:
     d.add_argument("--spec", help="quantization spec (default: the model's, or loihi2 for float models)")
     d.add_argument("--calibrate", type=int, default=512, help="PTQ calibration samples for float models")
     d.add_argument("--batch-size", type=int, default=100)
-    d.add_argument("--threads", type=int, default=0)
+    d.add_argument("--threads", type=int)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_deploy)

@@ -185,7 +185,8 @@ def _run(args, status) -> dict:
         except Exception as e:  # noqa: BLE001
             result["report_error"] = f"{type(e).__name__}: {e}"
     if getattr(args, "json", False):
-        print(json.dumps(result))
+        from .fields import json_text
+        print(json_text(result))
         return result
     _print(model, name, rows, stream, result)
     return result

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, ConfigError, UnknownNameError
+from .fields import json_text
 from .ssm.network import ModelConfig, SequenceModel
 
 
@@ -30,6 +31,10 @@ def read_toml(path) -> dict:
         return tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not valid UTF-8); expected a TOML config") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 FORMAT = "edgessm-model"
 FORMAT_VERSION = 1
@@ -84,7 +89,7 @@ def save(model: SequenceModel, path, metrics: dict | None = None, extra: dict | 
     if extra:
         meta.update(extra)
     tmp_m = path / (META + ".tmp")
-    tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    tmp_m.write_text(json_text(meta, indent=2, sort_keys=True))
     os.replace(tmp_w, path / WEIGHTS)
     os.replace(tmp_m, path / META)
     return path
@@ -113,7 +118,11 @@ def read_meta(name_or_path) -> dict:
         raise CheckpointError(f"{path / META} is not valid JSON ({e}); the checkpoint is corrupt") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path / META} is not an edgessm model file (format != {FORMAT!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    v = meta.get("format_version", 0)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CheckpointError(f"{path / META}: format_version must be an integer, got {v!r}; "
+                              f"the checkpoint is corrupt")
+    if v > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer edgessm (format {meta['format_version']}); "
                               f"upgrade edgessm to load it")
     meta["_path"] = str(path)
@@ -134,6 +143,25 @@ def load_state(path: Path, meta: dict) -> dict[str, torch.Tensor]:
         return load_file(str(wpath))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{wpath} is not a readable safetensors file ({e})") from None
+
+
+def check_tensors(state: dict, own: dict, path) -> None:
+    """Every checkpoint tensor has the dtype its model declares and finite values; else
+    CheckpointError naming the tensor (a silent cast would hide a wrong or corrupt file)."""
+    for k, want in own.items():
+        got = state[k]
+        if got.dtype != want.dtype:
+            raise CheckpointError(f"checkpoint {path}: tensor {k!r} has dtype "
+                                  f"{str(got.dtype).replace('torch.', '')}, the model's config expects "
+                                  f"{str(want.dtype).replace('torch.', '')}; the file is corrupt or "
+                                  f"was written by other software")
+        if got.is_floating_point() or got.is_complex():
+            finite = torch.isfinite(got)
+            if not bool(finite.all()):
+                n = int((~finite).sum())
+                raise CheckpointError(f"checkpoint {path}: tensor {k!r} has {n} NaN or infinite "
+                                      f"value(s); the checkpoint is corrupt (e.g. saved after the "
+                                      f"training diverged)")
 
 
 def load(name_or_path, model: SequenceModel | None = None) -> SequenceModel:
@@ -167,6 +195,7 @@ def load(name_or_path, model: SequenceModel | None = None) -> SequenceModel:
     if bad or extra:
         raise CheckpointError(f"checkpoint {path} does not fit its model: mismatched or missing "
                               f"tensors {bad[:5]}, unexpected {extra[:5]}")
+    check_tensors(state, own, path)
     model.load_state_dict(state)
     model.metrics = meta.get("metrics", {})
     model.checkpoint_meta = {k: v for k, v in meta.items() if k != "_path"}
@@ -210,5 +239,9 @@ def load_block(path):
         raise CheckpointError(f"{path} is not an edgessm block checkpoint (format {meta.get('format')!r})")
     c = dict(meta["config"])
     block = Block(c.pop("d_model"), c.pop("d_state"), **c).to(getattr(torch, meta.get("dtype", "float32")))
-    block.load_state_dict(load_state(path, meta))
+    state, own = load_state(path, meta), block.state_dict()
+    if set(state) != set(own) or any(tuple(state[k].shape) != tuple(own[k].shape) for k in own):
+        raise CheckpointError(f"block checkpoint {path} does not fit its config")
+    check_tensors(state, own, path)
+    block.load_state_dict(state)
     return block.eval()

@@ -5,7 +5,9 @@
 
 ``c``: portable C99 for microcontrollers, bit-exact to the integer engine (``targets/fixed``,
 whose generator ``targets/fixed/cgen.py`` writes the code).
-Command line: ``edgessm export-c MODEL --out DIR [--verify N]`` (``export/cli.py``).
+Command line: ``edgessm export-c MODEL --out DIR [--verify N] [--mcu CORE]`` (``export/cli.py``);
+``mcu``: cross-compiled for a Cortex-M core, sized, run bit-exact under emulation and its cycles
+per token counted (``export/mcu.py``, harness and start-up code in ``export/cortexm/``).
 """
 __all__ = ["CFLAGS", "CCompilerError", "build", "export_c", "find_compiler", "generate", "verify_c"]
 

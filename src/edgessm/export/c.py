@@ -92,7 +92,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=None,
              task: str | None = None, calibrate: int = 512, verify=None, min_seconds: float = 0.2,
-             source: str = "") -> dict:
+             source: str = "", mcu: str | None = None, flash_kb: float | None = None,
+             ram_kb: float | None = None, trace_tokens: int = 3) -> dict:
     """Write ``out_dir/<name>.h`` and ``out_dir/<name>.c`` for `model`.
 
     model: a QuantSequenceModel (exported as calibrated), a float SequenceModel (PTQ with
@@ -104,15 +105,45 @@ def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=
     files), "data_bytes" (bytes of the const arrays), "state_bytes" (sizeof the state struct),
     "scratch_bytes" (stack buffers of one step), ...} and, with verify, the figures of
     :func:`verify_c`.
+
+    mcu: a Cortex-M core of ``export/mcu.py`` (``MCUS``: "cortex-m4", "cortex-m0plus",
+    "cortex-m7"): cross-compile at -Os and -O2 and report the model's flash, RAM, stack
+    (``res["mcu"]``); with verify also run the inputs on the emulated core, compare every
+    logit with the integer engine and count instructions and cycles per token (the first
+    `trace_tokens` tokens of the first sequence). flash_kb / ram_kb: a budget checked at -Os
+    (BudgetError, nothing written). `task` names the token rate of the real-time factor.
     """
     out = check_out_dir(out_dir)
     name = check_name(name if name is not None else "model")
     if calibrate < 1:
         raise ConfigError(f"calibrate must be >= 1, got {calibrate}")
+    tc = None
+    if mcu is not None:
+        from .mcu import check_budget_args, check_mcu, find_toolchain
+        check_mcu(mcu)
+        check_budget_args(flash_kb, ram_kb)
+        tc = find_toolchain(need_qemu=verify is not None)
+    elif flash_kb is not None or ram_kb is not None:
+        raise ConfigError("a flash / RAM budget needs a target core: give mcu (--mcu)")
     cc = find_compiler() if verify is not None else None
     net = integer_network(model, spec, calibration, task, calibrate)
     Xv = _as_inputs(verify, net.d_input) if verify is not None else None
     code = generate(net, name, source)
+    mcu_res = None
+    if mcu is not None:                         # built and checked before anything is written
+        import tempfile
+
+        from ..targets.fixed.cgen import engine_reference
+        from .mcu import mcu_check
+        with tempfile.TemporaryDirectory(prefix="edgessm-mcu-src-") as td:
+            (Path(td) / f"{name}.h").write_text(code["h"])
+            (Path(td) / f"{name}.c").write_text(code["c"])
+            xm = ref = None
+            if Xv is not None:
+                xm, logits, over = engine_reference(net, Xv)
+                ref = (logits, over)
+            mcu_res = mcu_check(net, code, Path(td), name, mcu, xm=xm, ref=ref, task=task,
+                                flash_kb=flash_kb, ram_kb=ram_kb, trace_tokens=trace_tokens, tc=tc)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{name}.h", out / f"{name}.c"]
     _write_atomic(files[0], code["h"])
@@ -127,4 +158,6 @@ def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=
         res["compile_overflows"] = dict(net.compile_overflows)
     if Xv is not None:
         res.update(verify_c(net, out, name, Xv, cc=cc, min_seconds=min_seconds))
+    if mcu_res is not None:
+        res["mcu"] = mcu_res
     return res

@@ -1,13 +1,19 @@
 """Command line: ``edgessm export-c`` (portable C99 for microcontrollers).
 
     edgessm export-c MODEL --out DIR [--name NAME] [--verify N] [--task T] [--spec SPEC]
-                     [--calibrate N] [--json]
+                     [--calibrate N] [--mcu CORE [--flash-kb K] [--ram-kb K]] [--json]
 
 MODEL is a checkpoint path or a shipped model's name. A quantized checkpoint is exported as
 calibrated; a float one is quantized first (PTQ with --spec, default loihi2, on the first
 --calibrate training samples of --task, default the checkpoint's task). --verify N compiles
 the export with a test harness, runs the first N test sequences of the task through it and
 through the integer engine and compares every token's integer logits.
+
+--mcu cortex-m4 | cortex-m0plus | cortex-m7 also cross-compiles the export for that core
+(arm-none-eabi-gcc, -Os and -O2, -mthumb) and reports the model's flash, RAM and stack; with
+--verify it runs the test sequences on the emulated core (qemu-system-arm), compares every
+logit with the integer engine and counts cycles per token (``export/mcu.py``). --flash-kb /
+--ram-kb: a budget the -Os build must fit (else an error naming the largest arrays).
 
 cli.py wires this in with ``from .export.cli import add_commands as add_export``.
 """
@@ -30,6 +36,13 @@ def cmd_export_c(args):
         raise ConfigError(f"--calibrate must be >= 1, got {args.calibrate}")
     out = check_out_dir(args.out)
     name = check_name(args.name) if args.name else default_name(args.model)
+    if args.mcu is not None:
+        from .mcu import check_budget_args, check_mcu, find_toolchain
+        check_mcu(args.mcu)
+        check_budget_args(args.flash_kb, args.ram_kb)
+        find_toolchain(need_qemu=args.verify is not None)
+    elif args.flash_kb is not None or args.ram_kb is not None:
+        raise ConfigError("--flash-kb / --ram-kb need --mcu (the core whose build is measured)")
     if args.verify is not None:
         find_compiler()
     model = io.load(args.model)
@@ -42,7 +55,8 @@ def cmd_export_c(args):
         task = _task_of(model, task)
         X = load_task(task, "test", limit=args.verify).x
     r = export_c(model, out, name, spec=args.spec, calibration=calibration, calibrate=args.calibrate,
-                 verify=X, source=str(args.model))
+                 verify=X, source=str(args.model), mcu=args.mcu, flash_kb=args.flash_kb, ram_kb=args.ram_kb,
+                 task=task)
     res = {"model": str(args.model), "out": r["out"], "files": r["files"],
            "verified": r.get("verified", False), "mismatches": r.get("mismatches"),
            "compared": r.get("compared", 0), "code_bytes": r["code_bytes"], "data_bytes": r["data_bytes"],
@@ -65,6 +79,23 @@ def _text(r: dict) -> str:
                      f"({r['compiler']} {r['cflags']}; host .text {r['host_text_bytes']} B)")
     else:
         lines.append("not verified (use --verify N to compile and compare with the integer engine)")
+    m = r.get("mcu")
+    if m:
+        lines.append(f"{m['target']} ({m['compiler']}, {m['cpu_flags']}):")
+        for opt, b in m["builds"].items():
+            line = (f"  {opt}: flash {b['flash_bytes']} B (text {b['text_bytes']} + rodata {b['rodata_bytes']}), "
+                    f"RAM {b['ram_bytes']} B (state {b['state_bytes']} + stack {b['stack_bytes']} + static "
+                    f"{b['static_ram_bytes']}); whole test app {b['app_flash_bytes']} B flash")
+            if "cycles_per_token" in b:
+                line += (f"\n        on {b['board']} ({b['core']}): {b['verified']} of {m['n']} sequences bit-exact, "
+                         f"{b['mismatches']} of {b['compared']} logits differ; {b['instructions_per_token']:.0f} "
+                         f"instructions = {b['cycles_per_token']:.0f} cycles per token (CPI {b['cpi']:.2f}), "
+                         f"{b['us_per_token_at_80MHz']:.0f} us at 80 MHz")
+                if "real_time_factor" in b:
+                    line += f", real-time factor {b['real_time_factor']:.3f} ({b['headroom']:.1f}x headroom)"
+            lines.append(line)
+        if m.get("note"):
+            lines.append(f"  note: {m['note']}")
     return "\n".join(lines)
 
 
@@ -79,5 +110,10 @@ def add_commands(sub) -> None:
     e.add_argument("--task", help="task of the calibration / test data (default: the checkpoint's)")
     e.add_argument("--spec", help="quantization spec (default: the model's, or loihi2 for float models)")
     e.add_argument("--calibrate", type=int, default=512, help="PTQ calibration samples for float models")
+    e.add_argument("--mcu", metavar="CORE",
+                   help="also cross-compile for a Cortex-M core (cortex-m4, cortex-m0plus, cortex-m7): sizes; "
+                        "with --verify, a bit-exact run under emulation and cycles per token")
+    e.add_argument("--flash-kb", type=float, help="flash budget of the -Os build (KiB), with --mcu")
+    e.add_argument("--ram-kb", type=float, help="RAM budget (state + stack + static, KiB), with --mcu")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export_c)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..ssm.kernel import fft_conv, vandermonde_kernel
-from ..ssm.network import ModelConfig, NetState, SequenceModel
+from ..ssm.network import ModelConfig, NetState, SequenceModel, channel_linear
 from ..ssm.validate import check_tensor
 from .fixedpoint import (exponent_for, int_range, quantize_input_t, round_half_up,
                          rshift_round_t, saturate_t)
@@ -176,8 +176,8 @@ class QuantSequenceModel(SequenceModel):
     @staticmethod
     def _max_state(s4d, u: torch.Tensor) -> float:
         dA, dB, _ = s4d.discrete()
-        st = torch.zeros(u.shape[0], *dA.shape, dtype=dA.dtype)
-        m = torch.zeros(())
+        st = torch.zeros(u.shape[0], *dA.shape, dtype=dA.dtype, device=u.device)
+        m = torch.zeros((), device=u.device)
         for t in range(u.shape[1]):
             st = dA * st + dB * u[:, t].unsqueeze(-1)
             m = torch.maximum(m, torch.view_as_real(st).abs().max())
@@ -320,9 +320,9 @@ class QuantSequenceModel(SequenceModel):
         h = self._dense_t(xm, net.encoder, T["enc"])
         B, L, H = h.shape
         for (s, m), (ts, tm) in zip(net.layers, T["layers"]):
-            xr = torch.zeros(B, H, s.n, dtype=torch.int64)
+            xr = torch.zeros(B, H, s.n, dtype=torch.int64, device=h.device)
             xi = torch.zeros_like(xr)
-            ys = torch.empty(B, L, H, dtype=torch.int64)
+            ys = torch.empty(B, L, H, dtype=torch.int64, device=h.device)
             for k in range(L):
                 ys[:, k], xr, xi = self._s4d_step_t(h[:, k], xr, xi, s, ts)
             h = self._dense_t(ys.clamp_(min=0), m, tm)
@@ -336,10 +336,12 @@ class QuantSequenceModel(SequenceModel):
 
     # ---- train mode: fake quantization ------------------------------------------------------
     def _fq_linear(self, key, kind, lin, x):
+        """Fake-quantized Linear on channel-major x (B, in, L) -> (B, out, L)."""
         w = fake_quant_weight(lin.weight, self.spec[kind], self.lsq[key] if key in self.lsq else None)
-        return F.linear(x, w, lin.bias)
+        return channel_linear(x, w, lin.bias)
 
     def _fq_s4d(self, s4d, u):
+        """Fake-quantized S4D on channel-major u (B, H, L), by FFT convolution."""
         sp = self.spec
         dA, dB, C = s4d.discrete()
         dAq = fake_quant_coeff(dA, sp["dA"].bits, sp["dA"].per_channel)
@@ -347,16 +349,16 @@ class QuantSequenceModel(SequenceModel):
         Cq2 = fake_quant_coeff(2 * C, sp["dC"].bits, sp["dC"].per_channel)
         Dq = fake_quant_coeff(s4d.D, sp["D"].bits, sp["D"].per_channel)
         logA = torch.complex(torch.log(dAq.abs().clamp(min=1e-12)), torch.angle(dAq))
-        K = vandermonde_kernel(Cq2 / 2 * dBq, logA, u.shape[1])
-        ut = u.transpose(1, 2)
-        return (fft_conv(ut, K) + Dq.unsqueeze(-1) * ut).transpose(1, 2)
+        K = vandermonde_kernel(Cq2 / 2 * dBq, logA, u.shape[-1])
+        return fft_conv(u, K) + Dq.unsqueeze(-1) * u
 
     def _fq_features(self, x):
+        """(B, L, d_in) -> the last block's fake-quantized output, channel-major (B, H, L)."""
         if not bool(self.calibrated):  # QAT from a wrap without data: calibrate on the first batch
             self.calibrate(x.detach())
         sp = self.spec
         ab = sp["activations"].bits
-        x = fake_quant_act(x, int(self.exp_in), sp["input"].bits)
+        x = fake_quant_act(x, int(self.exp_in), sp["input"].bits).transpose(1, 2)
         h = fake_quant_act(self._fq_linear("encoder", "encoder", self.encoder, x), int(self.exp_enc), ab)
         for i, b in enumerate(self.blocks):
             y = F.relu(fake_quant_act(self._fq_s4d(b.s4d, h), int(self.exp_y[i]), ab))
@@ -364,33 +366,37 @@ class QuantSequenceModel(SequenceModel):
             h = F.relu(fake_quant_act(z, int(self.exp_z[i]), ab))
         return h
 
+    def _fq_decoder(self, h):
+        """Fake-quantized decoder on (B, H) or (B, L, H) -> logits."""
+        w = fake_quant_weight(self.decoder.weight, self.spec["decoder"],
+                              self.lsq["decoder"] if "decoder" in self.lsq else None)
+        return fake_quant_act(F.linear(h, w, self.decoder.bias), int(self.exp_out),
+                              self.spec["activations"].bits)
+
     # ---- the SequenceModel interface ----------------------------------------------------------
     def features(self, x, mode=None):
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
-        return self._fq_features(x)
+        return self._fq_features(x).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, mode=None) -> torch.Tensor:
         """(B, L, d_in) -> logits (B, d_out): fake-quantized in train mode, integer-exact in eval."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.training or not self.exact_eval:
-            h = self._fq_features(x)[:, -1]
-            return fake_quant_act(self._fq_linear("decoder", "decoder", self.decoder, h),
-                                  int(self.exp_out), self.spec["activations"].bits)
+            return self._fq_decoder(self._fq_features(x)[..., -1])
         return self._to_float(self.int_forward(x, all_tokens=False))
 
     def forward_tokens(self, x: torch.Tensor, mode=None) -> torch.Tensor:
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.training or not self.exact_eval:
-            h = self._fq_features(x)
-            return fake_quant_act(self._fq_linear("decoder", "decoder", self.decoder, h),
-                                  int(self.exp_out), self.spec["activations"].bits)
+            return self._fq_decoder(self._fq_features(x).transpose(1, 2))
         return self._to_float(self.int_forward(x, all_tokens=True))
 
     def init_state(self, batch: int = 1) -> NetState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
         c = self.config
-        return NetState([torch.zeros(batch, c.d_model, c.d_state // 2, 2, dtype=torch.int64)
+        dev = self.exp_in.device
+        return NetState([torch.zeros(batch, c.d_model, c.d_state // 2, 2, dtype=torch.int64, device=dev)
                          for _ in range(c.n_layers)], 0, None)
 
     @torch.no_grad()

@@ -185,7 +185,25 @@ def fake_quant_coeff(v: torch.Tensor, bits: int, per_channel: bool) -> torch.Ten
 
 
 def fake_quant_act(v: torch.Tensor, exponent, bits: int) -> torch.Tensor:
-    """Activation / state rounding to m * 2**e with saturation at `bits` (straight-through)."""
+    """Activation / state rounding to m * 2**e with saturation at `bits` (straight-through).
+
+    Equal to ``clamp(round_ste(v / s), lo, hi) * s`` with s = 2**e, values and gradients alike
+    (the gradient passes where the rounded value lies in [lo, hi]), in one fused autograd node:
+    the forward works in place on one buffer and keeps a 1-byte mask for the backward.
+    """
     lo, hi = int_range(bits)
-    s = 2.0 ** float(exponent)
-    return torch.clamp(round_ste(v / s), lo, hi) * s
+    return _FakeQuantAct.apply(v, 2.0 ** float(exponent), float(lo), float(hi))
+
+
+class _FakeQuantAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, s, lo, hi):
+        q = torch.div(v, s).add_(0.5).floor_()            # round half up, as round_ste
+        if v.requires_grad:
+            ctx.save_for_backward((q >= lo) & (q <= hi))
+        return q.clamp_(lo, hi).mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inside,) = ctx.saved_tensors
+        return g * inside, None, None, None

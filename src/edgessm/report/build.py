@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..fields import json_text
 from . import page, plots
 from .stats import ci_text, wilson
 
@@ -733,7 +734,7 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
         pass
     doc = {"meta": meta, "sections": {s["key"]: {k: v for k, v in s.items() if k not in ("html", "key")}
                                       for s in built}}
-    (out / "report.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
+    (out / "report.json").write_text(json_text(doc, indent=1, default=_jsonable))
     path = out / "index.html"
     title = f"edgessm report: {model_name} on {ctx.task}"
     path.write_text(page.render(title, _header(meta), built))

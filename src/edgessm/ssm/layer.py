@@ -109,9 +109,7 @@ class S4D(nn.Module):
         """u (B, L, H) -> y (B, L, H)."""
         check_tensor(u, ndim=3, last=self.d_model, name="u", what="(batch, length, d_model)")
         if mode == "conv":
-            ut = u.transpose(1, 2)                                  # (B, H, L)
-            y = fft_conv(ut, self.kernel(u.shape[1])) + self.D.unsqueeze(-1) * ut
-            return y.transpose(1, 2)
+            return self.conv_hl(u.transpose(1, 2)).transpose(1, 2)
         if mode == "recurrent":
             state = self.init_state(u.shape[0])
             ys = []
@@ -123,6 +121,23 @@ class S4D(nn.Module):
             y, _ = self.forward_chunk(u, self.init_state(u.shape[0]), chunk)
             return y
         raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+
+    def conv_hl(self, u: torch.Tensor) -> torch.Tensor:
+        """The FFT convolution in channel-major layout, u (B, H, L) -> y (B, H, L).
+
+        No input checks: the training path of SequenceModel calls it between layers, with the
+        activations kept channel-major so the FFTs run along the contiguous axis. Under
+        mixed-precision autocast the convolution still runs in the parameters' precision.
+        """
+        if u.dtype != self.D.dtype:
+            u = u.to(self.D.dtype)
+        return fft_conv(u, self.skip_kernel(u.shape[-1]))
+
+    def skip_kernel(self, L: int) -> torch.Tensor:
+        """The kernel with the skip term folded in, K + D delta (H, L): y = K * u + D u in one
+        convolution, so u is read once and the skip costs no pass of its own."""
+        K = self.kernel(L)
+        return torch.cat([K[:, :1] + self.D.unsqueeze(-1), K[:, 1:]], dim=1)
 
     def forward_chunk(self, u: torch.Tensor, state: torch.Tensor, chunk: int = 256
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +156,7 @@ class S4D(nn.Module):
         for s in range(0, u.shape[1], chunk):
             uc = u[:, s:s + chunk].transpose(1, 2)                  # (B, H, T)
             T = uc.shape[-1]
-            powers = torch.exp(lg.unsqueeze(-1) * torch.arange(T + 1, dtype=uc.dtype))  # (H, N/2, T+1)
+            powers = torch.exp(lg.unsqueeze(-1) * torch.arange(T + 1, dtype=uc.dtype, device=uc.device))  # (H, N/2, T+1)
             K = 2 * torch.einsum("hn,hnl->hl", C * dB, powers[..., :T]).real
             y = fft_conv(uc, K) + self.D.unsqueeze(-1) * uc
             y = y + 2 * torch.einsum("hn,bhn,hnl->bhl", C, state, powers[..., 1:]).real

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError, InputError, UnknownNameError
 from .layer import S4D
-from .validate import check_tensor
+from .validate import all_finite, as_dtype, check_tensor
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 NORMS = ("none", "layer", "batch")
@@ -64,6 +64,26 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, hi in (("d_input", 2**20), ("d_output", 2**20), ("d_model", 2**16), ("n_layers", 4096)):
+            if getattr(self, name) > hi:
+                raise ConfigError(f"{name} must be at most {hi}, got {getattr(self, name)}")
+        v = self.d_state
+        if not isinstance(v, int) or isinstance(v, bool) or v < 2 or v % 2 or v > 2**16:
+            raise ConfigError(f"d_state must be an even integer from 2 to {2**16}, got {v!r}")
+        for name in ("dt_min", "dt_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
+        if self.dt_min > self.dt_max:
+            raise ConfigError(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
+        for name in ("residual", "prenorm", "learn_B"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        H = self.d_model
+        params = self.n_layers * (3 * H * H + 2 * H * self.d_state) + H * (self.d_input + self.d_output)
+        if params > 2**31:
+            raise ConfigError(f"the model would have about {params:.3g} parameters "
+                              f"({4 * params / 2**30:.3g} GiB); reduce d_model, d_state or n_layers")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -86,6 +106,13 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def channel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A Linear layer on channel-major x (B, in, L) -> (B, out, L), as one batched matrix
+    product per sequence (no transposes of the activations, forward or backward)."""
+    y = torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
+    return y if bias is None else y + bias.unsqueeze(-1)
+
+
 class Block(nn.Module):
     """One S4D block; (B, L, H) -> (B, L, H), with init_state/step for streaming."""
 
@@ -106,31 +133,52 @@ class Block(nn.Module):
         else:
             self.norm = None
 
-    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+    def _norm(self, z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """The block's norm over the channels, which are axis `dim` (-1: (B, L, H) or (B, H);
+        1: channel-major (B, H, L))."""
         if self.norm is None:
             return z
+        n = self.norm
         if self.norm_kind == "batch":
-            if z.dim() == 3:
-                return self.norm(z.transpose(1, 2)).transpose(1, 2)
-            # one token: a per-token statistic is meaningless, use the running statistics
-            n = self.norm
-            return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
-        return self.norm(z)
+            if z.dim() == 2:
+                # one token: a per-token statistic is meaningless, use the running statistics
+                return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+            return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
+        if dim == -1:
+            return n(z)
+        # LayerNorm over axis 1, written out so that a compiled step fuses it into one pass
+        mu = z.mean(1, keepdim=True)
+        zc = z - mu
+        var = zc.square().mean(1, keepdim=True)
+        return zc * torch.rsqrt(var + n.eps) * n.weight.unsqueeze(-1) + n.bias.unsqueeze(-1)
 
-    def _after_ssm(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _after_ssm(self, z: torch.Tensor, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """activation -> dropout -> mixing -> GLU or activation -> dropout -> residual -> post-norm,
+        with the channels on axis `dim` (-1 or 1, as in ``_norm``)."""
         z = self.drop(self.act(z))
-        z = self.mix(z)
-        z = F.glu(z, dim=-1) if self.mixing == "glu" else self.act(z)
+        if dim == -1:
+            z = self.mix(z)
+        else:
+            z = channel_linear(z, self.mix.weight, self.mix.bias)
+        z = F.glu(z, dim=dim) if self.mixing == "glu" else self.act(z)
         z = self.drop(z)
         if self.residual:
             z = z + x
         if not self.prenorm:
-            z = self._norm(z)
+            z = self._norm(z, dim)
         return z
 
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         z = self._norm(x) if self.prenorm else x
         return self._after_ssm(self.s4d(z, mode=mode), x)
+
+    def forward_hl(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on channel-major activations, (B, H, L) -> (B, H, L), by FFT convolution.
+
+        The training path: no transposes between layers, the FFTs along the contiguous axis.
+        """
+        z = self._norm(x, 1) if self.prenorm else x
+        return self._after_ssm(self.s4d.conv_hl(z), x, 1)
 
     def init_state(self, batch: int = 1) -> torch.Tensor:
         return self.s4d.init_state(batch)
@@ -190,13 +238,28 @@ class SequenceModel(nn.Module):
     def features(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> last block's output (B, L, H)."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+        x = as_dtype(x, self.encoder.weight.dtype, "x")
+        if mode == "conv":
+            return self._features_hl(x).transpose(1, 2)
         h = self.encoder(x)
         for block in self.blocks:
             h = block(h, mode=mode)
         return h
 
+    def _features_hl(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_input) -> last block's output, channel-major (B, H, L), by FFT convolution."""
+        h = channel_linear(x.transpose(1, 2), self.encoder.weight, self.encoder.bias)
+        for block in self.blocks:
+            h = block.forward_hl(h)
+        return h
+
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> logits (B, d_output) after the last token."""
+        if mode == "conv":
+            check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+            h = self._features_hl(as_dtype(x, self.encoder.weight.dtype, "x"))
+            h = h.mean(-1) if self.config.readout == "mean" else h[..., -1]
+            return self.decoder(h)
         h = self.features(x, mode)
         h = h.mean(1) if self.config.readout == "mean" else h[:, -1]
         return self.decoder(h)
@@ -205,10 +268,15 @@ class SequenceModel(nn.Module):
         """(B, L, d_input) -> logits after every token (B, L, d_output) (streaming readout)."""
         h = self.features(x, mode)
         if self.config.readout == "mean":
-            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
+            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype, device=h.device).view(1, -1, 1)
         return self.decoder(h)
 
     # ---- streaming ---------------------------------------------------------------------
+    @staticmethod
+    def _overflow(x_t, where: str) -> str:
+        return (f"x_t is too large (largest magnitude {x_t.abs().max().item():.3g}): {where} would "
+                f"overflow to infinity; scale the input; the state was not changed")
+
     def init_state(self, batch: int = 1) -> NetState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
@@ -225,10 +293,19 @@ class SequenceModel(nn.Module):
                 or state.batch != x_t.shape[0]:
             raise InputError(f"state does not belong to this model and batch {x_t.shape[0]}; "
                              f"create it with init_state({x_t.shape[0]})")
-        h = self.encoder(x_t)
+        h = self.encoder(as_dtype(x_t, self.encoder.weight.dtype, "x_t"))
         new_layers = []
-        for block, s in zip(self.blocks, state.layers):
-            h, s = block.step(h, s)
+        for i, (block, s) in enumerate(zip(self.blocks, state.layers)):
+            if not all_finite(h):
+                raise InputError(self._overflow(x_t, f"the input of layer {i}"))
+            try:
+                h, s = block.step(h, s)
+            except InputError as e:
+                if "NaN or infinite" not in str(e):
+                    raise
+                raise InputError(self._overflow(x_t, f"layer {i}")) from None
+            if not all_finite(s):
+                raise InputError(self._overflow(x_t, f"the state of layer {i}"))
             new_layers.append(s)
         t = state.t + 1
         if self.config.readout == "mean":

@@ -25,7 +25,26 @@ def check_tensor(x, *, ndim: int, last: int, name: str, what: str) -> None:
                          f"convert it with .float()")
     if x.dim() != ndim or x.shape[-1] != last:
         raise InputError(f"{name} has shape {tuple(x.shape)}, expected {what} with last dimension {last}")
-    if tracing():   # torch.export / dynamo / ONNX: no data-dependent check inside the graph
-        return
+    if ndim == 3 and x.shape[1] == 0:
+        raise InputError(f"{name} has length 0 (shape {tuple(x.shape)}); a sequence needs at least one token")
+    if x.device.type == "meta" or tracing():
+        return  # no values to look at (meta), or torch.export / dynamo / ONNX tracing a graph
     if not bool(torch.isfinite(x).all()):
         raise InputError(f"{name} contains NaN or infinite values; clean the input before feeding it")
+
+
+def as_dtype(x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """A checked floating tensor in the model's dtype; a value that does not fit is an error."""
+    if x.dtype == dtype:
+        return x
+    y = x.to(dtype)
+    if not bool(torch.isfinite(y).all()):
+        raise InputError(f"{name} has values too large for the model's {str(dtype).replace('torch.', '')} "
+                         f"(largest magnitude {x.abs().max().item():.3g}); scale the input")
+    return y
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every value of x is finite (a meta tensor, which holds no values, and a traced graph
+    pass)."""
+    return x.device.type == "meta" or tracing() or bool(torch.isfinite(x).all())

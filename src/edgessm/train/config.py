@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fields import coerce
+from ..fields import Rule, check_section, coerce
 from ..io import read_toml
 from ..ssm.network import PRESETS, ModelConfig
+from .accel import PRECISIONS, check_device_name
 
 
 @dataclass
@@ -40,6 +41,33 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 256
     threads: int = 0              # 0: torch default
+    device: str = "auto"          # auto (CUDA when present, else CPU), cpu, cuda, cuda:N
+    precision: str = "fp32"       # fp32, bf16-mixed, fp16-mixed (CUDA only)
+    compile: bool = False         # torch.compile the training step (see train/accel.py)
+
+
+# One rule per field (type and valid range), checked when a config is loaded, before any
+# work. A field without a rule is checked for its type only.
+DATA_RULES = {
+    "val_fraction": Rule(float, ge=0, lt=1),
+    "limit_train": Rule(int, ge=0, le=10**9, note="0: all"),
+    "limit_val": Rule(int, ge=0, le=10**9, note="0: all"),
+    "limit_test": Rule(int, ge=0, le=10**9, note="0: all"),
+}
+TRAIN_RULES = {
+    "epochs": Rule(int, ge=1, le=10**6),
+    "batch_size": Rule(int, ge=1, le=2**20),
+    "lr": Rule(float, gt=0, le=10),
+    "ssm_lr": Rule(float, ge=0, le=10),
+    "weight_decay": Rule(float, ge=0, le=10),
+    "warmup_epochs": Rule(float, ge=0, le=10**6),
+    "grad_clip": Rule(float, ge=0, note="0: no clipping"),
+    "seed": Rule(int, ge=0, le=2**31 - 1),
+    "eval_batch_size": Rule(int, ge=1, le=2**20),
+    "threads": Rule(int, ge=0, le=1024, note="0: torch default"),
+    "precision": Rule(str, choices=PRECISIONS),
+}
+SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 
 
 @dataclass
@@ -63,7 +91,9 @@ class RunConfig:
                 "train": dataclasses.asdict(self.train), **self.extra}
 
 
-def _section(cls, d: dict, name: str):
+def _section(cls, d: dict, name: str, rules: dict):
+    if not isinstance(d, dict):
+        raise ConfigError(f"[{name}] must be a table")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
@@ -71,19 +101,27 @@ def _section(cls, d: dict, name: str):
     out = {}
     for k, v in d.items():
         out[k] = coerce(f"[{name}] {k}", v, type(getattr(cls(), k)), strings=False)
-    return cls(**out)
+    return cls(**check_section(name, out, rules))
 
 
 def from_dict(d: dict) -> RunConfig:
     d = dict(d)
+    unknown = [k for k in d if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(f'[{k}]' for k in unknown)}; "
+                          f"known: {', '.join(f'[{k}]' for k in SECTIONS)}")
     model = d.pop("model", {})
     if not isinstance(model, dict):
         raise ConfigError("[model] must be a table")
-    data = _section(DataConfig, d.pop("data", {}), "data")
-    train = _section(TrainConfig, d.pop("train", {}), "train")
+    data = _section(DataConfig, d.pop("data", {}), "data", DATA_RULES)
+    train = _section(TrainConfig, d.pop("train", {}), "train", TRAIN_RULES)
+    from ..data.tasks import TASKS
+    if data.task not in TASKS:
+        raise ConfigError(f"[data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
     cfg = RunConfig(model=model, data=data, train=train, extra=d)
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError("[train] epochs and batch_size must be >= 1")
+    check_device_name(cfg.train.device)
+    if model:   # the model fields: their own checks (ModelConfig), before any work
+        cfg.model_config(1, 1)
     return cfg
 
 

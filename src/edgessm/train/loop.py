@@ -1,10 +1,13 @@
 """The training loop: AdamW (SSM parameters in their own group), cosine schedule with
 warmup, gradient clipping, a checkpoint every epoch, resume, a time budget, metrics as
-JSON lines, and DistributedDataParallel under torchrun (gloo on CPU, nccl on GPU).
+JSON lines, and DistributedDataParallel under torchrun (gloo on CPU, nccl on GPU, one process
+per GPU). The step runs on `[train] device`, in `precision`, compiled unless `compile = false`
+(see ``accel``).
 
 Output directory layout::
 
     OUT/last/      model (weights.safetensors, model.json) + trainer.safetensors/json: resumable
+                   (each checkpoint directory is replaced as a whole: see train/checkpoint.py)
     OUT/best/      the model with the best validation accuracy, test metrics in model.json
     OUT/metrics.jsonl
 """
@@ -14,7 +17,9 @@ import json
 from functools import partial
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +32,8 @@ from .. import io
 from ..data import load_task
 from ..errors import CheckpointError
 from ..ssm.network import SequenceModel
+from . import accel
+from .checkpoint import load_trainer, recover_dir, trim_metrics, write_checkpoint
 from .config import RunConfig
 
 
@@ -36,25 +43,28 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _init_dist(world: int):
+def _init_dist(world: int, device: torch.device):
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 # ---- evaluation ---------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = False) -> dict:
-    """Accuracy and mean cross-entropy of `model` on a SequenceDataset."""
+    """Accuracy and mean cross-entropy of `model` on a SequenceDataset (batches are moved to the
+    model's device)."""
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     correct, loss_sum, n = 0, 0.0, 0
     it = range(0, len(dataset), batch_size)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc="eval", unit="batch", leave=False, file=sys.stderr)
     for s in it:
-        x, y = dataset.x[s:s + batch_size], dataset.y[s:s + batch_size]
+        x, y = dataset.x[s:s + batch_size].to(dev), dataset.y[s:s + batch_size].to(dev)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
@@ -87,42 +97,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-# ---- trainer state on disk (safetensors + JSON) -------------------------------------
-def _save_trainer(path: Path, opt: torch.optim.Optimizer, info: dict):
-    from safetensors.torch import save_file
-    sd = opt.state_dict()
-    tensors = {"rng.torch": torch.get_rng_state()}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "trainer.safetensors.tmp"))
-    (path / "trainer.json.tmp").write_text(json.dumps(
-        {**info, "param_groups": sd["param_groups"]}, indent=1))
-    os.replace(path / "trainer.safetensors.tmp", path / "trainer.safetensors")
-    os.replace(path / "trainer.json.tmp", path / "trainer.json")
-
-
-def _load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
-    from safetensors.torch import load_file
-    try:
-        info = json.loads((path / "trainer.json").read_text())
-        tensors = load_file(str(path / "trainer.safetensors"))
-    except Exception as e:  # noqa: BLE001 - any failure means the checkpoint is unusable
-        raise CheckpointError(f"cannot resume from {path}: trainer state unreadable ({e}); "
-                              f"start without --resume or point at another run") from None
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    try:
-        opt.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot resume from {path}: optimizer state does not fit ({e})") from None
-    torch.set_rng_state(tensors["rng.torch"])
-    return info
-
-
 # ---- the loop -----------------------------------------------------------------------
 def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float | None = None,
           init: str | None = None, progress: bool = True,
@@ -134,13 +108,28 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     init: a checkpoint (path or shipped name) whose weights and model config start the run.
     wrap: turns the float model into the model actually trained (e.g. quantization-aware).
     Returns the final metrics (test accuracy of the best model, or {"stopped": True, ...}).
+    SIGTERM (in the main thread) stops the run like the time budget: after the current step,
+    with a resumable checkpoint in OUT/last.
     """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, on_metrics)
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        return _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, on_metrics)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, on_metrics=None) -> dict:
     rank, world = dist_info()
-    _init_dist(world)
+    t = cfg.train
+    device = accel.resolve_device(t.device, int(os.environ.get("LOCAL_RANK", 0)))
+    accel.check_precision_on(t.precision, device)
+    _init_dist(world, device)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if rank != 0:
         log = lambda s: None  # noqa: E731
-    t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.batch_size % world:
@@ -162,6 +151,7 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         model = SequenceModel(cfg.model_config(info.d_input, info.d_output))
     if wrap is not None:
         model = wrap(model)
+    model.to(device)
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_ds) // t.batch_size
     if steps_per_epoch == 0:
@@ -171,13 +161,24 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": -1.0, "elapsed_s": 0.0}
     last = out / "last"
     if resume:
+        if rank == 0:
+            recover_dir(last)
+            recover_dir(out / "best")
+        if world > 1:
+            torch.distributed.barrier()
         if not (last / "trainer.json").is_file():
             raise CheckpointError(f"nothing to resume in {out}: {last}/trainer.json is missing")
         io.load(last, model)
         model.train()
-        state.update(_load_trainer(last, opt))
+        state.update(load_trainer(last, opt))
         log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
+    if rank == 0:   # a fresh run starts its metrics over; a resumed one drops what it will redo
+        trim_metrics(out / "metrics.jsonl", state["epoch"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # quantization- and hardware-aware wrappers branch on their calibration state and
+    # exponents at run time: they run eagerly
+    fwd = accel.Compiled(ddp, enabled=t.compile and wrap is None, log=log)
+    scaler = accel.grad_scaler(device, t.precision)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -185,11 +186,13 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     log(f"task {d.task}: {len(train_ds)} train / {len(val_ds)} val, L={info.seq_len}; "
         f"model {model.config.preset} H={model.config.d_model} N={model.config.d_state} "
         f"layers={model.config.n_layers}, {n_params} parameters; {world} process(es), "
-        f"{torch.get_num_threads()} threads each")
+        f"{torch.get_num_threads()} threads each; device {device}, {t.precision}, "
+        f"{'compiled' if fwd.enabled else 'eager'}")
 
-    def checkpoint(name: str, metrics: dict):
+    def checkpoint(name: str, metrics: dict, trainer: bool = False):
         if rank == 0:
-            io.save(model, out / name, metrics=metrics, extra={"run": cfg.to_dict()})
+            write_checkpoint(out / name, partial(io.save, model, metrics=metrics, extra={"run": cfg.to_dict()}),
+                             opt if trainer else None, state)
 
     def write_metrics(rec: dict):
         if rank == 0:
@@ -201,12 +204,15 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     start = time.time() - state["elapsed_s"]
     deadline = time.time() + 60 * max_minutes if max_minutes else None
     local = t.batch_size // world
+    first_step_s = None
     for epoch in range(state["epoch"], t.epochs):
         g = torch.Generator().manual_seed(t.seed * 100003 + epoch)
         perm = torch.randperm(len(train_ds), generator=g)
         model.train()
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
         first = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        if first:   # resuming inside this epoch: its running sums so far
+            loss_sum, correct, seen = state.get("partial_sums", (0.0, 0, 0))
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
@@ -215,17 +221,17 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
                        mininterval=0.5 if sys.stderr.isatty() else 30)
         for step in range(first, steps_per_epoch):
             idx = perm[step * t.batch_size:(step + 1) * t.batch_size][rank * local:(rank + 1) * local]
-            x, y = train_ds.x[idx], train_ds.y[idx]
+            x, y = train_ds.x[idx].to(device, non_blocking=True), train_ds.y[idx].to(device, non_blocking=True)
             f = lr_factor(state["global_step"], total, warmup)
             for grp in opt.param_groups:
                 grp["lr"] = grp["base_lr"] * f
-            logits = ddp(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
+            t_step = time.perf_counter()
+            logits, loss = _step(fwd, model, opt, scaler, x, y, device, t)
+            if first_step_s is None:
+                first_step_s = time.perf_counter() - t_step
+                if fwd.enabled:
+                    log(f"first step {first_step_s:.1f} s (includes compilation"
+                        f"{'' if fwd.compiled else ', which failed: running eagerly'})")
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             loss_sum += loss.item() * len(y)
@@ -236,14 +242,14 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 sps=f"{rate:.0f}", refresh=False)
                 bar.update(1)
-            if deadline is not None and time.time() > deadline:
+            if stop.is_set() or (deadline is not None and time.time() > deadline):
                 if bar is not None:
                     bar.close()
-                state.update(epoch=epoch, elapsed_s=time.time() - start)
-                checkpoint("last", {"partial_epoch": epoch})
-                if rank == 0:
-                    _save_trainer(out / "last", opt, state)
-                log(f"time budget of {max_minutes} min reached at epoch {epoch + 1} step {step + 1}; "
+                state.update(epoch=epoch, elapsed_s=time.time() - start,
+                             partial_sums=[loss_sum, correct, seen])
+                checkpoint("last", {"partial_epoch": epoch}, trainer=True)
+                why = "stopped by SIGTERM" if stop.is_set() else f"time budget of {max_minutes} min reached"
+                log(f"{why} at epoch {epoch + 1} step {step + 1}; "
                     f"saved {out / 'last'} (continue with --resume)")
                 return {"stopped": True, **state}
         if bar is not None:
@@ -254,16 +260,16 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
                "train_acc": correct / max(seen, 1), "val_loss": val["loss"], "val_acc": val["accuracy"],
                "lr": opt.param_groups[0]["lr"],
                "samples_per_s": seen * world / max(elapsed_epoch, 1e-9),
+               "compiled": fwd.compiled, "first_step_s": first_step_s,
                "epoch_s": elapsed_epoch, "elapsed_s": time.time() - start}
         write_metrics(rec)
         log(json.dumps(rec))
         state.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.time() - start)
+        state.pop("partial_sums", None)
         if val["accuracy"] > state["best_val"]:
             state["best_val"] = val["accuracy"]
             checkpoint("best", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
-        checkpoint("last", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
-        if rank == 0:
-            _save_trainer(out / "last", opt, state)
+        checkpoint("last", {"val_accuracy": val["accuracy"], "epoch": epoch + 1}, trainer=True)
     # ---- final test of the best model ----
     result = {"epochs": t.epochs, "best_val_accuracy": state["best_val"],
               "train_minutes": state["elapsed_s"] / 60}
@@ -276,12 +282,42 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
         # a model with a deployable form (e.g. crossbar: weights projected onto the device
         # levels, plus its "hw" metadata) saves that; others save as trained
         save = getattr(best, "save_deployable", None) or partial(io.save, best)
-        save(out / "best", metrics={**meta.get("metrics", {}), **result}, extra={"run": cfg.to_dict()})
+        write_checkpoint(out / "best", partial(save, metrics={**meta.get("metrics", {}), **result},
+                                               extra={"run": cfg.to_dict()}))
         write_metrics({"final": result})
         log(json.dumps({"final": result}))
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def _step(fwd, model, opt, scaler, x, y, device, t):
+    """One optimizer step: forward under autocast, backward (scaled for fp16), clipping, update.
+
+    If the compiled forward fails in its backward (compilation finishes there), the step is
+    redone eagerly and the run goes on uncompiled (``Compiled.fail`` logs it once)."""
+    with accel.autocast(device, t.precision):
+        logits = fwd(x)
+        loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    try:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    except Exception as e:  # noqa: BLE001 - a compiler failure in the backward: go on eagerly
+        if not fwd.compiled or fwd.backward_done:
+            raise
+        fwd.fail(e)
+        return _step(fwd, model, opt, scaler, x, y, device, t)
+    fwd.backward_done = True
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return logits, loss
 
 
 def _reload_wrapped(path: Path, wrap):

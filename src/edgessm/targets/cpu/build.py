@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ...errors import EdgessmError
 
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared", "-std=c99"]
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared", "-std=c99",
+         "-pthread"]
 
 
 def cache_dir() -> Path:
@@ -82,10 +83,19 @@ def build_shared(source: Path, flags: list[str] | None = None) -> ctypes.CDLL:
     key = cache_key(text, cc=cc, flags=flags, native=any(f.startswith(("-march", "-mcpu", "-mtune")) for f in flags))
     out = cache_dir() / f"{source.stem}-{key}.so"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        except OSError as e:
+            raise EdgessmError(f"cannot write the compiled kernel to {out.parent} ({e.strerror}); "
+                               f"set EDGESSM_CACHE to a writable directory") from None
         os.close(fd)
-        r = subprocess.run([cc, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True)
+        try:
+            r = subprocess.run([cc, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True)
+        except OSError as e:
+            os.unlink(tmp)
+            raise EdgessmError(f"cannot run the C compiler {cc!r} ({e.strerror}); set CC to an "
+                               f"installed compiler (cc, gcc or clang) or use engine='torch'") from None
         if r.returncode:
             os.unlink(tmp)
             raise EdgessmError(f"compiling {source.name} with {cc} failed:\n{r.stderr.strip()[:2000]}")

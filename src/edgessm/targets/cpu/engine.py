@@ -6,6 +6,16 @@ Two engines answer the Program protocol:
   state, no Python work per layer per token; the state is updated in place.
 * ``torch``: ``SequenceModel.step`` in PyTorch (the reference the fast engine is tested against).
 
+The fast engine is thread-safe: the network is only read and each calling thread has its own
+scratch memory, so threads may step different states (or pool streams) of one program at
+once, with the GIL released during the C call. One state must not be stepped by two threads
+at the same time.
+
+Tokens are checked before any state changes: NaN, infinity, or a magnitude above ``max_abs``
+(default :data:`MAX_ABS`) raise InputError and leave every stream unchanged. The bound keeps
+the recurrent state finite: a token of 1e37 is finite but overflows the state to infinity,
+and a state once infinite or NaN never recovers while the outputs can stay finite.
+
 ``cost()`` measures the time per token on this machine; energy is that time times a
 stated power (no energy counter is readable here, see ``CPU_POWER``).
 """
@@ -28,6 +38,10 @@ from .build import build_shared
 CPU_POWER = {"watts_per_core": 4.0,
              "source": "assumed from AMD EPYC TDP / core count (225-280 W / 64 cores); not measured"}
 
+# Largest token magnitude the fast engine accepts by default (FastProgram/StreamPool
+# `max_abs=` changes it). Normalized inputs are O(1); raw 16-bit audio is below 33,000.
+MAX_ABS = 1e6
+
 _P = ctypes.POINTER(ctypes.c_float)
 _PP = ctypes.POINTER(_P)
 
@@ -46,7 +60,31 @@ _LIB = None
 class _StepCall(ctypes.Structure):
     """Every pointer of one state's step, bound once (kernel.c: StepCall)."""
     _fields_ = [("net", ctypes.POINTER(_Net)), ("states", _P), ("x", _P), ("out", _P),
-                ("t", ctypes.POINTER(ctypes.c_long)), ("work", _P), ("batch", ctypes.c_int)]
+                ("t", ctypes.POINTER(ctypes.c_long)), ("max_abs", ctypes.c_float), ("batch", ctypes.c_int)]
+
+
+class _Pool(ctypes.Structure):
+    """A stream pool's rows and token counts (kernel.c: Pool)."""
+    _fields_ = [("net", ctypes.POINTER(_Net)), ("states", _P), ("t", ctypes.POINTER(ctypes.c_long)),
+                ("max_abs", ctypes.c_float)]
+
+
+def token_error(rc: int, max_abs: float, what: str = "token") -> InputError:
+    """The InputError for a kernel check code (the state was not changed)."""
+    if rc == 1:
+        return InputError(f"{what} contains NaN or infinite values; the state was not changed")
+    if rc == 2:
+        return InputError(f"{what} has a value larger in magnitude than max_abs={max_abs:g} "
+                          f"(it would overflow the recurrent state); scale the input, or raise "
+                          f"max_abs; the state was not changed")
+    return InputError(f"the fast engine could not allocate its scratch memory (code {rc})")
+
+
+def check_max_abs(max_abs) -> float:
+    if isinstance(max_abs, bool) or not isinstance(max_abs, (int, float)) or \
+            not (0 < max_abs < 3.4e38):
+        raise ConfigError(f"max_abs must be a positive finite number below 3.4e38, got {max_abs!r}")
+    return float(max_abs)
 
 
 def _lib():
@@ -59,9 +97,15 @@ def _lib():
         lib.edgessm_work_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_step_call.restype = ctypes.c_int
         lib.edgessm_step_call.argtypes = [ctypes.POINTER(_StepCall)]
-        lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long, _P]
-        lib.edgessm_step_rows.argtypes = [ctypes.POINTER(_Net), _P, ctypes.POINTER(ctypes.c_long),
-                                          ctypes.c_int, _P, _P, ctypes.POINTER(ctypes.c_long), _P]
+        lib.edgessm_run.restype = ctypes.c_int
+        lib.edgessm_run.argtypes = [ctypes.POINTER(_Net), _P, _P, _P, ctypes.c_long, ctypes.c_long,
+                                    ctypes.c_float]
+        # pool entry points: the pool struct as a plain address, arrays as ctypes views
+        lib.edgessm_pool_push.restype = ctypes.c_int
+        lib.edgessm_pool_push.argtypes = [ctypes.c_void_p, ctypes.c_long, _P, ctypes.c_long, _P]
+        lib.edgessm_pool_step_rows.restype = ctypes.c_int
+        lib.edgessm_pool_step_rows.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_long),
+                                               ctypes.c_int, _P, _P]
         _LIB = lib
     return _LIB
 
@@ -112,8 +156,9 @@ class FastProgram(Program):
     target = "cpu"
     engine = "fast"
 
-    def __init__(self, model):
+    def __init__(self, model, max_abs: float = MAX_ABS):
         check_model(model)
+        self.max_abs = check_max_abs(max_abs)
         c = model.config
         self.config = c
         self.d_input, self.d_output, H = c.d_input, c.d_output, c.d_model
@@ -166,8 +211,6 @@ class FastProgram(Program):
         self._keep = keep
         self._lib = _lib()
         self.state_floats = int(self._lib.edgessm_state_floats(ctypes.byref(self._net)))
-        self._work = np.zeros(int(self._lib.edgessm_work_floats(ctypes.byref(self._net))), dtype=np.float32)
-        self._work_p = _ptr(self._work)
         self._step_call = self._lib.edgessm_step_call
         # the model's weights once; the transposed mixing copies (one-stream path) are extra
         self.held_bytes = sum(a.nbytes for a in keep if isinstance(a, np.ndarray))
@@ -180,11 +223,11 @@ class FastProgram(Program):
         return StreamState(batch, self.state_floats, self.d_input, self.d_output)
 
     def _bind(self, state: StreamState):
-        """Bind `state`'s buffers and this program's weights and work area into one call."""
+        """Bind `state`'s buffers and this program's weights into one call."""
         if not isinstance(state, StreamState) or state.buf.shape[1] != self.state_floats:
             raise InputError("state was not made by this program's init_state")
         call = _StepCall(ctypes.pointer(self._net), state.buf_p, _ptr(state.x), _ptr(state.out),
-                         state.t_p, self._work_p, state.batch)
+                         state.t_p, self.max_abs, state.batch)
         state._program, state._call = self, ctypes.byref(call)
         state._call_obj = call
         return state._call
@@ -192,7 +235,8 @@ class FastProgram(Program):
     def step_numpy(self, x: np.ndarray, state: StreamState, out: np.ndarray | None = None) -> np.ndarray:
         """x (B, d_in) -> logits (B, d_out), updating `state` in place; into `out` if given,
         else a new array. A token of the wrong shape, or with a NaN or infinity in any
-        stream, raises InputError and changes no stream (the C side checks before it steps)."""
+        stream, or a magnitude above `max_abs`, raises InputError and changes no stream (the C
+        side checks before it steps)."""
         call = state._call if state._program is self else self._bind(state)
         if type(x) is not np.ndarray:
             x = np.asarray(x)
@@ -204,8 +248,9 @@ class FastProgram(Program):
             state.x[...] = x
         except (TypeError, ValueError):
             raise InputError(f"token must be numeric, got dtype {x.dtype}") from None
-        if self._step_call(call):
-            raise InputError("token contains NaN or infinite values; the state was not changed")
+        rc = self._step_call(call)
+        if rc:
+            raise token_error(rc, self.max_abs)
         if out is None:
             return state.out.copy()
         out[...] = state.out
@@ -222,15 +267,22 @@ class FastProgram(Program):
         x = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
         if x.ndim != 3 or x.shape[2] != self.d_input:
             raise InputError(f"X has shape {x.shape}, expected (batch, length, {self.d_input})")
-        if not np.isfinite(x).all():
-            raise InputError("X contains NaN or infinite values")
+        if x.shape[1] == 0:
+            raise InputError("X has length 0; a sequence needs at least one token")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise InputError(f"X must be numeric, got dtype {x.dtype}")
+        bad = ~(np.abs(x) <= self.max_abs)
+        if bad.any():
+            raise token_error(1 if not np.isfinite(x[bad]).all() else 2, self.max_abs, "X")
         x = np.ascontiguousarray(x, dtype=np.float32)
         B, L, _ = x.shape
         out = np.empty((B, L, self.d_output), dtype=np.float32)
         for b in range(B):
             s = np.zeros(self.state_floats, dtype=np.float32)
-            self._lib.edgessm_run(ctypes.byref(self._net), _ptr(s), _ptr(x[b]), _ptr(out[b]), L, 0,
-                                  _ptr(self._work))
+            rc = self._lib.edgessm_run(ctypes.byref(self._net), _ptr(s), _ptr(x[b]), _ptr(out[b]), L, 0,
+                                       self.max_abs)
+            if rc:
+                raise token_error(rc, self.max_abs, "X")
         return torch.from_numpy(out)
 
     def resources(self) -> dict:

@@ -17,8 +17,10 @@
  * Activation functions run as separate loops so they vectorize (glibc libmvec erff/expf).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* -fno-finite-math-only leaves __FAST_MATH__ undefined, so glibc does not declare its vector
@@ -282,10 +284,32 @@ static void tile_streams(const Net *n, float *const *st, const float *x, float *
     for (int s = 0; s < cnt; s++) for (int o = 0; o < dout; o++) out[(size_t)s * dout + o] = io[o * LANES + s];
 }
 
+/* Scratch memory: one block per calling thread (grown on demand, freed when the thread
+ * exits), so any number of threads may step different states of one network at once; the
+ * network itself is only read. */
+static pthread_key_t work_key;
+static pthread_once_t work_once = PTHREAD_ONCE_INIT;
+typedef struct { size_t cap; float data[]; } Work;
+
+static void work_key_init(void) { pthread_key_create(&work_key, free); }
+
+static float *thread_work(const Net *n) {
+    size_t need = edgessm_work_floats(n);
+    pthread_once(&work_once, work_key_init);
+    Work *w = (Work *)pthread_getspecific(work_key);
+    if (w && w->cap >= need) return w->data;
+    Work *g = (Work *)malloc(sizeof(Work) + need * sizeof(float));
+    if (!g) return NULL;
+    g->cap = need;
+    if (pthread_setspecific(work_key, g)) { free(g); return NULL; }
+    free(w);
+    return g->data;
+}
+
 /* One token for `batch` streams. states: batch blocks of edgessm_state_floats; t: tokens
  * seen by each stream after this one (for the mean readout); work: edgessm_work_floats. */
-void edgessm_step(const Net *n, float *states, const float *x, float *out, const long *t,
-                  int batch, float *work) {
+static void step_batch(const Net *n, float *states, const float *x, float *out, const long *t,
+                       int batch, float *work) {
     size_t S = edgessm_state_floats(n);
     if (batch == 1) { one_stream(n, states, x, out, work, t[0]); return; }
     for (int b0 = 0; b0 < batch; b0 += LANES) {
@@ -296,49 +320,93 @@ void edgessm_step(const Net *n, float *states, const float *x, float *out, const
     }
 }
 
-/* A whole sequence of L tokens for one stream: x (L x d_in) -> out (L x d_out). */
-void edgessm_run(const Net *n, float *state, const float *x, float *out, long L, long t0, float *work) {
-    for (long k = 0; k < L; k++)
-        one_stream(n, state, x + k * n->d_in, out + k * n->d_out, work, t0 + k + 1);
+/* Token check, before anything changes: 0 if every |x| <= max_abs, 1 if some value is NaN
+ * or infinite, 2 if some finite value is larger in magnitude than max_abs. Reads the bits
+ * (IEEE order of magnitudes), so it holds whatever the floating-point flags. */
+static int check_tokens(const float *x, size_t count, float max_abs) {
+    uint32_t lim, bits;
+    int rc = 0;
+    memcpy(&lim, &max_abs, sizeof lim);
+    lim &= 0x7fffffffu;
+    for (size_t i = 0; i < count; i++) {
+        memcpy(&bits, x + i, sizeof bits);
+        bits &= 0x7fffffffu;
+        if (bits > lim) {
+            if (bits >= 0x7f800000u) return 1;
+            rc = 2;
+        }
+    }
+    return rc;
 }
 
-/* One token for the streams listed in idx (rows of `states`); x and out have n rows. */
-void edgessm_step_rows(const Net *n, float *states, const long *idx, int count, const float *x,
-                       float *out, const long *t, float *work) {
-    size_t S = edgessm_state_floats(n);
-    if (count == 1) { one_stream(n, states + idx[0] * S, x, out, work, t[idx[0]]); return; }
-    for (int j0 = 0; j0 < count; j0 += LANES) {
-        int cnt = count - j0 < LANES ? count - j0 : LANES;
-        float *st[LANES];
-        long tt[LANES];
-        for (int s = 0; s < cnt; s++) { st[s] = states + idx[j0 + s] * S; tt[s] = t[idx[j0 + s]]; }
-        tile_streams(n, st, x + (size_t)j0 * n->d_in, out + (size_t)j0 * n->d_out, tt, cnt, work);
-    }
+/* A whole sequence of L tokens for one stream: x (L x d_in) -> out (L x d_out); tokens seen
+ * before: t0. Returns 0, or the check_tokens code (nothing changed), or 3 (no memory). */
+int edgessm_run(const Net *n, float *state, const float *x, float *out, long L, long t0, float max_abs) {
+    int rc = check_tokens(x, (size_t)L * n->d_in, max_abs);
+    if (rc) return rc;
+    float *work = thread_work(n);
+    if (!work) return 3;
+    for (long k = 0; k < L; k++)
+        one_stream(n, state, x + k * n->d_in, out + k * n->d_out, work, t0 + k + 1);
+    return 0;
 }
 
 /* One checked call from Python with every pointer bound in advance (one argument crosses the
- * FFI per token). Tokens are validated here, before anything changes: a NaN or infinity
- * anywhere in x returns 1 with states, counts and out untouched. Otherwise each stream's token
- * count goes up by one, the step runs and 0 is returned. The check reads the exponent bits, so
- * it holds whatever the floating-point flags. */
+ * FFI per token). Tokens are validated here, before anything changes (check_tokens codes;
+ * 3: no memory). Otherwise each stream's token count goes up by one, the step runs and 0 is
+ * returned. */
 typedef struct {
     const Net *net;
     float *states;
     const float *x;
     float *out;
     long *t;
-    float *work;
+    float max_abs;
     int batch;
 } StepCall;
 
 int edgessm_step_call(const StepCall *c) {
-    size_t n = (size_t)c->batch * c->net->d_in;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, c->x + i, sizeof bits);
-        if ((bits & 0x7f800000u) == 0x7f800000u) return 1;
-    }
+    int rc = check_tokens(c->x, (size_t)c->batch * c->net->d_in, c->max_abs);
+    if (rc) return rc;
+    float *work = thread_work(c->net);
+    if (!work) return 3;
     for (int b = 0; b < c->batch; b++) c->t[b] += 1;
-    edgessm_step(c->net, c->states, c->x, c->out, c->t, c->batch, c->work);
+    step_batch(c->net, c->states, c->x, c->out, c->t, c->batch, work);
+    return 0;
+}
+
+/* A pool of streams: rows of `states`, token counts `t`. */
+typedef struct {
+    const Net *net;
+    float *states;
+    long *t;
+    float max_abs;
+} Pool;
+
+/* L tokens (L x d_in) for stream row `sid` -> out (L x d_out). Same return codes. */
+int edgessm_pool_push(const Pool *p, long sid, const float *x, long L, float *out) {
+    size_t S = edgessm_state_floats(p->net);
+    int rc = edgessm_run(p->net, p->states + (size_t)sid * S, x, out, L, p->t[sid], p->max_abs);
+    if (!rc) p->t[sid] += L;
+    return rc;
+}
+
+/* One token for each of `count` distinct stream rows idx; x and out have count rows. */
+int edgessm_pool_step_rows(const Pool *p, const long *idx, int count, const float *x, float *out) {
+    const Net *n = p->net;
+    int rc = check_tokens(x, (size_t)count * n->d_in, p->max_abs);
+    if (rc) return rc;
+    float *work = thread_work(n);
+    if (!work) return 3;
+    size_t S = edgessm_state_floats(n);
+    for (int j = 0; j < count; j++) p->t[idx[j]] += 1;
+    if (count == 1) { one_stream(n, p->states + idx[0] * S, x, out, work, p->t[idx[0]]); return 0; }
+    for (int j0 = 0; j0 < count; j0 += LANES) {
+        int cnt = count - j0 < LANES ? count - j0 : LANES;
+        float *st[LANES];
+        long tt[LANES];
+        for (int s = 0; s < cnt; s++) { st[s] = p->states + idx[j0 + s] * S; tt[s] = p->t[idx[j0 + s]]; }
+        tile_streams(n, st, x + (size_t)j0 * n->d_in, out + (size_t)j0 * n->d_out, tt, cnt, work);
+    }
     return 0;
 }

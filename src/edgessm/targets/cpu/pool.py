@@ -18,23 +18,43 @@ import ctypes
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from .engine import FastProgram, _ptr
+from .engine import FastProgram, _Pool, _ptr, check_max_abs, token_error
 
 _LP = ctypes.POINTER(ctypes.c_long)
+_F32 = np.dtype(np.float32)
+_CF, _CL = ctypes.c_float, ctypes.c_long
 
 
 class StreamPool:
-    def __init__(self, model_or_program, capacity: int = 64):
-        if not isinstance(capacity, int) or capacity < 1:
+    """Threads may push to different streams at once (the C step releases the GIL and keeps
+    its scratch memory per thread); one stream must be fed by one thread at a time.
+    Tokens larger in magnitude than `max_abs` (default: the program's, ``engine.MAX_ABS``)
+    are refused like NaN: they would overflow the recurrent state."""
+
+    def __init__(self, model_or_program, capacity: int = 64, max_abs: float | None = None):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ConfigError(f"capacity must be a positive integer, got {capacity!r}")
         self.program = model_or_program if isinstance(model_or_program, FastProgram) \
             else FastProgram(model_or_program)
         p = self.program
+        self.max_abs = p.max_abs if max_abs is None else check_max_abs(max_abs)
+        need = capacity * (4 * p.state_floats + 8)
+        try:
+            self._states = np.zeros((capacity, p.state_floats), dtype=np.float32)
+            self._t = np.zeros(capacity, dtype=np.int64)
+        except (MemoryError, ValueError):
+            raise ConfigError(f"a pool of {capacity} streams needs {need / 2**30:.3g} GiB "
+                              f"({4 * p.state_floats} bytes of state per stream), more than can be "
+                              f"allocated; use a smaller capacity") from None
         self.capacity = capacity
-        self._states = np.zeros((capacity, p.state_floats), dtype=np.float32)
-        self._t = np.zeros(capacity, dtype=np.int64)
         self._free = list(range(capacity - 1, -1, -1))
         self._open: set[int] = set()
+        self._din, self._dout = p.d_input, p.d_output
+        self._c = _Pool(ctypes.pointer(p._net), _ptr(self._states), self._t.ctypes.data_as(_LP),
+                        self.max_abs)
+        self._addr = ctypes.addressof(self._c)
+        self._push_c = p._lib.edgessm_pool_push
+        self._rows_c = p._lib.edgessm_pool_step_rows
 
     @property
     def d_input(self) -> int:
@@ -45,17 +65,22 @@ class StreamPool:
         return 4 * self.program.state_floats
 
     def open(self) -> int:
-        if not self._free:
+        try:
+            sid = self._free.pop()
+        except IndexError:
             raise InputError(f"stream pool is full ({self.capacity} streams open); close one first "
-                             f"or create the pool with a larger capacity")
-        sid = self._free.pop()
+                             f"or create the pool with a larger capacity") from None
         self._states[sid] = 0
         self._t[sid] = 0
         self._open.add(sid)
         return sid
 
     def _check_id(self, sid) -> int:
-        if sid not in self._open:
+        try:
+            ok = sid in self._open
+        except TypeError:
+            ok = False
+        if not ok:
             raise InputError(f"stream {sid!r} is not open")
         return sid
 
@@ -75,43 +100,71 @@ class StreamPool:
         a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
         if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
             raise InputError(f"{what} must be numeric, got dtype {a.dtype}")
-        a = np.ascontiguousarray(a, dtype=np.float32)
         if a.ndim == 1:
             a = a.reshape(1, -1) if a.shape[0] == self.d_input else a.reshape(-1, 1)
         if a.ndim != 2 or a.shape[1] != self.d_input:
             raise InputError(f"{what} has shape {np.shape(x)}, expected (tokens, {self.d_input})")
-        if not np.isfinite(a).all():
-            raise InputError(f"{what} contains NaN or infinite values; the stream was not changed")
-        return a
+        bad = ~(np.abs(a) <= self.max_abs)
+        if bad.any():
+            raise token_error(1 if not np.isfinite(a[bad]).all() else 2, self.max_abs, what)
+        return np.ascontiguousarray(a, dtype=np.float32)
 
     def push(self, sid: int, tokens) -> np.ndarray:
         """Feed tokens (T, d_in) to one stream; returns the predictions (T, d_out)."""
-        self._check_id(sid)
-        x = self._tokens(tokens, f"tokens for stream {sid}")
-        p = self.program
-        out = np.empty((x.shape[0], p.d_output), dtype=np.float32)
-        row = self._states[sid]
-        p._lib.edgessm_run(ctypes.byref(p._net), _ptr(row), _ptr(x), _ptr(out), x.shape[0],
-                           int(self._t[sid]), _ptr(p._work))
-        self._t[sid] += x.shape[0]
+        if sid not in self._open:
+            self._check_id(sid)
+        a = tokens
+        if type(a) is not np.ndarray or a.dtype != _F32 or a.ndim != 2 or a.shape[1] != self._din \
+                or not a.flags.c_contiguous:
+            a = self._tokens(tokens, f"tokens for stream {sid}")
+        T = a.shape[0]
+        out = np.empty((T, self._dout), dtype=_F32)
+        if not T:
+            return out
+        try:
+            xp = _CF.from_buffer(a)           # the cheapest way to a pointer (a.ctypes is slower)
+        except TypeError:                     # a read-only array
+            a = a.copy()
+            xp = _CF.from_buffer(a)
+        rc = self._push_c(self._addr, sid, xp, T, _CF.from_buffer(out))
+        if rc:
+            raise token_error(rc, self.max_abs, f"tokens for stream {sid}")
         return out
 
     def push_many(self, tokens: dict) -> dict:
         """One token for each of several streams: {sid: (d_in,)} -> {sid: (d_out,)}."""
-        ids = list(tokens)
-        for sid in ids:
-            self._check_id(sid)
-        xs = [self._tokens(tokens[sid], f"token for stream {sid}") for sid in ids]
-        for sid, x in zip(ids, xs):
-            if x.shape[0] != 1:
-                raise InputError(f"push_many takes one token per stream; stream {sid} got {x.shape[0]}")
-        if not ids:
+        n = len(tokens)
+        if n == 1:      # one stream: the push path (the same one-stream kernel call)
+            (sid, v), = tokens.items()
+            if type(v) is np.ndarray and v.dtype == _F32 and v.shape == (self._din,) and v.flags.c_contiguous:
+                return {sid: self.push(sid, v.reshape(1, -1))[0]}
+        if not n:
             return {}
-        p = self.program
-        x = np.concatenate(xs, 0)
-        idx = np.asarray(ids, dtype=np.int64)
-        out = np.empty((len(ids), p.d_output), dtype=np.float32)
-        self._t[idx] += 1
-        p._lib.edgessm_step_rows(ctypes.byref(p._net), _ptr(self._states), idx.ctypes.data_as(_LP),
-                                 len(ids), _ptr(x), _ptr(out), self._t.ctypes.data_as(_LP), _ptr(p._work))
-        return {sid: out[j] for j, sid in enumerate(ids)}
+        if not self._open.issuperset(tokens):
+            for sid in tokens:
+                self._check_id(sid)
+        x = np.empty((n, self._din), dtype=_F32)
+        try:    # all tokens at once (numeric, one token of d_in values each) ...
+            np.copyto(x, list(tokens.values()), casting="same_kind")
+        except (TypeError, ValueError):
+            pass
+        else:
+            return self._step_rows(tokens, x, n)
+        for j, (sid, v) in enumerate(tokens.items()):   # ... else one by one, saying which is bad
+            if type(v) is not np.ndarray or v.dtype.kind not in "fiu":
+                v = self._tokens(v, f"token for stream {sid}")
+            try:
+                x[j] = v
+            except ValueError:
+                a = self._tokens(v, f"token for stream {sid}")
+                raise InputError(f"push_many takes one token per stream; stream {sid} got "
+                                 f"{a.shape[0]}") from None
+        return self._step_rows(tokens, x, n)
+
+    def _step_rows(self, tokens: dict, x: np.ndarray, n: int) -> dict:
+        idx = np.fromiter(tokens, dtype=np.int64, count=n)
+        out = np.empty((n, self._dout), dtype=_F32)
+        rc = self._rows_c(self._addr, _CL.from_buffer(idx), n, _CF.from_buffer(x), _CF.from_buffer(out))
+        if rc:
+            raise token_error(rc, self.max_abs, "a token in push_many")
+        return dict(zip(tokens, out))

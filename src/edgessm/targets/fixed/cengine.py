@@ -58,6 +58,8 @@ class CEngine:
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int64, ctypes.c_int64, _P, _P, _P, _P, _P, _P, ctypes.c_int64, _P, _P, _P]
         self._fn = fn
+        self.lib = lib
+        self.names = {k: code["engine"][k] for k in ("state_size", "init", "step")}
         self.library = path
         self.net = net
         self.populations = code["engine"]["populations"]          # graded populations, in C order
@@ -122,3 +124,48 @@ class CEngine:
         new_layers = [(st_out[2 * i], st_out[2 * i + 1]) for i in range(len(layers))]
         new_refs = dict(zip(self.populations, r_out)) if sd else None
         return out, new_layers, new_refs, msg, syn, ovf
+
+
+class CStream:
+    """One stream stepped token by token through the compiled network's ``<name>_step`` (the
+    export's API, in the engine's library): the state stays in C layout in a numpy buffer, and
+    each :meth:`step` is one C call with bound pointers: the integer step a device runs, on
+    this CPU (what ``edgessm bench stream`` times as ``fixed-c``). Nothing is counted in the
+    Engine (use :meth:`Engine.run_int` / ``step_int`` for counted work)."""
+
+    def __init__(self, c: CEngine):
+        lib, names = c.lib, c.names
+        size_fn = getattr(lib, names["state_size"])
+        size_fn.restype = ctypes.c_size_t
+        size_fn.argtypes = []
+        n = int(size_fn())
+        self._buf = np.zeros(n + 64, np.uint8)
+        off = (-self._buf.ctypes.data) % 64                       # 64-byte aligned state
+        self._state = self._buf[off:off + n]
+        self.x = np.zeros(c.net.d_input, np.int32)
+        self.y = np.zeros(c.net.d_output, np.int32)
+        init = getattr(lib, names["init"])
+        init.restype = None
+        init.argtypes = [_P]
+        self._init = init
+        fn = getattr(lib, names["step"])
+        fn.restype = None
+        fn.argtypes = [_P, _P, _P]
+        self._fn = fn
+        self._args = (self._state.ctypes.data, self.x.ctypes.data, self.y.ctypes.data)
+        self.in_range = c.in_range
+        self.reset()
+
+    def reset(self) -> None:
+        self._init(self._args[0])
+
+    def step(self, xm: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """One token: encoded input mantissas (d_input,) -> logit mantissas (d_output,) int32
+        (into `out` if given). Inputs outside the input bit width are saturated and counted,
+        as the export's step does."""
+        self.x[...] = xm
+        self._fn(*self._args)
+        if out is None:
+            return self.y.copy()
+        out[...] = self.y
+        return out

@@ -23,9 +23,12 @@ What is generated, per model ``<name>``:
 * ``<name>.c``: every tensor as a ``static const`` array of the narrowest ``<stdint.h>`` type
   that holds it (a tensor whose entries are all equal becomes a literal), one static
   function per layer, no ``malloc``, no float in the integer step, ``int64_t``
-  accumulators. Right shifts of negative numbers use a floor shift that C99 defines
-  (``~(~x >> s)``, the exact-width types being two's complement), and a left shift is a
-  multiplication, so nothing depends on implementation-defined or undefined behaviour.
+  arithmetic, or ``int32_t`` where the value ranges prove it exact (the range-specialized
+  layer code below: a round-half-up shift by a positive constant is then an offset, an
+  unsigned shift and a subtraction). Right shifts of negative numbers use a floor shift that
+  C99 defines (``~(~x >> s)``, the exact-width types being two's complement), or shift an
+  unsigned value; a left shift is a multiplication, so nothing depends on
+  implementation-defined or undefined behaviour.
 
 The code compiles with ``cc -std=c99 -Wall -Wextra -pedantic -Werror -O2`` (:data:`CFLAGS`).
 :func:`verify_c` compiles it with a small harness, runs test sequences through it and
@@ -170,13 +173,17 @@ class _Gen:
         self.data_bytes = 0
         self.n_arrays = 0
 
-    def tensor(self, name: str, a: np.ndarray, force_array: bool = False):
-        """A function idx -> C expression for entry idx of tensor `a`."""
+    def tensor(self, name: str, a: np.ndarray, force_array: bool = False, ctype: str | None = None):
+        """A function idx -> C expression for entry idx of tensor `a` (ctype: a wider type than
+        the narrowest, e.g. int16_t for int16 dot products)."""
         a = np.asarray(a, dtype=np.int64)
         if a.size and not force_array and int(a.min()) == int(a.max()):
             v = _lit(int(a.flat[0]))
             return lambda *idx: v
-        ctype, size = _ctype(a)
+        if ctype is not None:
+            size = {t: sz for t, sz, _, _ in _CTYPES}[ctype]
+        else:
+            ctype, size = _ctype(a)
         cname = f"{self.prefix}_{name}"
         dims = "".join(f"[{d}]" for d in a.shape)
         self.arrays.append(f"static const {ctype} {cname}{dims} = {self._init(a, ctype)};")
@@ -283,14 +290,23 @@ def _state_bytes(net: IntNet) -> int:
     return (n + 3) // 4 * 4                                    # struct alignment: uint32_t
 
 
-def generate(net: IntNet, name: str, source: str = "", *, engine_pops: list | None = None) -> dict:
+def generate(net: IntNet, name: str, source: str = "", *, engine_pops: list | None = None,
+             specialize: bool = True, branchless: bool | None = None) -> dict:
     """The C code of `net`: {"h": text, "c": text, "data_bytes", "state_bytes", "scratch_bytes"}.
 
     engine_pops: the populations of an integer engine (``Engine.pops``) to generate, in
     addition, the batched host-side entry point of the engine's C backend (see
     :func:`_engine_section`; ``targets/fixed/cengine.py``); the result then has an "engine"
-    entry. Without it the export is generated (and unchanged by this option)."""
+    entry. Without it the export is generated (and unchanged by this option).
+    specialize: emit the range-specialized layer code where it applies (the same integers,
+    fewer and narrower operations; see "range-specialized layer code"); False: the general
+    form everywhere. branchless: the form a vectorizing host compiler wants (int32 values
+    saturated with selects and counted with adds; each S4D coefficient its own array) instead
+    of the one an in-order 32-bit core wants (a rarely taken branch per fit; the coefficients
+    of a state side by side, two arrays instead of six); default: branchless for the engine
+    backend (engine_pops), not for the export. Both compute the same integers."""
     _check_net(net)
+    _BRANCHLESS[0] = engine_pops is not None if branchless is None else bool(branchless)
     p, P = name, name.upper()
     g = _Gen(p)
     widths = [net.d_model, net.d_output] + [m.W.shape[0] for _, m in net.layers] + \
@@ -307,11 +323,32 @@ def generate(net: IntNet, name: str, source: str = "", *, engine_pops: list | No
                 slots.append((where, kind))
             return f"&s->engine_overflow[{slots.index((where, kind))}]"
         return over
-    fns = [_dense_fn(g, p, net.encoder, counters(net.encoder.name))]
+    in_lo, in_hi = int_range(min(net.in_bits, 32))
+    rng = _R(in_lo, in_hi)
+
+    def dense(d):
+        nonlocal rng
+        fast = _dense_fast(g, p, d, rng, counters(d.name)) if specialize else None
+        if fast is None:
+            lo, hi = int_range(d.out_bits)
+            rng = _R(0 if d.relu else lo, hi)
+            return _dense_fn(g, p, d, counters(d.name))
+        code, rng = fast
+        return code
+
+    def s4d(s):
+        nonlocal rng
+        fast = _s4d_fast(g, p, s, rng, counters(s.name)) if specialize else None
+        if fast is None:
+            rng = _R(0, int_range(s.out_bits)[1])
+            return _s4d_fn(g, p, s, counters(s.name))
+        code, rng = fast
+        return code
+    fns = [dense(net.encoder)]
     for s, m in net.layers:
-        fns.append(_s4d_fn(g, p, s, counters(s.name)))
-        fns.append(_dense_fn(g, p, m, counters(m.name)))
-    fns.append(_dense_fn(g, p, net.decoder, counters(net.decoder.name)))
+        fns.append(s4d(s))
+        fns.append(dense(m))
+    fns.append(dense(net.decoder))
     engine = _engine_section(g, p, net, engine_pops, slots, W) if engine_pops is not None else None
     in_lo, in_hi = int_range(net.in_bits)
     from ... import __version__
@@ -412,20 +449,10 @@ void {p}_decode(const int32_t *logits, float *y);
         steps.append(f"    {p}_{m.name}(s, {other}, {cur});")
     steps.append(f"    {p}_decoder(s, {cur}, logits);")
     body = "\n".join(steps)
-    c = f"""/* {name}.c: S4D network{origin}, quantized with spec {net.spec_name!r}, as portable C99.
- * Generated by edgessm {__version__} (edgessm export-c); do not edit. See {name}.h.
- *
- * Per token (quant/intnet.py), every intermediate in int64_t:
- *   Dense: acc = W a -> fit(acc bits); v = rsr(acc * g, shift) + bias -> fit(out bits) [ReLU]
- *   S4D:   xr' = fit(rsr(ar xr - ai xi, sA) + rsr(br u, sB)),  xi' = fit(rsr(ar xi + ai xr, sA) + rsr(bi u, sB))
- *          y = fit(rsr(sum_n cr xr' - ci xi', sC) + rsr(dm u, sD));  a = ReLU(y)
- * rsr(x, s) = floor((x + 2^(s-1)) / 2^s) for s > 0 (round half up), x * 2^-s for s <= 0;
- * fit() saturates (or wraps, where the spec says so) to a signed bit width and counts.
- */
-#include <string.h>
-#include "{name}.h"
-
-/* floor(x / 2^s) for 0 <= s <= 62, defined for negative x too (C99 leaves >> of negative
+    body_fns = "".join(fns)
+    helper_parts = []
+    if f"{p}_rsr(" in body_fns:
+        helper_parts.append(f"""/* floor(x / 2^s) for 0 <= s <= 62, defined for negative x too (C99 leaves >> of negative
  * values implementation-defined; int64_t is two's complement, so ~x = -x - 1 >= 0). */
 static int64_t {p}_floor_shift(int64_t x, int s)
 {{
@@ -439,9 +466,10 @@ static int64_t {p}_rsr(int64_t x, int s)
         return {p}_floor_shift(x + ((int64_t)1 << (s - 1)), s);
     return x * ((int64_t)1 << -s);
 }}
-
-/* Fit x into [lo, hi] (a signed bit width): saturate, or wrap around (two's complement) when
- * `wrap`; a value that did not fit is counted in *over (which stops at UINT32_MAX). */
+""")
+    if f"{p}_fit(" in body_fns:
+        helper_parts.append(f"""/* Fit x into [lo, hi] (a signed bit width): saturate, or wrap around (two's complement) when
+ * `wrap`; a value that did not fit is counted in *over{' (which stops at UINT32_MAX)' if engine is None else ''}. */
 static int64_t {p}_fit(int64_t x, int64_t lo, int64_t hi, int wrap, {fit_counter} *over)
 {{
     if (x >= lo && x <= hi)
@@ -451,7 +479,31 @@ static int64_t {p}_fit(int64_t x, int64_t lo, int64_t hi, int wrap, {fit_counter
         return (int64_t)(((uint64_t)x - (uint64_t)lo) & ((uint64_t)hi - (uint64_t)lo)) + lo;
     return x < lo ? lo : hi;
 }}
+""")
+    if f"{p}_count(" in body_fns:
+        add = ("*over += n;" if engine is not None else
+               "*over = n > UINT32_MAX - *over ? UINT32_MAX : *over + n;   /* stops at UINT32_MAX */")
+        helper_parts.append(f"""/* Add the n overflows a layer counted to *over. */
+static void {p}_count({fit_counter} *over, uint32_t n)
+{{
+    {add}
+}}
+""")
+    helpers = "\n".join(helper_parts)
+    c = f"""/* {name}.c: S4D network{origin}, quantized with spec {net.spec_name!r}, as portable C99.
+ * Generated by edgessm {__version__} (edgessm export-c); do not edit. See {name}.h.
+ *
+ * Per token (quant/intnet.py), every intermediate in int64_t:
+ *   Dense: acc = W a -> fit(acc bits); v = rsr(acc * g, shift) + bias -> fit(out bits) [ReLU]
+ *   S4D:   xr' = fit(rsr(ar xr - ai xi, sA) + rsr(br u, sB)),  xi' = fit(rsr(ar xi + ai xr, sA) + rsr(bi u, sB))
+ *          y = fit(rsr(sum_n cr xr' - ci xi', sC) + rsr(dm u, sD));  a = ReLU(y)
+ * rsr(x, s) = floor((x + 2^(s-1)) / 2^s) for s > 0 (round half up), x * 2^-s for s <= 0;
+ * fit() saturates (or wraps, where the spec says so) to a signed bit width and counts.
+ */
+#include <string.h>
+#include "{name}.h"
 
+{helpers}
 /* ---- weights and coefficients (mantissas), descale factors and shifts ------------------------- */
 {chr(10).join(g.arrays)}
 
@@ -624,6 +676,13 @@ static void {p}_engine_step({p}_state *s, const int64_t *x, int64_t *y, int32_t 
     (void)buf1;
 }}
 
+/* The size of one stream's state (the export's {p}_state with the engine's counters), for a
+ * host that steps a stream with {p}_init / {p}_step. */
+size_t {p}_engine_state_size(void)
+{{
+    return sizeof({p}_state);
+}}
+
 /* B streams of L tokens: x[B][L][{P}_D_INPUT] -> y[B][L][{P}_D_OUTPUT], int64 mantissas (inputs
  * within {P}_INPUT_MIN..{P}_INPUT_MAX). Stream b starts from the states st_in[2l], st_in[2l+1]
  * (layer l's real and imaginary parts, int64 [B][H][N], within the state bit width) and ends in
@@ -635,7 +694,7 @@ int {p}_engine_run(int64_t B, int64_t L, const int64_t *x, int64_t *y,
                    const int64_t *const *ref_in, int64_t *const *ref_out, int64_t T,
                    uint64_t *msg, uint64_t *syn, uint64_t *ovf)
 {{
-    int32_t ref[{R}];
+    int32_t ref[{R}] = {{0}};
     {p}_state *s = ({p}_state *)malloc(sizeof *s);
     int64_t b, t;
     int h, n, i, k;
@@ -663,10 +722,11 @@ int {p}_engine_run(int64_t B, int64_t L, const int64_t *x, int64_t *y,
 }}
 """
     return {"c": c, "populations": [q["name"] for q in graded], "sizes": [int(q["size"]) for q in graded],
-            "overflow_slots": list(slots), "run": f"{p}_engine_run"}
+            "overflow_slots": list(slots), "run": f"{p}_engine_run", "state_size": f"{p}_engine_state_size",
+            "init": f"{p}_init", "step": f"{p}_step"}
 
 
-ENGINE_CFLAGS = ["-fPIC", "-shared"]          # the engine backend: a shared library, CFLAGS +
+ENGINE_CFLAGS = ["-O3", "-fPIC", "-shared"]    # the engine backend: a shared library, CFLAGS (-O3 after -O2 wins) +
 ENGINE_NATIVE = ["-march=native"]             # tuned to this CPU where the compiler can (~20 % faster)
 
 
@@ -896,6 +956,23 @@ def _elf_section_bytes(path: Path, prefix: str) -> int | None:
         return None
 
 
+def engine_reference(net: IntNet, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The numpy integer engine on float inputs X (B, L, d_in), token by token: (encoded inputs
+    xm, integer logits (B, L, d_out), overflows per kind summed over the sequences, the input
+    encoding's included): what the C is compared with."""
+    from .engine import Engine
+    B, L, _ = X.shape
+    xm, in_over = quantize_input_np(X, net.in_exp, net.in_bits)
+    eng = Engine(net, backend="numpy")          # the reference, not the C it is compared with
+    st = eng.init_state(B)
+    ref = np.empty((B, L, net.d_output), np.int64)
+    for t in range(L):
+        ref[:, t], st = eng.step_int(np.ascontiguousarray(xm[:, t]), st)
+    eng_over = dict(eng.overflows)
+    eng_over["input"] += in_over
+    return xm, ref, eng_over
+
+
 def verify_c(net: IntNet, out_dir, name: str, X, cc: str | None = None, min_seconds: float = 0.2) -> dict:
     """Compile the export in `out_dir` with a test harness, run the sequences X (B, L, d_in),
     float) through it and through the integer engine, and compare.
@@ -909,18 +986,10 @@ def verify_c(net: IntNet, out_dir, name: str, X, cc: str | None = None, min_seco
     busy machine disturbs less than wall time; "c_wall_us_per_token" is the wall time),
     "sizeof_state", "n", "length"}.
     """
-    from .engine import Engine
     cc = cc or find_compiler()
     X = _as_inputs(X, net.d_input)
     B, L, _ = X.shape
-    xm, in_over = quantize_input_np(X, net.in_exp, net.in_bits)
-    eng = Engine(net, backend="numpy")          # the reference, not the C it is compared with
-    st = eng.init_state(B)
-    ref = np.empty((B, L, net.d_output), np.int64)
-    for t in range(L):
-        ref[:, t], st = eng.step_int(np.ascontiguousarray(xm[:, t]), st)
-    eng_over = dict(eng.overflows)
-    eng_over["input"] += in_over
+    xm, ref, eng_over = engine_reference(net, X)
     b = build(out_dir, name, cc)
     with tempfile.TemporaryDirectory(prefix="edgessm-export-c-") as td:
         fin, fout = Path(td) / "in.bin", Path(td) / "out.bin"
@@ -955,3 +1024,255 @@ def verify_c(net: IntNet, out_dir, name: str, X, cc: str | None = None, min_seco
            "host_text_bytes": b["host_text_bytes"], "host_rodata_bytes": b["host_rodata_bytes"],
            "compiler": cc, "cflags": " ".join(CFLAGS), "n": int(B), "length": int(L)}
     return res
+
+
+# ---- range-specialized layer code ---------------------------------------------------------------
+# The layers above are the general form (int64 everywhere, a shift function that branches on
+# the shift's sign, a fit function per value). When the value ranges allow, the generator
+# emits cheaper code that computes the same integers: each intermediate's bound is derived
+# from the tensors (exact Python integers) and the ranges of the layer's inputs; an
+# expression whose bound fits int32 is computed in int32; a round-half-up shift by a positive
+# shift is an offset, an unsigned shift and a subtraction (no branch; C99 defines unsigned
+# shifts and conversions of in-range values); a fit that cannot fail is left out; the
+# overflow counts of a layer are summed in a local and added once. Anything outside these
+# conditions keeps the general form.
+I32 = (1 << 31) - 1
+
+
+class _R:
+    """A closed integer range [lo, hi]."""
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi = int(lo), int(hi)
+
+    @property
+    def mag(self) -> int:
+        return max(abs(self.lo), abs(self.hi))
+
+    def fits32(self) -> bool:
+        return -I32 - 1 <= self.lo and self.hi <= I32
+
+
+def _mag(a) -> int:
+    a = np.asarray(a, dtype=object)
+    return int(max(abs(int(a.min())), abs(int(a.max())))) if a.size else 0
+
+
+def _rsr_range(r: _R, s: np.ndarray) -> _R:
+    """The range of rsr(x, s) for x in r and s between s.min() and s.max() (rsr is monotone in
+    x, and its magnitude in s, so the extremes are at the ends)."""
+    def f(x: int, sh: int) -> int:
+        return x * (1 << -sh) if sh <= 0 else (x + (1 << (sh - 1))) >> sh
+    ends = (int(s.min()), int(s.max()))
+    return _R(min(f(r.lo, e) for e in ends), max(f(r.hi, e) for e in ends))
+
+
+def _rsr_expr(x: str, r: _R, s: np.ndarray, sh: str, p: str) -> tuple[str, str]:
+    """(C expression of rsr(x, s), its type) for x of range r; sh: the C expression of the
+    shift (a literal or a per-channel variable)."""
+    smin, smax = int(s.min()), int(s.max())
+    lit = smin == smax
+    if smin >= 1 and smax <= 30 and r.mag <= (1 << 30) and r.fits32():
+        if lit:
+            off, k = (1 << 30) + (1 << (smin - 1)), 1 << (30 - smin)
+            return f"((int32_t)(((uint32_t)({x}) + {off}u) >> {smin}) - {k})", "int32_t"
+        return (f"((int32_t)(((uint32_t)({x}) + (UINT32_C(1) << 30) + (UINT32_C(1) << ({sh} - 1))) >> {sh}) "
+                f"- ((int32_t)1 << (30 - {sh})))"), "int32_t"
+    if smin >= 1 and smax <= 61 and r.mag <= (1 << 60):
+        if lit:
+            off, k = (1 << 61) + (1 << (smin - 1)), 1 << (61 - smin)
+            return f"((int64_t)(((uint64_t)({x}) + UINT64_C({off})) >> {smin}) - INT64_C({k}))", "int64_t"
+        return (f"((int64_t)(((uint64_t)({x}) + (UINT64_C(1) << 61) + (UINT64_C(1) << ({sh} - 1))) >> {sh}) "
+                f"- ((int64_t)1 << (61 - {sh})))"), "int64_t"
+    return f"{p}_rsr((int64_t)({x}), {sh})", "int64_t"
+
+
+def _fit_code(v: str, r: _R, bits: int, mode: str, ctr: str, p: str, over_fn, kind: str, indent: str) -> tuple[str, _R]:
+    """Statements fitting variable v (range r) into `bits` (saturate: counted in local ctr;
+    wrap: the general fit), and the range after."""
+    lo, hi = int_range(bits)
+    if lo <= r.lo and r.hi <= hi:
+        return "", r
+    if mode == "wrap":
+        return f"{indent}{v} = {p}_fit({v}, {_range_args(bits, mode)}, {over_fn(kind)});\n", _R(lo, hi)
+    if r.fits32() and _BRANCHLESS[0]:
+        span = hi - lo
+        return (f"{indent}{ctr} += (uint32_t)((uint32_t){v} - (uint32_t){_lit(lo)}) > {span}u;\n"
+                f"{indent}{v} = {v} < {_lit(lo)} ? {_lit(lo)} : {v};\n{indent}{v} = {v} > {_lit(hi)} ? {_lit(hi)} : {v};\n",
+                _R(max(r.lo, lo), min(r.hi, hi)))
+    if r.fits32():
+        span = hi - lo
+        return (f"{indent}if ((uint32_t)((uint32_t){v} - (uint32_t){_lit(lo)}) > {span}u) {{\n"
+                f"{indent}    ++{ctr};\n{indent}    {v} = {v} < {_lit(lo)} ? {_lit(lo)} : {_lit(hi)};\n{indent}}}\n",
+                _R(max(r.lo, lo), min(r.hi, hi)))
+    return (f"{indent}if ({v} < {_lit(lo)} || {v} > {_lit(hi)}) {{\n{indent}    ++{ctr};\n"
+            f"{indent}    {v} = {v} < {_lit(lo)} ? {_lit(lo)} : {_lit(hi)};\n{indent}}}\n",
+            _R(max(r.lo, lo), min(r.hi, hi)))
+
+
+_BRANCHLESS = [False]      # set by generate(branchless=...): the vectorizing host form
+
+
+def _ty(r: _R) -> str:
+    return "int32_t" if r.fits32() else "int64_t"
+
+
+def _dense_fast(g: _Gen, p: str, d: DenseInt, rin: _R, over) -> tuple[str, _R] | None:
+    """The dense layer for inputs in rin, range-specialized; None: use the general form."""
+    C, K = d.W.shape
+    Wabs = np.abs(d.W.astype(object)).sum(1)
+    acc_r = _R(-int(Wabs.max()) * rin.mag, int(Wabs.max()) * rin.mag)
+    if acc_r.mag >= 1 << 62:
+        return None
+    # host form: non-negative inputs below 2^30 as two 15-bit halves, so that the sums are two
+    # int16 x int16 -> int32 dot products (acc = 2^15 sum(W hi) + sum(W lo), exactly)
+    split = (_BRANCHLESS[0] and rin.lo >= 0 and rin.hi < (1 << 30) and _mag(d.W) < (1 << 15)
+             and K * _mag(d.W) * ((1 << 15) - 1) <= I32)
+    W = g.tensor(f"{d.name}_W", d.W, force_array=True, ctype="int16_t" if split else None)
+    gg = g.tensor(f"{d.name}_g", d.g)
+    sh = g.tensor(f"{d.name}_shift", d.shift)
+    b = g.tensor(f"{d.name}_bias", d.bias)
+    at = _ty(acc_r)
+    fit_acc, acc_r = _fit_code("acc", acc_r, d.acc_bits, d.acc_mode, "o_acc", p, over, "accumulator", "        ")
+    prod_r = _R(-acc_r.mag * _mag(d.g), acc_r.mag * _mag(d.g))
+    if prod_r.mag >= 1 << 62:
+        return None
+    pt = _ty(prod_r)
+    r_expr, _ = _rsr_expr("prod", prod_r, np.asarray(d.shift), "sh", p)
+    v_r = _rsr_range(prod_r, np.asarray(d.shift))
+    v_r = _R(v_r.lo - _mag(d.bias), v_r.hi + _mag(d.bias))
+    vt = _ty(v_r)
+    fit_out, out_r = _fit_code("v", v_r, d.out_bits, d.out_mode, "o_act", p, over, "activations", "        ")
+    if d.relu:
+        out_r = _R(max(out_r.lo, 0), max(out_r.hi, 0))
+    bias = "" if b("c") == "0" else f" + {b('c')}"
+    relu = "        if (v < 0) v = 0;                                  /* ReLU */\n" if d.relu else ""
+    used = [c for c in ("o_acc", "o_act") if re.search(rf"\b{c}\b", fit_acc + fit_out)]
+    decl = f"    uint32_t {' = 0, '.join(used)} = 0;\n" if used else ""
+    counts = "".join(f"    {p}_count({over(k)}, {c});\n" for k, c in (("accumulator", "o_acc"), ("activations", "o_act"))
+                     if c in used)
+    halves = ""
+    if split:
+        halves = (f"    int16_t lo[{K}], hi[{K}];\n    for (k = 0; k < {K}; ++k) {{\n"
+                  f"        lo[k] = (int16_t)(in[k] & 32767);\n        hi[k] = (int16_t)(in[k] >> 15);   /* in[k] >= 0 */\n"
+                  f"    }}\n")
+        mac = (f"        {{\n            int32_t sl = 0, sh2 = 0;\n            for (k = 0; k < {K}; ++k) {{\n"
+               f"                sl += (int32_t){W('c', 'k')} * lo[k];\n"
+               f"                sh2 += (int32_t){W('c', 'k')} * hi[k];\n            }}\n"
+               f"            acc = ({at})(({at})sh2 * 32768 + sl);\n        }}\n")
+    elif K % 4 == 0 and K >= 8:          # unrolled by 4 (exact: no partial sum leaves `at`)
+        terms = " + ".join(f"({at}){W('c', f'k + {j}' if j else 'k')} * in[k{f' + {j}' if j else ''}]"
+                           for j in range(4))
+        mac = f"        for (k = 0; k < {K}; k += 4)\n            acc += {terms};\n"
+    else:
+        mac = f"        for (k = 0; k < {K}; ++k)\n            acc += ({at}){W('c', 'k')} * in[k];\n"
+    code = f"""/* {d.name}: {K} -> {C}, {d.acc_bits}-bit accumulator ({d.acc_mode}), {d.out_bits}-bit output \
+({d.out_mode}){', ReLU' if d.relu else ''}; inputs in [{rin.lo}, {rin.hi}]: {at} sums */
+static void {p}_{d.name}({p}_state *s, const int32_t *in, int32_t *out)
+{{
+    int c, k;
+{decl}{halves}    for (c = 0; c < {C}; ++c) {{
+        {at} acc = 0;
+        {pt} prod;
+        {vt} v;
+        const int sh = {sh('c')};
+{mac}{fit_acc}        prod = ({pt})acc * {gg('c')};
+        v = ({vt}){r_expr}{bias};
+{fit_out}{relu}        out[c] = (int32_t)v;
+        (void)sh;
+    }}
+{counts}    (void)s;
+}}
+"""
+    return code, out_r
+
+
+def _s4d_fast(g: _Gen, p: str, s: S4DInt, rin: _R, over) -> tuple[str, _R] | None:
+    H, N = s.ar.shape
+    if s.state_bits > 32:
+        return None
+    slo, shi = int_range(s.state_bits)
+    X = _R(slo, shi)
+    umag = rin.mag
+    a_r = _R(-(_mag(s.ar) + _mag(s.ai)) * X.mag, (_mag(s.ar) + _mag(s.ai)) * X.mag)
+    b_r = _R(-max(_mag(s.br), _mag(s.bi)) * umag, max(_mag(s.br), _mag(s.bi)) * umag)
+    if a_r.mag >= 1 << 60 or b_r.mag >= 1 << 60:
+        return None
+    sA, sB, sC, sD = (np.asarray(getattr(s, k)).reshape(-1) for k in ("sA", "sB", "sC", "sD"))
+    ra, ta = _rsr_expr("pa", a_r, sA, "sa", p)
+    rb, tb = _rsr_expr("pb", b_r, sB, "sb", p)
+    ra2, _ = _rsr_expr("qa", a_r, sA, "sa", p)
+    rb2, _ = _rsr_expr("qb", b_r, sB, "sb", p)
+    n_r0 = _rsr_range(a_r, sA)
+    n_r1 = _rsr_range(b_r, sB)
+    n_r = _R(n_r0.lo + n_r1.lo, n_r0.hi + n_r1.hi)
+    nt = _ty(n_r)
+    fit_r, _ = _fit_code("nr", n_r, s.state_bits, s.state_mode, "o_st", p, over, "state", "            ")
+    fit_i, _ = _fit_code("ni", n_r, s.state_bits, s.state_mode, "o_st", p, over, "state", "            ")
+    c_r = _R(-N * (_mag(s.cr) + _mag(s.ci)) * X.mag, N * (_mag(s.cr) + _mag(s.ci)) * X.mag)
+    d_r = _R(-_mag(s.dm) * umag, _mag(s.dm) * umag)
+    if c_r.mag >= 1 << 60 or d_r.mag >= 1 << 60:
+        return None
+    ct = _ty(c_r)
+    rc, _ = _rsr_expr("yc", c_r, sC, "sc", p)
+    rd, _ = _rsr_expr("pd", d_r, sD, "sd", p)
+    y_r0, y_r1 = _rsr_range(c_r, sC), _rsr_range(d_r, sD)
+    y_r = _R(y_r0.lo + y_r1.lo, y_r0.hi + y_r1.hi)
+    yt = _ty(y_r)
+    fit_y, out_r = _fit_code("y", y_r, s.out_bits, s.out_mode, "o_act", p, over, "activations", "        ")
+    out_r = _R(0, max(out_r.hi, 0))
+    # the six coefficients of a state side by side: (ar, ai) and (br, bi, cr, -ci) per (h, n), so
+    # that the inner loop walks two arrays, not six (fewer live pointers on a 32-bit core).
+    # (-ci is stored, so that y's sum is two multiply-accumulates.) For a vectorizing host
+    # compiler each coefficient is its own array (unit-stride loads).
+    if _BRANCHLESS[0]:
+        T = {k: g.tensor(f"{s.name}_{k}", v, force_array=True)
+             for k, v in (("ar", s.ar), ("ai", s.ai), ("br", s.br), ("bi", s.bi), ("cr", s.cr), ("nci", -s.ci))}
+        ar, ai, br, bi, cr, ci = (T[k]("h", "n") for k in ("ar", "ai", "br", "bi", "cr", "nci"))
+    else:
+        TA = g.tensor(f"{s.name}_A", np.stack([s.ar, s.ai], -1), force_array=True)
+        TB = g.tensor(f"{s.name}_BCn", np.stack([s.br, s.bi, s.cr, -s.ci], -1), force_array=True)
+        ar, ai = TA("h", "n", 0), TA("h", "n", 1)
+        br, bi, cr, ci = (TB("h", "n", j) for j in range(4))
+    T = {"dm": g.tensor(f"{s.name}_dm", s.dm, force_array=True)}
+    S = {k: g.tensor(f"{s.name}_{k}", getattr(s, k).reshape(-1)) for k in ("sA", "sB", "sC", "sD")}
+    at = "int32_t" if a_r.fits32() else "int64_t"
+    bt = "int32_t" if b_r.fits32() else "int64_t"
+    dt = "int32_t" if d_r.fits32() else "int64_t"
+    st = _state_type(s)
+    used = [c for c in ("o_st", "o_act") if re.search(rf"\b{c}\b", fit_r + fit_i + fit_y)]
+    decl = f"    uint32_t {' = 0, '.join(used)} = 0;\n" if used else ""
+    counts = "".join(f"    {p}_count({over(k)}, {c});\n" for k, c in (("state", "o_st"), ("activations", "o_act"))
+                     if c in used)
+    code = f"""/* {s.name}: S4D, H = {H} channels x {N} complex states ({s.state_bits}-bit, {s.state_mode}), \
+{s.out_bits}-bit output ({s.out_mode}), ReLU graded spike; inputs in [{rin.lo}, {rin.hi}] */
+static void {p}_{s.name}({p}_state *s, const int32_t *u, int32_t *a)
+{{
+    int h, n;
+{decl}    for (h = 0; h < {H}; ++h) {{
+        const int32_t uh = u[h];
+        const int sa = {S['sA']('h')}, sb = {S['sB']('h')}, sc = {S['sC']('h')}, sd = {S['sD']('h')};
+        {st} *xrp = s->{s.name}_xr[h], *xip = s->{s.name}_xi[h];
+        {ct} yc = 0;
+        {dt} pd;
+        {yt} y;
+        for (n = 0; n < {N}; ++n) {{
+            const {at} xr = xrp[n], xi = xip[n];
+            const {at} pa = ({at}){ar} * xr + ({at}){ai} * -xi;
+            const {at} qa = ({at}){ar} * xi + ({at}){ai} * xr;
+            const {bt} pb = ({bt}){br} * uh, qb = ({bt}){bi} * uh;
+            {nt} nr = ({nt}){ra} + ({nt}){rb};
+            {nt} ni = ({nt}){ra2} + ({nt}){rb2};
+{fit_r}{fit_i}            xrp[n] = ({st})nr;
+            xip[n] = ({st})ni;
+            yc += ({ct}){cr} * nr + ({ct}){ci} * ni;
+        }}
+        pd = ({dt}){T['dm']('h')} * uh;
+        y = ({yt}){rc} + ({yt}){rd};
+{fit_y}        a[h] = (int32_t)(y > 0 ? y : 0);
+        (void)sa; (void)sb; (void)sc; (void)sd;
+    }}
+{counts}}}
+"""
+    return code, out_r

@@ -86,6 +86,16 @@ class Engine:
         self.backend = "numpy" if backend == "numpy" or why is not None else "c"
         self.backend_note = str(why) if why is not None else ""     # why "auto" chose numpy
 
+    def c_stream(self):
+        """One stream stepped by the compiled C step, one C call per token
+        (:class:`~.cengine.CStream`); needs the C backend."""
+        c = self._cengine()
+        if c is None:
+            raise ConfigError(f"a C stream needs the integer engine's C backend (this engine runs "
+                              f"{self.backend!r}); use backend='c' or 'auto' with a C compiler")
+        from .cengine import CStream
+        return CStream(c)
+
     def _cengine(self):
         """The compiled C backend (compiled, or found in the cache, on first use); None when
         the backend is numpy, or when "auto" could not compile it (with a warning)."""

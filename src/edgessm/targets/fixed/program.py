@@ -40,6 +40,8 @@ def parse_options(cls, options: dict):
         if k not in fields:
             raise ConfigError(f"unknown option {k!r} for this target; known: {', '.join(sorted(fields))}")
         v = coerce(f"option {k}", v, type(getattr(cfg, k)))
+        if isinstance(v, float) and v < 0:   # energies, powers, times
+            raise ConfigError(f"option {k} must be >= 0, got {v!r}")
         setattr(cfg, k, v)
     return cfg
 
