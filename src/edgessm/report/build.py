@@ -668,7 +668,7 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
                  robust_devices: int = 2, robust_sweeps: dict | None = None, robust_models=None,
                  study: dict | None = None, cost_batch: int = 64, cost_steps: int = 500,
                  trace_index: int = 0, threads: int = 1, batch_size: int = 256, sections=None,
-                 quant_tasks=("smnist", "psmnist", "scifar")) -> Path:
+                 quant_tasks=("smnist", "psmnist", "scifar"), quant_limit: int = 50) -> Path:
     """Measure and write OUT/index.html, its PNGs and OUT/report.json; returns the HTML path.
 
     model_name/task/limit: the model of sections 1, 2, 4-6 on its first `limit` test samples.
@@ -680,7 +680,8 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
     STUDY (batches, seq_lens, steps, torch_steps, repeats, max_tokens). cost_batch, cost_steps:
     the measured CPU rows of section 2. threads: torch threads while measuring (restored).
     sections: keys of SECTIONS to build (default all). quant_tasks: the tasks of the float / PTQ /
-    QAFT section (their shipped TASK and TASK-loihi2 models)."""
+    QAFT section (their shipped TASK and TASK-loihi2 models), computed on min(limit, quant_limit)
+    test samples each (all of them when limit is None: report --full)."""
     plots.plt()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -690,7 +691,7 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
                 robust_devices=robust_devices, robust_sweeps=dict(robust_sweeps or ROBUST_SWEEPS),
                 robust_models=robust_models, study={**STUDY, **(study or {})}, cost_batch=cost_batch,
                 cost_steps=cost_steps, trace_index=trace_index, threads=threads, batch_size=batch_size,
-                quant_tasks=tuple(quant_tasks))
+                quant_tasks=tuple(quant_tasks), quant_limit=quant_limit)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": page.machine(), "versions": page.versions(),
             "command": _command(out, model_name, task, limit,
@@ -745,7 +746,7 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
 _DEFAULTS = dict(specs=SPECS, int_target="loihi2", calibrate=256, crossbar_model="fsdd01-ternary",
                  crossbar_task="fsdd-01", crossbar_limit=None, trials=3, robust_devices=2, robust_sweeps=None,
                  robust_models=None, study=None, cost_batch=64, cost_steps=500, trace_index=0, threads=1,
-                 batch_size=256, quant_tasks=("smnist", "psmnist", "scifar"))
+                 batch_size=256, quant_tasks=("smnist", "psmnist", "scifar"), quant_limit=50)
 
 
 def _load(ctx: _Ctx, task, limit):

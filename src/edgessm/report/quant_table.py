@@ -28,7 +28,7 @@ def section(ctx, sec: dict):
     rows = []
     for task, fname, qname in (m for m in MODELS if m[0] in ctx.quant_tasks):
         try:
-            test = load_task(task, "test", limit=ctx.limit)
+            test = load_task(task, "test", limit=None if ctx.limit is None else min(ctx.limit, ctx.quant_limit))
         except Exception as e:  # noqa: BLE001 - e.g. CIFAR-10 missing from the data root
             rows.append({"group": task, "label": "all", "kind": "software", "task": task, "model": fname,
                          "what": "-", "status": "error", "accuracy": None, "error": f"{type(e).__name__}: {e}"})
@@ -61,8 +61,11 @@ def section(ctx, sec: dict):
     sec["png"] = plots.accuracy(rows, ctx.out, name="quantization",
                                 title="float vs PTQ vs QAFT (Loihi 2 spec, integer arithmetic)")
     sec["caption"] = (
-        "Accuracy after the last token, computed on this machine on the first test samples of each task: "
-        "float32 = the shipped float model; PTQ = post-training quantization of it to the loihi2 spec "
+        "Accuracy after the last token, computed on this machine on "
+        + ("all test samples of each task (report --full): " if ctx.limit is None else
+           f"the first {min(ctx.limit, ctx.quant_limit)} test samples of each task (at most quant_limit, "
+           f"to keep the report short): ")
+        + "float32 = the shipped float model; PTQ = post-training quantization of it to the loihi2 spec "
         f"(8-bit weights, 24-bit states and graded spikes), calibrated on {ctx.calibrate} training samples; "
         "QAFT = the shipped model after one epoch of quantization-aware fine-tuning. The quantized models run "
         "their integer arithmetic (bit-exact to the Loihi 2 integer engine). 95% interval: Wilson score "
