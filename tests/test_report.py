@@ -10,11 +10,11 @@ from conftest import needs_fsdd, needs_mnist
 
 pytest.importorskip("matplotlib")
 
-SECTIONS = ("accuracy", "cost", "robustness", "study", "latency", "trace")
+SECTIONS = ("accuracy", "quantization", "cost", "robustness", "study", "latency", "trace")
 SMALL = dict(calibrate=8, crossbar_limit=8, trials=2, robust_devices=1,
              robust_sweeps={"write_noise": (0.0, 40.0), "stuck": (0.05,), "drift": (1e6,)},
              study={"batches": (1, 4), "seq_lens": (32,), "steps": 20, "torch_steps": 5, "repeats": 1},
-             cost_batch=2, cost_steps=50)
+             cost_batch=2, cost_steps=50, quant_tasks=("smnist",))
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,17 @@ def test_report_survives_a_missing_model(tmp_path):
     for key in SECTIONS:
         assert doc["sections"][key]["errors"], key
     assert "no-such-model" in path.read_text()
+
+
+@needs_mnist
+@needs_fsdd
+def test_report_quantization_table(small_report):
+    out, path, doc = small_report
+    rows = doc["sections"]["quantization"]["rows"]
+    assert [r["what"] for r in rows] == ["float", "PTQ", "QAFT"]
+    for r in rows:
+        assert r["status"] == "ok" and r["n"] == 8 and 0 <= r["accuracy"] <= 1, r
+        lo, hi = r["accuracy_ci95"]
+        assert lo <= r["accuracy"] <= hi
+    assert rows[0]["recorded_n"] == 10000 and rows[2]["recorded"] is not None and rows[1]["recorded"] is None
+    assert "95% interval" in path.read_text()

@@ -627,7 +627,13 @@ def _section_trace(ctx: _Ctx, sec: dict):
 
 # ---- the report -----------------------------------------------------------------------------
 
+def _section_quant(ctx: _Ctx, sec: dict):
+    from .quant_table import section
+    section(ctx, sec)
+
+
 SECTIONS = (("accuracy", "Accuracy per target and bit-width", _section_accuracy),
+            ("quantization", "Float vs PTQ vs QAFT (sMNIST, psMNIST, sCIFAR)", _section_quant),
             ("cost", "Energy, latency and throughput per target and mode", _section_cost),
             ("robustness", "Robustness of the crossbar deployment", _section_robustness),
             ("study", "Token by token vs batched", _section_study),
@@ -661,7 +667,8 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
                  crossbar_limit: int | None = None, trials: int = 3,
                  robust_devices: int = 2, robust_sweeps: dict | None = None, robust_models=None,
                  study: dict | None = None, cost_batch: int = 64, cost_steps: int = 500,
-                 trace_index: int = 0, threads: int = 1, batch_size: int = 256, sections=None) -> Path:
+                 trace_index: int = 0, threads: int = 1, batch_size: int = 256, sections=None,
+                 quant_tasks=("smnist", "psmnist", "scifar"), quant_limit: int = 50) -> Path:
     """Measure and write OUT/index.html, its PNGs and OUT/report.json; returns the HTML path.
 
     model_name/task/limit: the model of sections 1, 2, 4-6 on its first `limit` test samples.
@@ -672,7 +679,9 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
     ([(label, model, {field: value})] extra models to sweep): section 3. study: overrides of
     STUDY (batches, seq_lens, steps, torch_steps, repeats, max_tokens). cost_batch, cost_steps:
     the measured CPU rows of section 2. threads: torch threads while measuring (restored).
-    sections: keys of SECTIONS to build (default all)."""
+    sections: keys of SECTIONS to build (default all). quant_tasks: the tasks of the float / PTQ /
+    QAFT section (their shipped TASK and TASK-loihi2 models), computed on min(limit, quant_limit)
+    test samples each (all of them when limit is None: report --full)."""
     plots.plt()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -681,7 +690,8 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
                 crossbar_task=crossbar_task, crossbar_limit=crossbar_limit, trials=trials,
                 robust_devices=robust_devices, robust_sweeps=dict(robust_sweeps or ROBUST_SWEEPS),
                 robust_models=robust_models, study={**STUDY, **(study or {})}, cost_batch=cost_batch,
-                cost_steps=cost_steps, trace_index=trace_index, threads=threads, batch_size=batch_size)
+                cost_steps=cost_steps, trace_index=trace_index, threads=threads, batch_size=batch_size,
+                quant_tasks=tuple(quant_tasks), quant_limit=quant_limit)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": page.machine(), "versions": page.versions(),
             "command": _command(out, model_name, task, limit,
@@ -736,7 +746,7 @@ def build_report(out, model_name: str = "smnist", task: str | None = None, limit
 _DEFAULTS = dict(specs=SPECS, int_target="loihi2", calibrate=256, crossbar_model="fsdd01-ternary",
                  crossbar_task="fsdd-01", crossbar_limit=None, trials=3, robust_devices=2, robust_sweeps=None,
                  robust_models=None, study=None, cost_batch=64, cost_steps=500, trace_index=0, threads=1,
-                 batch_size=256)
+                 batch_size=256, quant_tasks=("smnist", "psmnist", "scifar"), quant_limit=50)
 
 
 def _load(ctx: _Ctx, task, limit):

@@ -31,7 +31,8 @@ def save(fig, out: Path, name: str) -> str:
 # ---- 1. accuracy -----------------------------------------------------------------------------
 
 
-def accuracy(rows: list[dict], out: Path) -> str:
+def accuracy(rows: list[dict], out: Path, name: str = "accuracy",
+             title: str = "accuracy per target and bit-width") -> str:
     """Grouped bars: one group per (model, task), one bar per target / bit-width."""
     p = plt()
     groups = list(dict.fromkeys(r["group"] for r in rows))
@@ -71,8 +72,8 @@ def accuracy(rows: list[dict], out: Path) -> str:
     ax.legend(handles, ["cpu float32", "integer engine (PTQ)", "crossbar (simulated devices)",
                         "software (float eval)"], loc="upper center", ncol=4, fontsize=8, frameon=False,
               bbox_to_anchor=(0.5, 1.0))
-    ax.set_title("accuracy per target and bit-width", fontsize=11)
-    return save(fig, out, "accuracy")
+    ax.set_title(title, fontsize=11)
+    return save(fig, out, name)
 
 
 # ---- 2. cost ---------------------------------------------------------------------------------
