@@ -1,4 +1,4 @@
-"""Streaming engines side by side (issue 5): the C kernel (cpu-fast), PyTorch `net.step` and
+"""Streaming engines side by side: the C kernel (cpu-fast), PyTorch `net.step` and
 the FFT convolution, per token, at several batch sizes, for the shipped `smnist` and the
 H=128/N=64/4-layer standard model, against the arithmetic bound.
 

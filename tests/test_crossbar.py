@@ -1,4 +1,4 @@
-"""The crossbar target (issue 4): device config, hardware-aware model, simulator, cost, CLI."""
+"""The crossbar target: device config, hardware-aware model, simulator, cost, CLI."""
 from __future__ import annotations
 
 import json

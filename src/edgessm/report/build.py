@@ -1,4 +1,4 @@
-"""Build the report (issue 5): OUT/index.html, one PNG per section and OUT/report.json with
+"""Build the report: OUT/index.html, one PNG per section and OUT/report.json with
 every plotted number. Every figure is measured (or modelled by a target's cost model) when
 the report is made, and the page says which, on how many samples.
 

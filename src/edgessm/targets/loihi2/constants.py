@@ -70,7 +70,7 @@ CONSTANTS: dict[str, tuple[float, str, str, str]] = {
 #: d_model 128, 4 states (2 complex), 3 inputs (sCIFAR), on one Loihi 2 chip.
 CALIBRATION_POINT = {"d_input": 3, "d_output": 10, "d_model": 128, "d_state": 4, "n_layers": 1,
                      "time_per_step_s": 31e-6, "power_w": 0.12, "cores": 6,
-                     "source": "[M24], as summarised in edgessm issue 3"}
+                     "source": "[M24]"}
 
 
 def table_markdown() -> str:
