@@ -380,19 +380,23 @@ class CrossbarProgram(Program):
         h = self._linear_seq("encoder", X, m.r_enc, m.encoder)
         for i, b in enumerate(m.blocks):
             z = b._norm(h) if b.prenorm else h
-            y = self._s4d_seq(i, z)
-            z = self._linear_seq(f"mixing{i}", b.act(y), m.r_mix[i], b.mix)
-            z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
-            if b.residual:
-                z = z + h
-            if not b.prenorm:
-                z = b._norm(z)
-            h = z
+            h = self._block_tail(i, b, self._s4d_seq(i, z), h, self._linear_seq)
         if m.config.readout == "mean":
             h = h.cumsum(1) / torch.arange(1, L + 1, dtype=h.dtype).view(1, -1, 1)
         out = self._linear_seq("decoder", h, m.r_dec, m.decoder)
         self._stats["stream_tokens"] += B * L
         return out
+
+    def _block_tail(self, i, b, y, h, linear):
+        """activation -> mixing on its arrays (`linear`: per token or per sequence) -> GLU or
+        activation -> residual -> post-norm, for block i with S4D output y and block input h."""
+        z = linear(f"mixing{i}", b.act(y), self.model.r_mix[i], b.mix)
+        z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
+        if b.residual:
+            z = z + h
+        if not b.prenorm:
+            z = b._norm(z)
+        return z
 
     def run_tokens(self, X: torch.Tensor) -> torch.Tensor:
         """The token-by-token reference of :meth:`run` (step() over the sequence)."""
@@ -420,13 +424,7 @@ class CrossbarProgram(Program):
             z = b._norm(h) if b.prenorm else h
             y, w = self._s4d(i, z, state["w"][i])
             new.append(w)
-            z = self._linear(f"mixing{i}", b.act(y), m.r_mix[i], b.mix)
-            z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
-            if b.residual:
-                z = z + h
-            if not b.prenorm:
-                z = b._norm(z)
-            h = z
+            h = self._block_tail(i, b, y, h, self._linear)
         t = state["t"] + 1
         total = None
         if m.config.readout == "mean":
