@@ -9,21 +9,7 @@ import argparse
 import sys
 
 from .errors import EdgessmError
-from .fields import json_text
-
-
-def _emit(args, obj: dict, text: str | None = None):
-    if getattr(args, "json", False):
-        print(json_text(obj, default=_jsonable))
-    else:
-        print(text if text is not None else json_text(obj, indent=2, default=_jsonable))
-
-
-def _jsonable(o):
-    try:
-        return float(o)
-    except (TypeError, ValueError):
-        return str(o)
+from .cli_common import emit, task_for
 
 
 # ---- commands -----------------------------------------------------------------------
@@ -84,25 +70,12 @@ def cmd_train(args):
     finally:
         if close is not None:
             close()
-    _emit(args, {"out": out, **result})
+    emit(args, {"out": out, **result})
 
 
 def _load_model(name):
     from . import io
     return io.load(name)
-
-
-def _task_for(args, model):
-    """--task, else the task the model was trained on (from its checkpoint)."""
-    task = getattr(args, "task", None)
-    if task:
-        return task
-    run = getattr(model, "checkpoint_meta", {}).get("run", {})
-    task = run.get("data", {}).get("task")
-    if not task:
-        from .errors import ConfigError
-        raise ConfigError("no --task given and the checkpoint does not record its task")
-    return task
 
 
 def cmd_models(args):
@@ -128,7 +101,7 @@ def cmd_models(args):
                      + f"  {r['bytes'] / 1024:.0f} KiB" for r in rows) or "no shipped models"
     if rows:
         text = ("test accuracy: what `edgessm eval NAME` gives on the full test set (samples)\n" + text)
-    _emit(args, {"models": rows}, text)
+    emit(args, {"models": rows}, text)
 
 
 def cmd_info(args):
@@ -138,7 +111,7 @@ def cmd_info(args):
     n = sum(p.numel() for p in model.parameters())
     info = {"path": meta["_path"], "config": meta["config"], "metrics": meta.get("metrics", {}),
             "parameters": n, "versions": meta.get("versions", {}), "quant": meta.get("quant")}
-    _emit(args, info)
+    emit(args, info)
 
 
 def cmd_eval(args):
@@ -149,7 +122,7 @@ def cmd_eval(args):
     from .data import load_task
     from .train import evaluate
     model = _load_model(args.model)
-    task = _task_for(args, model)
+    task = task_for(model, getattr(args, "task", None))
     ds = load_task(task, args.split, limit=args.limit, download=args.download)
     if ds.info.d_input != model.config.d_input or ds.info.d_output != model.config.d_output:
         from .errors import ConfigError
@@ -162,26 +135,8 @@ def cmd_eval(args):
         r = evaluate(model, ds, args.batch_size, progress=enabled())
     out = {"model": str(args.model), "task": task, "split": args.split, "accuracy": r["accuracy"],
            "loss": r["loss"], "n": r["n"], "seconds": time.time() - t0}
-    _emit(args, out, f"{args.model} on {task} ({args.split}, {r['n']} samples): "
+    emit(args, out, f"{args.model} on {task} ({args.split}, {r['n']} samples): "
                      f"accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}")
-
-
-def stream_trace(model, x, label=None):
-    """Feed one sequence (L, d) token by token; returns per-token predictions and timings."""
-    import time
-
-    import torch
-    state = model.init_state(1)
-    probs, times = [], []
-    with torch.no_grad():
-        for t in range(x.shape[0]):
-            t0 = time.perf_counter()
-            logits, state = model.step(x[t:t + 1], state)
-            times.append(time.perf_counter() - t0)
-            probs.append(torch.softmax(logits[0].double(), -1))
-    P = torch.stack(probs)
-    pred = P.argmax(-1)
-    return {"probs": P, "pred": pred, "step_s": times, "label": label}
 
 
 def cmd_stream(args):
@@ -189,12 +144,13 @@ def cmd_stream(args):
 
     from .data import load_task
     model = _load_model(args.model)
-    task = _task_for(args, model)
+    task = task_for(model, getattr(args, "task", None))
     ds = load_task(task, "test", limit=max(args.index, 0) + 1, download=args.download)
     if args.index < 0 or args.index >= len(ds):
         from .errors import ConfigError
         raise ConfigError(f"--index {args.index} is out of range: {task} test has {len(ds)} samples")
     x, y = ds[args.index]
+    from .bench.trace import stream_trace
     tr = stream_trace(model, x, int(y))
     L = x.shape[0]
     marks = sorted({max(0, round(L * f) - 1) for f in (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)})
@@ -218,7 +174,7 @@ def cmd_stream(args):
         lines.append(f"{r['token']:>6} {r['prediction']:>5} {r['confidence']:>6.3f}  {bar}")
     lines.append(f"final: {pred[-1]} ({'correct' if pred[-1] == int(y) else 'wrong'}); "
                  f"right and stable from token {correct_from + 1 if correct_from is not None else '-'}")
-    _emit(args, out, "\n".join(lines))
+    emit(args, out, "\n".join(lines))
 
 
 def cmd_import_s4d(args):
@@ -247,7 +203,7 @@ def cmd_import_s4d(args):
         sd = {k[len(args.prefix):]: v for k, v in sd.items() if k.startswith(args.prefix)}
     block = from_reference_s4d(sd)
     path = io.save_block(block, args.out)
-    _emit(args, {"out": str(path), "d_model": block.s4d.d_model, "d_state": block.s4d.d_state})
+    emit(args, {"out": str(path), "d_model": block.s4d.d_model, "d_state": block.s4d.d_state})
 
 
 def cmd_bench(args):
@@ -265,7 +221,7 @@ def cmd_bench(args):
     for name, e in r["engines"].items():
         lines.append(f"{name:<18} {e['batch']:>6} {e['us_per_step']:>10.1f} {e['us_per_token']:>10.2f} "
                      f"{e['tokens_per_s']:>12.0f} {e['gflop_per_s']:>8.2f}")
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
 
 
 def _check_model_name(name):
@@ -278,7 +234,7 @@ def cmd_report(args):
     _check_model_name(args.model)
     from .report import build_report
     path = build_report(args.out, args.model, args.task, None if args.full else args.limit)
-    _emit(args, {"report": str(path)}, f"report written to {path}")
+    emit(args, {"report": str(path)}, f"report written to {path}")
 
 
 def cmd_demo(args):

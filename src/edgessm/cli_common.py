@@ -99,3 +99,33 @@ def closed_pipe() -> int:
     except (OSError, ValueError):
         pass
     return 141     # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
+
+
+def jsonable(o):
+    """JSON fallback of the printed records: numbers as floats, anything else as its text."""
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
+def emit(args, obj: dict, text: str | None = None) -> None:
+    """Print a command's result: one JSON object with --json, else `text` (default: the object
+    as indented JSON)."""
+    from .fields import json_text
+    if getattr(args, "json", False):
+        print(json_text(obj, default=jsonable))
+    else:
+        print(text if text is not None else json_text(obj, indent=2, default=jsonable))
+
+
+def task_for(model, task: str | None = None) -> str:
+    """--task, else the task the checkpoint was trained on."""
+    if task:
+        return task
+    from .io import trained_task
+    t = trained_task(model)
+    if not t:
+        from .errors import ConfigError
+        raise ConfigError("no --task given and the checkpoint does not record its task; pass --task T")
+    return t

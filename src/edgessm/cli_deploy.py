@@ -18,10 +18,10 @@ function (the demo and the report call it).
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from typing import Callable
 
+from .cli_common import emit, task_for
 from .errors import ConfigError
 
 
@@ -32,31 +32,6 @@ def quant_wrap(spec_name_or_path, task: str | None = None, calibrate: int = 256)
     checkpoint's run config, or, failing both, on the first training batch)."""
     from .quant import qat_wrap
     return qat_wrap(spec_name_or_path, task=task, n=calibrate)
-
-
-def _emit(args, obj: dict, text: str):
-    if getattr(args, "json", False):
-        from .fields import json_text
-        print(json_text(obj, default=_jsonable))
-    else:
-        print(text)
-
-
-def _jsonable(o):
-    try:
-        return float(o)
-    except (TypeError, ValueError):
-        return str(o)
-
-
-def _task_of(model, task: str | None) -> str:
-    if task:
-        return task
-    run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
-    t = (run.get("data") or {}).get("task")
-    if not t:
-        raise ConfigError("no --task given and the checkpoint does not record its task; pass --task T")
-    return t
 
 
 def parse_sets(pairs) -> dict:
@@ -84,7 +59,7 @@ def cmd_quantize(args):
         raise ConfigError(f"--calibrate must be >= 1, got {args.calibrate}")
     torch.set_num_threads(args.threads) if args.threads else None
     model = io.load(args.model)
-    task = _task_of(model, args.task)
+    task = task_for(model, args.task)
     spec = QuantSpec.load(args.spec)
     t0 = time.time()
     X = load_task(task, "train", limit=args.calibrate).x
@@ -111,7 +86,7 @@ def cmd_quantize(args):
     if "accuracy" in res:
         lines.append(f"accuracy on {res['n']} test samples: float {res['float_accuracy']:.4f}, "
                      f"quantized {res['accuracy']:.4f}; overflows {res['overflows']}")
-    _emit(args, res, "\n".join(lines))
+    emit(args, res, "\n".join(lines))
 
 
 # ---- deploy -----------------------------------------------------------------------------------
@@ -162,7 +137,7 @@ def deploy(model, target: str = "loihi2", task: str | None = None, limit: int | 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         name = name or str(model)
         model = io.load(model)
-    task = _task_of(model, task)
+    task = task_for(model, task)
     test = load_task(task, "test", limit=limit)
     params = inspect.signature(tgt.compile).parameters
     needs_cal = not isinstance(model, QuantSequenceModel) or spec is not None
@@ -225,7 +200,7 @@ def cmd_deploy(args):
         torch.set_num_threads(args.threads)
     res = deploy(args.model, args.target, args.task, args.limit, args.check, args.trials,
                  parse_sets(args.set), args.spec, args.calibrate, args.batch_size, name=str(args.model))
-    _emit(args, res, _table(res))
+    emit(args, res, _table(res))
 
 
 def _table(r: dict) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def cmd_export_onnx(args):
-    from .cli import _emit, _task_for
+    from .cli_common import emit, task_for
     from .errors import ConfigError
     if args.verify is not None and args.verify < 1:
         raise ConfigError(f"--verify must be >= 1 (test sequences), got {args.verify}")
@@ -24,7 +24,7 @@ def cmd_export_onnx(args):
     task = seq_len = None
     if args.mode == "sequence" or args.verify:
         from .data import TASKS
-        task = _task_for(args, model)
+        task = task_for(model, getattr(args, "task", None))
         seq_len = TASKS[task].seq_len
     path = ox.export_onnx(model, out, args.mode, seq_len=seq_len)
     res = {"model": str(args.model), "out": str(path), "mode": args.mode, "bytes": path.stat().st_size,
@@ -39,7 +39,7 @@ def cmd_export_onnx(args):
         text += (f"\nonnxruntime vs PyTorch on {args.verify} {task} test sequences: max |logit difference| "
                  f"{v['max_abs_diff']:.3g}, {v['predictions_differing']} of {v['predictions_compared']} "
                  f"predictions differ")
-    _emit(args, res, text)
+    emit(args, res, text)
 
 
 def add_commands(sub) -> None:

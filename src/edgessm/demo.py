@@ -3,7 +3,6 @@ in float, streamed token by token, deployed on the Loihi 2 integer engine beside
 shipped ternary spoken-digit model on simulated memristor crossbars, and the report."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -103,7 +102,7 @@ def run_demo(args) -> dict:
 
 def _run(args, status) -> dict:
     from . import io
-    from .cli import stream_trace
+    from .bench.trace import stream_trace
     from .cli_deploy import deploy
     from .data import load_task
     from .train import evaluate

@@ -233,3 +233,9 @@ def load_block(path):
     check_tensors(state, own, path)
     block.load_state_dict(state)
     return block.eval()
+
+
+def trained_task(model) -> str | None:
+    """The task a loaded checkpoint was trained on (its run config's [data] task), else None."""
+    run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
+    return (run.get("data") or {}).get("task")

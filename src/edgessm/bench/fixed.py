@@ -23,8 +23,8 @@ def integer_net(model) -> tuple[object, str]:
     if isinstance(model, QuantSequenceModel):
         net = model.integer_network()
         return net, f"as quantized (spec {net.spec_name})"
-    run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
-    task = (run.get("data") or {}).get("task")
+    from ..io import trained_task
+    task = trained_task(model)
     import torch
     if task:
         from ..data import load_task

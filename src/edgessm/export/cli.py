@@ -26,7 +26,7 @@ from ..errors import ConfigError
 
 def cmd_export_c(args):
     from .. import io
-    from ..cli_deploy import _emit, _task_of
+    from ..cli_common import emit, task_for
     from ..data import load_task
     from .c import _needs_calibration, check_name, check_out_dir, check_runnable, default_name, export_c, find_compiler
     # every check before anything is loaded or written
@@ -49,10 +49,10 @@ def cmd_export_c(args):
     check_runnable(model)
     task, calibration, X = args.task, None, None
     if _needs_calibration(model, args.spec):
-        task = _task_of(model, args.task)
+        task = task_for(model, args.task)
         calibration = load_task(task, "train", limit=args.calibrate).x
     if args.verify is not None:
-        task = _task_of(model, task)
+        task = task_for(model, task)
         X = load_task(task, "test", limit=args.verify).x
     r = export_c(model, out, name, spec=args.spec, calibration=calibration, calibrate=args.calibrate,
                  verify=X, source=str(args.model), mcu=args.mcu, flash_kb=args.flash_kb, ram_kb=args.ram_kb,
@@ -63,7 +63,7 @@ def cmd_export_c(args):
            "state_bytes": r["state_bytes"], "c_us_per_token": r.get("c_us_per_token"), "n": r.get("n", 0),
            "task": task, "calibrated_now": calibration is not None}
     res.update({k: v for k, v in r.items() if k not in res})
-    _emit(args, res, _text(res))
+    emit(args, res, _text(res))
 
 
 def _text(r: dict) -> str:

@@ -19,11 +19,9 @@ only fails when it cannot write its files.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import resource
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -756,8 +754,7 @@ def _load(ctx: _Ctx, task, limit):
         ctx.model = io.load(ctx.model_name).eval()
     except Exception as e:  # noqa: BLE001
         ctx.load_errors["model"] = _err(e)
-    run = (getattr(ctx.model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
-    ctx.task = task or (run.get("data") or {}).get("task") or "smnist"
+    ctx.task = task or io.trained_task(ctx.model) or "smnist"
     try:
         ctx.test = load_task(ctx.task, "test", limit=limit)
         ctx.calib = load_task(ctx.task, "train", limit=max(2, ctx.calibrate)).x

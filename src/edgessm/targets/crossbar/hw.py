@@ -490,8 +490,8 @@ def hw_wrap(device: str = "default", **overrides):
                            base=load_device(device)) if dev else cfg
         m = HwSequenceModel.from_float(model, hw)
         if not m.calibrated:
-            run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
-            task = (run.get("data") or {}).get("task")
+            from ...io import trained_task
+            task = trained_task(model)
             if task:
                 from ...data import load_task
                 m.calibrate(load_task(task, "train", limit=hw.calibrate).x)
