@@ -19,7 +19,6 @@ import contextlib
 import functools
 
 import numpy as np
-import torch
 
 MNIST_TEST, MNIST_TRAIN = 500, 512
 FSDD_TRAIN = 128
@@ -70,63 +69,22 @@ def _arrays(name: str) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def try_load(name: str, split: str, *, val_fraction: float, seed: int, limit: int | None,
-             speaker_holdout) -> "SequenceDataset | None":
-    """The task's split from the sample when the fallback is on and the sample has it, else None."""
-    from .tasks import MNIST_MEAN, MNIST_STD, TASKS as ALL, SequenceDataset, psmnist_permutation
+def try_arrays(name: str, split: str, *, val_fraction: float, seed: int, speaker_holdout) -> dict | None:
+    """The raw arrays of the task's split in the sample (``kind`` "mnist": ``images`` (N, 784)
+    uint8 and ``labels``; "fsdd01": ``frames`` of all recordings one after the other, ``lengths``
+    and ``labels``) when the fallback is on and the sample has that split, else None. The task
+    loader (``tasks.load_task``) turns them into a SequenceDataset."""
     if not _state["on"] or name not in TASKS or split not in ("test", "train"):
         return None
     if val_fraction != 0.1 or seed != 0 or speaker_holdout is not None:
         return None      # the sample holds the default split only
-    info = ALL[name]
     a = _arrays(TASKS[name])
     if TASKS[name] == "mnist":
-        images = a[f"{split}_images"].reshape(-1, 784)
-        labels = a[f"{split}_labels"]
-        if limit is not None:
-            images, labels = images[:limit], labels[:limit]
-        if name == "psmnist":
-            images = images[:, psmnist_permutation()]
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
-        x.mul_(1.0 / (255.0 * MNIST_STD)).sub_(MNIST_MEAN / MNIST_STD)
-        ds = SequenceDataset(x.unsqueeze(-1), torch.from_numpy(labels.astype(np.int64)), info)
-    else:
-        lengths = a[f"{split}_lengths"].astype(np.int64)
-        y = a[f"{split}_labels"].astype(np.int64)
-        frames = a[f"{split}_frames"]
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        n = len(y) if limit is None else min(limit, len(y))
-        L = info.seq_len
-        x = np.zeros((n, L, frames.shape[1]), dtype=np.float32)
-        for i in range(n):
-            x[i, L - lengths[i]:] = frames[starts[i]:starts[i + 1]]
-        ds = SequenceDataset(torch.from_numpy(x), torch.from_numpy(y[:n]),
-                             info, lengths=torch.from_numpy(lengths[:n]))
-    _state["used"].setdefault(name, {})[split] = len(ds)
-    return ds
+        return {"kind": "mnist", "images": a[f"{split}_images"].reshape(-1, 784), "labels": a[f"{split}_labels"]}
+    return {"kind": "fsdd01", "frames": a[f"{split}_frames"], "lengths": a[f"{split}_lengths"],
+            "labels": a[f"{split}_labels"]}
 
 
-def build(root, out_dir) -> None:
-    """Write the sample files from the full data sets under the data root `root` (how the shipped
-    files were made: ``python -c "from edgessm.data.sample import build; build(ROOT, 'src/edgessm/data/sample')"``)."""
-    import pathlib
-
-    from ._splits import split_indices
-    from .mnist import load_mnist_arrays
-    from .tasks import load_task
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    m = load_mnist_arrays(pathlib.Path(root))
-    tr = split_indices(60000, "train", 0.1, 0)[:MNIST_TRAIN]
-    np.savez_compressed(out / "mnist.npz", test_images=m["test_images"][:MNIST_TEST],
-                        test_labels=m["test_labels"][:MNIST_TEST],
-                        train_images=m["train_images"][tr], train_labels=m["train_labels"][tr])
-    arrays = {}
-    for split, lim in (("test", None), ("train", FSDD_TRAIN)):
-        ds = load_task("fsdd-01", split, root=root, limit=lim)
-        L = ds.x.shape[1]
-        arrays[f"{split}_frames"] = np.concatenate([ds.x[i, L - int(n):].numpy()
-                                                    for i, n in enumerate(ds.lengths)])
-        arrays[f"{split}_lengths"] = ds.lengths.numpy().astype(np.int16)
-        arrays[f"{split}_labels"] = ds.y.numpy().astype(np.int8)
-    np.savez_compressed(out / "fsdd01.npz", **arrays)
+def note_used(name: str, split: str, n: int) -> None:
+    """Record that `n` samples of the task's split came from the sample (see :func:`used`)."""
+    _state["used"].setdefault(name, {})[split] = n

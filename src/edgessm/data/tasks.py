@@ -238,9 +238,66 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
             return _load_cifar_task(info, rootp, split, dl, val_fraction, seed, limit)
         return _load_fsdd_task(info, rootp, split, dl, val_fraction, seed, limit, speaker_holdout)
     except MissingDataError:   # inside data.sample.fallback(): the shipped sample, if it has the task
-        from . import sample
-        ds = sample.try_load(name, split, val_fraction=val_fraction, seed=seed, limit=limit,
-                             speaker_holdout=speaker_holdout)
+        ds = _from_sample(name, split, val_fraction, seed, limit, speaker_holdout)
         if ds is None:
             raise
         return ds
+
+
+def _from_sample(name, split, val_fraction, seed, limit, speaker_holdout) -> "SequenceDataset | None":
+    """The task's split from the package's embedded sample (``data.sample``), normalized as the
+    full loaders do, or None when the sample does not hold it."""
+    from . import sample
+    a = sample.try_arrays(name, split, val_fraction=val_fraction, seed=seed, speaker_holdout=speaker_holdout)
+    if a is None:
+        return None
+    info = TASKS[name]
+    if a["kind"] == "mnist":
+        images, labels = a["images"], a["labels"]
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        if name == "psmnist":
+            images = images[:, psmnist_permutation()]
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
+        x.mul_(1.0 / (255.0 * MNIST_STD)).sub_(MNIST_MEAN / MNIST_STD)
+        ds = SequenceDataset(x.unsqueeze(-1), torch.from_numpy(labels.astype(np.int64)), info)
+    else:
+        lengths = a["lengths"].astype(np.int64)
+        y = a["labels"].astype(np.int64)
+        frames = a["frames"]
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        n = len(y) if limit is None else min(limit, len(y))
+        L = info.seq_len
+        x = np.zeros((n, L, frames.shape[1]), dtype=np.float32)
+        for i in range(n):
+            x[i, L - lengths[i]:] = frames[starts[i]:starts[i + 1]]
+        ds = SequenceDataset(torch.from_numpy(x), torch.from_numpy(y[:n]),
+                             info, lengths=torch.from_numpy(lengths[:n]))
+    sample.note_used(name, split, len(ds))
+    return ds
+
+
+def build_sample(root, out_dir) -> None:
+    """Write the embedded sample files (``data.sample``) from the full data sets under the data root
+    `root` (how the shipped files were made: ``python -c "from edgessm.data.tasks import
+    build_sample; build_sample(ROOT, 'src/edgessm/data/sample')"``)."""
+    import pathlib
+
+    from .mnist import load_mnist_arrays
+    from .sample import FSDD_TRAIN, MNIST_TEST, MNIST_TRAIN
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = load_mnist_arrays(pathlib.Path(root))
+    tr = split_indices(60000, "train", 0.1, 0)[:MNIST_TRAIN]
+    np.savez_compressed(out / "mnist.npz", test_images=m["test_images"][:MNIST_TEST],
+                        test_labels=m["test_labels"][:MNIST_TEST],
+                        train_images=m["train_images"][tr], train_labels=m["train_labels"][tr])
+    arrays = {}
+    for split, lim in (("test", None), ("train", FSDD_TRAIN)):
+        ds = load_task("fsdd-01", split, root=root, limit=lim)
+        L = ds.x.shape[1]
+        arrays[f"{split}_frames"] = np.concatenate([ds.x[i, L - int(n):].numpy()
+                                                    for i, n in enumerate(ds.lengths)])
+        arrays[f"{split}_lengths"] = ds.lengths.numpy().astype(np.int16)
+        arrays[f"{split}_labels"] = ds.y.numpy().astype(np.int8)
+    np.savez_compressed(out / "fsdd01.npz", **arrays)
