@@ -17,3 +17,14 @@ needs_mnist = pytest.mark.skipif(not have("mnist/t10k-images-idx3-ubyte.gz"),
                                  reason=f"MNIST not under data root {DATA} (set EDGESSM_DATA)")
 needs_fsdd = pytest.mark.skipif(not have("fsdd/recordings"),
                                 reason=f"FSDD not under data root {DATA} (set EDGESSM_DATA)")
+
+
+@pytest.fixture
+def c_compiler_and_cache(monkeypatch, tmp_path_factory):
+    """Skip without a C compiler; keep compiled harnesses out of the user's cache."""
+    from edgessm.export import CCompilerError, find_compiler
+    try:
+        find_compiler()
+    except CCompilerError:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
+    monkeypatch.setenv("EDGESSM_CACHE", str(tmp_path_factory.getbasetemp() / "edgessm-cache"))

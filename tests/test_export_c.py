@@ -17,20 +17,13 @@ from conftest import needs_mnist
 
 import edgessm as es
 from edgessm.errors import ConfigError, EdgessmError
-from edgessm.export import CCompilerError, export_c, find_compiler, generate
+from edgessm.export import CCompilerError, export_c, generate
 from edgessm.quant import QuantSpec, quantize
 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _c_compiler_and_cache(monkeypatch, tmp_path_factory):
-    """Skip without a C compiler; keep compiled harnesses out of the user's cache."""
-    try:
-        find_compiler()
-    except CCompilerError:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
-    monkeypatch.setenv("EDGESSM_CACHE", str(tmp_path_factory.getbasetemp() / "edgessm-cache"))
+pytestmark = pytest.mark.usefixtures("c_compiler_and_cache")
 
 
 def small_model(seed=0, H=16, N=8, layers=2, d_in=1, d_out=10):

@@ -9,7 +9,6 @@ import torch
 
 import edgessm as es
 from edgessm.errors import ConfigError
-from edgessm.export import CCompilerError, find_compiler
 from edgessm.quant import quantize
 from edgessm.quant.fixedpoint import quantize_input_np
 from edgessm.targets.fixed.engine import Engine
@@ -17,13 +16,7 @@ from edgessm.targets.fixed.engine import Engine
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _c_compiler_and_cache(monkeypatch, tmp_path_factory):
-    try:
-        find_compiler()
-    except CCompilerError:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
-    monkeypatch.setenv("EDGESSM_CACHE", str(tmp_path_factory.getbasetemp() / "edgessm-cache"))
+pytestmark = pytest.mark.usefixtures("c_compiler_and_cache")
 
 
 def _model(seed, d_in=2):
