@@ -101,3 +101,43 @@ def build_shared(source: Path, flags: list[str] | None = None) -> ctypes.CDLL:
             raise EdgessmError(f"compiling {source.name} with {cc} failed:\n{r.stderr.strip()[:2000]}")
         os.replace(tmp, out)
     return ctypes.CDLL(str(out))
+
+
+class NativeLib:
+    """A C library compiled from `source` on first use (:func:`build_shared`, cached), built with
+    each flag set in turn until one compiles (e.g. with OpenMP, then without), its ctypes
+    signatures set by `bind(lib)`. A failure is remembered with its reason (``why``), so a caller
+    falls back once and can say why."""
+
+    def __init__(self, source: Path, *flag_sets: list[str], bind):
+        self.source, self.flag_sets, self.bind = source, flag_sets, bind
+        self._lib: ctypes.CDLL | None = None
+        self.why: str | None = None
+
+    def get(self) -> ctypes.CDLL | None:
+        """The loaded library, or None when it cannot be built or loaded here."""
+        if self._lib is None and self.why is None:
+            try:
+                lib, err = None, None
+                for flags in self.flag_sets:
+                    try:
+                        lib = build_shared(self.source, flags)
+                        break
+                    except EdgessmError as e:
+                        err = e
+                if lib is None:
+                    raise err
+                self.bind(lib)
+                self._lib = lib
+            except (EdgessmError, OSError) as e:
+                self.why = str(e).splitlines()[0]
+        return self._lib
+
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when the library loads here, else (False, the reason)."""
+        return self.get() is not None, self.why or ""
+
+
+def ptr(t, T):
+    """A ctypes pointer of type T to the data of a (contiguous) tensor."""
+    return ctypes.cast(t.data_ptr(), ctypes.POINTER(T))

@@ -19,56 +19,45 @@ from pathlib import Path
 import torch
 
 from ...errors import EdgessmError
+from ..cpu.build import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("scan.c")
 # IEEE results: no -ffast-math (the converters' floor(x + 0.5) must match torch's exactly);
 # no traps and no errno let the compiler vectorize the compares and floor
 _FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
-_lib = None
-_why = None
 _warned = False
 
 
-def _load():
-    global _lib, _why
-    if _lib is None and _why is None:
-        try:
-            from ..cpu.build import build_shared
-            lib = build_shared(_SRC, _FLAGS)
-            U8 = ctypes.POINTER(ctypes.c_uint8)
-            for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-                P = ctypes.POINTER(T)
-                f = getattr(lib, f"hw_scan_fwd_{suf}")
-                f.restype = ctypes.c_int64
-                f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, U8]
-                g = getattr(lib, f"hw_scan_bwd_{suf}")
-                g.restype = ctypes.c_int
-                g.argtypes = [ctypes.c_int] * 4 + [P, P, P, U8, P, P, P]
-            _lib = lib
-        except (EdgessmError, OSError) as e:
-            _why = str(e).splitlines()[0]
-    return _lib
+def _bind(lib):
+    U8 = ctypes.POINTER(ctypes.c_uint8)
+    for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        P = ctypes.POINTER(T)
+        f = getattr(lib, f"hw_scan_fwd_{suf}")
+        f.restype = ctypes.c_int64
+        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, U8]
+        g = getattr(lib, f"hw_scan_bwd_{suf}")
+        g.restype = ctypes.c_int
+        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, U8, P, P, P]
+
+
+_LIB = NativeLib(_SRC, _FLAGS, bind=_bind)
 
 
 def available() -> tuple[bool, str]:
     """(True, "") when the native scan can run here, else (False, the reason)."""
-    return (_load() is not None, _why or "")
+    return _LIB.available()
 
 
 def warn_fallback():
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"crossbar hardware-aware scan: native kernel unavailable ({_why}); "
+        warnings.warn(f"crossbar hardware-aware scan: native kernel unavailable ({_LIB.why}); "
                       f"using the Python loop over time (slow)", RuntimeWarning, stacklevel=3)
 
 
-def _ptr(t: torch.Tensor, T):
-    return ctypes.cast(t.data_ptr(), ctypes.POINTER(T))
-
-
 def _u8(t: torch.Tensor):
-    return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctypes.c_uint8))
+    return ptr(t, ctypes.c_uint8)
 
 
 class _Scan(torch.autograd.Function):
@@ -86,9 +75,9 @@ class _Scan(torch.autograd.Function):
         Y = torch.empty_like(Vc)
         W = torch.empty(H, L, n2, B, dtype=dt)
         mask = torch.empty(H, L, n2, B, dtype=torch.uint8)
-        sat = getattr(_lib, f"hw_scan_fwd_{suf}")(B, L, H, n2, _ptr(Mc, T), _ptr(Vc, T), _ptr(fsc, T),
-                                                 int(adc), int(dac), int(qa), int(qd), _ptr(Y, T),
-                                                 _ptr(W, T), _u8(mask))
+        sat = getattr(_LIB.get(), f"hw_scan_fwd_{suf}")(B, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
+                                                 int(adc), int(dac), int(qa), int(qd), ptr(Y, T),
+                                                 ptr(W, T), _u8(mask))
         if sat < 0:
             raise MemoryError("native crossbar scan: out of memory")
         counter.append(int(sat))
@@ -104,8 +93,8 @@ class _Scan(torch.autograd.Function):
         gYc = gY.to(V.dtype).contiguous()
         gV = torch.empty_like(V)
         gM = torch.empty_like(M)
-        if getattr(_lib, f"hw_scan_bwd_{ctx.suf}")(B, L, H, n2, _ptr(M, T), _ptr(V, T), _ptr(W, T), _u8(mask),
-                                                   _ptr(gYc, T), _ptr(gV, T), _ptr(gM, T)):
+        if getattr(_LIB.get(), f"hw_scan_bwd_{ctx.suf}")(B, L, H, n2, ptr(M, T), ptr(V, T), ptr(W, T), _u8(mask),
+                                                   ptr(gYc, T), ptr(gV, T), ptr(gM, T)):
             raise MemoryError("native crossbar scan: out of memory")
         return gM, gV, None, None, None, None, None, None
 
@@ -118,8 +107,8 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     M (H, K, K) (out, in): the block matrices [[A, b], [c, d]] (K = n2 + 1); v (B, L, H): the
     DAC'd inputs; fs (H, n2): the state ADC full scales; adc_bits / dac_bits: None skips that
     converter on the state (calibration: no ADC; analog state: no DAC)."""
-    if _load() is None:
-        raise EdgessmError(f"native crossbar scan unavailable: {_why}")
+    if _LIB.get() is None:
+        raise EdgessmError(f"native crossbar scan unavailable: {_LIB.why}")
     if v.dtype not in (torch.float32, torch.float64) or M.dtype != v.dtype:
         raise EdgessmError(f"native crossbar scan: float32 or float64 inputs of one dtype, got {M.dtype}, {v.dtype}")
     if v.device.type != "cpu":

@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import EdgessmError
+from ..cpu.build import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("sim.c")
 _FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-fno-trapping-math", "-fno-math-errno", "-fPIC",
           "-shared", "-std=gnu99"]
 _OMP = ["-fopenmp"]
-_lib = None
-_why = None
 _MASK = (1 << 63) - 1
 
 _F = ctypes.POINTER(ctypes.c_float)
@@ -25,35 +23,22 @@ _U8 = ctypes.POINTER(ctypes.c_uint8)
 _STAGE = [ctypes.c_int] * 6 + [_F, _F, _F, _F, _I64, _I64, _U8]
 
 
-def _load():
-    global _lib, _why
-    if _lib is None and _why is None:
-        try:
-            from ..cpu.build import build_shared
-            try:
-                lib = build_shared(_SRC, _FLAGS + _OMP)     # threads over rows
-            except EdgessmError:
-                lib = build_shared(_SRC, _FLAGS)            # a compiler without OpenMP: one thread
-            lib.xbar_stage.restype = ctypes.c_int64
-            lib.xbar_stage.argtypes = _STAGE + [ctypes.c_int64, _F, _F, ctypes.c_uint64, ctypes.c_uint64, _D,
-                                                ctypes.c_int]
-            lib.xbar_s4d.restype = ctypes.c_int64
-            lib.xbar_s4d.argtypes = _STAGE + [ctypes.c_int] * 4 + [_F, _F, ctypes.c_int, ctypes.c_int, _F,
-                                                               ctypes.c_uint64, ctypes.c_uint64, _D, ctypes.c_int]
-            lib.xbar_normals.restype = None
-            lib.xbar_normals.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint64, _D]
-            _lib = lib
-        except (EdgessmError, OSError) as e:
-            _why = str(e).splitlines()[0]
-    return _lib
+def _bind(lib):
+    lib.xbar_stage.restype = ctypes.c_int64
+    lib.xbar_stage.argtypes = _STAGE + [ctypes.c_int64, _F, _F, ctypes.c_uint64, ctypes.c_uint64, _D,
+                                        ctypes.c_int]
+    lib.xbar_s4d.restype = ctypes.c_int64
+    lib.xbar_s4d.argtypes = _STAGE + [ctypes.c_int] * 4 + [_F, _F, ctypes.c_int, ctypes.c_int, _F,
+                                                       ctypes.c_uint64, ctypes.c_uint64, _D, ctypes.c_int]
+    lib.xbar_normals.restype = None
+    lib.xbar_normals.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint64, _D]
+
+
+_LIB = NativeLib(_SRC, _FLAGS + _OMP, _FLAGS, bind=_bind)     # threads over rows; else one thread
 
 
 def available() -> tuple[bool, str]:
-    return (_load() is not None, _why or "")
-
-
-def _p(t: torch.Tensor, T):
-    return ctypes.cast(t.data_ptr(), ctypes.POINTER(T))
+    return _LIB.available()
 
 
 def stage_args(st, cfg) -> tuple:
@@ -68,11 +53,11 @@ def stage_args(st, cfg) -> tuple:
         A, Ru, Cu = keep["q"].shape
         st._ckeep = keep
         st._cargs = (A, Ru, Cu, st.n_in, st.n_out, (1 << (cfg.adc_bits - 1)) - 1,
-                     _p(keep["q"], ctypes.c_float),
-                     _p(keep["var"], ctypes.c_float) if keep["var"] is not None else None,
-                     _p(keep["fs"], ctypes.c_float), _p(keep["rowg"], ctypes.c_float),
-                     _p(keep["cin"], ctypes.c_int64), _p(keep["cout"], ctypes.c_int64),
-                     _p(keep["conv"], ctypes.c_uint8))
+                     ptr(keep["q"], ctypes.c_float),
+                     ptr(keep["var"], ctypes.c_float) if keep["var"] is not None else None,
+                     ptr(keep["fs"], ctypes.c_float), ptr(keep["rowg"], ctypes.c_float),
+                     ptr(keep["cin"], ctypes.c_int64), ptr(keep["cout"], ctypes.c_int64),
+                     ptr(keep["conv"], ctypes.c_uint8))
     return st._cargs
 
 
@@ -82,7 +67,7 @@ def run_stage(st, cfg, x: torch.Tensor, seed: int, row0: int) -> tuple[torch.Ten
     R = x.shape[0]
     y = torch.empty(R, st.n_out)
     e = ctypes.c_double(0.0)
-    sat = _lib.xbar_stage(*stage_args(st, cfg), R, _p(x, ctypes.c_float), _p(y, ctypes.c_float),
+    sat = _LIB.get().xbar_stage(*stage_args(st, cfg), R, ptr(x, ctypes.c_float), ptr(y, ctypes.c_float),
                           seed & _MASK, row0 & _MASK, ctypes.byref(e), torch.get_num_threads())
     if sat < 0:
         raise MemoryError("crossbar simulator: out of memory")
@@ -96,9 +81,9 @@ def run_s4d(st, cfg, vu: torch.Tensor, scale: torch.Tensor, K: int, seed: int, r
     sc = scale.float().contiguous().reshape(-1)
     y = torch.empty(B, L, H)
     e = ctypes.c_double(0.0)
-    sat = _lib.xbar_s4d(*stage_args(st, cfg), B, L, H, K, _p(sc, ctypes.c_float), _p(vu, ctypes.c_float),
+    sat = _LIB.get().xbar_s4d(*stage_args(st, cfg), B, L, H, K, ptr(sc, ctypes.c_float), ptr(vu, ctypes.c_float),
                         int(cfg.state_mode == "digital"), (1 << (cfg.dac_bits - 1)) - 1,
-                        _p(y, ctypes.c_float), seed & _MASK, row0 & _MASK, ctypes.byref(e),
+                        ptr(y, ctypes.c_float), seed & _MASK, row0 & _MASK, ctypes.byref(e),
                         torch.get_num_threads())
     if sat < 0:
         raise MemoryError("crossbar simulator: out of memory")
@@ -108,6 +93,5 @@ def run_s4d(st, cfg, vu: torch.Tensor, scale: torch.Tensor, K: int, seed: int, r
 def normals(n: int, seed: int = 0, stream: int = 0) -> np.ndarray:
     """n standard normal deviates of the simulator's generator (for its tests)."""
     out = np.empty(n, dtype=np.float64)
-    _load()
-    _lib.xbar_normals(n, seed & _MASK, stream & _MASK, out.ctypes.data_as(_D))
+    _LIB.get().xbar_normals(n, seed & _MASK, stream & _MASK, out.ctypes.data_as(_D))
     return out
