@@ -49,3 +49,10 @@ def read_toml(path) -> dict:
         raise ConfigError(f"{path} is not a text file (not valid UTF-8); expected a TOML config") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def cache_root() -> Path:
+    """Where edgessm keeps what it builds (C libraries, compiled training code):
+    ``$EDGESSM_CACHE``, else ``~/.cache/edgessm``."""
+    import os
+    return Path(os.environ.get("EDGESSM_CACHE") or Path.home() / ".cache" / "edgessm")

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..resources import cache_root
 
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 _DTYPES = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -86,7 +87,7 @@ def grad_scaler(device: torch.device, precision: str):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("EDGESSM_CACHE", Path.home() / ".cache" / "edgessm")) / "inductor"
+    return cache_root() / "inductor"
 
 
 class Compiled:

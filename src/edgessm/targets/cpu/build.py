@@ -15,14 +15,14 @@ import tempfile
 from pathlib import Path
 
 from ...errors import EdgessmError
+from ...resources import cache_root
 
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared", "-std=c99",
          "-pthread"]
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("EDGESSM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgessm")
-    return Path(root) / "build"
+    return cache_root() / "build"
 
 
 def compiler() -> str:
