@@ -237,14 +237,18 @@ class SequenceModel(nn.Module):
     # ---- whole sequences ---------------------------------------------------------------
     def features(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> last block's output (B, L, H)."""
-        check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
-        x = as_dtype(x, self.encoder.weight.dtype, "x")
+        x = self._input(x)
         if mode == "conv":
             return self._features_hl(x).transpose(1, 2)
         h = self.encoder(x)
         for block in self.blocks:
             h = block(h, mode=mode)
         return h
+
+    def _input(self, x) -> torch.Tensor:
+        """x checked as a whole-sequence input (B, L, d_input), in the model's dtype."""
+        check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
+        return as_dtype(x, self.encoder.weight.dtype, "x")
 
     def _features_hl(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, d_input) -> last block's output, channel-major (B, H, L), by FFT convolution."""
@@ -256,8 +260,7 @@ class SequenceModel(nn.Module):
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
         """(B, L, d_input) -> logits (B, d_output) after the last token."""
         if mode == "conv":
-            check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
-            h = self._features_hl(as_dtype(x, self.encoder.weight.dtype, "x"))
+            h = self._features_hl(self._input(x))
             h = h.mean(-1) if self.config.readout == "mean" else h[..., -1]
             return self.decoder(h)
         h = self.features(x, mode)
