@@ -1,8 +1,8 @@
 """The training loop: AdamW (SSM parameters in their own group), cosine schedule with
 warmup, gradient clipping, a checkpoint every epoch, resume, a time budget, metrics as
 JSON lines, and DistributedDataParallel under torchrun (gloo on CPU, nccl on GPU, one process
-per GPU). The step runs on `[train] device`, in `precision`, compiled unless `compile = false`
-(see ``accel``).
+per GPU). The step runs on `[train] device`, in `precision`, eagerly or, with `compile = true`,
+compiled (see ``accel``).
 
 Output directory layout::
 
@@ -245,7 +245,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                 bar.update(1)
             halt = stop.is_set() or (deadline is not None and time.time() > deadline)
             if world > 1:   # every process stops after the same step
-                flag = torch.tensor([int(halt)])
+                flag = torch.tensor([int(halt)], device=device)     # NCCL reduces CUDA tensors only
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
                 halt = bool(flag.item())
             if halt:
