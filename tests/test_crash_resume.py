@@ -148,15 +148,24 @@ def main(root: Path):
         if os.WIFSIGNALED(status):
             _finish(out)
             outs.append(out)
-    for k in range(2):
+    # SIGTERM must land inside the training loop: before train() installs its handler the
+    # default action kills the run, after the last step it finishes normally. How long the
+    # loop lasts within a run depends on the machine, so the delay adapts (at most 8 tries).
+    frac = rng.uniform(0.3, 0.8)
+    for k in range(8):
+        if terms >= 2:
+            break
         out = root / f"term{k}"
         pid = _run(out)
-        time.sleep(rng.uniform(0.3, 0.8) * ref_s)
+        time.sleep(frac * ref_s)
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)
         metrics = out / "metrics.jsonl"
         finished = metrics.is_file() and '"final"' in metrics.read_text()
-        terms += os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not finished
+        stopped = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not finished
+        terms += stopped
+        if not stopped:
+            frac = frac * 0.6 if finished else min(0.95, frac * 1.3)
         _finish(out)
         outs.append(out)
     # compare (the driver touches torch only now, after every fork)
