@@ -30,7 +30,12 @@ import torch
 from ...errors import ConfigError, InputError
 from ..base import Cost, Program, Target, register
 from ...resources import package_path
-from .build import build_shared
+from ...toolchain import load_shared
+
+# the kernel's build: tuned to this CPU (the cache key then covers its features); IEEE
+# infinities and NaN kept (-fno-finite-math-only: the kernel checks tokens for them)
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared", "-std=c99",
+         "-pthread"]
 
 # Assumed active power of the cores running the engine, W per busy core. Not measured:
 # no RAPL energy counter is exposed on this machine. AMD EPYC 7B13-class parts have a
@@ -90,7 +95,8 @@ def check_max_abs(max_abs) -> float:
 def _lib():
     global _LIB
     if _LIB is None:
-        lib = build_shared(package_path("targets", "cpu", "kernel.c"))
+        lib = load_shared(package_path("targets", "cpu", "kernel.c"), FLAGS, libs=("-lm",),
+                          purpose="the fast CPU engine", fallback="use engine='torch'")
         lib.edgessm_state_floats.restype = ctypes.c_size_t
         lib.edgessm_state_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_work_floats.restype = ctypes.c_size_t
