@@ -7,8 +7,8 @@ wrapper and the crossbar simulator.
 """
 from .device import FIELDS, PRESETS, REFERENCES, CrossbarConfig, load_device, parse_options, table_markdown
 from .hw import HwSequenceModel, build_hw, hw_wrap, project, save_hw
-from .program import CrossbarProgram, CrossbarTarget
+from .program import CrossbarProgram, CrossbarState, CrossbarTarget
 
 __all__ = ["CrossbarConfig", "FIELDS", "PRESETS", "REFERENCES", "load_device", "parse_options",
            "table_markdown", "HwSequenceModel", "hw_wrap", "project", "save_hw", "build_hw",
-           "CrossbarProgram", "CrossbarTarget"]
+           "CrossbarProgram", "CrossbarState", "CrossbarTarget"]

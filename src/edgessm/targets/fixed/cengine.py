@@ -8,7 +8,7 @@ sigma-delta messaging. It is compiled once per network into a shared library by 
 toolchain (``edgessm.toolchain``; cached in ``<cache>/build/engine`` by the hash of the source,
 compiler, flags and CPU kind) and loaded with ctypes.
 
-The streaming state stays in numpy (:class:`~.engine.EngineState`, int64 arrays): a call
+The streaming state stays in numpy (:class:`~edgessm.quant.intnet.IntState`, int64 arrays): a call
 reads the states (and sigma-delta references) of every stream, runs its tokens and writes
 new arrays, so states move freely between the two backends and the old state is unchanged.
 """
