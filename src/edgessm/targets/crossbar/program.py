@@ -483,8 +483,7 @@ class CrossbarProgram(Program):
         outs = st.n_out
         adds = outs * (st.row_tiles - 1) + outs            # partial sums + bias / residual
         mults = 2 * outs                                   # column scale, range gain
-        per_array_cols = math.ceil(st.cols_used / st.arrays)
-        t = (cfg.pulse_time_s + math.ceil(per_array_cols / 1) * 0 + cfg.adc_share * cfg.adc_time_s
+        t = (cfg.pulse_time_s + cfg.adc_share * cfg.adc_time_s
              + math.ceil((adds + mults) / st.arrays / cfg.digital_lanes) * cfg.digital_op_time_s)
         return {"adc": adc, "dac": dac, "adds": adds, "mults": mults, "time_s": t}
 
@@ -497,7 +496,7 @@ class CrossbarProgram(Program):
             e_x = st["crossbar_energy_j"] / st["stream_tokens"]
             src = f"measured voltages over {st['stream_tokens']} stream tokens"
         else:
-            e_x = sum(float(s.row_g_s[:, :].sum() * 0 + s.row_g_s[(s.in_idx >= 0)].sum())
+            e_x = sum(float(s.row_g_s[s.in_idx >= 0].sum())
                       for s in self.stages.values()) * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
             src = "worst case: every used row at read_voltage_v (nothing run yet)"
         works = {n: self._stage_work(self.stages[n]) for n in self.order()}
