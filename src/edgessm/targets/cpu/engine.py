@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError, InputError
-from ...ssm.network import NetState
-from ..base import Cost, Program, Target, register
 from ...resources import package_path
+from ...ssm.network import NetState
 from ...toolchain import load_shared
+from ..base import Cost, Program, Target, register
 
 # the kernel's build: tuned to this CPU (the cache key then covers its features); IEEE
 # infinities and NaN kept (-fno-finite-math-only: the kernel checks tokens for them)
