@@ -109,6 +109,10 @@ def test_set_overrides_and_unknown_field():
     assert p.config.energy_synop_j == 1e-12 and p.config.sigma_delta_threshold == 0
     with pytest.raises(es.ConfigError, match="unknown option 'warp_drive'"):
         compile_l2(model(), warp_drive="1")
+    for k in ("mesh_rows", "embedded_cores_per_chip"):       # reference-only constants: not options
+        assert k in CONSTANTS
+        with pytest.raises(es.ConfigError, match=f"unknown option '{k}'"):
+            compile_l2(model(), **{k: "4"})
 
 
 def test_loihi2_is_bit_exact_and_counts():

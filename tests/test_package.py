@@ -9,7 +9,7 @@ import pytest
 
 import edgessm
 from edgessm import resources
-from edgessm.targets.cpu import build
+from edgessm.toolchain import build
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "edgessm"

@@ -176,16 +176,16 @@ def test_pool_too_large_and_kernel_build_failures_say_why(tmp_path, monkeypatch)
     net = es.SequenceModel.from_preset("standard", d_input=1, d_output=3, d_model=8, d_state=4, n_layers=1)
     with pytest.raises(es.ConfigError, match="GiB"):
         es.StreamPool(net, capacity=10**12)
-    from edgessm.targets.cpu import build
+    from edgessm import toolchain
     src = tmp_path / "k.c"
     src.write_text("int f(void) { return 1; }\n")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("EDGESSM_CACHE", str(tmp_path / "cache"))
     with pytest.raises(es.EdgessmError, match="cannot run the C compiler"):
-        build.build_shared(src)
+        toolchain.shared_library(src, ["-shared", "-fPIC"])
     f = tmp_path / "file"
     f.write_text("x")
     monkeypatch.setenv("EDGESSM_CACHE", str(f))
     with pytest.raises(es.EdgessmError, match="EDGESSM_CACHE"):
-        build.build_shared(src)
+        toolchain.shared_library(src, ["-shared", "-fPIC"], cc=str(tmp_path / "no-such-cc"))
     assert os.path.isfile(f)

@@ -31,6 +31,11 @@ class CheckpointError(EdgessmError):
     """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
 
 
+class ToolchainError(EdgessmError):
+    """A C compiler (or the Cortex-M cross toolchain) is missing, or a build or a built program
+    failed: the message names what was looked for, or ends with the compiler's error output."""
+
+
 class UnknownNameError(EdgessmError, KeyError):
     """An unknown task, model, preset, target or tensor name."""
 

@@ -5,7 +5,7 @@
 
 A float model is quantized first (PTQ through ``targets/fixed/program.py::lower``), a
 quantized one is exported as calibrated; the C itself comes from the integer engine's
-generator (``targets/fixed/cgen.py``, documented there), so the export is bit-exact to the
+generator (``targets/fixed/cgen/``, documented there), so the export is bit-exact to the
 engine by construction and ``verify`` checks it on real sequences.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..quant.intnet import IntNet
-from ..targets.fixed.cgen import TARGET, _as_inputs, c_identifier, check_name, find_compiler, generate
-from ..targets.fixed.verify import verify_c
+from ..targets.fixed.cgen import TARGET, c_identifier, check_name, generate
+from ..targets.fixed.verify import as_inputs, find_compiler, verify_c
 
 
 def default_name(model_arg) -> str:
@@ -127,7 +127,7 @@ def export_c(model, out_dir, name: str | None = None, *, spec=None, calibration=
         raise ConfigError("a flash / RAM budget needs a target core: give mcu (--mcu)")
     cc = find_compiler() if verify is not None else None
     net = integer_network(model, spec, calibration, task, calibrate)
-    Xv = _as_inputs(verify, net.d_input) if verify is not None else None
+    Xv = as_inputs(verify, net.d_input) if verify is not None else None
     code = generate(net, name, source)
     mcu_res = None
     if mcu is not None:                         # built and checked before anything is written

@@ -33,7 +33,6 @@ What is done, per optimization level (-Os and -O2), all ``-mthumb``, integer onl
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -43,10 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..targets.fixed.cgen import OVERFLOW_KINDS, CCompilerError, _elf_section_bytes
+from ..errors import ConfigError, ToolchainError
+from ..targets.fixed.cgen import OVERFLOW_KINDS
+from ..toolchain import APT, run_tool, sections_bytes
+from ..toolchain import ArmToolchain as Toolchain
+from ..toolchain import find_arm_toolchain as find_toolchain
 
-APT = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+__all__ = ["APT", "MCUS", "OPT_LEVELS", "TIMINGS", "BudgetError", "Toolchain", "ToolchainError", "build",
+           "check_budget", "find_toolchain", "mcu_check", "run", "stack_usage"]
 OPT_LEVELS = ("-Os", "-O2")
 CLOCK_HZ = 80e6
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
@@ -114,10 +117,6 @@ TOKEN_RATES = {
 }
 
 
-class ToolchainError(CCompilerError):
-    """The Cortex-M cross toolchain or emulator is missing."""
-
-
 class BudgetError(ConfigError):
     """The model does not fit the stated flash / RAM budget."""
 
@@ -134,54 +133,7 @@ def check_budget_args(flash_kb, ram_kb) -> None:
             raise ConfigError(f"{flag} must be a positive number of KiB, got {v}")
 
 
-# ---- the toolchain --------------------------------------------------------------------------------
-@dataclass
-class Toolchain:
-    gcc: str
-    objdump: str
-    qemu: str | None
-
-    def version(self) -> str:
-        r = subprocess.run([self.gcc, "-dumpfullversion"], capture_output=True, text=True, check=False)
-        return f"arm-none-eabi-gcc {r.stdout.strip()}"
-
-    def qemu_version(self) -> str:
-        if not self.qemu:
-            return ""
-        r = subprocess.run([self.qemu, "--version"], capture_output=True, text=True, check=False)
-        m = re.search(r"version (\S+)", r.stdout)
-        return m.group(1) if m else "?"
-
-
-def find_toolchain(need_qemu: bool = True) -> Toolchain:
-    """arm-none-eabi-gcc with newlib, objdump, and (to run) qemu-system-arm, or the apt command
-    that installs them."""
-    gcc, objdump = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-objdump")
-    qemu = shutil.which("qemu-system-arm")
-    missing = []
-    if not gcc or not objdump:
-        missing.append("arm-none-eabi-gcc")
-    else:
-        r = subprocess.run([gcc, "-print-file-name=rdimon.specs"], capture_output=True, text=True, check=False)
-        if not os.path.isfile(r.stdout.strip()):
-            missing.append("newlib (rdimon.specs)")
-    if need_qemu and not qemu:
-        missing.append("qemu-system-arm")
-    if missing:
-        raise ToolchainError(f"the Cortex-M build needs {', '.join(missing)}, not found on PATH; "
-                             f"install the toolchain with `{APT}`")
-    return Toolchain(gcc, objdump, qemu)
-
-
 # ---- build ----------------------------------------------------------------------------------------
-def _run(cmd: list[str], what: str, cwd=None) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cwd)
-    if r.returncode:
-        raise CCompilerError(f"{what} failed ({' '.join(cmd[:1] + cmd[1:6])} ...):\n"
-                             f"{(r.stderr or r.stdout).strip()[:3000]}")
-    return r
-
-
 def _cpu_flags(m: MCU) -> list[str]:
     return [f"-mcpu={m.cpu}", "-mthumb", "-mfloat-abi=soft"]
 
@@ -195,46 +147,42 @@ def build(tc: Toolchain, src_dir: Path, name: str, mcu: str, opt: str, work: Pat
     work.mkdir(parents=True, exist_ok=True)
     tag = f"{mcu}{opt}"
     obj = work / f"{name}-{tag}.o"
-    _run([tc.gcc, *STRICT, opt, *cpu, "-ffunction-sections", "-fdata-sections", "-fstack-usage",
+    run_tool([tc.cc, *STRICT, opt, *cpu, "-ffunction-sections", "-fdata-sections", "-fstack-usage",
           "-fcallgraph-info=su", "-c", str(src_dir / f"{name}.c"), "-o", str(obj)],
          f"cross-compiling {name}.c for {mcu} at {opt}", cwd=work)
     common = [opt, *cpu, "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections"]
     hobj, sobj = work / f"harness-{tag}.o", work / f"startup-{tag}.o"
-    _run([tc.gcc, *common, "-I", str(src_dir), f'-DEDGESSM_HEADER="{name}.h"', f"-DEDGESSM_NAME={name}",
+    run_tool([tc.cc, *common, "-I", str(src_dir), f'-DEDGESSM_HEADER="{name}.h"', f"-DEDGESSM_NAME={name}",
           f"-DEDGESSM_D_INPUT={d_input}", f"-DEDGESSM_D_OUTPUT={d_output}", "-c",
           str(SOURCES / "harness.c"), "-o", str(hobj)], "compiling the Cortex-M test harness")
-    _run([tc.gcc, *common, "-c", str(SOURCES / "startup.c"), "-o", str(sobj)],
+    run_tool([tc.cc, *common, "-c", str(SOURCES / "startup.c"), "-o", str(sobj)],
          "compiling the Cortex-M start-up file")
     err = None
     for board in m.boards:
         elf = work / f"app-{tag}-{board.machine}.elf"
         try:
-            _run([tc.gcc, *cpu, "--specs=rdimon.specs", "-nostartfiles", "-T", str(SOURCES / "cortexm.ld"),
+            run_tool([tc.cc, *cpu, "--specs=rdimon.specs", "-nostartfiles", "-T", str(SOURCES / "cortexm.ld"),
                   "-Wl,--gc-sections", f"-Wl,--defsym=EDGESSM_FLASH={board.flash}",
                   f"-Wl,--defsym=EDGESSM_RAM={board.ram}", str(sobj), str(hobj), str(obj), "-o", str(elf)],
                  f"linking the Cortex-M test application for {board.machine}")
             break
-        except CCompilerError as e:
+        except ToolchainError as e:
             err = e
             if "does not fit" not in str(e):
                 raise
     else:
         raise err
-    flash = _sections(obj, (".text", ".rodata"))
-    ram_static = _sections(obj, (".data", ".bss"))
+    flash = sections_bytes(obj, (".text", ".rodata"))
+    ram_static = sections_bytes(obj, (".data", ".bss"))
     stack, unknown = stack_usage(obj.with_suffix(".ci"), f"{name}_step")
-    app_flash = _sections(elf, (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".init_array",
+    app_flash = sections_bytes(elf, (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".init_array",
                                 ".fini_array", ".data"))
-    app_ram = _sections(elf, (".data", ".bss"))
+    app_ram = sections_bytes(elf, (".data", ".bss"))
     return {"opt": opt, "object": str(obj), "elf": str(elf), "board": board,
-            "flash_bytes": flash, "text_bytes": _sections(obj, (".text",)),
-            "rodata_bytes": _sections(obj, (".rodata",)), "static_ram_bytes": ram_static,
+            "flash_bytes": flash, "text_bytes": sections_bytes(obj, (".text",)),
+            "rodata_bytes": sections_bytes(obj, (".rodata",)), "static_ram_bytes": ram_static,
             "stack_bytes": stack, "stack_unknown_callees": unknown,
             "app_flash_bytes": app_flash, "app_ram_bytes": app_ram}
-
-
-def _sections(path: Path, prefixes) -> int:
-    return sum(_elf_section_bytes(path, p) or 0 for p in prefixes)
 
 
 _CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "([^"]*)"')
@@ -254,7 +202,7 @@ def stack_usage(ci: Path, root: str) -> tuple[int, list[str]]:
     for a, b in _CI_EDGE.findall(text):
         edges.setdefault(a, []).append(b)
     if root not in frames:
-        raise CCompilerError(f"no stack figure for {root} in {ci.name}")
+        raise ToolchainError(f"no stack figure for {root} in {ci.name}")
 
     def deepest(fn: str, seen: frozenset) -> int:
         if fn not in frames:
@@ -289,17 +237,17 @@ def run(tc: Toolchain, build_res: dict, xm: np.ndarray, d_output: int, traced: i
                            capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         shutil.rmtree(td, ignore_errors=True)
-        raise CCompilerError(f"the emulated {build_res['board'].machine} did not finish within "
+        raise ToolchainError(f"the emulated {build_res['board'].machine} did not finish within "
                              f"{timeout:.0f} s") from None
     if r.returncode:
         shutil.rmtree(td, ignore_errors=True)
-        raise CCompilerError(f"the test application on the emulated {build_res['board'].machine} failed "
+        raise ToolchainError(f"the test application on the emulated {build_res['board'].machine} failed "
                              f"(exit {r.returncode}): {(r.stderr or r.stdout).strip()[:2000]}")
     raw = np.fromfile(td / "edgessm_out.bin", dtype=np.int32)
     per = L * d_output + 4
     if raw.size != n * per:
         shutil.rmtree(td, ignore_errors=True)
-        raise CCompilerError(f"the emulated test application wrote {raw.size} values, expected {n * per}")
+        raise ToolchainError(f"the emulated test application wrote {raw.size} values, expected {n * per}")
     raw = raw.reshape(n, per)
     logits = raw[:, :L * d_output].reshape(n, L, d_output).astype(np.int64)
     over = raw[:, L * d_output:].view(np.uint32).astype(np.int64)
@@ -314,7 +262,7 @@ _OBJDUMP_LINE = re.compile(r"^\s*([0-9a-f]+):\s+((?:[0-9a-f]{4}\s?){1,2})\s+(\S+
 
 def disassemble(tc: Toolchain, elf: str) -> dict[int, tuple[str, str, int]]:
     """address -> (mnemonic, operands, size in bytes) of every instruction of the ELF."""
-    r = _run([tc.objdump, "-d", elf], "disassembling the test application")
+    r = run_tool([tc.objdump, "-d", elf], "disassembling the test application")
     out = {}
     for line in r.stdout.splitlines():
         mm = _OBJDUMP_LINE.match(line)
@@ -325,13 +273,12 @@ def disassemble(tc: Toolchain, elf: str) -> dict[int, tuple[str, str, int]]:
 
 
 def _symbol(tc: Toolchain, elf: str, sym: str) -> int:
-    nm = shutil.which("arm-none-eabi-nm") or tc.objdump.replace("objdump", "nm")
-    r = _run([nm, elf], "reading the application's symbols")
+    r = run_tool([tc.nm, elf], "reading the application's symbols")
     for line in r.stdout.splitlines():
         p = line.split()
         if len(p) == 3 and p[2] == sym:
             return int(p[0], 16) & ~1
-    raise CCompilerError(f"symbol {sym} not found in {elf}")
+    raise ToolchainError(f"symbol {sym} not found in {elf}")
 
 
 _BRANCH = re.compile(r"^(b|bl|blx|bx|cbz|cbnz|tbb|tbh)(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al)?(\.[nw])?$")
@@ -420,7 +367,7 @@ def count_cycles(tc: Toolchain, build_res: dict, xm_tokens: np.ndarray, d_output
     finally:
         shutil.rmtree(Path(log).parent, ignore_errors=True)
     if len(insns) != K:
-        raise CCompilerError(f"the execution trace held {len(insns)} of {K} marked tokens")
+        raise ToolchainError(f"the execution trace held {len(insns)} of {K} marked tokens")
     total = sum(insns)
     return {"traced_tokens": K, "instructions_per_token": total / K, "cycles_per_token": sum(cycles) / K,
             "cpi": sum(cycles) / max(total, 1), "instructions_min": min(insns), "instructions_max": max(insns),

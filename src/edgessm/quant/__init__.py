@@ -7,7 +7,7 @@ PTQ and the QAT wrapper.
     net = qmodel.integer_network()                      # what targets/fixed executes
 """
 from .fixedpoint import int_range, rshift_round_np, rshift_round_t, saturate_np, saturate_t
-from .intnet import DenseInt, IntNet, S4DInt
+from .intnet import DenseInt, IntNet, IntState, S4DInt
 from .model import QuantSequenceModel, build_quantized, check_quantizable, unsupported
 from .ptq import calibration_data, qat_wrap, quantize
 from .quantizers import (fake_quant_act, fake_quant_coeff, fake_quant_weight, quantize_coeff,
@@ -16,6 +16,6 @@ from .spec import KINDS, METHODS, PRESETS, QuantSpec, TensorSpec
 
 __all__ = ["QuantSpec", "TensorSpec", "KINDS", "METHODS", "PRESETS", "QuantSequenceModel",
            "build_quantized", "quantize", "qat_wrap", "calibration_data", "check_quantizable",
-           "unsupported", "IntNet", "DenseInt", "S4DInt", "quantize_weight", "fake_quant_weight",
+           "unsupported", "IntNet", "IntState", "DenseInt", "S4DInt", "quantize_weight", "fake_quant_weight",
            "quantize_coeff", "fake_quant_coeff", "fake_quant_act", "round_ste", "int_range",
            "rshift_round_np", "rshift_round_t", "saturate_np", "saturate_t"]

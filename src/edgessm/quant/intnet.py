@@ -16,6 +16,9 @@ execute it, so the two can be compared integer for integer. Per token::
 with shifts ``sA = -e_A``, ``sB = e_x - e_B - e_u``, ``sC = e_y - e_C - e_x``,
 ``sD = e_y - e_D - e_u`` (per layer, or per channel) and dense shifts
 ``s[c] = e_out - f[c] - e_in``. (cr, ci) are the mantissas of 2C, so y = 2 Re(C x) + D u.
+
+:class:`IntState` is the streaming state of every executor of an integer network (the
+integer engine's numpy and C backends, ``QuantSequenceModel.step``).
 """
 from __future__ import annotations
 
@@ -95,3 +98,39 @@ class IntNet:
     @property
     def out_exp(self) -> int:
         return self.decoder.out_exp
+
+
+@dataclass
+class IntState:
+    """Streaming state of an integer network, the same for every executor of it.
+
+    layers: per S4D layer the mantissas of its states (xr, xi), each (B, H, n) int64: numpy
+    arrays in the integer engine (``targets/fixed``, numpy and C backends), torch tensors in
+    ``QuantSequenceModel.step`` (:meth:`to_numpy`, :meth:`to_torch` convert, so a stream can
+    move between them). refs: with sigma-delta messaging, per graded population the last
+    value it sent, (B, size) int64; empty otherwise. t: tokens seen. Treat as immutable:
+    a step returns a new IntState."""
+    layers: list
+    refs: dict = field(default_factory=dict)
+    t: int = 0
+
+    @property
+    def batch(self) -> int:
+        return self.layers[0][0].shape[0]
+
+    def to_numpy(self) -> "IntState":
+        """The same state with numpy arrays (copies of torch tensors)."""
+        def arr(a):
+            return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy().astype(np.int64, copy=True)
+        return IntState([(arr(xr), arr(xi)) for xr, xi in self.layers],
+                        {k: arr(v) for k, v in self.refs.items()}, self.t)
+
+    def to_torch(self, device=None) -> "IntState":
+        """The same state with torch int64 tensors (on `device`)."""
+        import torch
+
+        def ten(a):
+            return torch.as_tensor(np.asarray(a) if isinstance(a, np.ndarray) else a, dtype=torch.int64,
+                                   device=device).clone()
+        return IntState([(ten(xr), ten(xi)) for xr, xi in self.layers],
+                        {k: ten(v) for k, v in self.refs.items()}, self.t)

@@ -23,11 +23,11 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..ssm.kernel import fft_conv, vandermonde_kernel
-from ..ssm.network import ModelConfig, NetState, SequenceModel, channel_linear
+from ..ssm.network import ModelConfig, SequenceModel, channel_linear
 from ..ssm.validate import check_tensor
 from .fixedpoint import (exponent_for, int_range, quantize_input_t, round_half_up,
                          rshift_round_t, saturate_t)
-from .intnet import DenseInt, IntNet, S4DInt
+from .intnet import DenseInt, IntNet, IntState, S4DInt
 from .quantizers import (fake_quant_act, fake_quant_coeff, fake_quant_weight, lsq_init,
                          quantize_coeff, quantize_weight)
 from .spec import QuantSpec
@@ -391,33 +391,40 @@ class QuantSequenceModel(SequenceModel):
             return self._fq_decoder(self._fq_features(x).transpose(1, 2))
         return self._to_float(self.int_forward(x, all_tokens=True))
 
-    def init_state(self, batch: int = 1) -> NetState:
+    def init_state(self, batch: int = 1) -> IntState:
+        """The integer network's streaming state (:class:`~.intnet.IntState`, torch tensors on
+        the model's device), zero."""
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
         c = self.config
         dev = self.exp_in.device
-        return NetState([torch.zeros(batch, c.d_model, c.d_state // 2, 2, dtype=torch.int64, device=dev)
-                         for _ in range(c.n_layers)], 0, None)
+
+        def zeros():
+            return torch.zeros(batch, c.d_model, c.d_state // 2, dtype=torch.int64, device=dev)
+        return IntState([(zeros(), zeros()) for _ in range(c.n_layers)], {}, 0)
 
     @torch.no_grad()
-    def step(self, x_t: torch.Tensor, state: NetState):
+    def step(self, x_t: torch.Tensor, state: IntState):
         """One token through the integer network: (logits (B, d_out), new state)."""
         check_tensor(x_t, ndim=2, last=self.config.d_input, name="x_t", what="(batch, d_input)")
-        if not isinstance(state, NetState) or len(state.layers) != len(self.blocks) \
-                or state.batch != x_t.shape[0] or state.layers[0].dtype != torch.int64:
+        H, n = self.config.d_model, self.config.d_state // 2
+        if not isinstance(state, IntState) or len(state.layers) != len(self.blocks) \
+                or any(not isinstance(a, torch.Tensor) or a.dtype != torch.int64 or a.shape != (x_t.shape[0], H, n)
+                       for pair in state.layers for a in pair):
             raise InputError(f"state does not belong to this quantized model and batch "
-                             f"{x_t.shape[0]}; create it with init_state({x_t.shape[0]})")
+                             f"{x_t.shape[0]}; create it with init_state({x_t.shape[0]}) (an engine's "
+                             f"numpy state: state.to_torch())")
         net, T = self._tensors()
         xm, o = quantize_input_t(x_t, net.in_exp, net.in_bits)
         self.overflows["input"] += o
         h = self._dense_t(xm, net.encoder, T["enc"])
         new = []
-        for (s, m), (ts, tm), st in zip(net.layers, T["layers"], state.layers):
-            y, xr, xi = self._s4d_step_t(h, st[..., 0], st[..., 1], s, ts)
-            new.append(torch.stack([xr, xi], -1))
+        for (s, m), (ts, tm), (xr, xi) in zip(net.layers, T["layers"], state.layers):
+            y, xr, xi = self._s4d_step_t(h, xr, xi, s, ts)
+            new.append((xr, xi))
             h = self._dense_t(y.clamp(min=0), m, tm)
         out = self._dense_t(h, net.decoder, T["dec"])
-        return self._to_float(out), NetState(new, state.t + 1, None)
+        return self._to_float(out), IntState(new, {}, state.t + 1)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, calibrated={bool(self.calibrated)}"

@@ -246,12 +246,3 @@ class QuantSpec:
             raise ConfigError(f"bias ({self.tensors['bias'].bits} bits) is wider than the activations "
                               f"({act.bits} bits) it is added to")
         return self
-
-    def describe(self) -> str:
-        rows = []
-        for k in KINDS:
-            t = self.tensors[k]
-            extra = f" {t.method}{' per-channel' if t.per_channel else ''} descale {t.descale_bits}b" \
-                if k in WEIGHT_KINDS else (" per-channel" if k in SSM_KINDS and t.per_channel else "")
-            rows.append(f"{k}: {t.bits}b{extra}")
-        return f"{self.name}: " + ", ".join(rows)

@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import ctypes
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ...errors import ConfigError, InputError
-from ..base import Cost, Program, Target, register
 from ...resources import package_path
-from .build import build_shared
+from ...ssm.network import NetState
+from ...toolchain import load_shared
+from ..base import Cost, Program, Target, register
+
+# the kernel's build: tuned to this CPU (the cache key then covers its features); IEEE
+# infinities and NaN kept (-fno-finite-math-only: the kernel checks tokens for them)
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared", "-std=c99",
+         "-pthread"]
 
 # Assumed active power of the cores running the engine, W per busy core. Not measured:
 # no RAPL energy counter is exposed on this machine. AMD EPYC 7B13-class parts have a
@@ -90,7 +97,8 @@ def check_max_abs(max_abs) -> float:
 def _lib():
     global _LIB
     if _LIB is None:
-        lib = build_shared(package_path("targets", "cpu", "kernel.c"))
+        lib = load_shared(package_path("targets", "cpu", "kernel.c"), FLAGS, libs=("-lm",),
+                          purpose="the fast CPU engine", fallback="use engine='torch'")
         lib.edgessm_state_floats.restype = ctypes.c_size_t
         lib.edgessm_state_floats.argtypes = [ctypes.POINTER(_Net)]
         lib.edgessm_work_floats.restype = ctypes.c_size_t
@@ -124,16 +132,29 @@ def check_model(model) -> None:
         raise ConfigError(f"the cpu target compiles a SequenceModel, got {type(model).__name__}")
 
 
+@dataclass(eq=False)
 class StreamState:
-    """Fast-engine state of `batch` streams: one float32 row per stream, plus token counts, and
-    the token and output buffers a step reads and writes (so a step allocates nothing)."""
+    """The fast engine's state of `batch` streams: the float family's streaming state
+    (:class:`~edgessm.ssm.network.NetState`) in the C kernel's layout, updated in place.
 
-    def __init__(self, batch: int, floats: int, d_input: int = 1, d_output: int = 1):
-        self.buf = np.zeros((batch, floats), dtype=np.float32)
-        self.t = np.zeros(batch, dtype=np.int64)
-        self.x = np.zeros((batch, d_input), dtype=np.float32)
-        self.out = np.zeros((batch, d_output), dtype=np.float32)
+    buf (B, state_floats) float32, one row per stream: per layer the S4D state divided by dB,
+    an (H, N/2) real plane then the imaginary plane, then (mean readout) the running sum (H)
+    of the last block's output; t (B,) int64: tokens seen per stream; x (B, d_input) and out
+    (B, d_output): the token and output buffers a step reads and writes (so a step allocates
+    nothing). :meth:`FastProgram.to_net_state` and :meth:`FastProgram.from_net_state`
+    convert to and from NetState."""
+    buf: np.ndarray
+    t: np.ndarray
+    x: np.ndarray
+    out: np.ndarray
+
+    def __post_init__(self):
         self._pointers()
+
+    @classmethod
+    def zeros(cls, batch: int, floats: int, d_input: int = 1, d_output: int = 1) -> "StreamState":
+        return cls(np.zeros((batch, floats), dtype=np.float32), np.zeros(batch, dtype=np.int64),
+                   np.zeros((batch, d_input), dtype=np.float32), np.zeros((batch, d_output), dtype=np.float32))
 
     def _pointers(self):
         self.buf_p = _ptr(self.buf)
@@ -145,11 +166,7 @@ class StreamState:
         return self.buf.shape[0]
 
     def copy(self) -> "StreamState":
-        s = StreamState.__new__(StreamState)
-        s.buf, s.t = self.buf.copy(), self.t.copy()
-        s.x, s.out = self.x.copy(), self.out.copy()
-        s._pointers()
-        return s
+        return StreamState(self.buf.copy(), self.t.copy(), self.x.copy(), self.out.copy())
 
 
 class FastProgram(Program):
@@ -178,9 +195,12 @@ class FastProgram(Program):
                                   "mix_b", "gamma", "beta", "mix_wt")}
         eps = 1e-5
         norm_kind = {"none": 0, "layer": 1, "batch": 2}[c.norm]
+        self._dB = []             # per layer (H, N/2) complex128: the kernel's state is x / dB
+        self._cdtype = model.blocks[0].s4d.init_state(1).dtype if model.blocks else torch.complex64
         with torch.no_grad():
             for b in model.blocks:
                 dA, dB, C = (t.to(torch.complex128) for t in b.s4d.discrete())
+                self._dB.append(dB.detach().cpu())
                 # the kernel keeps the state as x / dB: input weight 1, output weights C * dB
                 for name, v in (("dA", dA), ("C", C * dB)):
                     layers[name + "_re"].append(arr(v.real))
@@ -220,12 +240,59 @@ class FastProgram(Program):
     def init_state(self, batch: int = 1) -> StreamState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
-        return StreamState(batch, self.state_floats, self.d_input, self.d_output)
+        return StreamState.zeros(batch, self.state_floats, self.d_input, self.d_output)
+
+    def to_net_state(self, state: StreamState) -> NetState:
+        """The streams of `state` as a NetState (what ``SequenceModel.step`` and the torch engine
+        take): the kernel's scaled state times dB. Every stream must have seen the same
+        number of tokens (NetState counts them once)."""
+        self._check_state(state)
+        if state.batch and (state.t != state.t[0]).any():
+            raise InputError("the streams have seen different numbers of tokens; a NetState holds one "
+                             "count: convert streams of equal length")
+        H, N2 = self.config.d_model, self.config.d_state // 2
+        B, n = state.batch, H * N2
+        layers = []
+        for i, dB in enumerate(self._dB):
+            off = 2 * n * i
+            x = torch.complex(torch.from_numpy(state.buf[:, off:off + n].astype(np.float64)),
+                              torch.from_numpy(state.buf[:, off + n:off + 2 * n].astype(np.float64)))
+            layers.append((x.reshape(B, H, N2) * dB).to(self._cdtype))
+        t = int(state.t[0]) if B else 0
+        total = None
+        if self.config.readout == "mean" and t > 0:
+            off = 2 * n * len(self._dB)
+            total = torch.from_numpy(state.buf[:, off:off + H].copy()).to(self._cdtype.to_real())
+        return NetState(layers, t, total)
+
+    def from_net_state(self, st: NetState) -> StreamState:
+        """A NetState (of this program's model) as a fast-engine state, for streams to continue
+        here: the state divided by dB (0 where dB is 0: that state stays 0)."""
+        H, N2 = self.config.d_model, self.config.d_state // 2
+        if not isinstance(st, NetState) or len(st.layers) != len(self._dB) or \
+                any(tuple(x.shape[1:]) != (H, N2) for x in st.layers):
+            raise InputError("state is not a NetState of this program's model; create one with "
+                             "model.init_state(batch)")
+        B, n = st.batch, H * N2
+        out = StreamState.zeros(B, self.state_floats, self.d_input, self.d_output)
+        for i, (x, dB) in enumerate(zip(st.layers, self._dB)):
+            off = 2 * n * i
+            xs = torch.where(dB != 0, x.detach().cpu().to(torch.complex128) / torch.where(dB != 0, dB, 1), 0)
+            out.buf[:, off:off + n] = xs.real.reshape(B, n).numpy()
+            out.buf[:, off + n:off + 2 * n] = xs.imag.reshape(B, n).numpy()
+        if self.config.readout == "mean" and st.sum is not None:
+            off = 2 * n * len(self._dB)
+            out.buf[:, off:off + H] = st.sum.detach().cpu().numpy()
+        out.t[:] = st.t
+        return out
+
+    def _check_state(self, state) -> None:
+        if not isinstance(state, StreamState) or state.buf.shape[1] != self.state_floats:
+            raise InputError("state was not made by this program's init_state")
 
     def _bind(self, state: StreamState):
         """Bind `state`'s buffers and this program's weights into one call."""
-        if not isinstance(state, StreamState) or state.buf.shape[1] != self.state_floats:
-            raise InputError("state was not made by this program's init_state")
+        self._check_state(state)
         call = _StepCall(ctypes.pointer(self._net), state.buf_p, _ptr(state.x), _ptr(state.out),
                          state.t_p, self.max_abs, state.batch)
         state._program, state._call = self, ctypes.byref(call)

@@ -6,9 +6,9 @@ wrapper and the crossbar simulator.
     program = edgessm.targets.get("crossbar").compile(model, seed=3, write_noise_sigma_us=15)
 """
 from .device import FIELDS, PRESETS, REFERENCES, CrossbarConfig, load_device, parse_options, table_markdown
-from .hw import HwSequenceModel, build_hw, hw_wrap, project, save_hw
-from .program import CrossbarProgram, CrossbarTarget
+from .hw import HwSequenceModel, hw_wrap, project, save_hw
+from .program import CrossbarProgram, CrossbarState, CrossbarTarget
 
 __all__ = ["CrossbarConfig", "FIELDS", "PRESETS", "REFERENCES", "load_device", "parse_options",
-           "table_markdown", "HwSequenceModel", "hw_wrap", "project", "save_hw", "build_hw",
-           "CrossbarProgram", "CrossbarTarget"]
+           "table_markdown", "HwSequenceModel", "hw_wrap", "project", "save_hw",
+           "CrossbarProgram", "CrossbarState", "CrossbarTarget"]

@@ -500,19 +500,5 @@ def hw_wrap(device: str = "default", **overrides):
     return wrap
 
 
-def build_hw(config, meta: dict) -> HwSequenceModel:
-    """Rebuild an HwSequenceModel from a config and its hw metadata (for a dispatching
-    edgessm.quant.build_quantized / edgessm.load)."""
-    if not isinstance(meta, dict) or meta.get("format") != HW_META_FORMAT:
-        raise ConfigError("not crossbar hw metadata")
-    dev = dict(meta.get("device") or {})
-    hw = parse_options({**dev, "weight_bits": meta.get("weight_bits", 5),
-                        "ssm_bits": meta.get("ssm_bits", 6), "state_mode": meta.get("state_mode", "digital")})
-    m = HwSequenceModel(config, hw)
-    if meta.get("ranges"):
-        m.load_ranges(meta["ranges"])
-    return m
-
-
-__all__ = ["HwSequenceModel", "hw_wrap", "project", "save_hw", "build_hw", "block_matrix",
+__all__ = ["HwSequenceModel", "hw_wrap", "project", "save_hw", "block_matrix",
            "quant_block", "quant_linear", "fake_converter", "write_noise", "InputError"]

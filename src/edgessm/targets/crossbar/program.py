@@ -23,6 +23,7 @@ Cost per token (mode "token": a token passes every stage before the next enters)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,22 @@ from . import simlib
 from .hw import HwSequenceModel
 
 _TINY = 1e-12
+
+
+@dataclass
+class CrossbarState:
+    """Streaming state of a crossbar program (the analog family): per S4D layer ``w`` (B, H, N)
+    float32, the normalized block state each channel feeds back into its array (digital: the
+    DAC'd value; analog: held in [-1, 1]); ``t`` tokens seen; ``sum`` (B, H) the running sum
+    of the last block's output for a mean readout, else None. Treat as immutable: ``step``
+    returns a new CrossbarState."""
+    w: list
+    t: int = 0
+    sum: torch.Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.w[0].shape[0]
 
 
 def _conv(v: torch.Tensor, fs, bits: int, mask=None) -> tuple[torch.Tensor, int]:
@@ -402,18 +419,17 @@ class CrossbarProgram(Program):
         """The token-by-token reference of :meth:`run` (step() over the sequence)."""
         return super().run(X)
 
-    def init_state(self, batch: int = 1) -> dict:
+    def init_state(self, batch: int = 1) -> CrossbarState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
         c = self.model.config
-        return {"w": [torch.zeros(batch, c.d_model, c.d_state) for _ in range(c.n_layers)],
-                "t": 0, "sum": None}
+        return CrossbarState([torch.zeros(batch, c.d_model, c.d_state) for _ in range(c.n_layers)], 0, None)
 
     @torch.no_grad()
-    def step(self, x_t: torch.Tensor, state: dict):
+    def step(self, x_t: torch.Tensor, state: CrossbarState):
         check_tensor(x_t, ndim=2, last=self.d_input, name="x_t", what="(batch, d_input)")
-        if not isinstance(state, dict) or len(state.get("w", [])) != len(self.model.blocks) \
-                or state["w"][0].shape[0] != x_t.shape[0]:
+        if not isinstance(state, CrossbarState) or len(state.w) != len(self.model.blocks) \
+                or state.batch != x_t.shape[0]:
             raise InputError(f"state does not belong to this program and batch {x_t.shape[0]}; "
                              f"create it with init_state({x_t.shape[0]})")
         m = self.model
@@ -422,17 +438,17 @@ class CrossbarProgram(Program):
         new = []
         for i, b in enumerate(m.blocks):
             z = b._norm(h) if b.prenorm else h
-            y, w = self._s4d(i, z, state["w"][i])
+            y, w = self._s4d(i, z, state.w[i])
             new.append(w)
             h = self._block_tail(i, b, y, h, self._linear)
-        t = state["t"] + 1
+        t = state.t + 1
         total = None
         if m.config.readout == "mean":
-            total = h if state["sum"] is None else state["sum"] + h
+            total = h if state.sum is None else state.sum + h
             h = total / t
         out = self._linear("decoder", h, m.r_dec, m.decoder)
         self._stats["stream_tokens"] += x_t.shape[0]
-        return out, {"w": new, "t": t, "sum": total}
+        return out, CrossbarState(new, t, total)
 
     # ---- resources and cost -----------------------------------------------------------------------
     def resources(self) -> dict:
@@ -467,8 +483,7 @@ class CrossbarProgram(Program):
         outs = st.n_out
         adds = outs * (st.row_tiles - 1) + outs            # partial sums + bias / residual
         mults = 2 * outs                                   # column scale, range gain
-        per_array_cols = math.ceil(st.cols_used / st.arrays)
-        t = (cfg.pulse_time_s + math.ceil(per_array_cols / 1) * 0 + cfg.adc_share * cfg.adc_time_s
+        t = (cfg.pulse_time_s + cfg.adc_share * cfg.adc_time_s
              + math.ceil((adds + mults) / st.arrays / cfg.digital_lanes) * cfg.digital_op_time_s)
         return {"adc": adc, "dac": dac, "adds": adds, "mults": mults, "time_s": t}
 
@@ -481,7 +496,7 @@ class CrossbarProgram(Program):
             e_x = st["crossbar_energy_j"] / st["stream_tokens"]
             src = f"measured voltages over {st['stream_tokens']} stream tokens"
         else:
-            e_x = sum(float(s.row_g_s[:, :].sum() * 0 + s.row_g_s[(s.in_idx >= 0)].sum())
+            e_x = sum(float(s.row_g_s[s.in_idx >= 0].sum())
                       for s in self.stages.values()) * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
             src = "worst case: every used row at read_voltage_v (nothing run yet)"
         works = {n: self._stage_work(self.stages[n]) for n in self.order()}

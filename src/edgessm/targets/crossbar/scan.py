@@ -6,8 +6,8 @@
 Python loop over time of the reference (``HwSequenceModel(scan="loop")``) costs ~10 torch
 calls per token, the native scan a few microseconds per sequence and channel.
 
-The library is compiled once per machine with the C compiler of the CPU target (cached by
-source hash). Without a compiler the model falls back to the reference loop, with one
+The library is compiled once per machine by the C toolchain (``edgessm.toolchain``, cached by
+source, flags, compiler and CPU). Without a compiler the model falls back to the reference loop, with one
 warning (``available()`` says why).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ...errors import EdgessmError
-from ..cpu.build import NativeLib, ptr
+from ...toolchain import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("scan.c")
 # IEEE results: no -ffast-math (the converters' floor(x + 0.5) must match torch's exactly);
@@ -40,7 +40,8 @@ def _bind(lib):
         g.argtypes = [ctypes.c_int] * 4 + [P, P, P, U8, P, P, P, ctypes.c_int]
 
 
-_LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind)   # channels over threads; else one
+_LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
+                 purpose="the crossbar's native hardware-aware scan")
 
 
 def available() -> tuple[bool, str]:

@@ -1,5 +1,6 @@
 """ctypes bindings of sim.c, the crossbar simulator's inner loops (compiled once per machine
-with the CPU target's compiler, cached by source hash). ``available()`` says whether they load."""
+by the C toolchain, ``edgessm.toolchain``, cached by source, flags, compiler and CPU).
+``available()`` says whether they load."""
 from __future__ import annotations
 
 import ctypes
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cpu.build import NativeLib, ptr
+from ...toolchain import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("sim.c")
 _FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-fno-trapping-math", "-fno-math-errno", "-fPIC",
@@ -34,7 +35,8 @@ def _bind(lib):
     lib.xbar_normals.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint64, _D]
 
 
-_LIB = NativeLib(_SRC, _FLAGS + _OMP, _FLAGS, bind=_bind)     # threads over rows; else one thread
+# threads over rows (OpenMP); else one thread
+_LIB = NativeLib(_SRC, _FLAGS + _OMP, _FLAGS, bind=_bind, purpose="the crossbar simulator's native loops")
 
 
 def available() -> tuple[bool, str]:

@@ -28,29 +28,17 @@ sigma-delta included); it needs a C compiler and bit widths up to 32. ``backend=
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...errors import ConfigError
 from ...quant.fixedpoint import rshift_round_np, saturate_np
-from ...quant.intnet import DenseInt, IntNet, S4DInt
+from ...quant.intnet import DenseInt, IntNet, IntState, S4DInt
 
 OVERFLOW_KINDS = ("input", "accumulator", "activations", "state")
 BACKENDS = ("auto", "c", "numpy")
 
-
-@dataclass
-class EngineState:
-    """Streaming state: per S4D layer (xr, xi) (B, H, n) int64, per population the last
-    value sent (sigma-delta references), and the token count."""
-    layers: list
-    refs: dict = field(default_factory=dict)
-    t: int = 0
-
-    @property
-    def batch(self) -> int:
-        return self.layers[0][0].shape[0]
+EngineState = IntState      # the engine's state is the integer family's one (a public name of it)
 
 
 def _rsr_(x: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -167,12 +155,12 @@ class Engine:
                 "sigma_delta_threshold": self.threshold, "backend": self.backend}
 
     # ---- execution -------------------------------------------------------------------------
-    def init_state(self, batch: int) -> EngineState:
+    def init_state(self, batch: int) -> IntState:
         layers = [(np.zeros((batch, s.d_model, s.n), np.int64), np.zeros((batch, s.d_model, s.n), np.int64))
                   for s, _ in self.net.layers]
         refs = {p["name"]: np.zeros((batch, p["size"]), np.int64)
                 for p in self.pops if p["kind"] != "state"} if self.threshold >= 0 else {}
-        return EngineState(layers, refs, 0)
+        return IntState(layers, refs, 0)
 
     def _send(self, pop: dict, a: np.ndarray, refs_in: dict, refs_out: dict) -> np.ndarray:
         """Graded spikes from a population; returns what the receivers see."""
@@ -213,7 +201,7 @@ class Engine:
         self._over("activations", s.name, o)
         return y, nr, ni
 
-    def run_int(self, xm: np.ndarray, state: EngineState | None = None) -> tuple[np.ndarray, EngineState]:
+    def run_int(self, xm: np.ndarray, state: IntState | None = None) -> tuple[np.ndarray, IntState]:
         """Every token of every stream: integer inputs (B, L, d_in) -> integer logits (B, L, d_out),
         from `state` (default: init_state(B)), and the state after the last token; the same
         outputs, state and counts as L calls of :meth:`step_int` (one C call with backend "c")."""
@@ -231,7 +219,7 @@ class Engine:
             out[:, t], state = self._step_numpy(np.ascontiguousarray(xm[:, t]), state)
         return out, state
 
-    def _run_c(self, c, xm: np.ndarray, state: EngineState) -> tuple[np.ndarray, EngineState]:
+    def _run_c(self, c, xm: np.ndarray, state: IntState) -> tuple[np.ndarray, IntState]:
         B, L, _ = xm.shape
         sd = self.threshold >= 0
         out, layers, refs, msg, syn, ovf = c.run(xm, state.layers, state.refs if sd else None, self.threshold)
@@ -246,12 +234,12 @@ class Engine:
             self._over(kind, where, int(n))
         self.stream_tokens += B * L
         self.steps += L
-        return out, EngineState(layers, refs if sd else {}, state.t + L)
+        return out, IntState(layers, refs if sd else {}, state.t + L)
 
-    def step_int(self, xm: np.ndarray, state: EngineState) -> tuple[np.ndarray, EngineState]:
+    def step_int(self, xm: np.ndarray, state: IntState) -> tuple[np.ndarray, IntState]:
         """One token of every stream: integer input (B, d_in) -> integer logits (B, d_out).
 
-        `state` is not modified; a new EngineState is returned."""
+        `state` is not modified; a new IntState is returned."""
         if xm.dtype != np.int64:
             raise TypeError("step_int takes int64 inputs (encode floats at the host boundary)")
         c = self._cengine()
@@ -261,7 +249,7 @@ class Engine:
             return out[:, 0], st
         return self._step_numpy(xm, state)
 
-    def _step_numpy(self, xm: np.ndarray, state: EngineState) -> tuple[np.ndarray, EngineState]:
+    def _step_numpy(self, xm: np.ndarray, state: IntState) -> tuple[np.ndarray, IntState]:
         """step_int in numpy (the reference)."""
         P = {p["name"]: p for p in self.pops}
         refs: dict = {}
@@ -280,4 +268,4 @@ class Engine:
         self._send(P["decoder"], out, state.refs, refs)
         self.stream_tokens += xm.shape[0]
         self.steps += 1
-        return out, EngineState(layers, refs, state.t + 1)
+        return out, IntState(layers, refs, state.t + 1)

@@ -66,6 +66,10 @@ CONSTANTS: dict[str, tuple[float, str, str, str]] = {
                             "calibration point is therefore not independent; latency and cores are."),
 }
 
+#: Chip facts listed for reference that the mapping and cost model do not use (the mesh's rows
+#: follow from neuro_cores_per_chip / mesh_cols): not options of the target.
+REFERENCE_ONLY = ("embedded_cores_per_chip", "mesh_rows")
+
 #: The published measurement this model is checked against ([M24]): a 1-layer S4D,
 #: d_model 128, 4 states (2 complex), 3 inputs (sCIFAR), on one Loihi 2 chip.
 CALIBRATION_POINT = {"d_input": 3, "d_output": 10, "d_model": 128, "d_state": 4, "n_layers": 1,

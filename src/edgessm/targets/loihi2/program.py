@@ -30,17 +30,18 @@ from ...quant.model import QuantSequenceModel
 from ...quant.spec import QuantSpec
 from ..base import Cost, Program, register
 from ..fixed.program import FixedProgram, FixedTarget, lower, parse_options
-from .constants import CONSTANTS
+from .constants import CONSTANTS, REFERENCE_ONLY
 
 _EXTRA = [("sigma_delta_threshold", int, -1), ("calibrate", int, 512), ("max_chips", int, 1),
           ("backend", str, "auto")]
 Loihi2Config = dataclasses.make_dataclass(
     "Loihi2Config",
-    _EXTRA + [(k, int if isinstance(v[0], int) else float, v[0]) for k, v in CONSTANTS.items()])
+    _EXTRA + [(k, int if isinstance(v[0], int) else float, v[0]) for k, v in CONSTANTS.items()
+              if k not in REFERENCE_ONLY])
 Loihi2Config.__doc__ = ("Options of the loihi2 target (deploy --set KEY=VALUE): sigma_delta_threshold "
                         "(-1 off), calibrate (PTQ samples), max_chips, backend (integer engine: auto, c, "
-                        "numpy), and every constant of "
-                        "targets/loihi2/constants.py")
+                        "numpy), and every constant of targets/loihi2/constants.py the model uses "
+                        "(not the reference-only ones)")
 
 
 # ---- what Loihi 2 cannot map ----------------------------------------------------------------
@@ -73,7 +74,8 @@ def unmappable_layers(model) -> list[str]:
 
 
 def check_spec_fits(spec: QuantSpec, cfg) -> None:
-    """Bit widths Loihi 2 supports (limits in constants.py)."""
+    """Bit widths Loihi 2 supports (limits in constants.py). Wrap-around overflow is allowed as
+    well as saturation (two's complement registers)."""
     for kind in ("encoder", "mixing", "decoder", "dB", "dC", "D"):
         if spec[kind].bits > cfg.max_weight_bits:
             raise ConfigError(f"spec [{kind}] has {spec[kind].bits}-bit weights; loihi2 synapses take "
@@ -84,8 +86,6 @@ def check_spec_fits(spec: QuantSpec, cfg) -> None:
         if spec[kind].bits > limit:
             raise ConfigError(f"spec [{kind}] is {spec[kind].bits} bits; loihi2 allows at most "
                               f"{limit} ({field})")
-    if spec["state"].overflow != "saturate" or spec["activations"].overflow != "saturate":
-        pass  # wrap-around is representable (two's complement registers); allowed
 
 
 class Loihi2Program(FixedProgram):
