@@ -61,8 +61,8 @@ def measure(ctx) -> dict:
             row["seconds"] = time.time() - t0
             row["accuracy_ci95"] = wilson(row.get("accuracy"), row.get("n"))
             rows.append(row)
-    pub = []
-    for task in (t for t, *_ in MODELS if t in ctx.quant_tasks):
+    pub = []              # shown whether or not edgessm computed that task here
+    for task, *_ in MODELS:
         for what, key in PUBLISHED.get(task, ()):
             f = published.get(key)
             pub.append({"group": f"{task}, published [{f.source.strip('[]')}]", "label": f"{what}\n(published)",
