@@ -162,3 +162,30 @@ def test_targets_reached_through_one_module():
             if pat.search(line):
                 offenders.append(f"{f.relative_to(root)}:{i}: {line.strip()}")
     assert not offenders, offenders
+
+
+@needs_fsdd
+def test_robustness_sweeps_a_post_training_quantized_model(tmp_path):
+    """A float checkpoint passed as a robust model is quantized by the crossbar compile (PTQ, at
+    the weight bits given), calibrated on training inputs, and labelled so beside the shipped
+    hardware-aware model."""
+    import torch
+    import edgessm as es
+    from edgessm import io
+    from edgessm.report import build_report
+    torch.manual_seed(0)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=32, d_output=2, d_model=8, d_state=4, n_layers=1,
+                                     dt_min=0.1, dt_max=1.0)
+    io.save(m, tmp_path / "float")
+    build_report(tmp_path / "r", "smnist", None, 2, crossbar_limit=4, robust_devices=1, calibrate=8,
+                 sections=("robustness",), robust_sweeps={"write_noise_linear": (0.0, 30.0)},
+                 robust_models=[("float, 5-bit PTQ", str(tmp_path / "float"), {"weight_bits": 5})])
+    s = json.loads((tmp_path / "r" / "report.json").read_text())["sections"]["robustness"]
+    assert not s["errors"], s["errors"]
+    info = {m["model"]: m for m in s["models"]}
+    assert info["float, 5-bit PTQ"]["training"] == "PTQ" and info["float, 5-bit PTQ"]["weight_bits"] == 5
+    assert info["fsdd01-ternary"]["training"] == "hardware-aware" and info["fsdd01-ternary"]["weight_bits"] == 2
+    rows = [r for r in s["rows"] if r["model"] == "float, 5-bit PTQ"]
+    assert [r["value"] for r in rows] == [0.0, 30.0]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["n"] == 4 and r["sets"]["weight_bits"] == 5 for r in rows)
+    assert "float, 5-bit PTQ (5-bit, PTQ)" in (tmp_path / "r" / "index.html").read_text()

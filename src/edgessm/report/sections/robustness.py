@@ -57,9 +57,13 @@ def measure(ctx) -> dict:
     defs = _sweeps()
     test = ctx.xtest
     sweeps, rows, model_info = [], [], []
+    calib = None
     for label, model, msets in models:
         p = precision(model, msets)
         model_info.append({"model": label, **p, "sets": msets})
+        if p["training"] == "PTQ" and calib is None:    # DAC/ADC ranges of a float model, from training inputs
+            from ...data import load_task
+            calib = load_task(ctx.crossbar_task, "train", limit=ctx.calibrate).x
     for key, values in ctx.robust_sweeps.items():
         d = defs.get(key)
         if d is None:
@@ -74,8 +78,9 @@ def measure(ctx) -> dict:
                 try:
                     accs = []
                     for k in range(ctx.robust_devices):
+                        extra = {"calibration": calib} if info["training"] == "PTQ" else {}
                         prog = runs.compile(model, "crossbar", **{k2: str(v2) for k2, v2 in sets.items()},
-                                            seed=str(k))
+                                            seed=str(k), **extra)
                         accs.append(runs.evaluate(prog, test, batch_size=ctx.batch_size)["accuracy"])
                     row.update(accuracy=float(np.mean(accs)),
                                accuracy_std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
