@@ -118,3 +118,12 @@ def test_loihi2_is_bit_exact_and_counts():
     assert p.check(X)["mismatches"] == 0
     st = p.stats()
     assert st["stream_tokens"] == 6 * 40 and 0 < st["spike_sparsity"] < 1
+
+
+def test_every_constant_names_a_listed_source():
+    import re
+    from edgessm.targets.loihi2.constants import REFERENCES
+    for k, (_, _, src, _) in CONSTANTS.items():
+        keys = re.findall(r"\[\w+\]", src)
+        assert keys or src == "assumption", k
+        assert all(key in REFERENCES for key in keys), (k, src)
