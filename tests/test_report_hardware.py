@@ -107,6 +107,8 @@ def test_crossbar_tiling_conductances_and_energy(hw_report):
     acc = s["accuracy"]
     lo, hi = acc["accuracy_ci95"]
     assert acc["n"] == 6 and lo <= acc["accuracy"] <= hi and len(acc["trials"]) == 2
+    sw = s["software_accuracy"]
+    assert sw["n"] == 6 and sw["accuracy_ci95"][0] <= sw["accuracy"] <= sw["accuracy_ci95"][1]
     html = path.read_text()
     assert "95.1%" in html and "81.7%" in html and "arXiv:2412.20215" in html
 

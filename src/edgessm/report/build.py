@@ -27,7 +27,7 @@ import torch
 from ..errors import ConfigError
 from ..fields import json_text
 from . import page, plots
-from .context import STUDY, ROBUST_SWEEPS, Ctx, Options, err, log  # noqa: F401 - STUDY, ROBUST_SWEEPS re-exported
+from .context import Ctx, Options, err, log
 from .sections import KEYS, SECTIONS
 
 

@@ -147,15 +147,20 @@ def table(rows: Sequence[dict], columns: Sequence[tuple], row_class: Callable[[d
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def published_table(figs) -> str:
-    """Published figures (report.published.Published) as labelled rows, with their citations."""
+def published_table(figs, beside: tuple[str, dict] | None = None) -> str:
+    """Published figures (report.published.Published) as labelled rows with their citations;
+    beside = (column header, {figure key: edgessm's figure as text}) adds edgessm's own."""
     if not figs:
         return ""
-    rows = [{"what": f.what, "value": f.text(), "source": f.source, "note": f.note} for f in figs]
+    rows = [{"what": f.what, "value": f.text(), "source": f.source, "note": f.note,
+             "beside": (beside[1].get(f.key, "-") if beside else None)} for f in figs]
+    cols = [("published figure", "what", "l"), ("value (published)", "value", "r"), ("source", "source", "l")]
+    if beside:
+        cols.append((beside[0], "beside", "r"))
+    cols.append(("note", "note", "l"))
     cites = {f.source: f.citation for f in figs}
     return ("<p><b>Published</b> (from the papers, not computed by edgessm):</p>"
-            + table(rows, [("published figure", "what", "l"), ("value", "value", "r"),
-                           ("source", "source", "l"), ("note", "note", "l")], row_class=lambda r: "pub")
+            + table(rows, cols, row_class=lambda r: "pub")
             + "<p class='note'>" + "<br>".join(f"{esc(k)} {esc(c)}" for k, c in cites.items()) + "</p>")
 
 

@@ -109,6 +109,11 @@ def measure(ctx) -> dict:
         out["accuracy"] = {"accuracy": a["mean"], "accuracy_std": a["std"], "trials": a["trials"], "n": run["n"],
                            "accuracy_ci95": wilson(a["mean"], run["n"]), "task": run["task"]}
         out["energy_source"] = run["cost"]["assumptions"].get("crossbar_energy")
+        from ...train.loop import evaluate
+        with torch.no_grad():
+            sw = evaluate(ctx.xmodel, ctx.xtest)
+        out["software_accuracy"] = {"accuracy": sw["accuracy"], "n": sw["n"],
+                                    "accuracy_ci95": wilson(sw["accuracy"], sw["n"])}
     except Exception as e:  # noqa: BLE001 - the tiling and conductances stand without the run
         out["errors"].append({"where": "crossbar run", "error": f"{type(e).__name__}: {e}"})
         out["energy"] = []
@@ -152,12 +157,16 @@ def render(ctx, data: dict) -> dict:
             ("energy / token", lambda r: page.energy(r["energy_per_token_j"]), "r"),
             ("share", lambda r: page.pct(r["share"]), "r"),
             ("total / token", lambda r: page.energy(r["total_energy_per_token_j"]), "r")], row_class=lambda r: "mod")
-    acc = data.get("accuracy")
+    acc, sw = data.get("accuracy"), data.get("software_accuracy")
+    mine = {}
+    if sw:
+        mine["imssa_software"] = (f"{page.pct(sw['accuracy'])} ({ci_text(sw['accuracy'], sw['n'])}), float eval "
+                                  f"of the projected checkpoint")
     if acc:
-        html += "<h3>Accuracy beside the published chip</h3>" + page.table([acc], [
-            ("edgessm", lambda r: f"{data['model']} on {r['task']}, default device, {len(r['trials'])} instances", "l"),
-            ("samples", "n", "r"), ("accuracy", lambda r: page.pct(r["accuracy"]), "r"),
-            ("95% interval", lambda r: ci_text(r["accuracy"], r["n"]), "r"),
-            ("\u00b1 std", lambda r: page.pct(r["accuracy_std"]), "r")], row_class=lambda r: "meas")
-    html += page.published_table(published.figures(KEY))
+        mine["imssa_on_chip"] = (f"{page.pct(acc['accuracy'])} \u00b1 {page.pct(acc['accuracy_std'])} over "
+                                 f"{len(acc['trials'])} simulated device instances "
+                                 f"({ci_text(acc['accuracy'], acc['n'])})")
+    html += "<h3>The published chip beside this deployment</h3>" + page.published_table(
+        published.figures(KEY), (f"edgessm, {data['model']} on {acc['task'] if acc else ctx.crossbar_task} "
+                                 f"({acc['n'] if acc else len(ctx.xtest)} test samples; 95% interval)", mine))
     return {"figures": figs, "caption": caption, "html": html}

@@ -107,18 +107,12 @@ def render(ctx, data: dict) -> dict:
         ("spike sparsity", lambda r: "dense (state)" if r["state"] else page.num(r["spike_sparsity"], "{:.3f}"),
          "r")], row_class=lambda r: "mod")
     cal = data.get("calibration_network")
-    pubs = published.figures(KEY)
-    if cal:
-        mine = {"m24_time_per_step": page.seconds(cal["time_per_step_s"]), "m24_power": page.watts(cal["power_w"]),
-                "m24_cores": str(cal["cores"])}
-        html += ("<h3>The published calibration point beside this model</h3>" + page.table(
-            [{"what": f.what, "published": f.text(), "source": f.source, "modelled": mine.get(f.key, "-")}
-             for f in pubs],
-            [("figure", "what", "l"), ("published", "published", "r"), ("source", "source", "l"),
-             ("modelled by targets/loihi2 (random weights, dense worst case, pipelined)", "modelled", "r")],
-            row_class=lambda r: "pub")
-            + "<p class='note'>The loihi2 static power is derived from this measurement (see "
-              "targets/loihi2/README.md), so the power agreement is by construction; time per step and cores "
-              "are modelled independently.</p>")
-    html += page.published_table(pubs)
+    mine = {} if not cal else {"m24_time_per_step": page.seconds(cal["time_per_step_s"]),
+                               "m24_power": page.watts(cal["power_w"]), "m24_cores": str(cal["cores"])}
+    html += "<h3>The published measurement beside this model</h3>" + page.published_table(
+        published.figures(KEY), ("modelled by targets/loihi2 for that network (random weights, dense worst "
+                                 "case, pipelined)", mine))
+    html += ("<p class='note'>The loihi2 static power is derived from the published power (see "
+             "targets/loihi2/README.md), so the power agreement is by construction; time per step and cores "
+             "are modelled independently.</p>")
     return {"figures": [fig], "caption": caption, "html": html}

@@ -25,7 +25,7 @@ REFERENCES = {
              'which is conservative for fitting.)',
     "[M24]": 'S. M. Meyer et al., "A Diagonal Structured State Space Model on Loihi 2 for Efficient '
              'Streaming Sequence Processing", arXiv:2409.15022, 2024: 8-bit weights, 24-bit neuron states '
-             'and graded spikes, 16-bit descale factors; the calibration point below',
+             'and graded spikes, 16-bit descale factors; CALIBRATION_POINT below',
     "[B2L]": 'brian2-loihi (PyPI) documentation: Loihi neuron decay constants are 12-bit (decay_v, decay_I '
              'in 0..4096), i.e. neuron parameters of limited width',
 }
