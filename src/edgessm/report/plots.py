@@ -174,10 +174,14 @@ def loihi2(energy: list[dict], layers: list[dict], model: str, out: Path) -> str
     fig, (a1, a2) = p.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
     _stacked(a1, energy, "mode", f"Loihi 2 energy per token ({model}): static (hatched) vs dynamic")
     x = np.arange(len(layers))
-    syn = [max(r["synops_per_token"], 1e-3) for r in layers]
+    syn = [r["synops_per_token"] if r["synops_per_token"] > 0 else np.nan for r in layers]
     a2.bar(x, syn, color=[MODELLED if not r["state"] else "#bbbbbb" for r in layers], edgecolor="black",
            linewidth=0.4)
     a2.set_yscale("log")
+    a2.set_ylim(bottom=1.0)
+    for i, r in enumerate(layers):
+        if r["synops_per_token"] <= 0:
+            a2.text(i, 1.3, "0", ha="center", va="bottom", fontsize=8)
     a2.set_ylabel("synaptic ops per token (caused by its spikes)")
     a2.set_xticks(x)
     a2.set_xticklabels([r["population"] for r in layers], rotation=60, ha="right", fontsize=7.5)
