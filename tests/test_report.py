@@ -98,6 +98,7 @@ def test_report_other_sections(small_report):
     rob = s["robustness"]["rows"]
     assert {r["sweep"] for r in rob} == {"write_noise", "write_noise_linear", "stuck", "drift"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rob)
+    assert all(r["accuracy_ci95"][0] <= r["accuracy"] <= r["accuracy_ci95"][1] for r in rob)
     # each swept model with its weight bit-width and training; the published tolerances on the noise panels
     assert s["robustness"]["models"] == [{"model": "fsdd01-ternary", "weight_bits": 2, "training": "hardware-aware",
                                           "bits_text": "ternary (2-bit)", "sets": {}}]

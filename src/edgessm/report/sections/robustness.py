@@ -9,6 +9,7 @@ import torch
 
 from .. import page, plots, published, runs
 from ..context import err, figure, log
+from ..stats import ci_text, wilson
 
 KEY, TITLE = "robustness", "Robustness of the crossbar deployment"
 
@@ -84,7 +85,7 @@ def measure(ctx) -> dict:
                         accs.append(runs.evaluate(prog, test, batch_size=ctx.batch_size)["accuracy"])
                     row.update(accuracy=float(np.mean(accs)),
                                accuracy_std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                               accuracy_trials=accs)
+                               accuracy_trials=accs, accuracy_ci95=wilson(float(np.mean(accs)), len(test)))
                 except Exception as e:  # noqa: BLE001
                     row.update(accuracy=None, error=err(e))
                     errors.append({"where": f"{key}={v} ({label})", "error": row["error"]})
@@ -116,7 +117,7 @@ def render(ctx, data: dict) -> dict:
         f"instance(s) per point (seeds 0..{ctx.robust_devices - 1}); every other device parameter at the default "
         f"(vertical green line: the default device's value; its write noise is state dependent, 4.33 uS at G_min, "
         f"whereas the sweeps use a constant sigma). Dashed: software (float eval of {ctx.crossbar_model}); dotted: "
-        f"chance. Grey dash-dotted lines on the write-noise panels: PUBLISHED [IMSSA] tolerances (5-bit weights "
+        f"chance. 95% interval: Wilson score interval of the mean accuracy on that many recordings. Grey dash-dotted lines on the write-noise panels: PUBLISHED [IMSSA] tolerances (5-bit weights "
         f"about 5 uS, 2-bit above ~15 uS; their chip and task, not computed here). Models: "
         + "; ".join(f"{labels[m['model']]}" for m in data["models"]) + ". "
         + ("Only the shipped hardware-aware ternary model is swept: no 5-bit or post-training-quantized crossbar "
@@ -132,6 +133,7 @@ def render(ctx, data: dict) -> dict:
                                              for k, v in r["sets"].items()), "l"),
             ("samples", "n", "r"),
             ("accuracy", lambda r: page.pct(r["accuracy"]) if r.get("accuracy") is not None else "-", "r"),
+            ("95% interval", lambda r: ci_text(r.get("accuracy"), r.get("n")), "r"),
             ("\u00b1 std", lambda r: page.pct(r.get("accuracy_std")) if r.get("accuracy") is not None else "", "r"),
             ("device instances", lambda r: ", ".join(f"{100 * a:.1f}%" for a in r.get("accuracy_trials", [])), "l"),
             ("note", lambda r: r.get("error", ""), "l")]))
