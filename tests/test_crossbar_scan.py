@@ -89,3 +89,22 @@ def test_block_scan_rejects_bad_dtypes():
     from edgessm.errors import EdgessmError
     with pytest.raises(EdgessmError, match="float32 or float64"):
         block_scan(torch.zeros(1, 3, 3), torch.zeros(1, 2, 1, dtype=torch.float64), torch.ones(1, 2), 8, 8)
+
+
+def test_native_scan_gives_the_same_bits_on_any_number_of_threads():
+    torch.manual_seed(3)
+    H, L, B, n2 = 5, 40, 11, 6
+    M = torch.randn(H, n2 + 1, n2 + 1) * 0.4
+    v = torch.randn(B, L, H)
+    fs = torch.rand(H, n2) + 0.5
+    out = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        Mg, vg = M.clone().requires_grad_(), v.clone().requires_grad_()
+        y, sat = block_scan(Mg, vg, fs, 6, 7)
+        (y * torch.linspace(-1, 1, H)).sum().backward()
+        out.append((y.detach(), sat, Mg.grad, vg.grad))
+    torch.set_num_threads(1)
+    for y, sat, gM, gv in out[1:]:
+        assert sat == out[0][1]
+        assert torch.equal(y, out[0][0]) and torch.equal(gM, out[0][2]) and torch.equal(gv, out[0][3])

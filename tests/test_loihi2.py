@@ -120,6 +120,21 @@ def test_loihi2_is_bit_exact_and_counts():
     assert st["stream_tokens"] == 6 * 40 and 0 < st["spike_sparsity"] < 1
 
 
+def test_timing_terms_add_up_and_match_cost():
+    p = compile_l2(model())
+    tm = p.timing()
+    parts = tm["busy_max_s"] + tm["barrier_sync_s"] + tm["hops_s"] + tm["spike_s"]
+    assert tm["time_per_step_s"] == pytest.approx(parts)
+    assert tm["busy_max_s"] == max(tm["busy_s"].values())
+    assert set(tm["busy_s"]) == {q["name"] for q in p.resources()["populations"]}
+    assert tm["fall_through_s"] == pytest.approx(tm["depth_steps"] * tm["time_per_step_s"])
+    tok, pipe = p.cost(mode="token"), p.cost(mode="pipelined")
+    assert pipe.throughput_tokens_per_s == pytest.approx(1 / tm["time_per_step_s"])
+    assert tok.latency_per_token_s == pytest.approx(tm["fall_through_s"])
+    # streaming charges one step of static power per token, one token at a time D steps
+    assert tok.breakdown["static"] == pytest.approx(tm["depth_steps"] * pipe.breakdown["static"])
+
+
 def test_every_constant_names_a_listed_source():
     import re
     from edgessm.targets.loihi2.constants import REFERENCES

@@ -15,11 +15,22 @@
 
    Layout (contiguous), batch innermost so that every inner loop runs over b in SIMD lanes:
    v, Y, gY, gv (H, L, B); W, mask (H, L, n2, B); M, gM (H, K, K); fs (H, n2).
-   Built without -ffast-math: the roundings must be IEEE. */
+   Built without -ffast-math: the roundings must be IEEE. Channels are independent: with
+   -fopenmp they are split over `threads` threads (each with its own scratch), and every channel
+   is computed by one thread in the same order, so the results do not depend on `threads`. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
+
+#ifdef _OPENMP
+#define PRAGMA(x) _Pragma(#x)
+#define OMP_PARALLEL(n, clause) PRAGMA(omp parallel num_threads(n) clause)
+#define OMP_FOR PRAGMA(omp for schedule(static))
+#else
+#define OMP_PARALLEL(n, clause)
+#define OMP_FOR
+#endif
 
 /* B is a multiple of 8 (the caller pads): VL = 32 bytes of lanes, loads unaligned. */
 typedef float vf32 __attribute__((vector_size(32), aligned(4)));
@@ -28,14 +39,20 @@ typedef double vf64 __attribute__((vector_size(32), aligned(8)));
 #define DEFINE_SCAN(T, SUF, FLOOR, VT)                                                           \
 enum { VL_##SUF = 32 / sizeof(T) };                                                              \
 int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
-                          int adc, int dac, int qa, int qd, T *Y, T *W, uint8_t *mask)           \
+                          int adc, int dac, int qa, int qd, T *Y, T *W, uint8_t *mask,           \
+                          int threads)                                                           \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
+    int fail = 0;                                                                                \
     const int K = n2 + 1;                                                                        \
     const T fqa = (T)qa, fqd = (T)qd;                                                            \
+    OMP_PARALLEL(threads, reduction(+:sat, fail))                                                \
+    {                                                                                            \
     T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
-    if (!zero) return -1;                                                                        \
+    if (!zero) fail = 1;                                                                         \
+    OMP_FOR                                                                                      \
     for (int h = 0; h < H; h++) {                                                                \
+        if (!zero) continue;                                                                     \
         const T *mh = M + (size_t)h * K * K, *f = fs + (size_t)h * n2;                           \
         const T *w = zero;                                                                       \
         for (int t = 0; t < L; t++) {                                                            \
@@ -86,21 +103,28 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
         }                                                                                        \
     }                                                                                            \
     free(zero);                                                                                  \
-    return sat;                                                                                  \
+    }                                                                                            \
+    return fail ? -1 : sat;                                                                      \
 }                                                                                                \
                                                                                                  \
 /* gY: the gradient at Y; out: gv (H, L, B), gM (H, K, K) (overwritten). Per channel the        \
    K x K x B partial sums run in SIMD lanes over b and are summed over b at the end. */         \
 int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *W,           \
-                      const uint8_t *mask, const T *gY, T *gV, T *gM)                            \
+                      const uint8_t *mask, const T *gY, T *gV, T *gM, int threads)               \
 {                                                                                                \
     const int K = n2 + 1;                                                                        \
+    int fail = 0;                                                                                \
+    OMP_PARALLEL(threads, reduction(+:fail))                                                     \
+    {                                                                                            \
     T *gw = calloc((size_t)n2 * B, sizeof(T));      /* gradient at w_t */                        \
     T *gn = calloc((size_t)n2 * B, sizeof(T));      /* gradient at n_t */                        \
     T *acc = calloc((size_t)K * K * B, sizeof(T));  /* partial sums of gM per lane */            \
     T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
-    if (!gw || !gn || !acc || !zero) { free(gw); free(gn); free(acc); free(zero); return -1; }  \
+    const int ok = gw && gn && acc && zero;                                                      \
+    if (!ok) fail = 1;                                                                           \
+    OMP_FOR                                                                                      \
     for (int h = 0; h < H; h++) {                                                                \
+        if (!ok) continue;                                                                       \
         const T *mh = M + (size_t)h * K * K;                                                     \
         memset(gw, 0, sizeof(T) * n2 * B);                                                       \
         memset(acc, 0, sizeof(T) * K * K * B);                                                   \
@@ -146,7 +170,8 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
         }                                                                                        \
     }                                                                                            \
     free(gw); free(gn); free(acc); free(zero);                                                   \
-    return 0;                                                                                    \
+    }                                                                                            \
+    return fail ? -1 : 0;                                                                        \
 }
 
 #define VL VL_f32

@@ -34,13 +34,13 @@ def _bind(lib):
         P = ctypes.POINTER(T)
         f = getattr(lib, f"hw_scan_fwd_{suf}")
         f.restype = ctypes.c_int64
-        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, U8]
+        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, U8, ctypes.c_int]
         g = getattr(lib, f"hw_scan_bwd_{suf}")
         g.restype = ctypes.c_int
-        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, U8, P, P, P]
+        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, U8, P, P, P, ctypes.c_int]
 
 
-_LIB = NativeLib(_SRC, _FLAGS, bind=_bind)
+_LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind)   # channels over threads; else one
 
 
 def available() -> tuple[bool, str]:
@@ -77,7 +77,7 @@ class _Scan(torch.autograd.Function):
         mask = torch.empty(H, L, n2, B, dtype=torch.uint8)
         sat = getattr(_LIB.get(), f"hw_scan_fwd_{suf}")(B, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
                                                  int(adc), int(dac), int(qa), int(qd), ptr(Y, T),
-                                                 ptr(W, T), _u8(mask))
+                                                 ptr(W, T), _u8(mask), torch.get_num_threads())
         if sat < 0:
             raise MemoryError("native crossbar scan: out of memory")
         counter.append(int(sat))
@@ -94,7 +94,8 @@ class _Scan(torch.autograd.Function):
         gV = torch.empty_like(V)
         gM = torch.empty_like(M)
         if getattr(_LIB.get(), f"hw_scan_bwd_{ctx.suf}")(B, L, H, n2, ptr(M, T), ptr(V, T), ptr(W, T), _u8(mask),
-                                                   ptr(gYc, T), ptr(gV, T), ptr(gM, T)):
+                                                   ptr(gYc, T), ptr(gV, T), ptr(gM, T),
+                                                   torch.get_num_threads()):
             raise MemoryError("native crossbar scan: out of memory")
         return gM, gV, None, None, None, None, None, None
 

@@ -201,6 +201,27 @@ class Loihi2Program(FixedProgram):
                 return p["size"]
         return 0
 
+    def timing(self) -> dict:
+        """The time of one barrier-synchronised algorithmic step and of a token's fall-through.
+
+        Loihi 2 runs in time steps: every core updates its neurons and sends its graded spikes,
+        then all cores meet at a barrier. A graded spike sent in step t is integrated by its
+        target population in step t + 1, so a token reaches the readout ``depth`` steps after it
+        entered (one step per population of the chain). Returns every term, in seconds."""
+        c = self.config
+        P = self.work()["populations"]
+        busy = {name: p["synops"] / p["cores"] * c.time_synop_s
+                + p["neurons"] / p["cores"] * c.time_neuron_update_s for name, p in P.items()}
+        slowest = max(busy, key=busy.get)
+        cores = self.mapping["cores"]
+        sync = c.barrier_sync_min_s + (c.barrier_sync_max_s - c.barrier_sync_min_s) * (cores - 1) / 31
+        hops = max(p["hops"] for p in P.values()) * c.latency_hop_s
+        t_step = busy[slowest] + sync + hops + c.latency_spike_in_tile_s
+        depth = self.mapping["depth"]
+        return {"busy_s": busy, "slowest_population": slowest, "busy_max_s": busy[slowest],
+                "barrier_sync_s": sync, "hops_s": hops, "spike_s": c.latency_spike_in_tile_s,
+                "time_per_step_s": t_step, "depth_steps": depth, "fall_through_s": depth * t_step}
+
     def cost(self, tokens: int = 1, mode: str = "token") -> Cost:
         if mode not in ("token", "pipelined"):
             raise ConfigError(f"unknown cost mode {mode!r}; use 'token' or 'pipelined'")
@@ -214,13 +235,10 @@ class Loihi2Program(FixedProgram):
         e_syn, e_neu = syn * c.energy_synop_j, neu * c.energy_neuron_update_j
         e_msg, e_hop = msgs * c.energy_spike_in_tile_j, hop_msgs * c.energy_hop_j
         e_dyn = e_syn + e_neu + e_msg + e_hop
-        busy = max(p["synops"] / p["cores"] * c.time_synop_s + p["neurons"] / p["cores"] * c.time_neuron_update_s
-                   for p in P.values())
+        tm = self.timing()
+        t_step, depth = tm["time_per_step_s"], tm["depth_steps"]
         cores = self.mapping["cores"]
-        sync = c.barrier_sync_min_s + (c.barrier_sync_max_s - c.barrier_sync_min_s) * (cores - 1) / 31
-        t_step = busy + sync + max(p["hops"] for p in P.values()) * c.latency_hop_s + c.latency_spike_in_tile_s
-        depth = self.mapping["depth"]
-        latency = depth * t_step
+        latency = tm["fall_through_s"]
         t_token = latency if mode == "token" else t_step
         p_static = c.static_power_chip_w * self.mapping["chips"]
         energy = e_dyn + p_static * t_token
