@@ -199,7 +199,7 @@ class Ctx:
     def crossbar_program(self):
         """The crossbar model compiled for device instance 0 of its device (not run)."""
         self.need_xmodel()
-        return self.memo("crossbar_program", lambda: runs.compile(self.xmodel, "crossbar", seed="0"))
+        return self.memo("crossbar_program", lambda: runs.compile(self.xmodel, "crossbar", seed=0))
 
 
 def figure(errors: list, fn, *args, **kw):

@@ -11,10 +11,14 @@ def deploy(model, target: str, task: str | None, limit: int | None, **kw) -> dic
     return run(model, target, task, limit, **kw)
 
 
-def compile(model, target: str, spec=None, **options):
-    """`model` compiled for `target` (a program); options are the target's config fields
-    (values converted by the target) plus ``calibration`` inputs where it takes them."""
+def compile(model, target: str, spec=None, calibration=None, **fields):
+    """`model` compiled for `target` (a program): `fields` are values of the target's config
+    fields (handed over as the command line's --set strings, which every target converts and
+    checks), `calibration` the inputs of a target that calibrates (None: not passed)."""
     from ..targets import get
+    options = {k: str(v) for k, v in fields.items()}
+    if calibration is not None:
+        options["calibration"] = calibration
     return get(target).compile(model, spec, **options)
 
 

@@ -80,8 +80,7 @@ def measure(ctx) -> dict:
                     accs = []
                     for k in range(ctx.robust_devices):
                         extra = {"calibration": calib} if info["training"] == "PTQ" else {}
-                        prog = runs.compile(model, "crossbar", **{k2: str(v2) for k2, v2 in sets.items()},
-                                            seed=str(k), **extra)
+                        prog = runs.compile(model, "crossbar", **sets, seed=k, **extra)
                         accs.append(runs.evaluate(prog, test, batch_size=ctx.batch_size)["accuracy"])
                     row.update(accuracy=float(np.mean(accs)),
                                accuracy_std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
