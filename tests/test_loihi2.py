@@ -137,3 +137,12 @@ def test_timing_terms_add_up_and_match_cost():
     assert tok.latency_per_token_s == pytest.approx(tm["fall_through_s"])
     # streaming charges one step of static power per token, one token at a time D steps
     assert tok.breakdown["static"] == pytest.approx(tm["depth_steps"] * pipe.breakdown["static"])
+
+
+def test_every_constant_names_a_listed_source():
+    import re
+    from edgessm.targets.loihi2.constants import REFERENCES
+    for k, (_, _, src, _) in CONSTANTS.items():
+        keys = re.findall(r"\[\w+\]", src)
+        assert keys or src == "assumption", k
+        assert all(key in REFERENCES for key in keys), (k, src)

@@ -10,9 +10,10 @@ from conftest import needs_fsdd, needs_mnist
 
 pytest.importorskip("matplotlib")
 
-SECTIONS = ("accuracy", "quantization", "cost", "robustness", "study", "latency", "trace")
+SECTIONS = ("accuracy", "quantization", "cost", "loihi2", "crossbar", "robustness", "study", "latency", "trace")
 SMALL = dict(calibrate=8, crossbar_limit=8, trials=2, robust_devices=1,
-             robust_sweeps={"write_noise": (0.0, 40.0), "stuck": (0.05,), "drift": (1e6,)},
+             robust_sweeps={"write_noise": (0.0, 40.0), "write_noise_linear": (0.0, 30.0), "stuck": (0.05,),
+                            "drift": (1e6,)},
              study={"batches": (1, 4), "seq_lens": (32,), "steps": 20, "torch_steps": 5, "repeats": 1},
              cost_batch=2, cost_steps=50, quant_tasks=("smnist",))
 
@@ -95,8 +96,21 @@ def test_report_other_sections(small_report):
             assert r["energy_per_token_j"] > 0 and r["latency_per_token_s"] > 0 and r["throughput_tokens_per_s"] > 0
     assert any(r["target"] == "crossbar" for r in cost)
     rob = s["robustness"]["rows"]
-    assert {r["sweep"] for r in rob} == {"write_noise", "stuck", "drift"}
+    assert {r["sweep"] for r in rob} == {"write_noise", "write_noise_linear", "stuck", "drift"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rob)
+    assert all(r["accuracy_ci95"][0] <= r["accuracy"] <= r["accuracy_ci95"][1] for r in rob)
+    # each swept model with its weight bit-width and training; the published tolerances on the noise panels
+    assert s["robustness"]["models"] == [{"model": "fsdd01-ternary", "weight_bits": 2, "training": "hardware-aware",
+                                          "bits_text": "ternary (2-bit)", "sets": {}}]
+    noise = {sw["key"]: sw for sw in s["robustness"]["sweeps"]}
+    for key in ("write_noise", "write_noise_linear"):
+        assert sorted(p["value"] for p in noise[key]["published"]) == [5.0, 15.0]
+        assert all(p["kind"] == "published" and p["source"] == "[IMSSA]" for p in noise[key]["published"])
+    assert not noise["stuck"]["published"]
+    # the float / PTQ / QAFT section shows the published sCIFAR row beside the computed ones
+    pub = s["quantization"]["published"]
+    assert [(r["what"], round(r["accuracy"], 6)) for r in pub] == [("float", 0.865), ("PTQ", 0.717), ("QAFT", 0.841)]
+    assert all(r["kind"] == "published" and r["source"] == "[M24]" for r in pub)
     study = s["study"]["rows"]
     assert {r["engine"] for r in study if r.get("measured")} >= {"cpu-fast", "torch-step", "torch-conv"}
     assert any(not r.get("measured") for r in study)

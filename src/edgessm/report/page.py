@@ -117,7 +117,7 @@ table{border-collapse:collapse;font-size:13px;margin:.6em 0}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
 th{background:#f0f0f0} td.l,th.l{text-align:left}
 .err{color:#a00}.note{color:#555;font-size:.92em}.caption{margin:.3em 0 .6em 0}
-.meas{background:#e8f1fb}.mod{background:#fdf1e4}
+.meas{background:#e8f1fb}.mod{background:#fdf1e4}.pub{background:#efefef}
 code{background:#f4f4f4;padding:1px 4px}
 .toc a{margin-right:1em}
 """
@@ -147,6 +147,23 @@ def table(rows: Sequence[dict], columns: Sequence[tuple], row_class: Callable[[d
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def published_table(figs, beside: tuple[str, dict] | None = None) -> str:
+    """Published figures (report.published.Published) as labelled rows with their citations;
+    beside = (column header, {figure key: edgessm's figure as text}) adds edgessm's own."""
+    if not figs:
+        return ""
+    rows = [{"what": f.what, "value": f.text(), "source": f.source, "note": f.note,
+             "beside": (beside[1].get(f.key, "-") if beside else None)} for f in figs]
+    cols = [("published figure", "what", "l"), ("value (published)", "value", "r"), ("source", "source", "l")]
+    if beside:
+        cols.append((beside[0], "beside", "r"))
+    cols.append(("note", "note", "l"))
+    cites = {f.source: f.citation for f in figs}
+    return ("<p><b>Published</b> (from the papers, not computed by edgessm):</p>"
+            + table(rows, cols, row_class=lambda r: "pub")
+            + "<p class='note'>" + "<br>".join(f"{esc(k)} {esc(c)}" for k, c in cites.items()) + "</p>")
+
+
 def kv_table(d: dict) -> str:
     return table([{"k": k, "v": v} for k, v in d.items()], [("", "k", "l"), ("", "v", "l")], header=False)
 
@@ -160,8 +177,9 @@ def render(title: str, header_html: str, sections: list[dict]) -> str:
         out.append(f"<h2 id='{esc(s['key'])}'>{i + 1}. {esc(s['title'])}</h2>")
         for e in s.get("errors", []):
             out.append(f"<p class='err'><b>error</b> ({esc(e.get('where', ''))}): {esc(e['error'])}</p>")
-        if s.get("png"):
-            out.append(f"<img src='{esc(s['png'])}' alt='{esc(s['title'])}'>")
+        for png in s.get("figures") or ([s["png"]] if s.get("png") else []):
+            if png:
+                out.append(f"<img src='{esc(png)}' alt='{esc(s['title'])}'>")
         if s.get("caption"):
             out.append(f"<p class='caption'>{esc(s['caption'])}</p>")
         out.append(s.get("html", ""))

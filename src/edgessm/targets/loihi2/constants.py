@@ -6,26 +6,29 @@ an upper bound on Loihi 2's dynamic energy and time per operation. Limits marked
 "assumption" are choices of this model, named so they can be changed with
 ``deploy --set KEY=VALUE``.
 
-Sources
--------
-[D18]  M. Davies et al., "Loihi: A Neuromorphic Manycore Processor with On-Chip Learning",
-       IEEE Micro 38(1):82-99, 2018. Table 1 ("Loihi energy and performance measurements",
-       14 nm, nominal voltage).
-[ITB]  Intel Labs, "Taking Neuromorphic Computing to the Next Level with Loihi 2",
-       Technology Brief, 2021 (128 neuro cores, 6 embedded x86 Lakemont cores, up to 1M
-       neurons and 120M synapses per chip, graded spikes up to 32 bit); the same figures on
-       open-neuromorphic.org, "Loihi 2 - Intel".
-[FBH]  "Intel's new Loihi-2 chip uses 1 million neurons", fbhtechinfo.com, 2021, reporting
-       Intel's announcement: 128 neuro cores in an 8 x 16 mesh, 128 KB of local SRAM per core
-       (flexibly partitioned). (Intel's brief quotes a larger per-core memory; we keep the
-       smaller figure, which is conservative for fitting.)
-[M24]  S. M. Meyer et al., "A Diagonal Structured State Space Model on Loihi 2 for Efficient
-       Streaming Sequence Processing", arXiv:2409.15022, 2024: 8-bit weights, 24-bit neuron
-       states and graded spikes, 16-bit descale factors; the calibration point below.
-[B2L]  brian2-loihi (PyPI) documentation: Loihi neuron decay constants are 12-bit
-       (decay_v, decay_I in 0..4096), i.e. neuron parameters of limited width.
+Sources: :data:`REFERENCES` (key: citation), the keys in brackets below.
 """
 from __future__ import annotations
+
+# key: citation. Every constant below names one of these, or says "assumption".
+REFERENCES = {
+    "[D18]": 'M. Davies et al., "Loihi: A Neuromorphic Manycore Processor with On-Chip Learning", '
+             'IEEE Micro 38(1):82-99, 2018. Table 1 ("Loihi energy and performance measurements", '
+             '14 nm, nominal voltage)',
+    "[ITB]": 'Intel Labs, "Taking Neuromorphic Computing to the Next Level with Loihi 2", Technology '
+             'Brief, 2021 (128 neuro cores, 6 embedded x86 Lakemont cores, up to 1M neurons and 120M '
+             'synapses per chip, graded spikes up to 32 bit); the same figures on open-neuromorphic.org, '
+             '"Loihi 2 - Intel"',
+    "[FBH]": '"Intel\'s new Loihi-2 chip uses 1 million neurons", fbhtechinfo.com, 2021, reporting Intel\'s '
+             'announcement: 128 neuro cores in an 8 x 16 mesh, 128 KB of local SRAM per core (flexibly '
+             'partitioned). (Intel\'s brief quotes a larger per-core memory; we keep the smaller figure, '
+             'which is conservative for fitting.)',
+    "[M24]": 'S. M. Meyer et al., "A Diagonal Structured State Space Model on Loihi 2 for Efficient '
+             'Streaming Sequence Processing", arXiv:2409.15022, 2024: 8-bit weights, 24-bit neuron states '
+             'and graded spikes, 16-bit descale factors; CALIBRATION_POINT below',
+    "[B2L]": 'brian2-loihi (PyPI) documentation: Loihi neuron decay constants are 12-bit (decay_v, decay_I '
+             'in 0..4096), i.e. neuron parameters of limited width',
+}
 
 # name: (value, unit, source, note)
 CONSTANTS: dict[str, tuple[float, str, str, str]] = {

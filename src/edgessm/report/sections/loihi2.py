@@ -1,0 +1,118 @@
+"""Loihi 2 (the S4D on Loihi 2 study's target), modelled: static vs dynamic energy per token
+from the loihi2 cost model's breakdown and assumptions, and the per-population synaptic ops
+and spike sparsity the integer engine counted on the report's test samples; beside them, the
+published measurement the model is calibrated against, and the model's own figures for that
+network."""
+from __future__ import annotations
+
+import torch
+
+from .. import page, plots, published, runs
+from ..context import figure
+
+KEY, TITLE = "loihi2", "Loihi 2: static vs dynamic energy, synaptic ops and spike sparsity per layer"
+SPEC = "loihi2"          # the published precision: 8-bit weights, 24-bit states and graded spikes
+
+
+def energy_rows(res: dict, static=("static",)) -> list[dict]:
+    """One row per (mode, component) of a deploy result's cost breakdown (token by token and
+    pipelined), with its kind: static (the components named in `static`) or dynamic."""
+    rows = []
+    for ck in ("cost", "cost_pipelined"):
+        c = res.get(ck)
+        if not c:
+            continue
+        total = c["energy_per_token_j"]
+        for comp, e in c["breakdown"].items():
+            rows.append({"mode": c["mode"], "component": comp, "kind": "static" if comp in static else "dynamic",
+                         "energy_per_token_j": e, "share": e / total if total else None,
+                         "total_energy_per_token_j": total})
+    return rows
+
+
+def layer_rows(res: dict, d_input: int) -> list[dict]:
+    """Per sending population: graded spikes sent and the synaptic ops they cause, per token."""
+    st = res["stats"]
+    size = {"input": d_input, **{p["name"]: p["neurons"] for p in res["resources"]["populations"]}}
+    cores = {p["name"]: p["cores"] for p in res["resources"]["populations"]}
+    rows = []
+    for name, msgs in st["messages_per_token"].items():
+        n = size.get(name)
+        rows.append({"population": name, "neurons": n, "cores": cores.get(name),
+                     "synops_per_token": st["synops_per_token"].get(name, 0.0), "messages_per_token": msgs,
+                     "spike_sparsity": (1.0 - msgs / n) if n else None,
+                     "state": name.endswith(".state")})
+    return rows
+
+
+def calibration_network() -> dict:
+    """The loihi2 model's figures for the network of the published calibration point (random
+    weights, dense worst-case work: nothing is run), to set beside the measurement."""
+    from ...ssm.network import SequenceModel
+    from ...targets.loihi2.constants import CALIBRATION_POINT as c
+    torch.manual_seed(0)
+    m = SequenceModel.from_preset("neuromorphic", d_input=c["d_input"], d_output=c["d_output"],
+                                  d_model=c["d_model"], d_state=c["d_state"], n_layers=c["n_layers"])
+    p = runs.compile(m, "loihi2", SPEC, calibration=torch.randn(4, 16, c["d_input"]))
+    cost = p.cost(mode="pipelined")
+    return {"time_per_step_s": cost.assumptions["time_per_step_s"], "power_w": cost.power_w,
+            "cores": p.resources()["cores"], "energy_per_token_j": cost.energy_per_token_j,
+            "breakdown": dict(cost.breakdown)}
+
+
+def measure(ctx) -> dict:
+    ctx.need_model()
+    res = ctx.int_run(SPEC, target="loihi2")
+    c = res["cost"]
+    out = {"model": ctx.model_name, "task": ctx.task, "n": res["n"], "spec": res.get("spec", SPEC),
+           "work": c["assumptions"].get("work"), "energy": energy_rows(res),
+           "rows": layer_rows(res, ctx.model.config.d_input), "spike_sparsity": res.get("spike_sparsity"),
+           "assumptions": c["assumptions"], "cores": res.get("cores"), "chips": res.get("chips"),
+           "errors": []}
+    for r in out["energy"]:
+        if r["component"] == "static":
+            r["note"] = (f"static power {c['assumptions']['static_power_chip_w'][0]:g} W per chip "
+                         f"({c['assumptions']['static_power_chip_w'][2]}) x time per token")
+    try:
+        out["calibration_network"] = calibration_network()
+    except Exception as e:  # noqa: BLE001
+        out["errors"].append({"where": "calibration network", "error": f"{type(e).__name__}: {e}"})
+    return out
+
+
+def render(ctx, data: dict) -> dict:
+    fig = figure(data["errors"], plots.loihi2, data["energy"], data["rows"], data["model"], ctx.out)
+    per_op = data["assumptions"].get("per_op_figures", "")
+    caption = (
+        f"MODELLED by targets/loihi2 for {data['model']} post-training quantized to the {data['spec']} spec "
+        f"(8-bit weights, 24-bit states and graded spikes), from the work the integer engine counted "
+        f"({data['work']}; the first {data['n']} {data['task']} test samples), on {data['cores']} neuro cores. "
+        f"Left: energy per token split into static (chip static power x time per token) and dynamic (synaptic "
+        f"ops, neuron updates, graded-spike messages, mesh hops; {per_op}), token by token and pipelined. "
+        f"Right: per population, the synaptic ops its graded spikes cause and the fraction of its neurons that "
+        f"send nothing in a token (spike sparsity; ReLU outputs of 0 are not sent). State populations send "
+        f"every state to the layer output every step (dense). "
+        + (f"Overall spike sparsity (graded populations): {data['spike_sparsity']:.3f}."
+           if data.get("spike_sparsity") is not None else ""))
+    html = "<h3>Energy per token: static vs dynamic</h3>" + page.table(data["energy"], [
+        ("mode", "mode", "l"), ("component", "component", "l"), ("kind", "kind", "l"),
+        ("energy / token", lambda r: page.energy(r["energy_per_token_j"]), "r"),
+        ("share", lambda r: page.pct(r["share"]), "r"),
+        ("total / token", lambda r: page.energy(r["total_energy_per_token_j"]), "r"),
+        ("note", lambda r: r.get("note", ""), "l")], row_class=lambda r: "mod")
+    html += "<h3>Synaptic ops and spike sparsity per population</h3>" + page.table(data["rows"], [
+        ("population (sender)", "population", "l"), ("neurons", "neurons", "r"), ("cores", "cores", "r"),
+        ("synaptic ops / token", lambda r: f"{r['synops_per_token']:.1f}", "r"),
+        ("graded spikes / token", lambda r: f"{r['messages_per_token']:.1f}", "r"),
+        ("spike sparsity", lambda r: "dense (state)" if r["state"] else page.num(r["spike_sparsity"], "{:.3f}"),
+         "r")], row_class=lambda r: "mod")
+    cal = data.get("calibration_network")
+    mine = {} if not cal else {"m24_time_per_step": page.seconds(cal["time_per_step_s"]),
+                               "m24_power": page.watts(cal["power_w"]), "m24_cores": str(cal["cores"])}
+    html += "<h3>The published measurement beside this model</h3>" + page.published_table(
+        published.figures(KEY), ("modelled by targets/loihi2 for that network (random weights, dense worst "
+                                 "case, pipelined)", mine))
+    html += ("<p class='note'>The loihi2 static power is derived from the published power (see "
+             "targets/loihi2/README.md), so the power agreement is by construction; time per step and cores "
+             "are modelled independently.</p>")
+    return {"figures": [fig], "caption": caption, "html": html}
