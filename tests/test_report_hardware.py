@@ -58,6 +58,14 @@ def test_loihi2_energy_split_and_layers(hw_report):
     graded = [r for r in layers if not r["state"]]
     sent = sum(r["messages_per_token"] for r in graded)
     assert 1 - sent / sum(r["neurons"] for r in graded) == pytest.approx(s["spike_sparsity"])
+    # time per token: streaming = one step, fall-through and one-at-a-time = depth steps
+    stream, fall, one = s["timing"]
+    depth = s["assumptions"]["depth_steps"]
+    assert stream["time_per_token_s"] == pytest.approx(s["assumptions"]["time_per_step_s"])
+    assert fall["time_per_token_s"] == pytest.approx(depth * stream["time_per_token_s"])
+    assert one["time_per_token_s"] == pytest.approx(fall["time_per_token_s"])
+    assert stream["energy_per_token_j"] == pytest.approx(sum(pipe.values()))
+    assert one["energy_per_token_j"] == pytest.approx(sum(tok.values()))
     # the published calibration point beside the model's own figures for that network
     cal = s["calibration_network"]
     assert cal["cores"] == 6 and 31e-6 / 2 <= cal["time_per_step_s"] <= 2 * 31e-6

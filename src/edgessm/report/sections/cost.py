@@ -100,8 +100,13 @@ def render(ctx, data: dict) -> dict:
         f"(targets/cpu CPU_POWER: {data['cpu_power_source']}), no energy counter is read. MODELLED (orange, hatched): "
         f"the targets' cost models from the deploy runs of the accuracy section (loihi2: {ctx.int_target} with spec "
         f"{ctx.specs[0] if ctx.specs else '-'}; crossbar: {ctx.crossbar_model}, the only shipped model that "
-        f"fits 64x64 arrays, so its rows are a different, smaller network than {ctx.model_name}). 'token' = one "
-        f"token passes the whole network before the next enters; 'pipelined' = a new token every stage time. "
+        f"fits 64x64 arrays, so its rows are a different, smaller network than {ctx.model_name}). 'token' = each "
+        f"token waits for the previous answer: it crosses the whole network (one step per stage) before the next "
+        f"enters, so latency = 1 / throughput and every token is charged all those steps of static power; "
+        f"'pipelined' = streaming, a new token enters every stage time (throughput = 1 / step time, one step of "
+        f"static power per token; its latency column is still the fall-through of one token). The published "
+        f"Loihi 2 token-by-token figures (75x lower latency than recurrent S4D on a Jetson Orin Nano) compare the "
+        f"streaming step time: see the loihi2 section and benchmarks/RESULTS.md. "
         + (f"The table also lists loihi2 with specs {', '.join(others)} (not plotted). " if others else ""))
     html = page.table(rows, [
         ("target / engine", lambda r: r.get("engine") or r.get("target"), "l"), ("model", "model", "l"),

@@ -69,6 +69,19 @@ def measure(ctx) -> dict:
            "rows": layer_rows(res, ctx.model.config.d_input), "spike_sparsity": res.get("spike_sparsity"),
            "assumptions": c["assumptions"], "cores": res.get("cores"), "chips": res.get("chips"),
            "errors": []}
+    a, pc = c["assumptions"], res.get("cost_pipelined") or {}
+    step, depth = a["time_per_step_s"], a["depth_steps"]
+    out["timing"] = [
+        {"regime": "streaming: a new token enters every algorithmic step (the published token-by-token "
+                   "figures compare this: their latency per token is 1 / throughput)",
+         "time_per_token_s": step, "energy_per_token_j": pc.get("energy_per_token_j"),
+         "derivation": "slowest core's synaptic ops and neuron updates + barrier + hops (targets/loihi2 timing())"},
+        {"regime": "fall-through: the answer to one token", "time_per_token_s": depth * step,
+         "energy_per_token_j": None,
+         "derivation": f"{depth} populations x one step each (a graded spike sent in step t is integrated in t+1)"},
+        {"regime": "one token at a time: each token waits for the previous answer (closed loop)",
+         "time_per_token_s": c["latency_per_token_s"], "energy_per_token_j": c["energy_per_token_j"],
+         "derivation": f"{depth} steps and {depth} steps of static power per token"}]
     for r in out["energy"]:
         if r["component"] == "static":
             r["note"] = (f"static power {c['assumptions']['static_power_chip_w'][0]:g} W per chip "
@@ -94,7 +107,11 @@ def render(ctx, data: dict) -> dict:
         f"every state to the layer output every step (dense). "
         + (f"Overall spike sparsity (graded populations): {data['spike_sparsity']:.3f}."
            if data.get("spike_sparsity") is not None else ""))
-    html = "<h3>Energy per token: static vs dynamic</h3>" + page.table(data["energy"], [
+    html = "<h3>Time per token: streaming, fall-through, one at a time</h3>" + page.table(data["timing"], [
+        ("regime", "regime", "l"), ("time / token", lambda r: page.seconds(r["time_per_token_s"]), "r"),
+        ("energy / token", lambda r: page.energy(r["energy_per_token_j"]) if r["energy_per_token_j"] else "", "r"),
+        ("derivation", "derivation", "l")], row_class=lambda r: "mod")
+    html += "<h3>Energy per token: static vs dynamic</h3>" + page.table(data["energy"], [
         ("mode", "mode", "l"), ("component", "component", "l"), ("kind", "kind", "l"),
         ("energy / token", lambda r: page.energy(r["energy_per_token_j"]), "r"),
         ("share", lambda r: page.pct(r["share"]), "r"),
