@@ -5,14 +5,14 @@
 
 ``c``: portable C99 for microcontrollers, bit-exact to the integer engine (``targets/fixed``,
 whose generator ``targets/fixed/cgen.py`` writes the code).
-Command line: ``edgessm export-c MODEL --out DIR [--verify N] [--mcu CORE]`` (``export/cli.py``);
+Command line: ``edgessm export-c MODEL --out DIR [--verify N] [--mcu CORE]`` (``cli/export.py``);
 ``mcu``: cross-compiled for a Cortex-M core, sized, run bit-exact under emulation and its cycles
 per token counted (``export/mcu.py``, harness and start-up code in ``export/cortexm/``).
 """
 __all__ = ["CFLAGS", "CCompilerError", "build", "export_c", "find_compiler", "generate", "verify_c"]
 
 
-def __getattr__(name):   # imported on first use, so the command line (export/cli.py) starts fast
+def __getattr__(name):   # imported on first use, so the command line (cli/export.py) starts fast
     import importlib
     if name == "export_c":
         value = importlib.import_module(".c", __name__).export_c

@@ -113,7 +113,7 @@ def _acc(res: dict) -> dict:
 
 
 def _section_accuracy(ctx: _Ctx, sec: dict):
-    from ..cli_deploy import deploy
+    from ..deploy import deploy_dict as deploy
     from ..targets import get
     from ..train.loop import evaluate
     rows = []
