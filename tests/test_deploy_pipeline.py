@@ -108,6 +108,10 @@ def test_sets_are_parsed_once_into_typed_fields():
         targets.get("cpu").config_class.from_sets(["engine=gpu"])
     with pytest.raises(ConfigError, match="option max_chips must be of type int"):
         L().replace(max_chips="2.5")
+    with pytest.raises(ConfigError, match="option max_chips must be"):
+        dataclasses.replace(cfg, max_chips=0)           # every construction is checked
+    with pytest.raises(ConfigError, match="option max_chips must be of type int"):
+        L(max_chips="2")                                  # typed inside the library: no text
 
 
 def test_spec_is_the_field_each_target_declares():

@@ -76,7 +76,9 @@ class Program(abc.ABC):
     def resources(self) -> dict: ...
 
     @abc.abstractmethod
-    def cost(self, tokens: int = 1) -> Cost: ...
+    def cost(self, tokens: int = 1) -> Cost:
+        """The cost per token; targets that declare more than ``("token",)`` in
+        ``capabilities.cost_modes`` take ``mode=`` (e.g. ``"pipelined"``)."""
 
     def stats(self) -> dict:
         return {}
@@ -119,7 +121,13 @@ class Target(abc.ABC):
 
 
 _REGISTRY: dict[str, type[Target]] = {}
-_BUILTIN = ("cpu", "fixed", "loihi2", "crossbar")
+
+
+def _folders() -> list[str]:
+    """The target folders (subpackages of ``targets/``): each registers its target on import."""
+    import pkgutil
+    from pathlib import Path
+    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.ispkg)
 
 
 def register(name: str):
@@ -136,7 +144,7 @@ def register(name: str):
 
 def get(name: str) -> Target:
     """The target called `name` (imports its folder on first use)."""
-    if name not in _REGISTRY and name in _BUILTIN:
+    if name not in _REGISTRY and name in _folders():
         import importlib
         try:
             importlib.import_module(f"{__package__}.{name}")
@@ -150,7 +158,7 @@ def get(name: str) -> Target:
 
 def available() -> list[str]:
     import importlib
-    for n in _BUILTIN:
+    for n in _folders():
         try:
             importlib.import_module(f"{__package__}.{n}")
         except ModuleNotFoundError:

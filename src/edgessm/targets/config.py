@@ -4,8 +4,8 @@
 Options are parsed once, at the boundary: ``Config.from_sets(["max_chips=2", ...])`` for
 command-line ``--set KEY=VALUE`` strings, ``Config.from_dict(d)`` for typed values (TOML, Python).
 Inside the library a config is only copied with typed values (``cfg.replace(seed=3)``, or
-``dataclasses.replace``). Unknown keys and bad values raise ConfigError naming the key and the
-valid ones.
+``dataclasses.replace``); every construction checks every field, so a config object is always
+valid. Unknown keys and bad values raise ConfigError naming the key and the valid ones.
 
 A field's rule comes from its metadata: ``{"rule": Rule(...)}`` for a scalar (default: the type
 of its default value, any value), or ``{"parse": fn(label, value)}`` for a field holding an
@@ -65,11 +65,13 @@ class TargetConfig:
     # the field ``deploy --spec`` sets (what a spec means on this target), or None
     SPEC_FIELD: ClassVar[str | None] = None
 
-    # ---- construction ------------------------------------------------------------------------
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+    def __post_init__(self):
+        # every construction (the constructor, dataclasses.replace, from_dict) checks every field
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, type(self).convert(f.name, self.__dict__[f.name]))
+        self.validate()
 
+    # ---- construction ------------------------------------------------------------------------
     @classmethod
     def convert(cls, key: str, value: Any, strings: bool = False) -> Any:
         """`value` for field `key`, checked (and, with `strings`, parsed from command-line text)."""
@@ -94,7 +96,7 @@ class TargetConfig:
         cfg = base if base is not None else cls()
         upd = {str(k).replace("-", "_"): v for k, v in (values or {}).items()}
         upd = {k: cls.convert(k, v, strings) for k, v in upd.items()}
-        return dataclasses.replace(cfg, **upd).validate()
+        return dataclasses.replace(cfg, **upd)
 
     @classmethod
     def from_sets(cls, pairs: Iterable[str] | None, base: "TargetConfig | None" = None):
