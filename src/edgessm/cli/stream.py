@@ -6,17 +6,9 @@ from .common import emit
 
 
 def cmd_stream(args):
-    from ..bench.trace import stream_summary
-    from ..data import load_task
-    from ..deploy import Checkpoint
-    from ..errors import ConfigError
-    ckpt = Checkpoint.load(args.model)
-    task = ckpt.task_for(args.task)
-    ds = load_task(task, "test", limit=max(args.index, 0) + 1, download=args.download)
-    if args.index < 0 or args.index >= len(ds):
-        raise ConfigError(f"--index {args.index} is out of range: {task} test has {len(ds)} samples")
-    x, y = ds[args.index]
-    out = {"model": str(args.model), "task": task, "index": args.index, **stream_summary(ckpt.model, x, int(y))}
+    from ..bench.trace import stream_test_sample
+    out = stream_test_sample(str(args.model), args.task, args.index, download=args.download)
+    task = out["task"]
     L, cf = out["tokens"], out["correct_from_token"]
     lines = [f"streaming {task} test sample {args.index} (label {out['label']}) through {args.model}, "
              f"{L} tokens, {out['us_per_token_median']:.0f} us/token (median)",
