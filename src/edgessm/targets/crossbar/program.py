@@ -528,7 +528,8 @@ class CrossbarTarget(Target):
         (B, L, d_in) used when the model carries no calibrated ranges."""
         if not isinstance(model, SequenceModel):
             raise ConfigError(f"crossbar compiles an edgessm SequenceModel, got {type(model).__name__}")
-        meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw") or {}
+        from ...io import checkpoint_meta
+        meta = checkpoint_meta(model).get("hw") or {}
         base = load_device("default")
         dev = {}
         if isinstance(model, HwSequenceModel):
