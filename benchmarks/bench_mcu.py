@@ -24,7 +24,7 @@ from common import append_results, emit
 
 import edgessm as es
 from edgessm import io
-from edgessm.cli_deploy import _task_of
+from edgessm.deploy import task_for
 from edgessm.data import load_task
 from edgessm.export import export_c
 from edgessm.export.c import _needs_calibration
@@ -53,7 +53,7 @@ def main(argv=None):
     rows = []
     for name, mcus in jobs:
         model = es.load(name)
-        task = _task_of(model, None)
+        task = task_for(model, None)
         cal = load_task(task, "train", limit=a.calibrate).x if _needs_calibration(model, None) else None
         n = a.verify_small if model.config.d_model <= 32 else a.verify
         te = load_task(task, "test", limit=n).x

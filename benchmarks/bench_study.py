@@ -18,7 +18,7 @@ from common import append_results, emit
 def modelled(model, task: str) -> list[dict]:
     """Cost-model rows: loihi2 for the model (PTQ on 256 training samples, work counted on 20
     test samples), crossbar for the shipped fsdd01-ternary when the model does not fit arrays."""
-    from edgessm.cli_deploy import deploy
+    from edgessm.deploy import deploy_dict as deploy
     rows = []
     for target, name, t in (("loihi2", model, task), ("crossbar", model, task),
                             ("crossbar", "fsdd01-ternary", "fsdd-01")):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LEAVES = {"errors", "fields", "resources", "progress"}
-ABOVE_TARGETS = {"cli", "cli_onnx", "cli_common", "cli_deploy", "options", "demo", "train",
-                 "report", "bench", "__main__"}
+ABOVE_TARGETS = {"cli", "options", "deploy", "demo", "train", "report", "bench", "__main__"}
+ABOVE_DEPLOY = {"cli", "demo", "report", "__main__"}
 
 def modules() -> dict[str, Path]:
     out = {}
@@ -97,7 +97,19 @@ def test_lower_layers_import_nothing_above_them():
                 bad.append(f"{m} -> {d}")
             if layer(m) == "targets" and layer(d) in ABOVE_TARGETS:
                 bad.append(f"{m} -> {d}")
+            if layer(m) == "deploy" and layer(d) in ABOVE_DEPLOY:
+                bad.append(f"{m} -> {d}")
+            if layer(d) == "cli" and layer(m) not in ("cli", "__main__"):   # only the entry point
+                bad.append(f"{m} -> {d}")
     assert not bad, "imports that point upwards (see ARCHITECTURE.md): " + "; ".join(sorted(bad))
+
+
+def test_the_command_line_is_a_package_of_its_own():
+    mods = modules()
+    assert "edgessm.cli" in mods and "edgessm.cli.deploy" in mods and "edgessm.cli.common" in mods
+    for old in ("edgessm.cli_deploy", "edgessm.cli_common", "edgessm.cli_onnx", "edgessm.export.cli"):
+        assert old not in mods, old
+    assert "edgessm.cli" in import_graph()["edgessm.__main__"]
 
 
 def test_no_import_cycles():

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import edgessm
-from edgessm import cli, cli_common, progress
+from edgessm import cli, progress
+from edgessm.cli import common as cli_common
 
 SRC = str(Path(edgessm.__file__).resolve().parents[1])
 
@@ -30,7 +31,7 @@ def test_version(capsys):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom edgessm.cli import main, build_parser\nfrom edgessm.cli_common import subparsers\n"
+    code = ("import sys\nfrom edgessm.cli import main, build_parser\nfrom edgessm.cli.common import subparsers\n"
             "for argv in [['--help']] + [[c, '--help'] for c in subparsers(build_parser())]:\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "heavy = [m for m in ('torch', 'numpy', 'safetensors') if m in sys.modules]\n"
@@ -68,7 +69,7 @@ def test_progress_off_with_json_or_no_progress_and_on_stderr(capsys):
     progress.set_enabled(True)                       # as on a terminal
     import torch
 
-    from edgessm.cli_deploy import _run
+    from edgessm.deploy import run_program as _run
 
     class Prog:
         target = "fake"

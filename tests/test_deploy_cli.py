@@ -1,5 +1,5 @@
-"""`edgessm quantize` and `edgessm deploy` (src/edgessm/cli_deploy.py), through a parser
-built here (cli.py wires the same add_commands)."""
+"""`edgessm quantize` and `edgessm deploy` (src/edgessm/cli/deploy.py), through a parser
+built here (cli/__init__.py wires the same add_commands)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import edgessm as es
-from edgessm import cli, cli_deploy
+from edgessm import cli
+from edgessm.cli import deploy as cli_deploy
+from edgessm.quant import quant_wrap
 from edgessm.quant import QuantSequenceModel
 
 from conftest import needs_mnist
@@ -94,7 +96,7 @@ def test_deploy_errors_are_clear(float_model, capsys):
 
 
 def test_quant_wrap_returns_callable():
-    w = cli_deploy.quant_wrap("ternary")
+    w = quant_wrap("ternary")
     m = es.SequenceModel.from_preset("neuromorphic", d_model=8, d_state=4, n_layers=1)
     q = w(m)
     assert isinstance(q, QuantSequenceModel) and q.spec.name == "ternary" and q.training

@@ -273,7 +273,7 @@ def test_train_loop_with_quant_wrap(tmp_path):
     cfg = from_dict({"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1},
                      "data": {"task": "smnist", "limit_train": 64, "limit_val": 16, "limit_test": 16},
                      "train": {"epochs": 1, "batch_size": 32, "threads": 1}})
-    from edgessm.cli_deploy import quant_wrap
+    from edgessm.quant import quant_wrap
     res = train(cfg, tmp_path, wrap=quant_wrap("loihi2", task="smnist", calibrate=32), progress=False,
                 log=lambda s: None)
     assert "test_accuracy" in res

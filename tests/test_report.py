@@ -24,15 +24,15 @@ def small_report(tmp_path_factory):
     from edgessm.report import build_report
     from edgessm.targets.loihi2 import Loihi2Target
     out = tmp_path_factory.mktemp("report")
-    original = Loihi2Target.compile
+    original = Loihi2Target.build
 
-    @functools.wraps(original)      # keeps the signature: deploy looks for its `calibration` parameter
-    def flaky(self, model, spec=None, *a, **kw):
-        if spec == "w4":
+    @functools.wraps(original)
+    def flaky(self, model, config, calibration=None):
+        if config.quant_spec is not None and config.quant_spec.name == "w4":
             raise RuntimeError("injected compile failure")
-        return original(self, model, spec, *a, **kw)
+        return original(self, model, config, calibration)
     mp = pytest.MonkeyPatch()
-    mp.setattr(Loihi2Target, "compile", flaky)
+    mp.setattr(Loihi2Target, "build", flaky)
     try:
         path = build_report(out, "smnist", None, 8, **SMALL)
     finally:

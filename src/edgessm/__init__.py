@@ -15,7 +15,7 @@ _LAZY = {
     "Cost": ".targets", "StreamPool": ".targets.cpu",
     "QuantSequenceModel": ".quant", "QuantSpec": ".quant", "quantize": ".quant",
 }
-_SUBMODULES = {"targets", "ssm", "io", "quant", "data", "train", "export", "report", "bench"}
+_SUBMODULES = {"targets", "ssm", "io", "quant", "data", "train", "deploy", "export", "report", "bench"}
 
 __all__ = ["S4D", "Block", "SequenceModel", "ModelConfig", "NetState", "from_reference_s4d",
            "save", "load", "EdgessmError", "InputError", "ConfigError", "DataError",

@@ -103,7 +103,7 @@ def run_demo(args) -> dict:
 def _run(args, status) -> dict:
     from . import io
     from .bench.trace import stream_trace
-    from .cli_deploy import deploy
+    from .deploy import Checkpoint, deploy
     from .data import load_task
     from .train import evaluate
     name = "smnist"
@@ -142,13 +142,13 @@ def _run(args, status) -> dict:
             fl = evaluate(model, sub, 500)
         rows.append({"model": name, "engine": "cpu float32 (same digits)", "accuracy": fl["accuracy"],
                      "n": fl["n"], "seconds": 0.0, "notes": "measured"})
-        d = deploy(qmodel, "loihi2", "smnist", limit=n_dep, name=qname,
+        d = deploy(Checkpoint.from_model(qmodel, qname), "loihi2", task="smnist", limit=n_dep,
                    calibrate=getattr(args, "calibrate", 512))
-        rows.append({"model": qname, "engine": "loihi2 (integer engine)", "accuracy": d["accuracy"], "n": d["n"],
-                     "seconds": d["wall_s"],
-                     "notes": f"{how}; {d['cores']} cores, {d['energy_per_token_j'] * 1e6:.1f} uJ/token, "
-                              f"{d['latency_per_token_s'] * 1e6:.0f} us/token token by token (modelled); "
-                              f"overflows {sum(d['overflows'].values())}"})
+        rows.append({"model": qname, "engine": "loihi2 (integer engine)", "accuracy": d.accuracy, "n": d.n,
+                     "seconds": d.wall_s,
+                     "notes": f"{how}; {d.resources['cores']} cores, {d.cost.energy_per_token_j * 1e6:.1f} uJ/token, "
+                              f"{d.cost.latency_per_token_s * 1e6:.0f} us/token token by token (modelled); "
+                              f"overflows {sum(d.stats['overflows'].values())}"})
     except Exception as e:  # noqa: BLE001 - the demo shows what failed and goes on
         rows.append({"model": qname, "engine": "loihi2 (integer engine)", "error": f"{type(e).__name__}: {e}"})
 
@@ -161,13 +161,12 @@ def _run(args, status) -> dict:
             sw = evaluate(xm, ft, 500)
         rows.append({"model": "fsdd01-ternary", "engine": "cpu (software, ternary)", "accuracy": sw["accuracy"],
                      "n": sw["n"], "seconds": 0.0, "notes": "measured"})
-        d = deploy(xm, "crossbar", "fsdd-01", trials=trials, name="fsdd01-ternary")
-        a = d["accuracy"]
-        rows.append({"model": "fsdd01-ternary", "engine": "crossbar (default device)", "accuracy": a["mean"],
-                     "n": d["n"], "seconds": d["wall_s"],
-                     "notes": f"+- {a['std']:.3f} over {trials} devices, {d['resources'].get('arrays')} arrays, "
-                              f"{d['energy_per_token_j'] * 1e9:.1f} nJ/token, "
-                              f"{d['latency_per_token_s'] * 1e6:.2f} us/token (modelled)"})
+        d = deploy(Checkpoint.from_model(xm, "fsdd01-ternary"), "crossbar", task="fsdd-01", trials=trials)
+        rows.append({"model": "fsdd01-ternary", "engine": "crossbar (default device)", "accuracy": d.accuracy,
+                     "n": d.n, "seconds": d.wall_s,
+                     "notes": f"+- {d.accuracy_std:.3f} over {trials} devices, {d.resources.get('arrays')} arrays, "
+                              f"{d.cost.energy_per_token_j * 1e9:.1f} nJ/token, "
+                              f"{d.cost.latency_per_token_s * 1e6:.2f} us/token (modelled)"})
     except Exception as e:  # noqa: BLE001
         rows.append({"model": "fsdd01-ternary", "engine": "crossbar (default device)",
                      "error": f"{type(e).__name__}: {e}"})

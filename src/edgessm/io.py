@@ -235,7 +235,65 @@ def load_block(path):
     return block.eval()
 
 
+def checkpoint_meta(model) -> dict:
+    """The metadata `load` attached to a model (run config, metrics, hw, ...); {} for a model
+    that was not loaded from a checkpoint."""
+    return dict(getattr(model, "checkpoint_meta", None) or {})
+
+
 def trained_task(model) -> str | None:
     """The task a loaded checkpoint was trained on (its run config's [data] task), else None."""
-    run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
+    run = checkpoint_meta(model).get("run", {}) or {}
     return (run.get("data") or {}).get("task")
+
+
+def shipped_summaries() -> list[dict]:
+    """One row per shipped model: name, task, preset, size, and the test accuracy `edgessm eval
+    NAME` gives. A model trained through a hardware wrapper (--hw) records that run's figure
+    apart (hw_test_accuracy)."""
+    rows = []
+    for name, path in shipped_models().items():
+        meta = read_meta(path)
+        c = meta["config"]
+        m = meta.get("metrics", {})
+        hw = "hw" in meta
+        acc = m.get("projected_float_test_accuracy") if hw else m.get("test_accuracy")
+        rows.append({"name": name, "preset": c.get("preset"), "task": meta.get("run", {}).get("data", {}).get("task"),
+                     "d_model": c["d_model"], "d_state": c["d_state"], "n_layers": c["n_layers"],
+                     "test_accuracy": acc, "test_n": m.get("test_n"),
+                     "hw_test_accuracy": m.get("test_accuracy") if hw else None,
+                     "quant": meta.get("quant", {}).get("name"),
+                     "bytes": (path / WEIGHTS).stat().st_size})
+    return rows
+
+
+def checkpoint_info(name_or_path) -> dict:
+    """A checkpoint's path, model config, metrics, parameter count, versions and quantization."""
+    meta = read_meta(name_or_path)
+    model = load(name_or_path)
+    n = sum(p.numel() for p in model.parameters())
+    return {"path": meta["_path"], "config": meta["config"], "metrics": meta.get("metrics", {}),
+            "parameters": n, "versions": meta.get("versions", {}), "quant": meta.get("quant")}
+
+
+def read_state_dict(src: str, prefix: str = "") -> dict:
+    """A state_dict from a .safetensors file or a .pt file (read with torch's restricted
+    unpickler), unwrapped from {"state_dict": ...}; with `prefix`, the keys under it, stripped."""
+    try:
+        if str(src).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(src)
+        else:
+            sd = torch.load(src, map_location="cpu", weights_only=True)  # restricted unpickler
+    except FileNotFoundError:
+        raise CheckpointError(f"{src} not found") from None
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"cannot read {src} as a state_dict ({type(e).__name__}: {e})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{src} is not a state_dict (a mapping of names to tensors); got "
+                              f"{type(sd).__name__}")
+    if prefix:
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd

@@ -134,7 +134,7 @@ def modelled_points(source, label: str, tokens: int | None = None) -> list[dict]
     """Rows for a modelled target, one per cost mode (token, and pipelined when the target has it).
 
     source: a compiled Program (``cost(tokens=..., mode=...)`` is called) or a dict returned by
-    ``cli_deploy.deploy`` (its ``cost`` and ``cost_pipelined``). Batch 1: these models run one
+    ``edgessm.deploy.deploy_dict`` (its ``cost`` and ``cost_pipelined``). Batch 1: these models run one
     stream; more streams need more cores/arrays or time-multiplexing, which they do not model."""
     costs = []
     if isinstance(source, dict):

@@ -5,7 +5,7 @@
 
 ``c``: portable C99 for microcontrollers, bit-exact to the integer engine (``targets/fixed``,
 whose generator ``targets/fixed/cgen/`` writes the code).
-Command line: ``edgessm export-c MODEL --out DIR [--verify N] [--mcu CORE]`` (``export/cli.py``);
+Command line: ``edgessm export-c MODEL --out DIR [--verify N] [--mcu CORE]`` (``cli/export.py``);
 ``mcu``: cross-compiled for a Cortex-M core, sized, run bit-exact under emulation and its cycles
 per token counted (``export/mcu.py``, harness and start-up code in ``export/cortexm/``).
 """
@@ -13,7 +13,7 @@ __all__ = ["CFLAGS", "CCompilerError", "ToolchainError", "build", "export_c", "f
            "verify_c"]
 
 
-def __getattr__(name):   # imported on first use, so the command line (export/cli.py) starts fast
+def __getattr__(name):   # imported on first use, so the command line (cli/export.py) starts fast
     import importlib
     if name == "export_c":
         value = importlib.import_module(".c", __name__).export_c

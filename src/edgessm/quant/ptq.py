@@ -70,3 +70,10 @@ def qat_wrap(spec="loihi2", calibration: torch.Tensor | None = None, task: str |
         q.train()
         return q
     return wrap
+
+
+def quant_wrap(spec="loihi2", task: str | None = None, calibrate: int = 256):
+    """The ``wrap`` of ``edgessm train --quant SPEC``: :func:`qat_wrap` calibrated on the first
+    `calibrate` training samples of `task` (or of the task in the checkpoint's run config, or,
+    failing both, on the first training batch)."""
+    return qat_wrap(spec, task=task, n=calibrate)

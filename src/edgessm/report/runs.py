@@ -7,19 +7,15 @@ def deploy(model, target: str, task: str | None, limit: int | None, **kw) -> dic
     """The figures of ``edgessm deploy --json``: `model` on the first `limit` test samples of
     `task` on `target` (accuracy, resources, cost per token, engine stats); keywords as the
     library's deploy (spec, calibrate, trials, sets, batch_size, name)."""
-    from ..cli_deploy import deploy as run
+    from ..deploy import deploy_dict as run
     return run(model, target, task, limit, **kw)
 
 
 def compile(model, target: str, spec=None, calibration=None, **fields):
-    """`model` compiled for `target` (a program): `fields` are values of the target's config
-    fields (handed over as the command line's --set strings, which every target converts and
-    checks), `calibration` the inputs of a target that calibrates (None: not passed)."""
+    """`model` compiled for `target` (a program): `fields` are typed values of the target's config
+    fields (checked by its config class), `calibration` the inputs of a target that calibrates."""
     from ..targets import get
-    options = {k: str(v) for k, v in fields.items()}
-    if calibration is not None:
-        options["calibration"] = calibration
-    return get(target).compile(model, spec, **options)
+    return get(target).compile(model, spec, calibration=calibration, **fields)
 
 
 def evaluate(program, dataset, batch_size: int = 256) -> dict:

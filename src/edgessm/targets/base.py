@@ -1,6 +1,7 @@
-"""The protocol every execution target answers (see DESIGN.md, "One model, many executors").
+"""The protocol every execution target answers (see ARCHITECTURE.md, "One model, many executors").
 
-    program = targets.get("loihi2").compile(model, spec)
+    target  = targets.get("loihi2")         # target.config_class, target.capabilities: declared
+    program = target.compile(model, spec, calibration=X, max_chips=2)   # = target.build(model, config, X)
     state   = program.init_state(batch)
     y, state = program.step(x_t, state)     # one token, every stream: (B, d_in) -> (B, d_out)
     Y       = program.run(X)                # (B, L, d_in) -> (B, L, d_out), = repeated step
@@ -10,7 +11,8 @@
 
 The outputs of ``step``/``run`` are the prediction after every token (the network's
 streaming readout), as float tensors in the model's units, whatever the target
-computes inside. A new chip is a new folder under ``targets/`` that registers itself.
+computes inside. A new chip is a new folder under ``targets/`` that registers itself with
+its config class (:class:`~.config.TargetConfig`) and :class:`~.config.Capabilities`.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from typing import Any
 
 import torch
 
-from ..errors import UnknownNameError
+from ..errors import ConfigError, UnknownNameError
+from .config import Capabilities, TargetConfig
 
 
 @dataclass
@@ -73,29 +76,66 @@ class Program(abc.ABC):
     def resources(self) -> dict: ...
 
     @abc.abstractmethod
-    def cost(self, tokens: int = 1) -> Cost: ...
+    def cost(self, tokens: int = 1) -> Cost:
+        """The cost per token; targets that declare more than ``("token",)`` in
+        ``capabilities.cost_modes`` take ``mode=`` (e.g. ``"pipelined"``)."""
 
     def stats(self) -> dict:
         return {}
+
+    def spec_name(self) -> str | None:
+        """Name of the quantization spec of the model this program runs (None: not quantized)."""
+        return None
 
     def reset_stats(self) -> None:
         pass
 
 
 class Target(abc.ABC):
+    """An executor. Subclasses declare ``config_class`` (a TargetConfig dataclass) and
+    ``capabilities``, and implement :meth:`build`."""
     name: str = "?"
+    config_class: type[TargetConfig] = TargetConfig
+    capabilities: Capabilities = Capabilities()
+
+    def config(self, spec=None, **options) -> TargetConfig:
+        """The typed config: defaults, then `options` (typed values or command-line text), then
+        `spec` (what a spec means here: ``config_class.SPEC_FIELD``)."""
+        return self.config_class.from_dict(options, strings=True).with_spec(spec)
+
+    def compile(self, model, spec=None, calibration=None, **options) -> Program:
+        """``build(model, config(spec, **options), calibration)``: the one-call form for Python.
+        calibration: training inputs (B, L, d_in), used when ``capabilities.needs_calibration``."""
+        return self.build(model, self.config(spec, **options), calibration)
 
     @abc.abstractmethod
-    def compile(self, model, spec=None, **options) -> Program: ...
+    def build(self, model, config: TargetConfig, calibration=None) -> Program:
+        """`model` lowered with a validated config of ``config_class``."""
+
+    def hw_wrap(self, device: str | None = None, fields: dict | None = None):
+        """``wrap`` for hardware-aware training (``capabilities.hw_training``): float model ->
+        model that trains through this target's numerics. device: a preset or file of the
+        target; fields: typed config fields."""
+        raise ConfigError(f"target {self.name!r} has no hardware-aware training; targets that have: "
+                          + ", ".join(n for n in available() if _REGISTRY[n].capabilities.hw_training))
 
 
 _REGISTRY: dict[str, type[Target]] = {}
-_BUILTIN = ("cpu", "fixed", "loihi2", "crossbar")
+
+
+def _folders() -> list[str]:
+    """The target folders (subpackages of ``targets/``): each registers its target on import."""
+    import pkgutil
+    from pathlib import Path
+    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.ispkg)
 
 
 def register(name: str):
     """Class decorator: make a Target available as ``targets.get(name)``."""
     def deco(cls):
+        if cls.config_class is TargetConfig or cls.config_class.TARGET != name:
+            raise TypeError(f"target {name!r} must declare config_class, a TargetConfig subclass "
+                            f"with TARGET = {name!r}")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -104,7 +144,7 @@ def register(name: str):
 
 def get(name: str) -> Target:
     """The target called `name` (imports its folder on first use)."""
-    if name not in _REGISTRY and name in _BUILTIN:
+    if name not in _REGISTRY and name in _folders():
         import importlib
         try:
             importlib.import_module(f"{__package__}.{name}")
@@ -118,7 +158,7 @@ def get(name: str) -> Target:
 
 def available() -> list[str]:
     import importlib
-    for n in _BUILTIN:
+    for n in _folders():
         try:
             importlib.import_module(f"{__package__}.{n}")
         except ModuleNotFoundError:

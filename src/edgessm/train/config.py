@@ -127,7 +127,13 @@ def from_dict(d: dict) -> RunConfig:
 
 
 def load_config(path) -> RunConfig:
+    """The run config in a TOML file; a file renamed to the naming convention (``naming``) is
+    still found under its old name, with a deprecation message."""
     path = Path(path)
+    if not path.is_file():
+        from ..naming import RENAMED, current
+        if path.name in RENAMED["config"] and (path.parent / RENAMED["config"][path.name]).is_file():
+            path = path.parent / current("config", path.name)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; configs live under configs/ "
                           f"(e.g. configs/smnist.toml)")

@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import ctypes
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ...errors import ConfigError, InputError
+from ...fields import Rule
 from ...resources import package_path
 from ...ssm.network import NetState
 from ...toolchain import load_shared
 from ..base import Cost, Program, Target, register
+from ..config import Capabilities, TargetConfig
 
 # the kernel's build: tuned to this CPU (the cache key then covers its features); IEEE
 # infinities and NaN kept (-fno-finite-math-only: the kernel checks tokens for them)
@@ -418,6 +421,10 @@ class TorchProgram(Program):
         return {"weight_bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()),
                 "engine": "torch"}
 
+    def spec_name(self) -> str | None:
+        from ...quant.model import QuantSequenceModel
+        return self.model.spec.name if isinstance(self.model, QuantSequenceModel) else None
+
     def cost(self, tokens: int = 500, batch: int = 1) -> Cost:
         state = self.init_state(batch)
         x = torch.randn(batch, self.d_input)
@@ -433,14 +440,18 @@ class TorchProgram(Program):
                     {"cpu_power_w": CPU_POWER, "threads": torch.get_num_threads(), "batch": batch})
 
 
+@dataclass
+class CpuConfig(TargetConfig):
+    """Options of the cpu target (``deploy --set engine=torch``); it takes no spec."""
+    TARGET: ClassVar[str] = "cpu"
+    # "fast": the C streaming kernel (kernel.c); "torch": PyTorch's net.step
+    engine: str = field(default="fast", metadata={"rule": Rule(str, choices=("fast", "torch"))})
+
+
 @register("cpu")
 class CpuTarget(Target):
-    def compile(self, model, spec=None, engine: str = "fast", **options) -> Program:
-        if options:
-            raise ConfigError(f"unknown option(s) for the cpu target: {', '.join(options)}; "
-                              f"known: engine")
-        if engine == "fast":
-            return FastProgram(model)
-        if engine == "torch":
-            return TorchProgram(model)
-        raise ConfigError(f"unknown cpu engine {engine!r}; expected 'fast' or 'torch'")
+    config_class = CpuConfig
+    capabilities = Capabilities()
+
+    def build(self, model, config: CpuConfig, calibration=None) -> Program:
+        return FastProgram(model) if config.engine == "fast" else TorchProgram(model)

@@ -27,6 +27,7 @@ from pathlib import Path
 from ...errors import ConfigError, UnknownNameError
 from ...fields import coerce
 from ...resources import read_toml
+from ..config import TargetConfig
 
 # key: (citation). Every default below names one of these, or says "assumption".
 REFERENCES = {
@@ -230,6 +231,56 @@ def load_device(device="default", **overrides):
     d = read_toml(p)
     d = d.get("device", d)
     return parse_options({**d, **overrides})
+
+
+def _field_parser(name: str):
+    want = type(FIELDS[name][0])
+
+    def parse(label, value):
+        if isinstance(value, bool) and want is int:   # the 0/1 flags (noise, drift_compensation)
+            value = int(value)
+        return coerce(label, value, want)
+    return parse
+
+
+def _device_parser(label, value):
+    return load_device(value)
+
+
+def _make_target_cls():
+    fields = [("device", "CrossbarConfig | None",
+               dataclasses.field(default=None, metadata={"parse": _device_parser}))]
+    for k, (v, *_rest) in FIELDS.items():
+        fields.append((k, f"{type(v).__name__} | None",
+                       dataclasses.field(default=None, metadata={"parse": _field_parser(k)})))
+    return dataclasses.make_dataclass("CrossbarTargetConfig", fields, bases=(TargetConfig,),
+                                      namespace={"TARGET": "crossbar", "SPEC_FIELD": "device",
+                                                 "overrides": _overrides, "instance": _instance,
+                                                 "resolve": _resolve})
+
+
+def _overrides(self) -> dict:
+    """The device fields given explicitly (typed), to apply over the device and the model's."""
+    return {k: self.__dict__[k] for k in FIELDS if self.__dict__[k] is not None}
+
+
+def _instance(self, k: int):
+    """Device instance k: seed k, unless a seed was given."""
+    return self if self.seed is not None else self.replace(seed=k)
+
+
+def _resolve(self, base, model_fields: dict) -> CrossbarConfig:
+    """The CrossbarConfig a compile uses: this config's device (else `base`), then the model's
+    device fields, then the fields given here."""
+    dev = self.device if self.device is not None else base
+    return parse_options({**model_fields, **self.overrides()}, base=dev)
+
+
+CrossbarTargetConfig = _make_target_cls()
+CrossbarTargetConfig.__doc__ = (
+    "Options of the crossbar target (deploy --set FIELD=VALUE, --spec DEVICE): device (a preset or "
+    "TOML file; default: the model's device, else 'default') and any CrossbarConfig field, None "
+    "meaning the device's (or the model's) value.")
 
 
 def table_markdown() -> str:

@@ -32,9 +32,10 @@ from ...errors import ConfigError, InputError
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from ..base import Cost, Program, Target, register
-from .device import FIELDS, CrossbarConfig, load_device, parse_options
+from ..config import Capabilities
+from .device import FIELDS, CrossbarTargetConfig, load_device
 from . import simlib
-from .hw import HwSequenceModel
+from .hw import HwSequenceModel, hw_wrap
 
 _TINY = 1e-12
 
@@ -532,28 +533,29 @@ class CrossbarProgram(Program):
 @register("crossbar")
 class CrossbarTarget(Target):
     """Memristive in-memory compute: analog crossbar simulation (device instances by seed)."""
-    stochastic = True
-    config_class = CrossbarConfig
+    config_class = CrossbarTargetConfig
+    capabilities = Capabilities(needs_calibration=True, stochastic=True, cost_modes=("token", "pipelined"),
+                                hw_training=True)
 
-    def compile(self, model, spec=None, calibration=None, **options) -> CrossbarProgram:
-        """spec: a device preset / TOML (default: the model's device, else "default");
-        options: CrossbarConfig fields (strings accepted); calibration: inputs (B, L, d_in) used
-        when the model carries no calibrated ranges."""
+    def build(self, model, config, calibration=None) -> CrossbarProgram:
+        """config.device: a device preset / TOML (default: the model's device, else "default");
+        its other fields override the device's and the model's; calibration: inputs
+        (B, L, d_in) used when the model carries no calibrated ranges."""
         if not isinstance(model, SequenceModel):
             raise ConfigError(f"crossbar compiles an edgessm SequenceModel, got {type(model).__name__}")
-        meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw") or {}
-        base = load_device(spec) if spec is not None else None
+        from ...io import checkpoint_meta
+        meta = checkpoint_meta(model).get("hw") or {}
+        base = load_device("default")
         dev = {}
         if isinstance(model, HwSequenceModel):
             dev = {k: getattr(model.hw, k) for k in ("weight_bits", "ssm_bits", "state_mode")}
-            if base is None:
-                base = model.hw
+            base = model.hw
         elif meta:
             dev = {k: v for k, v in (meta.get("device") or {}).items() if k in FIELDS}
             for k in ("weight_bits", "ssm_bits", "state_mode"):
                 if k in meta:
                     dev[k] = meta[k]
-        cfg = parse_options({**dev, **options}, base=base if base is not None else load_device("default"))
+        cfg = config.resolve(base, dev)
         hwm = HwSequenceModel.from_float(model, cfg)
         if not hwm.calibrated:
             if calibration is None:
@@ -562,3 +564,7 @@ class CrossbarTarget(Target):
             hwm.calibrate(calibration[:cfg.calibrate])
         hwm.eval()
         return CrossbarProgram(hwm, cfg)
+
+    def hw_wrap(self, device=None, fields: dict | None = None):
+        """Hardware-aware training through the crossbar numerics (:func:`.hw.hw_wrap`)."""
+        return hw_wrap(device if device is not None else "default", **(fields or {}))

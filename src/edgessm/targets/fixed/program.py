@@ -2,48 +2,57 @@
 quantized PyTorch model), with op-count based costs of a generic integer datapath."""
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ...errors import ConfigError, InputError
-from ...fields import coerce
+from ...fields import Rule
 from ...quant.fixedpoint import quantize_input_np
 from ...quant.model import QuantSequenceModel, unsupported
 from ...quant.ptq import quantize
 from ...quant.spec import QuantSpec
 from ...ssm.validate import check_tensor
 from ..base import Cost, Program, Target, register
+from ..config import Capabilities, TargetConfig
 from .engine import Engine, EngineState
 
 
+def load_spec(label: str, value) -> QuantSpec:
+    """A quantization spec field: a preset name, a TOML path or a QuantSpec."""
+    return QuantSpec.load(value)
+
+
+def quant_spec_field():
+    """The config field ``deploy --spec`` sets on integer targets (None: the model's spec, or
+    loihi2 for a float model)."""
+    return field(default=None, metadata={"parse": load_spec})
+THRESHOLD = Rule(int, ge=-1, note="-1: send every non-zero graded spike")
+CALIBRATE = Rule(int, ge=1)
+BACKEND = Rule(str, choices=("auto", "c", "numpy"))
+ENERGY = Rule(float, ge=0)
+
+
 @dataclass
-class FixedConfig:
-    """Options of the fixed target (``deploy --set KEY=VALUE``)."""
-    sigma_delta_threshold: int = -1   # -1: send non-zero graded spikes; T >= 0: sigma-delta, send changes > T LSB
-    calibrate: int = 512              # calibration samples when a float model is compiled (PTQ)
-    backend: str = "auto"             # integer engine: "c" (compiled, needs cc), "numpy", "auto" (c if possible)
+class FixedConfig(TargetConfig):
+    """Options of the fixed target (``deploy --set KEY=VALUE``, ``--spec``)."""
+    TARGET: ClassVar[str] = "fixed"
+    SPEC_FIELD: ClassVar[str] = "quant_spec"
+
+    quant_spec: QuantSpec | None = quant_spec_field()
+    # -1: send non-zero graded spikes; T >= 0: sigma-delta, send changes > T LSB
+    sigma_delta_threshold: int = field(default=-1, metadata={"rule": THRESHOLD})
+    # calibration samples when a float model is compiled (PTQ)
+    calibrate: int = field(default=512, metadata={"rule": CALIBRATE})
+    # integer engine: "c" (compiled, needs cc), "numpy", "auto" (c if possible)
+    backend: str = field(default="auto", metadata={"rule": BACKEND})
     # generic integer datapath energies, Horowitz, "Computing's energy problem (and what we can
     # do about it)", ISSCC 2014, Fig. 1.1.9 (45 nm): 32-bit int multiply 3.1 pJ, 32-bit add 0.1 pJ
-    energy_mac_j: float = 3.2e-12
-    energy_add_j: float = 0.1e-12
-
-
-def parse_options(cls, options: dict):
-    """A config dataclass from keyword options (values may be strings from the CLI)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    cfg = cls()
-    for k, v in options.items():
-        if k not in fields:
-            raise ConfigError(f"unknown option {k!r} for this target; known: {', '.join(sorted(fields))}")
-        v = coerce(f"option {k}", v, type(getattr(cfg, k)))
-        if isinstance(v, float) and v < 0:   # energies, powers, times
-            raise ConfigError(f"option {k} must be >= 0, got {v!r}")
-        setattr(cfg, k, v)
-    return cfg
+    energy_mac_j: float = field(default=3.2e-12, metadata={"rule": ENERGY})
+    energy_add_j: float = field(default=0.1e-12, metadata={"rule": ENERGY})
 
 
 def lower(model, spec, calibration, n: int, target: str) -> QuantSequenceModel:
@@ -72,7 +81,7 @@ class FixedProgram(Program):
         self.model = qmodel.eval()
         self.config = config
         self.net = qmodel.integer_network()
-        self.engine = Engine(self.net, config.sigma_delta_threshold, getattr(config, "backend", "auto"))
+        self.engine = Engine(self.net, config.sigma_delta_threshold, config.backend)
         self.d_input, self.d_output = self.net.d_input, self.net.d_output
         self._wall = [0.0, 0]
 
@@ -145,6 +154,9 @@ class FixedProgram(Program):
         return out
 
     # ---- resources, cost, stats ------------------------------------------------------------
+    def spec_name(self) -> str:
+        return self.model.spec.name
+
     def stats(self) -> dict:
         return self.engine.stats()
 
@@ -175,6 +187,8 @@ class FixedProgram(Program):
                 "synapses": syn, "spec": n.spec_name}
 
     def cost(self, tokens: int = 1, mode: str = "token") -> Cost:
+        if mode not in ("token", "pipelined"):
+            raise ConfigError(f"unknown cost mode {mode!r}; use 'token' or 'pipelined'")
         w = self.work_per_token()
         c = self.config
         e_tok = w["synops"] * c.energy_mac_j + w["neuron_updates"] * 4 * c.energy_mac_j
@@ -198,11 +212,11 @@ class FixedProgram(Program):
 @register("fixed")
 class FixedTarget(Target):
     """Integer-only execution of a quantized network (any integer-expressible model)."""
-    stochastic = False
     config_class = FixedConfig
+    capabilities = Capabilities(needs_calibration=True, supports_check=True,
+                                cost_modes=("token", "pipelined"))
     program_class = FixedProgram
 
-    def compile(self, model, spec=None, calibration=None, **options) -> Program:
-        cfg = parse_options(self.config_class, options)
-        q = lower(model, spec, calibration, cfg.calibrate, self.name)
-        return self.program_class(q, cfg)
+    def build(self, model, config: FixedConfig, calibration=None) -> Program:
+        q = lower(model, config.quant_spec, calibration, config.calibrate, self.name)
+        return self.program_class(q, config)

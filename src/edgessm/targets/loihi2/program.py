@@ -26,22 +26,32 @@ import math
 import numpy as np
 
 from ...errors import ConfigError
+from ...fields import Rule
 from ...quant.model import QuantSequenceModel
 from ...quant.spec import QuantSpec
 from ..base import Cost, Program, register
-from ..fixed.program import FixedProgram, FixedTarget, lower, parse_options
+from ..config import Capabilities, TargetConfig
+from ..fixed.program import BACKEND, CALIBRATE, THRESHOLD, FixedProgram, FixedTarget, lower, quant_spec_field
 from .constants import CONSTANTS, REFERENCE_ONLY
 
-_EXTRA = [("sigma_delta_threshold", int, -1), ("calibrate", int, 512), ("max_chips", int, 1),
-          ("backend", str, "auto")]
+def _constant_rule(value) -> Rule:
+    return Rule(int, ge=0) if isinstance(value, int) else Rule(float, ge=0)
+
+
 Loihi2Config = dataclasses.make_dataclass(
     "Loihi2Config",
-    _EXTRA + [(k, int if isinstance(v[0], int) else float, v[0]) for k, v in CONSTANTS.items()
-              if k not in REFERENCE_ONLY])
-Loihi2Config.__doc__ = ("Options of the loihi2 target (deploy --set KEY=VALUE): sigma_delta_threshold "
-                        "(-1 off), calibrate (PTQ samples), max_chips, backend (integer engine: auto, c, "
-                        "numpy), and every constant of targets/loihi2/constants.py the model uses "
-                        "(not the reference-only ones)")
+    [("quant_spec", "QuantSpec | None", quant_spec_field()),
+     ("sigma_delta_threshold", int, dataclasses.field(default=-1, metadata={"rule": THRESHOLD})),
+     ("calibrate", int, dataclasses.field(default=512, metadata={"rule": CALIBRATE})),
+     ("max_chips", int, dataclasses.field(default=1, metadata={"rule": Rule(int, ge=1)})),
+     ("backend", str, dataclasses.field(default="auto", metadata={"rule": BACKEND}))]
+    + [(k, type(v[0]), dataclasses.field(default=v[0], metadata={"rule": _constant_rule(v[0])}))
+       for k, v in CONSTANTS.items() if k not in REFERENCE_ONLY],
+    bases=(TargetConfig,), namespace={"TARGET": "loihi2", "SPEC_FIELD": "quant_spec"})
+Loihi2Config.__doc__ = ("Options of the loihi2 target (deploy --set KEY=VALUE): quant_spec (deploy --spec), "
+                        "sigma_delta_threshold (-1 off), calibrate (PTQ samples), max_chips, backend "
+                        "(integer engine: auto, c, numpy), and every constant of "
+                        "targets/loihi2/constants.py the model uses (not the reference-only ones)")
 
 
 # ---- what Loihi 2 cannot map ----------------------------------------------------------------
@@ -260,20 +270,21 @@ class Loihi2Program(FixedProgram):
 @register("loihi2")
 class Loihi2Target(FixedTarget):
     """Intel Loihi 2: integer engine + mapping onto neuro cores + per-op cost model."""
-    stochastic = False
     config_class = Loihi2Config
+    capabilities = Capabilities(needs_calibration=True, supports_check=True,
+                                cost_modes=("token", "pipelined"))
     program_class = Loihi2Program
 
-    def compile(self, model, spec=None, calibration=None, **options) -> Program:
-        cfg = parse_options(self.config_class, options)
+    def build(self, model, config, calibration=None) -> Program:
         why = unmappable_layers(model)
         if why:
             raise ConfigError("loihi2 cannot map this model: " + "; ".join(why)
                               + ". Use the 'neuromorphic' preset (ReLU, linear mixing, no norm, "
                                 "no residual, last-token readout).")
-        s = QuantSpec.load(spec) if spec is not None else (
+        spec = config.quant_spec
+        s = spec if spec is not None else (
             model.spec if isinstance(model, QuantSequenceModel) else QuantSpec.preset("loihi2"))
-        check_spec_fits(s, cfg)
+        check_spec_fits(s, config)
         q = lower(model, s if spec is not None or not isinstance(model, QuantSequenceModel) else None,
-                  calibration, cfg.calibrate, self.name)
-        return Loihi2Program(q, cfg)
+                  calibration, config.calibrate, self.name)
+        return Loihi2Program(q, config)

@@ -1,4 +1,4 @@
-"""Command line: ``edgessm export-c`` (portable C99 for microcontrollers).
+"""``edgessm export-c`` (portable C99 for microcontrollers) and ``edgessm export-onnx``.
 
     edgessm export-c MODEL --out DIR [--name NAME] [--verify N] [--task T] [--spec SPEC]
                      [--calibrate N] [--mcu CORE [--flash-kb K] [--ram-kb K]] [--json]
@@ -15,55 +15,36 @@ through the integer engine and compares every token's integer logits.
 logit with the integer engine and counts cycles per token (``export/mcu.py``). --flash-kb /
 --ram-kb: a budget the -Os build must fit (else an error naming the largest arrays).
 
-cli.py wires this in with ``from .export.cli import add_commands as add_export``.
+``edgessm export-onnx MODEL --out FILE.onnx [--mode step|sequence] [--verify N]``: a float model as an
+ONNX graph, checked with onnxruntime against PyTorch (``export/onnx.py``).
+
+The work is ``export/checkpoint.py``; this module parses and prints.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from .common import emit
 
 
 def cmd_export_c(args):
-    from .. import io
-    from ..cli_common import emit, task_for
-    from ..data import load_task
-    from .c import _needs_calibration, check_name, check_out_dir, check_runnable, default_name, export_c, find_compiler
-    # every check before anything is loaded or written
-    if args.verify is not None and args.verify < 1:
-        raise ConfigError(f"--verify takes a positive number of test sequences, got {args.verify}")
-    if args.calibrate < 1:
-        raise ConfigError(f"--calibrate must be >= 1, got {args.calibrate}")
-    out = check_out_dir(args.out)
-    name = check_name(args.name) if args.name else default_name(args.model)
-    if args.mcu is not None:
-        from .mcu import check_budget_args, check_mcu, find_toolchain
-        check_mcu(args.mcu)
-        check_budget_args(args.flash_kb, args.ram_kb)
-        find_toolchain(need_qemu=args.verify is not None)
-    elif args.flash_kb is not None or args.ram_kb is not None:
-        raise ConfigError("--flash-kb / --ram-kb need --mcu (the core whose build is measured)")
-    if args.verify is not None:
-        find_compiler()
-    model = io.load(args.model)
-    check_runnable(model)
-    task, calibration, X = args.task, None, None
-    if _needs_calibration(model, args.spec):
-        task = task_for(model, args.task)
-        calibration = load_task(task, "train", limit=args.calibrate).x
-    if args.verify is not None:
-        task = task_for(model, task)
-        X = load_task(task, "test", limit=args.verify).x
-    r = export_c(model, out, name, spec=args.spec, calibration=calibration, calibrate=args.calibrate,
-                 verify=X, source=str(args.model), mcu=args.mcu, flash_kb=args.flash_kb, ram_kb=args.ram_kb,
-                 task=task)
-    res = {"model": str(args.model), "out": r["out"], "files": r["files"],
-           "verified": r.get("verified", False), "mismatches": r.get("mismatches"),
-           "compared": r.get("compared", 0), "code_bytes": r["code_bytes"], "data_bytes": r["data_bytes"],
-           "state_bytes": r["state_bytes"], "c_us_per_token": r.get("c_us_per_token"), "n": r.get("n", 0),
-           "task": task, "calibrated_now": calibration is not None}
-    res.update({k: v for k, v in r.items() if k not in res})
+    from ..export.checkpoint import export_checkpoint_c
+    res = export_checkpoint_c(args.model, args.out, name=args.name, verify=args.verify, task=args.task,
+                              spec=args.spec, calibrate=args.calibrate, mcu=args.mcu, flash_kb=args.flash_kb,
+                              ram_kb=args.ram_kb)
     emit(args, res, _text(res))
+
+
+def cmd_export_onnx(args):
+    from ..export.checkpoint import export_checkpoint_onnx
+    res = export_checkpoint_onnx(args.model, args.out, args.mode, verify=args.verify, task=args.task)
+    text = f"{args.model}: {args.mode} graph written to {res['out']} ({res['bytes'] / 1024:.0f} KiB)"
+    if args.verify:
+        v = res["verify"]
+        text += (f"\nonnxruntime vs PyTorch on {args.verify} {res['task']} test sequences: max |logit difference| "
+                 f"{v['max_abs_diff']:.3g}, {v['predictions_differing']} of {v['predictions_compared']} "
+                 f"predictions differ")
+    emit(args, res, text)
 
 
 def _text(r: dict) -> str:
@@ -99,8 +80,7 @@ def _text(r: dict) -> str:
     return "\n".join(lines)
 
 
-def add_commands(sub) -> None:
-    """Add `export-c` to an argparse subparsers object."""
+def add_export_c(sub) -> None:
     e = sub.add_parser("export-c", help="portable C99 of a quantized model, for microcontrollers")
     e.add_argument("model", help="checkpoint directory or shipped model name")
     e.add_argument("--out", required=True, type=Path, help="output directory (created): NAME.h, NAME.c")
@@ -117,3 +97,18 @@ def add_commands(sub) -> None:
     e.add_argument("--ram-kb", type=float, help="RAM budget (state + stack + static, KiB), with --mcu")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export_c)
+
+
+def add_export_onnx(sub) -> None:
+    e = sub.add_parser("export-onnx", help="a float model as an ONNX graph (onnxruntime and other runtimes)")
+    e.add_argument("model", help="checkpoint directory or shipped model name (a float model)")
+    e.add_argument("--out", required=True, help="the .onnx file to write")
+    e.add_argument("--mode", choices=["step", "sequence"], default="step",
+                   help="step: one token, the state (real pairs) in and out; sequence: a whole sequence of "
+                        "the task's length")
+    e.add_argument("--verify", type=int, metavar="N",
+                   help="run N test sequences through onnxruntime and PyTorch and compare the logits "
+                        "(needs the onnx extra)")
+    e.add_argument("--task", help="task of the test data and sequence length (default: the checkpoint's)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_export_onnx)

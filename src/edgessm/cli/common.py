@@ -1,5 +1,6 @@
 """What every command of the command line shares: help texts of the common options, defaults
-shown in --help, -v/-q/--no-progress, logging setup and a quiet exit on a closed pipe."""
+shown in --help, -v/-q/--no-progress, logging setup, a quiet exit on a closed pipe, and the one
+output emitter (:func:`emit`)."""
 from __future__ import annotations
 
 import argparse
@@ -76,7 +77,7 @@ def finish(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def setup(args) -> None:
     """Logging level from -v/-q (INFO by default, to stderr) and progress bars from
     --no-progress/--json."""
-    from . import progress
+    from .. import progress
     level = logging.INFO + 10 * ((getattr(args, "quiet", 0) or 0) - (getattr(args, "verbose", 0) or 0))
     root = logging.getLogger("edgessm")
     root.handlers.clear()
@@ -112,20 +113,8 @@ def jsonable(o):
 def emit(args, obj: dict, text: str | None = None) -> None:
     """Print a command's result: one JSON object with --json, else `text` (default: the object
     as indented JSON)."""
-    from .fields import json_text
+    from ..fields import json_text
     if getattr(args, "json", False):
         print(json_text(obj, default=jsonable))
     else:
         print(text if text is not None else json_text(obj, indent=2, default=jsonable))
-
-
-def task_for(model, task: str | None = None) -> str:
-    """--task, else the task the checkpoint was trained on."""
-    if task:
-        return task
-    from .io import trained_task
-    t = trained_task(model)
-    if not t:
-        from .errors import ConfigError
-        raise ConfigError("no --task given and the checkpoint does not record its task; pass --task T")
-    return t
