@@ -3,6 +3,12 @@
     python benchmarks/bench_crossbar.py accuracy --model M [--set k=v ...] --task T --trials K [--limit N]
     python benchmarks/bench_crossbar.py sweep --model NAME=M[:k=v,k=v] ... --task T --param write_noise_sigma_us
         --values 0,5,10 [--fixed write_noise_slope=0] --trials K --plot benchmarks/plots/crossbar_noise.png
+        [--json benchmarks/results/crossbar_write_noise.json] [--drop 0.05]
+
+``--json PATH`` merges the sweep into a results file (schema "edgessm-crossbar-sweep", version 1,
+described in benchmarks/RESULTS.md): one point per (task, model, param, value, fixed settings),
+a later run replacing the same point, and per (task, model, param) curve the first value at
+which the mean falls ``--drop`` below the mean at the first value.
 
 Every line printed is one JSON object (the figures and the command that made them). Accuracy
 is the prediction after the last token; "software" is the hardware-aware model in float
@@ -48,7 +54,9 @@ def crossbar_accuracy(model, test, calib, trials: int, sets: dict, batch: int = 
     return {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "trials": accs, "arrays": res["arrays"], "utilization": res["utilization"],
             "energy_per_token_j": cost["energy_per_token_j"], "latency_per_token_s": cost["latency_per_token_s"],
-            "breakdown": cost["breakdown"], "adc_saturations_trial0": sats}
+            "breakdown": cost["breakdown"], "adc_saturations_trial0": sats,
+            "devices": res["devices"], "programming_energy_j": res["programming_energy_j"],
+            "programming_pulses": res["programming_pulses"], "verify_unconverged_trial0": res["verify_unconverged"]}
 
 
 def software_accuracy(model, test, calib, sets: dict) -> float:
@@ -67,6 +75,63 @@ def software_accuracy(model, test, calib, sets: dict) -> float:
         m.calibrate(calib[:cfg.calibrate])
     m.eval()
     return evaluate(m, test)["accuracy"]
+
+
+SCHEMA, SCHEMA_VERSION = "edgessm-crossbar-sweep", 1
+
+
+def _key(r) -> tuple:
+    return (r["task"], r["model"], r["param"], json.dumps(r.get("fixed") or {}, sort_keys=True), r["value"])
+
+
+def threshold(points: list[dict], drop: float):
+    """First value (in increasing order) whose mean accuracy is more than `drop` below the mean at
+    the smallest value; None if no point falls that far."""
+    pts = sorted(points, key=lambda r: r["value"])
+    ref = pts[0]["accuracy"]["mean"]
+    for r in pts[1:]:
+        if r["accuracy"]["mean"] < ref - drop:
+            return r["value"]
+    return None
+
+
+def write_results(path: str, rows: list[dict], drop: float) -> dict:
+    """Merge sweep points into the JSON results file at `path` (created with its folder if
+    missing) and recompute the per-curve summary."""
+    import datetime
+    import os
+    import platform
+    old = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("schema") != SCHEMA:
+            raise SystemExit(f"{path} is not a {SCHEMA} results file")
+    pts = {_key(r): r for r in old.get("points", [])}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for r in rows:
+        pts[_key(r)] = {**r, "measured_utc": now}
+    points = sorted(pts.values(), key=_key)
+    curves = {}
+    for r in points:
+        curves.setdefault(_key(r)[:4], []).append(r)
+    summary = []
+    for (task, model, param, fixed), rr in curves.items():
+        ref = min(rr, key=lambda r: r["value"])
+        summary.append({"task": task, "model": model, "param": param, "fixed": json.loads(fixed),
+                        "reference_value": ref["value"], "reference_accuracy": ref["accuracy"]["mean"],
+                        "drop": drop, "first_value_below": threshold(rr, drop),
+                        "values": [r["value"] for r in sorted(rr, key=lambda r: r["value"])]})
+    out = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "updated_utc": now,
+           "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                       "cpus": os.cpu_count()},
+           "points": points, "summary": summary}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, path)
+    return out
 
 
 def _load(spec: str):
@@ -90,6 +155,8 @@ def main(argv=None):
     p.add_argument("--fixed", action="append", default=[])
     p.add_argument("--plot")
     p.add_argument("--xlabel")
+    p.add_argument("--json", help="merge the sweep's points into this results file")
+    p.add_argument("--drop", type=float, default=0.05, help="accuracy drop for the threshold in --json")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     from edgessm.data import load_task
@@ -114,11 +181,17 @@ def main(argv=None):
             for v in a.values.split(","):
                 s2 = {**sets, **_sets(a.fixed), a.param: v}
                 xb = crossbar_accuracy(model, test, calib, a.trials, s2)
-                row = {"model": name, "task": a.task, "n": len(test.y), "param": a.param, "value": float(v),
-                       "sets": s2, "accuracy": {"mean": xb["mean"], "std": xb["std"]}, "trials": xb["trials"],
+                row = {"model": name, "source": spec, "task": a.task, "n": len(test.y), "param": a.param,
+                       "value": float(v), "sets": s2, "fixed": _sets(a.fixed),
+                       "accuracy": {"mean": xb["mean"], "std": xb["std"]}, "trials": xb["trials"],
+                       "cost_trial0": {k: xb[k] for k in ("arrays", "devices", "energy_per_token_j",
+                                                          "programming_energy_j", "programming_pulses",
+                                                          "verify_unconverged_trial0")},
                        "command": cmd}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+    if a.json and a.what == "sweep":
+        write_results(a.json, rows, a.drop)
     if a.plot and a.what == "sweep":
         import matplotlib
         matplotlib.use("Agg")
