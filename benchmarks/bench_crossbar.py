@@ -1,6 +1,8 @@
 """Crossbar target: accuracy over device instances, robustness sweeps and cost.
 
     python benchmarks/bench_crossbar.py accuracy --model M [--set k=v ...] --task T --trials K [--limit N]
+    python benchmarks/bench_crossbar.py plot --json RESULTS.json --task T --param P [--fixed k=v] --plot OUT.png
+    python benchmarks/bench_crossbar.py merge --json RESULTS.json --from PART.json [--from PART2.json ...]
     python benchmarks/bench_crossbar.py sweep --model NAME=M[:k=v,k=v] ... --task T --param write_noise_sigma_us
         --values 0,5,10 [--fixed write_noise_slope=0] --trials K --plot benchmarks/plots/crossbar_noise.png
         [--json benchmarks/results/crossbar_write_noise.json] [--drop 0.05]
@@ -143,9 +145,11 @@ def _load(spec: str):
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["accuracy", "sweep"])
-    p.add_argument("--model", action="append", required=True)
-    p.add_argument("--task", required=True)
+    p.add_argument("what", choices=["accuracy", "sweep", "plot", "merge"])
+    p.add_argument("--model", action="append")
+    p.add_argument("--task")
+    p.add_argument("--from", dest="sources", action="append", default=[],
+                   help="merge: results files whose points go into --json")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--limit", type=int)
     p.add_argument("--speaker-holdout")
@@ -158,6 +162,30 @@ def main(argv=None):
     p.add_argument("--json", help="merge the sweep's points into this results file")
     p.add_argument("--drop", type=float, default=0.05, help="accuracy drop for the threshold in --json")
     a = p.parse_args(argv)
+    if a.what == "merge":
+        if not a.json or not a.sources:
+            p.error("merge needs --json OUT and --from FILE")
+        rows = []
+        for src in a.sources:
+            with open(src) as f:
+                rows += json.load(f)["points"]
+        out = write_results(a.json, rows, a.drop)
+        print(json.dumps({"json": a.json, "points": len(out["points"])}))
+        return 0
+    if a.what == "plot":
+        if not (a.json and a.task and a.param and a.plot):
+            p.error("plot needs --json, --task, --param and --plot")
+        with open(a.json) as f:
+            pts = json.load(f)["points"]
+        fixed = _sets(a.fixed)
+        rows = [r for r in pts if r["task"] == a.task and r["param"] == a.param and (r.get("fixed") or {}) == fixed]
+        if not rows:
+            p.error(f"no points for task {a.task}, param {a.param}, fixed {fixed} in {a.json}")
+        plot_rows(rows, a.param, a.task, a.plot, a.xlabel)
+        print(json.dumps({"plot": a.plot, "points": len(rows)}))
+        return 0
+    if not (a.model and a.task):
+        p.error(f"{a.what} needs --model and --task")
     torch.set_num_threads(1)
     from edgessm.data import load_task
     kw = {"speaker_holdout": a.speaker_holdout} if a.speaker_holdout else {}
@@ -193,26 +221,32 @@ def main(argv=None):
     if a.json and a.what == "sweep":
         write_results(a.json, rows, a.drop)
     if a.plot and a.what == "sweep":
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for name in dict.fromkeys(r["model"] for r in rows):
-            rr = [r for r in rows if r["model"] == name]
-            xs = [r["value"] for r in rr]
-            ax.errorbar(xs, [r["accuracy"]["mean"] for r in rr], yerr=[r["accuracy"]["std"] for r in rr],
-                        marker="o", capsize=3, label=name)
-        ax.set_xlabel(a.xlabel or a.param)
-        ax.set_ylabel(f"accuracy ({a.task}, {len(test.y)} test, {a.trials} devices)")
-        if a.param in ("drift_time_s",):
-            ax.set_xscale("log")
-        if a.param in ("stuck_on_frac",):
-            ax.set_xscale("symlog", linthresh=1e-3)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(a.plot, dpi=120)
+        plot_rows(rows, a.param, a.task, a.plot, a.xlabel)
         print(json.dumps({"plot": a.plot, "command": cmd}))
+
+
+def plot_rows(rows, param, task, out, xlabel=None):
+    """Accuracy (mean +- std over device instances) against the swept value, one curve per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rr = sorted((r for r in rows if r["model"] == name), key=lambda r: r["value"])
+        ax.errorbar([r["value"] for r in rr], [r["accuracy"]["mean"] for r in rr],
+                    yerr=[r["accuracy"]["std"] for r in rr], marker="o", capsize=3, label=name)
+    trials = sorted({len(r["trials"]) for r in rows})
+    ax.set_xlabel(xlabel or param)
+    ax.set_ylabel(f"accuracy ({task}, {rows[0]['n']} test, {'/'.join(map(str, trials))} devices)")
+    if param in ("drift_time_s",):
+        ax.set_xscale("log")
+    if param in ("stuck_on_frac",):
+        ax.set_xscale("symlog", linthresh=1e-3)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
