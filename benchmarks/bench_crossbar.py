@@ -2,6 +2,7 @@
 
     python benchmarks/bench_crossbar.py accuracy --model M [--set k=v ...] --task T --trials K [--limit N]
     python benchmarks/bench_crossbar.py plot --json RESULTS.json --task T --param P [--fixed k=v] --plot OUT.png
+    python benchmarks/bench_crossbar.py table --json RESULTS.json --task T --param P [--fixed k=v]   (markdown)
     python benchmarks/bench_crossbar.py merge --json RESULTS.json --from PART.json [--from PART2.json ...]
     python benchmarks/bench_crossbar.py sweep --model NAME=M[:k=v,k=v] ... --task T --param write_noise_sigma_us
         --values 0,5,10 [--fixed write_noise_slope=0] --trials K --plot benchmarks/plots/crossbar_noise.png
@@ -145,7 +146,7 @@ def _load(spec: str):
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["accuracy", "sweep", "plot", "merge"])
+    p.add_argument("what", choices=["accuracy", "sweep", "plot", "table", "merge"])
     p.add_argument("--model", action="append")
     p.add_argument("--task")
     p.add_argument("--from", dest="sources", action="append", default=[],
@@ -172,15 +173,18 @@ def main(argv=None):
         out = write_results(a.json, rows, a.drop)
         print(json.dumps({"json": a.json, "points": len(out["points"])}))
         return 0
-    if a.what == "plot":
-        if not (a.json and a.task and a.param and a.plot):
-            p.error("plot needs --json, --task, --param and --plot")
+    if a.what in ("plot", "table"):
+        if not (a.json and a.task and a.param and (a.plot or a.what == "table")):
+            p.error(f"{a.what} needs --json, --task, --param" + (" and --plot" if a.what == "plot" else ""))
         with open(a.json) as f:
             pts = json.load(f)["points"]
         fixed = _sets(a.fixed)
         rows = [r for r in pts if r["task"] == a.task and r["param"] == a.param and (r.get("fixed") or {}) == fixed]
         if not rows:
             p.error(f"no points for task {a.task}, param {a.param}, fixed {fixed} in {a.json}")
+        if a.what == "table":
+            print(table_rows(rows, a.param, a.drop))
+            return 0
         plot_rows(rows, a.param, a.task, a.plot, a.xlabel)
         print(json.dumps({"plot": a.plot, "points": len(rows)}))
         return 0
@@ -223,6 +227,21 @@ def main(argv=None):
     if a.plot and a.what == "sweep":
         plot_rows(rows, a.param, a.task, a.plot, a.xlabel)
         print(json.dumps({"plot": a.plot, "command": cmd}))
+
+
+def table_rows(rows, param, drop: float) -> str:
+    """Markdown: one line per model, mean +- std per value, and the first value `drop` below
+    the first value's mean."""
+    values = sorted({r["value"] for r in rows})
+    head = f"| {param} | " + " | ".join(f"{v:g}" for v in values) + f" | first {param} {drop:g} below |"
+    out = [head, "|---" * (len(values) + 2) + "|"]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rr = {r["value"]: r for r in rows if r["model"] == name}
+        cells = [f"{rr[v]['accuracy']['mean']:.3f} +- {rr[v]['accuracy']['std']:.3f}" if v in rr else "-"
+                 for v in values]
+        t = threshold(list(rr.values()), drop)
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {'not reached' if t is None else f'{t:g}'} |")
+    return "\n".join(out)
 
 
 def plot_rows(rows, param, task, out, xlabel=None):

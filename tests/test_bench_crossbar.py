@@ -51,3 +51,16 @@ def test_not_a_results_file_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="not a edgessm-crossbar-sweep"):
         bench.write_results(str(p), [_pt("a", 0.0, 0.9)], 0.05)
     assert json.loads(p.read_text()) == {"schema": "something-else"}
+
+
+def test_table_lists_models_values_and_threshold(tmp_path, capsys):
+    path = str(tmp_path / "r.json")
+    bench.write_results(path, [_pt("a", 0.0, 0.95), _pt("a", 10.0, 0.80), _pt("b", 0.0, 0.9)], 0.05)
+    assert bench.main(["table", "--json", path, "--task", "fsdd", "--param", "write_noise_sigma_us",
+                       "--fixed", "write_noise_slope=0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| write_noise_sigma_us | 0 | 10 |")
+    assert lines[2] == "| a | 0.950 +- 0.010 | 0.800 +- 0.010 | 10 |"
+    assert lines[3] == "| b | 0.900 +- 0.010 | - | not reached |"
+    with pytest.raises(SystemExit):
+        bench.main(["table", "--json", path, "--task", "smnist", "--param", "write_noise_sigma_us"])

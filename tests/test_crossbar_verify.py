@@ -168,3 +168,32 @@ def test_training_noise_follows_the_device():
     assert e1.std().item() == pytest.approx(7.0 * math.sqrt(2) / win, rel=0.02)
     assert e4.std().item() == pytest.approx(7.0 * math.sqrt(2) / 2 / win, rel=0.02)
     assert ev.abs().max().item() <= 2 * 1.0 / win + 1e-6     # two devices, each within the band
+
+
+def test_stuck_compensation_needs_verify_and_repairs_pairs(hwm):
+    m, x = hwm
+    with pytest.raises(ConfigError, match="needs write-verify"):
+        parse_options({"stuck_compensation": 1})
+    with pytest.raises(ConfigError, match="stuck_compensation = 2"):
+        parse_options({"stuck_compensation": 2, "verify_tolerance_us": 1.0})
+    T = es.targets.get("crossbar")
+    common = dict(seed="4", verify_tolerance_us=1.0, verify_max_attempts=100, read_noise_rel=0,
+                  stuck_on_frac=0.05, stuck_off_frac=0.05)
+    plain = T.compile(m, **common)
+    fixed = T.compile(m, stuck_compensation=1, **common)
+    rp, rf = plain.resources(), fixed.resources()
+    assert rp["stuck_compensated"] == 0 and rf["stuck_compensated"] > 0
+    assert rf["programming_pulses"] > rp["programming_pulses"]           # the partners' re-programming
+    cfg = fixed.config
+    for name in plain.stages:
+        a, b = plain.stages[name], fixed.stages[name]
+        q = a.q_target.double()
+        ea = (a.q_eff.double() - q).abs()
+        eb = (b.q_eff.double() - q).abs()
+        # the same stuck devices (same instance draws); no pair gets worse, and a pair with one stuck
+        # device whose weight the window can still make is within two bands of its weight
+        assert torch.equal(a.g_plus_s == cfg.g_max_us * 1e-6, b.g_plus_s == cfg.g_max_us * 1e-6)
+        assert (eb <= ea + 2 * 1.0 / 175 + 1e-6).all()
+        assert eb.max() < ea.max() or ea.max() < 0.05
+    ideal = T.compile(m, noise=0).run(x)
+    assert (fixed.run(x) - ideal).abs().mean() < (plain.run(x) - ideal).abs().mean()

@@ -60,6 +60,9 @@ REFERENCES = {
     "[Joshi20]": 'V. Joshi et al., "Accurate deep neural network inference using computational phase-change '
                  'memory", Nature Communications 11, 2473 (2020): several devices per weight to average out '
                  'programming and read noise',
+    "[Xia18]": 'L. Xia et al., "Stuck-at fault tolerance in RRAM computing systems", IEEE Journal on '
+               'Emerging and Selected Topics in Circuits and Systems 8(1), 102-115 (2018): stuck devices '
+               'located by a test of the programmed array and worked around in the mapping',
     "[aihwkit]": 'IBM aihwkit inference noise models (PCM: Nandakumar et al. 2019; programming noise, '
                  'read noise, power-law drift with per-device exponent, global drift compensation): '
                  'the structure of this model, not its constants',
@@ -88,6 +91,10 @@ FIELDS: dict[str, tuple] = {
     "verify_max_attempts": (20, "attempts", "assumption", "programming attempts per device at most in the "
                             "write-verify loop, each costing program_verify_iterations pulses; a device still "
                             "outside the band keeps its last value (counted as unconverged)"),
+    "stuck_compensation": (0, "bool", "option (fault-aware mapping as in [Xia18])",
+                           "1: a device that write-verify finds stuck has its working partner in the "
+                           "differential pair re-programmed so the pair's difference is the weight (clipped "
+                           "to the window); needs verify_tolerance_us > 0 to find the stuck devices"),
     "devices_per_weight": (1, "pairs", "option (redundancy as in [Joshi20])",
                            "k differential pairs per signed weight, their currents summed on one ADC line: the "
                            "programming error of the weight falls as 1/sqrt(k); an array holds k times fewer "
@@ -219,6 +226,11 @@ def _validate(self):
     if self.array_cols < 2 * self.devices_per_weight:
         raise ConfigError(f"devices_per_weight = {self.devices_per_weight} needs {2 * self.devices_per_weight} "
                           f"columns per signed weight; the array has array_cols = {self.array_cols}")
+    if self.stuck_compensation not in (0, 1):
+        raise ConfigError(f"stuck_compensation = {self.stuck_compensation}: expected 0 or 1")
+    if self.stuck_compensation and not self.verify_tolerance_us > 0:
+        raise ConfigError("stuck_compensation = 1 needs write-verify (verify_tolerance_us > 0) to find the "
+                          "stuck devices")
     if not (math.isfinite(self.verify_tolerance_us) and self.verify_tolerance_us >= 0):
         raise ConfigError(f"verify_tolerance_us = {self.verify_tolerance_us} must be a finite band >= 0 uS "
                           f"(0 = no write-verify loop)")

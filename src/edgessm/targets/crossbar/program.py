@@ -74,12 +74,15 @@ class Stage:
         gm0 = cfg.g_min_us - q.clamp(max=0) * win
         k = cfg.devices_per_weight
         self.program_attempts, self.verify_unconverged = 2 * k * gp0.numel(), 0
+        self.stuck_compensated = 0
         verify = cfg.noise and cfg.verify_tolerance_us > 0
         if cfg.noise:
             wn = cfg.write_noise_arrays in ("all", self.kind if self.kind == "s4d" else "linear")
             self.program_attempts = 0
 
             def prog(g):
+                """(G before drift, stuck mask, drift factor) of devices with targets g; the
+                instance's draws in a fixed order (error, fault, drift exponent)."""
                 g0 = g
                 e = torch.randn(g.shape, generator=gen, dtype=g.dtype)   # drawn always: same instance
                 if wn:
@@ -98,15 +101,39 @@ class Stage:
                     ok = ok & ~stuck_bad
                 self.program_attempts += int(att.sum())
                 self.verify_unconverged += int((~ok).sum()) if verify else 0
+                drift = None
                 if cfg.drift_time_s != cfg.drift_t0_s and (cfg.drift_nu > 0 or cfg.drift_nu_std > 0):
                     nu = (cfg.drift_nu + cfg.drift_nu_std * torch.randn(g.shape, generator=gen,
                                                                          dtype=g.dtype)).clamp(min=0)
-                    g = g * (cfg.drift_time_s / cfg.drift_t0_s) ** (-nu)
-                return g
+                    drift = (cfg.drift_time_s / cfg.drift_t0_s) ** (-nu)
+                return g, on | off, drift
+
+            def partner(g, g_stuck, stuck, own_stuck, sign):
+                """Re-target the working partner of a stuck device so the pair's difference is
+                the weight's (clipped to the window), programmed with the same write-verify."""
+                fix = stuck & ~own_stuck
+                if not bool(fix.any()):
+                    return g
+                tgt = (g_stuck + sign * q * win).clamp(cfg.g_min_us, cfg.g_max_us)
+                e = torch.randn(g.shape, generator=verify_gen, dtype=g.dtype)
+                gn, att, ok = program_devices(tgt, cfg, e, verify_gen) if wn else (tgt, torch.ones_like(
+                    g, dtype=torch.int32), torch.ones_like(g, dtype=torch.bool))
+                self.program_attempts += int(att[fix].sum())
+                self.stuck_compensated += int(fix.sum())
+                return torch.where(fix, gn.clamp(0.0, 1.5 * cfg.g_max_us), g)
+
             gps, gms = [], []
+            self.stuck_compensated = 0
             for _ in range(k):
-                gps.append(prog(gp0))
-                gms.append(prog(gm0))
+                gp, sp, dp = prog(gp0)
+                gm, sm, dm = prog(gm0)
+                if verify and cfg.stuck_compensation:
+                    # G+ - G- = q win: a stuck G+ sets G- = G+ - q win, a stuck G- sets G+ = G- + q win
+                    gm_new = partner(gm, gp, sp, sm, -1.0)
+                    gp = partner(gp, gm, sm, sp, +1.0)
+                    gm = gm_new
+                gps.append(gp if dp is None else gp * dp)
+                gms.append(gm if dm is None else gm * dm)
             gp, gm = torch.stack(gps), torch.stack(gms)
         else:
             gp, gm = gp0.expand(k, *gp0.shape), gm0.expand(k, *gm0.shape)
@@ -224,8 +251,9 @@ def _block_stage(name: str, q: torch.Tensor, fs_logical: torch.Tensor, scale: to
     H, K, _ = q.shape
     R, Cs = cfg.array_rows, cfg.signed_cols
     if K > R or K > Cs:
+        red = f", {cfg.devices_per_weight} pairs per weight" if cfg.devices_per_weight > 1 else ""
         raise ConfigError(f"{name}: one channel's S4D block is {K} x {K} (d_state {K - 1} + 1), but an "
-                          f"array has {R} rows and {Cs} signed columns ({cfg.array_cols} physical); use "
+                          f"array has {R} rows and {Cs} signed columns ({cfg.array_cols} physical{red}); use "
                           f"--set array_rows=N array_cols=M with N >= {K} and M >= {2 * K}, or a smaller d_state")
     per = min(R // K, Cs // K)
     A = math.ceil(H / per)
@@ -493,6 +521,7 @@ class CrossbarProgram(Program):
                 "programming_pulses": pulses, "devices_per_weight": cfg.devices_per_weight,
                 "verify_tolerance_us": cfg.verify_tolerance_us,
                 "verify_unconverged": sum(s.verify_unconverged for s in self.stages.values()),
+                "stuck_compensated": sum(s.stuck_compensated for s in self.stages.values()),
                 "state_mode": cfg.state_mode, "weight_bits": cfg.weight_bits, "ssm_bits": cfg.ssm_bits}
 
     def _stage_work(self, st: Stage) -> dict:
