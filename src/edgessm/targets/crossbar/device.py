@@ -52,6 +52,18 @@ REFERENCES = {
     "[IMSSA]": 'S. Siegel, M.-J. Yang, J. P. Strachan, "IMSSA: Deploying modern state-space models on '
                'memristive in-memory compute hardware", arXiv:2412.20215 (2024): S4D on 64x64 TaOx crossbar '
                'arrays; write-noise study with a constant sigma in uS (the `taox` preset, configs/crossbar/taox.toml)',
+    "[Alibart12]": 'F. Alibart, L. Gao, B. D. Hoskins, D. B. Strukov, "High precision tuning of state for '
+                   'memristive devices by adaptable variation-tolerant algorithm", Nanotechnology 23, 075201 '
+                   '(2012): write-verify (program, read, re-program) tunes a device to within a chosen band',
+    "[Hu18]": 'M. Hu et al., "Memristor-based analog computation and neural network classification with a '
+              'dot product engine", Advanced Materials 30, 1705914 (2018): 128x64 1T1R arrays programmed by '
+              'iterative write-verify to a target conductance within a tolerance',
+    "[Joshi20]": 'V. Joshi et al., "Accurate deep neural network inference using computational phase-change '
+                 'memory", Nature Communications 11, 2473 (2020): several devices per weight to average out '
+                 'programming and read noise',
+    "[Xia18]": 'L. Xia et al., "Stuck-at fault tolerance in RRAM computing systems", IEEE Journal on '
+               'Emerging and Selected Topics in Circuits and Systems 8(1), 102-115 (2018): stuck devices '
+               'located by a test of the programmed array and worked around in the mapping',
     "[aihwkit]": 'IBM aihwkit inference noise models (PCM: Nandakumar et al. 2019; programming noise, '
                  'read noise, power-law drift with per-device exponent, global drift compensation): '
                  'the structure of this model, not its constants',
@@ -72,6 +84,23 @@ FIELDS: dict[str, tuple] = {
                                   "(assumption), programming energy as iterations"),
     "program_pulse_energy_j": (10e-12, "J", "assumption", "energy of one program/verify pulse pair "
                                "(~1 V x 100 uA x 100 ns); one-off cost, not per token"),
+    "verify_tolerance_us": (0.0, "uS", "option (write-verify: [Alibart12], [Hu18])",
+                            "write-verify band: after programming, a device read (with read noise) farther "
+                            "than this from its target is programmed again, up to verify_max_attempts; bounds "
+                            "the error of converged devices by the band plus the verify read's error (no "
+                            "relaxation after the last verify: assumption); 0 = off"),
+    "verify_max_attempts": (20, "attempts", "assumption", "programming attempts per device at most in the "
+                            "write-verify loop, each costing program_verify_iterations pulses; a device still "
+                            "outside the band keeps its last value (counted as unconverged)"),
+    "stuck_compensation": (0, "bool", "option (fault-aware mapping as in [Xia18])",
+                           "1: a device that write-verify finds stuck has its working partner in the "
+                           "differential pair re-programmed so the pair's difference is the weight (clipped "
+                           "to the window); needs verify_tolerance_us > 0 to find the stuck devices"),
+    "devices_per_weight": (1, "pairs", "option (redundancy as in [Joshi20])",
+                           "k differential pairs per signed weight, their currents summed on one ADC line: the "
+                           "programming error of the weight falls as 1/sqrt(k); an array holds k times fewer "
+                           "signed columns, so arrays, devices and programming energy grow up to k times "
+                           "(read energy with the rows driven)"),
     "read_noise_rel": (0.005, "1", "assumption", "read noise sigma relative to G, per device and read "
                        "(RRAM read noise is ~0.1-1% of G)"),
     "drift_nu": (0.005, "1", "assumption (model form [aihwkit])",
@@ -121,7 +150,7 @@ def _make_cls():
         fields.append((k, type(v), dataclasses.field(default=v)))
     return dataclasses.make_dataclass("CrossbarConfig", fields, namespace={
         "validate": _validate, "g_window_s": property(lambda s: (s.g_max_us - s.g_min_us) * 1e-6),
-        "signed_cols": property(lambda s: s.array_cols // 2),
+        "signed_cols": property(lambda s: s.array_cols // (2 * s.devices_per_weight)),
         "write_sigma_us": _write_sigma_us, "replace": lambda s, **kw: parse_options(kw, base=s),
         "to_dict": lambda s: dataclasses.asdict(s)})
 
@@ -134,6 +163,35 @@ def _write_sigma_us(self, g_us):
         return (s.clamp(min=0.0)) * k
     except AttributeError:
         return max(s, 0.0) * k
+
+
+def program_devices(g_us, cfg, e, generator=None):
+    """Program devices to targets g_us (uS, a tensor): the base algorithm's error
+    ``write_sigma_us(g) * e`` (e: standard normal draws of the instance), then, when
+    ``verify_tolerance_us > 0``, the write-verify loop: read every device (read noise
+    ``read_noise_rel * G``), program those read outside the band again (a fresh error), at most
+    ``verify_max_attempts`` programmings per device in all. Returns (G in uS, programmings
+    per device, converged mask). Without a band every device is programmed once and counts as
+    converged. Clipping to the physical range [0, 1.5 g_max] is left to the caller."""
+    import torch
+    g = g_us + cfg.write_sigma_us(g_us) * e
+    attempts = torch.ones_like(g_us, dtype=torch.int32)
+    tol = cfg.verify_tolerance_us
+    if tol <= 0:
+        return g, attempts, torch.ones_like(g_us, dtype=torch.bool)
+
+    def outside(g):
+        rd = g + cfg.read_noise_rel * g.abs() * torch.randn(g.shape, generator=generator, dtype=g.dtype)
+        return (rd - g_us).abs() > tol
+    bad = outside(g)
+    for _ in range(cfg.verify_max_attempts - 1):
+        if not bool(bad.any()):
+            break
+        fresh = g_us + cfg.write_sigma_us(g_us) * torch.randn(g.shape, generator=generator, dtype=g.dtype)
+        g = torch.where(bad, fresh, g)
+        attempts = attempts + bad.to(attempts.dtype)
+        bad = bad & outside(g)
+    return g, attempts, ~bad
 
 
 def _validate(self):
@@ -160,11 +218,23 @@ def _validate(self):
         v = getattr(self, k)
         if not lo <= v <= hi:
             raise ConfigError(f"{k} = {v} must be between {lo} and {hi} bits")
-    for k in ("array_rows", "array_cols", "program_verify_iterations", "adc_share", "digital_lanes"):
+    for k in ("array_rows", "array_cols", "program_verify_iterations", "adc_share", "digital_lanes",
+              "verify_max_attempts", "devices_per_weight"):
         if getattr(self, k) < 1:
             raise ConfigError(f"{k} = {getattr(self, k)} must be >= 1")
     if self.array_cols < 2:
         raise ConfigError("array_cols must be >= 2: a signed weight needs a differential pair of columns")
+    if self.array_cols < 2 * self.devices_per_weight:
+        raise ConfigError(f"devices_per_weight = {self.devices_per_weight} needs {2 * self.devices_per_weight} "
+                          f"columns per signed weight; the array has array_cols = {self.array_cols}")
+    if self.stuck_compensation not in (0, 1):
+        raise ConfigError(f"stuck_compensation = {self.stuck_compensation}: expected 0 or 1")
+    if self.stuck_compensation and not self.verify_tolerance_us > 0:
+        raise ConfigError("stuck_compensation = 1 needs write-verify (verify_tolerance_us > 0) to find the "
+                          "stuck devices")
+    if not (math.isfinite(self.verify_tolerance_us) and self.verify_tolerance_us >= 0):
+        raise ConfigError(f"verify_tolerance_us = {self.verify_tolerance_us} must be a finite band >= 0 uS "
+                          f"(0 = no write-verify loop)")
     for k in ("weight_bits", "ssm_bits"):
         need = 1 << (getattr(self, k) - 1)
         if need > self.levels:

@@ -39,7 +39,7 @@ from ...quant.quantizers import fake_quant_weight, quantize_weight, round_ste
 from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
-from .device import FIELDS, CrossbarConfig, load_device, parse_options
+from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
 from .scan import available as scan_available, block_scan, warn_fallback
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
@@ -134,14 +134,24 @@ def fake_converter(v: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
 
 
 def write_noise(q: torch.Tensor, cfg, generator=None) -> torch.Tensor:
-    """q plus the write noise of its differential pair, in units of the window (G_max - G_min)."""
+    """q plus the programming error of its differential pairs, in units of the window
+    (G_max - G_min): the device's write noise, bounded by the write-verify loop when
+    ``verify_tolerance_us > 0``, averaged over ``devices_per_weight`` pairs."""
     win = cfg.g_max_us - cfg.g_min_us
+    k = cfg.devices_per_weight
     with torch.no_grad():
         gp = cfg.g_min_us + q.detach().clamp(min=0) * win
         gm = cfg.g_min_us - q.detach().clamp(max=0) * win
-        sp, sm = cfg.write_sigma_us(gp), cfg.write_sigma_us(gm)
-        e = (sp * torch.randn(q.shape, generator=generator, dtype=q.dtype)
-             - sm * torch.randn(q.shape, generator=generator, dtype=q.dtype)) / win
+        e = torch.zeros_like(q)
+        for _ in range(k):
+            ep = torch.randn(q.shape, generator=generator, dtype=q.dtype)
+            em = torch.randn(q.shape, generator=generator, dtype=q.dtype)
+            if cfg.verify_tolerance_us > 0:
+                e = e + (program_devices(gp, cfg, ep, generator)[0] - gp
+                         - (program_devices(gm, cfg, em, generator)[0] - gm)) / win
+            else:
+                e = e + (cfg.write_sigma_us(gp) * ep - cfg.write_sigma_us(gm) * em) / win
+        e = e / k
     return q + e
 
 

@@ -33,7 +33,7 @@ from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from ..base import Cost, Program, Target, register
 from ..config import Capabilities
-from .device import FIELDS, CrossbarTargetConfig, load_device
+from .device import FIELDS, CrossbarTargetConfig, load_device, program_devices
 from . import simlib
 from .hw import HwSequenceModel, hw_wrap
 
@@ -79,39 +79,91 @@ class Stage:
         self.nonzero = int((q != 0).sum())
         self.row_tiles = 1
 
-    def program(self, cfg, gen: torch.Generator):
-        """Conductances (S) of this device instance: G+ and G- (A, R, Cs) after write noise,
-        faults and drift; q_eff, its read-noise variance and the row conductance sums."""
+    def program(self, cfg, gen: torch.Generator, verify_gen: torch.Generator | None = None):
+        """Conductances (S) of this device instance: G+ and G- (k, A, R, Cs) for the
+        ``devices_per_weight`` = k pairs of every signed weight, after write noise (and the
+        write-verify loop, its retries drawn from `verify_gen`), faults and drift; q_eff (the
+        mean of the k pairs), its read-noise variance and the row conductance sums. Counts the
+        programmings per device (``program_attempts``) and the devices left outside the
+        write-verify band (``verify_unconverged``)."""
         win = cfg.g_max_us - cfg.g_min_us
         q = self.q_target.double()
-        gp = cfg.g_min_us + q.clamp(min=0) * win
-        gm = cfg.g_min_us - q.clamp(max=0) * win
+        gp0 = cfg.g_min_us + q.clamp(min=0) * win
+        gm0 = cfg.g_min_us - q.clamp(max=0) * win
+        k = cfg.devices_per_weight
+        self.program_attempts, self.verify_unconverged = 2 * k * gp0.numel(), 0
+        self.stuck_compensated = 0
+        verify = cfg.noise and cfg.verify_tolerance_us > 0
         if cfg.noise:
             wn = cfg.write_noise_arrays in ("all", self.kind if self.kind == "s4d" else "linear")
+            self.program_attempts = 0
 
             def prog(g):
+                """(G before drift, stuck mask, drift factor) of devices with targets g; the
+                instance's draws in a fixed order (error, fault, drift exponent)."""
+                g0 = g
                 e = torch.randn(g.shape, generator=gen, dtype=g.dtype)   # drawn always: same instance
-                g = g + cfg.write_sigma_us(g) * e if wn else g
+                if wn:
+                    g, att, ok = program_devices(g, cfg, e, verify_gen)
+                else:
+                    att, ok = torch.ones_like(g, dtype=torch.int32), torch.ones_like(g, dtype=torch.bool)
                 g = g.clamp(0.0, 1.5 * cfg.g_max_us)
                 u = torch.rand(g.shape, generator=gen, dtype=g.dtype)
-                g = torch.where(u < cfg.stuck_on_frac, torch.full_like(g, cfg.g_max_us), g)
-                g = torch.where((u >= cfg.stuck_on_frac) & (u < cfg.stuck_on_frac + cfg.stuck_off_frac),
-                                torch.full_like(g, cfg.g_min_us), g)
+                on = u < cfg.stuck_on_frac
+                off = (u >= cfg.stuck_on_frac) & (u < cfg.stuck_on_frac + cfg.stuck_off_frac)
+                g = torch.where(on, torch.full_like(g, cfg.g_max_us), g)
+                g = torch.where(off, torch.full_like(g, cfg.g_min_us), g)
+                if verify:   # a stuck device never passes the verify unless stuck at its target
+                    stuck_bad = (on | off) & ((g - g0).abs() > cfg.verify_tolerance_us)
+                    att = torch.where(stuck_bad, torch.full_like(att, cfg.verify_max_attempts), att)
+                    ok = ok & ~stuck_bad
+                self.program_attempts += int(att.sum())
+                self.verify_unconverged += int((~ok).sum()) if verify else 0
+                drift = None
                 if cfg.drift_time_s != cfg.drift_t0_s and (cfg.drift_nu > 0 or cfg.drift_nu_std > 0):
                     nu = (cfg.drift_nu + cfg.drift_nu_std * torch.randn(g.shape, generator=gen,
                                                                          dtype=g.dtype)).clamp(min=0)
-                    g = g * (cfg.drift_time_s / cfg.drift_t0_s) ** (-nu)
-                return g
-            gp, gm = prog(gp), prog(gm)
+                    drift = (cfg.drift_time_s / cfg.drift_t0_s) ** (-nu)
+                return g, on | off, drift
+
+            def partner(g, g_stuck, stuck, own_stuck, sign):
+                """Re-target the working partner of a stuck device so the pair's difference is
+                the weight's (clipped to the window), programmed with the same write-verify."""
+                fix = stuck & ~own_stuck
+                if not bool(fix.any()):
+                    return g
+                tgt = (g_stuck + sign * q * win).clamp(cfg.g_min_us, cfg.g_max_us)
+                e = torch.randn(g.shape, generator=verify_gen, dtype=g.dtype)
+                gn, att, ok = program_devices(tgt, cfg, e, verify_gen) if wn else (tgt, torch.ones_like(
+                    g, dtype=torch.int32), torch.ones_like(g, dtype=torch.bool))
+                self.program_attempts += int(att[fix].sum())
+                self.stuck_compensated += int(fix.sum())
+                return torch.where(fix, gn.clamp(0.0, 1.5 * cfg.g_max_us), g)
+
+            gps, gms = [], []
+            self.stuck_compensated = 0
+            for _ in range(k):
+                gp, sp, dp = prog(gp0)
+                gm, sm, dm = prog(gm0)
+                if verify and cfg.stuck_compensation:
+                    # G+ - G- = q win: a stuck G+ sets G- = G+ - q win, a stuck G- sets G+ = G- + q win
+                    gm_new = partner(gm, gp, sp, sm, -1.0)
+                    gp = partner(gp, gm, sm, sp, +1.0)
+                    gm = gm_new
+                gps.append(gp if dp is None else gp * dp)
+                gms.append(gm if dm is None else gm * dm)
+            gp, gm = torch.stack(gps), torch.stack(gms)
+        else:
+            gp, gm = gp0.expand(k, *gp0.shape), gm0.expand(k, *gm0.shape)
         comp = 1.0
         if cfg.noise and cfg.drift_compensation:
             comp = (cfg.drift_time_s / cfg.drift_t0_s) ** cfg.drift_nu
         self.g_plus_s, self.g_minus_s = gp * 1e-6, gm * 1e-6
-        self.q_eff = ((gp - gm) / win * comp).float()
-        self.read_var = ((cfg.read_noise_rel ** 2) * (gp ** 2 + gm ** 2) / win ** 2 * comp ** 2).float() \
-            if cfg.noise else None
-        # full physical row: every signed column is two devices; unused cells sit at G_min
-        self.row_g_s = (self.g_plus_s + self.g_minus_s).sum(-1).float()     # (A, R)
+        self.q_eff = ((gp - gm).mean(0) / win * comp).float()
+        self.read_var = ((cfg.read_noise_rel ** 2) * (gp ** 2 + gm ** 2).sum(0) / (k * win) ** 2
+                         * comp ** 2).float() if cfg.noise else None
+        # full physical row: every signed column is 2k devices; unused cells sit at G_min
+        self.row_g_s = (self.g_plus_s + self.g_minus_s).sum((0, -1)).float()     # (A, R)
 
     def compact(self, analog_cols=None):
         """The used rows and columns of every array as dense (A, Ru, Cu) blocks, for
@@ -217,8 +269,9 @@ def _block_stage(name: str, q: torch.Tensor, fs_logical: torch.Tensor, scale: to
     H, K, _ = q.shape
     R, Cs = cfg.array_rows, cfg.signed_cols
     if K > R or K > Cs:
+        red = f", {cfg.devices_per_weight} pairs per weight" if cfg.devices_per_weight > 1 else ""
         raise ConfigError(f"{name}: one channel's S4D block is {K} x {K} (d_state {K - 1} + 1), but an "
-                          f"array has {R} rows and {Cs} signed columns ({cfg.array_cols} physical); use "
+                          f"array has {R} rows and {Cs} signed columns ({cfg.array_cols} physical{red}); use "
                           f"--set array_rows=N array_cols=M with N >= {K} and M >= {2 * K}, or a smaller d_state")
     per = min(R // K, Cs // K)
     A = math.ceil(H / per)
@@ -247,6 +300,9 @@ class CrossbarProgram(Program):
         c = hwm.config
         self.d_input, self.d_output = c.d_input, c.d_output
         self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        # the write-verify retries draw from their own stream, so the base programming error,
+        # the stuck devices and the drift of an instance do not depend on the band
+        self.verify_gen = torch.Generator().manual_seed((int(cfg.seed) * 1000003 + 7) & ((1 << 63) - 1))
         self.engine = "c"          # run(): "c" (sim.c) or "torch" (the same on torch ops)
         self._rows: dict[str, int] = {}
         self.stages: dict[str, Stage] = {}
@@ -254,7 +310,7 @@ class CrossbarProgram(Program):
         with torch.no_grad():
             self._lower()
         for st in self.stages.values():
-            st.program(cfg, self.gen)
+            st.program(cfg, self.gen, self.verify_gen)
         self.reset_stats()
 
     # ---- lowering ----------------------------------------------------------------------------
@@ -468,11 +524,21 @@ class CrossbarProgram(Program):
         arrays = sum(s.arrays for s in self.stages.values())
         mapped = sum(s.mapped for s in self.stages.values())
         devices = arrays * cfg.array_rows * cfg.array_cols
+        # programmings of the used columns' devices (2 k per signed column) as counted by the
+        # instance; the physical columns left over when array_cols is not a multiple of 2 k are
+        # programmed once to G_min
+        attempts = sum(s.program_attempts for s in self.stages.values())
+        spare = arrays * cfg.array_rows * (cfg.array_cols - 2 * cfg.devices_per_weight * cfg.signed_cols)
+        pulses = (attempts + spare) * cfg.program_verify_iterations
         return {"arrays": arrays, "array": f"{cfg.array_rows}x{cfg.array_cols}",
                 "devices": devices, "utilization": mapped / (arrays * cells),
                 "nonzero_weights": sum(s.nonzero for s in self.stages.values()),
                 "stages": per,
-                "programming_energy_j": devices * cfg.program_verify_iterations * cfg.program_pulse_energy_j,
+                "programming_energy_j": pulses * cfg.program_pulse_energy_j,
+                "programming_pulses": pulses, "devices_per_weight": cfg.devices_per_weight,
+                "verify_tolerance_us": cfg.verify_tolerance_us,
+                "verify_unconverged": sum(s.verify_unconverged for s in self.stages.values()),
+                "stuck_compensated": sum(s.stuck_compensated for s in self.stages.values()),
                 "state_mode": cfg.state_mode, "weight_bits": cfg.weight_bits, "ssm_bits": cfg.ssm_bits}
 
     def _stage_work(self, st: Stage) -> dict:
