@@ -199,3 +199,26 @@ def test_robustness_sweeps_a_post_training_quantized_model(tmp_path):
     assert [r["value"] for r in rows] == [0.0, 30.0]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n"] == 4 and r["sets"]["weight_bits"] == 5 for r in rows)
     assert "float, 5-bit PTQ (5-bit, PTQ)" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_write_noise_study_file_becomes_panels(tmp_path):
+    from edgessm.report import plots
+    from edgessm.report.sections.robustness import study
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "benchmarks/results/crossbar_write_noise.json").read_text())
+    st = study(root / "benchmarks/results/crossbar_write_noise.json")
+    pts = [p for p in doc["points"] if p["param"] == "write_noise_sigma_us"]
+    assert sum(len(s["rows"]) for s in st["sweeps"]) == len(pts)
+    keys = {s["key"] for s in st["sweeps"]}
+    assert {"study_fsdd_all", "study_fsdd_linear", "study_fsdd-01_all", "study_fsdd-01_linear"} <= keys
+    for s in st["sweeps"]:
+        assert {r["model"] for r in s["rows"]} >= {"hw-2bit", "hw-5bit"}
+        assert all(0.0 <= r["accuracy"] <= 1.0 and r["trials"] == 5 for r in s["rows"])
+        assert [p["value"] for p in s["published"]] == [5.0, 15.0]
+    name = plots.robustness(st["sweeps"], {}, tmp_path, name="robustness_study")
+    assert (tmp_path / name).is_file()
+    assert "note" in study(tmp_path / "missing.json") and "sweeps" not in study(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "x"}')
+    with pytest.raises(ValueError, match="points"):
+        study(bad)

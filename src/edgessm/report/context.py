@@ -37,6 +37,9 @@ class Options:
     (restored). sections: keys of the sections to build (default all). quant_tasks: the tasks
     of the float / PTQ / QAFT section (their shipped TASK and TASK-loihi2 models), computed on
     min(limit, quant_limit) test samples each (all of them when limit is None: report --full).
+    write_noise_study: the results file of the write-noise study (benchmarks/bench_crossbar.py
+    sweep --json; relative paths from the working directory), shown in the robustness section
+    beside its own sweeps; a missing file is a note, not an error.
     """
     specs: tuple = ("loihi2", "w4", "ternary")
     int_target: str = "loihi2"
@@ -57,6 +60,7 @@ class Options:
     sections: tuple | None = None
     quant_tasks: tuple = ("smnist", "psmnist", "scifar")
     quant_limit: int = 50
+    write_noise_study: str | None = "benchmarks/results/crossbar_write_noise.json"
 
     @classmethod
     def from_keywords(cls, kw: dict) -> "Options":

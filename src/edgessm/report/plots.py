@@ -265,7 +265,8 @@ def crossbar_programming(prog: dict, energy: list[dict], out: Path) -> str:
 # ---- 3. robustness ---------------------------------------------------------------------------
 
 
-def robustness(sweeps: list[dict], reference: dict, out: Path, labels: dict | None = None) -> str:
+def robustness(sweeps: list[dict], reference: dict, out: Path, labels: dict | None = None,
+               name: str = "robustness") -> str:
     """One panel per swept device parameter: accuracy (mean +- std over device instances);
     published thresholds (sweep["published"]: value in the x unit) as grey dash-dotted lines."""
     p = plt()
@@ -308,7 +309,7 @@ def robustness(sweeps: list[dict], reference: dict, out: Path, labels: dict | No
             break
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return save(fig, out, "robustness")
+    return save(fig, out, name)
 
 
 # ---- 4. token-by-token vs batched ------------------------------------------------------------

@@ -44,6 +44,39 @@ def precision(model, sets: dict) -> dict:
             "bits_text": "ternary (2-bit)" if bits == 2 else f"{bits}-bit"}
 
 
+def study(path) -> dict:
+    """The write-noise study's results file (benchmarks/bench_crossbar.py sweep --json) as panels
+    of the robustness plot: one per (task, arrays with write noise), one curve per model.
+    Returns {"source", "sweeps"}, or {"source", "note"} when there is no such file."""
+    import json
+    from pathlib import Path
+    p = Path(path)
+    if not p.is_file():
+        return {"source": str(p), "note": f"no write-noise study results at {p} (made by "
+                                          f"benchmarks/bench_crossbar.py sweep --json; see benchmarks/RESULTS.md)"}
+    doc = json.loads(p.read_text())
+    if not isinstance(doc, dict) or not isinstance(doc.get("points"), list):
+        raise ValueError(f"{p} is not a bench_crossbar results file (no 'points' list)")
+    groups: dict = {}
+    for pt in doc["points"]:
+        if pt.get("param") != "write_noise_sigma_us" or not isinstance(pt.get("accuracy"), dict):
+            continue
+        scope = (pt.get("fixed") or {}).get("write_noise_arrays", "all")
+        groups.setdefault((pt["task"], scope), []).append(
+            {"model": pt["model"], "value": float(pt["value"]), "accuracy": pt["accuracy"]["mean"],
+             "accuracy_std": pt["accuracy"].get("std", 0.0), "n": pt.get("n"), "trials": len(pt.get("trials", [])),
+             "source": pt.get("source", "")})
+    sweeps = []
+    for (task, scope), rows in sorted(groups.items()):
+        rows.sort(key=lambda r: (r["model"], r["value"]))
+        sweeps.append({"key": f"study_{task}_{scope}",
+                       "title": f"{task}: write noise on {'every array' if scope == 'all' else scope + ' arrays'}",
+                       "xlabel": "write-noise sigma (uS)", "xscale": "linear", "default": None,
+                       "published": [published.get(k).to_dict() for k in ("imssa_noise_5bit", "imssa_noise_2bit")],
+                       "rows": rows})
+    return {"source": str(p), "updated": doc.get("updated_utc"), "sweeps": sweeps}
+
+
 def measure(ctx) -> dict:
     from ...train.loop import evaluate
     ctx.need_xmodel()
@@ -100,8 +133,14 @@ def measure(ctx) -> dict:
     with torch.no_grad():
         sw_acc = evaluate(ctx.xmodel, test)["accuracy"]
     ref = {"software": sw_acc, "chance": 1.0 / ctx.xmodel.config.d_output}
-    return {"rows": rows, "errors": errors, "models": model_info, "reference": ref,
-            "sweeps": [{k: v for k, v in s.items() if k != "rows"} for s in sweeps]}
+    out = {"rows": rows, "errors": errors, "models": model_info, "reference": ref,
+           "sweeps": [{k: v for k, v in s.items() if k != "rows"} for s in sweeps]}
+    if ctx.write_noise_study:
+        try:
+            out["study"] = study(ctx.write_noise_study)
+        except Exception as e:  # noqa: BLE001
+            errors.append({"where": f"write-noise study {ctx.write_noise_study}", "error": err(e)})
+    return out
 
 
 def render(ctx, data: dict) -> dict:
@@ -136,5 +175,25 @@ def render(ctx, data: dict) -> dict:
             ("\u00b1 std", lambda r: page.pct(r.get("accuracy_std")) if r.get("accuracy") is not None else "", "r"),
             ("device instances", lambda r: ", ".join(f"{100 * a:.1f}%" for a in r.get("accuracy_trials", [])), "l"),
             ("note", lambda r: r.get("error", ""), "l")]))
+    figs = [fig]
+    st = data.get("study") or {}
+    if st.get("sweeps"):
+        figs.append(figure(data["errors"], plots.robustness, st["sweeps"], {}, ctx.out, name="robustness_study"))
+        caption += (f" Second figure: the write-noise study (hardware-aware models trained at 2 and 5 bits the "
+                    f"same way, and post-training-quantized ones), read from {st['source']} (updated "
+                    f"{st.get('updated') or '?'}; the commands that made it are in benchmarks/RESULTS.md, "
+                    f"'Write-noise study'), mean ± std over device instances.")
+        for sw in st["sweeps"]:
+            values = sorted({r["value"] for r in sw["rows"]})
+            by = {}
+            for r in sw["rows"]:
+                by.setdefault(r["model"], {})[r["value"]] = r
+            table = [{"model": m, **{v: d.get(v) for v in values}} for m, d in by.items()]
+            parts.append(f"<h3>Study: {page.esc(sw['title'])}</h3>" + page.table(table, [
+                ("model", "model", "l"),
+                *[(f"{v:g} uS", (lambda r, v=v: f"{page.pct(r[v]['accuracy'])} ± {page.pct(r[v]['accuracy_std'])}"
+                                 if r.get(v) else "-"), "r") for v in values]]))
+    elif st.get("note"):
+        parts.append(f"<p class='note'>{page.esc(st['note'])}</p>")
     parts.append(page.published_table(published.figures(KEY)))
-    return {"figures": [fig], "caption": caption, "html": "".join(parts)}
+    return {"figures": figs, "caption": caption, "html": "".join(parts)}
