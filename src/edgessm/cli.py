@@ -123,7 +123,9 @@ def cmd_eval(args):
     from .train import evaluate
     model = _load_model(args.model)
     task = task_for(model, getattr(args, "task", None))
-    ds = load_task(task, args.split, limit=args.limit, download=args.download)
+    from .io import trained_task_options
+    ds = load_task(task, args.split, limit=args.limit, download=args.download,
+                   **trained_task_options(model, task))
     if ds.info.d_input != model.config.d_input or ds.info.d_output != model.config.d_output:
         from .errors import ConfigError
         raise ConfigError(f"model {args.model} (d_input={model.config.d_input}, d_output="

@@ -138,11 +138,12 @@ def deploy(model, target: str = "loihi2", task: str | None = None, limit: int | 
         name = name or str(model)
         model = io.load(model)
     task = task_for(model, task)
-    test = load_task(task, "test", limit=limit)
+    split_options = io.trained_task_options(model, task)   # e.g. a held-out speaker
+    test = load_task(task, "test", limit=limit, **split_options)
     params = inspect.signature(tgt.compile).parameters
     needs_cal = not isinstance(model, QuantSequenceModel) or spec is not None
     if "calibration" in params and needs_cal and target != "cpu":
-        options["calibration"] = load_task(task, "train", limit=calibrate).x
+        options["calibration"] = load_task(task, "train", limit=calibrate, **split_options).x
     stochastic = getattr(tgt, "stochastic", False)
     trials = trials if stochastic else 1
     results, program = [], None
