@@ -56,9 +56,9 @@ def main(argv=None):
         res = train(cfg, a.out, wrap=hw_wrap(device, **hw), init=a.init, progress=False)
     best = io.load(os.path.join(a.out, a.pick))
     m = hw_wrap(device, **hw)(best)
-    m.calibrate(load_task(cfg.data.task, "train", limit=m.hw.calibrate).x)
+    m.calibrate(load_task(cfg.data.task, "train", limit=m.hw.calibrate, **cfg.data.task_options()).x)
     m.eval()
-    test = load_task(cfg.data.task, "test")
+    test = load_task(cfg.data.task, "test", **cfg.data.task_options())
     sw = evaluate(m, test)
     proj = evaluate(project(m), test)
     out = {"config": a.config, "init": a.init, "train": res, "checkpoint": a.pick, "software_accuracy": sw["accuracy"],

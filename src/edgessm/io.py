@@ -297,3 +297,20 @@ def read_state_dict(src: str, prefix: str = "") -> dict:
     if prefix:
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
+
+
+def trained_task_options(model, task: str | None = None) -> dict:
+    """``load_task`` keywords that reproduce the splits and features a checkpoint was trained
+    on (its run config's [data] ``speaker_holdout`` and ``normalize``, when not the defaults),
+    for evaluating it on `task`; {} when `task` is another task than the trained one."""
+    run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
+    data = run.get("data") or {}
+    trained = data.get("task")
+    if not trained or (task is not None and task != trained) or not str(trained).startswith("fsdd"):
+        return {}
+    out = {}
+    if data.get("speaker_holdout"):
+        out["speaker_holdout"] = data["speaker_holdout"]
+    if data.get("normalize", "train") != "train":
+        out["normalize"] = data["normalize"]
+    return out

@@ -16,10 +16,24 @@ speaker is test (300 recordings), the rest train (2,700); with ``speaker_holdout
 recordings of that speaker are test and the other speakers' are train. "val" is a
 seeded subset of train as for every task. Features are computed once per process
 (about a second for all 3,000) and cached in memory.
+
+Normalization (``normalize``): ``"train"`` (default) as above; ``"cmn"`` subtracts each
+utterance's own per-channel mean over its frames (cepstral mean normalization: a fixed
+channel or gain becomes a constant offset in log-mel, and goes away), then divides by the
+per-channel std of the mean-normalized train frames; ``"cmvn"`` also divides by the
+utterance's own per-channel std (floored at :data:`CMVN_STD_FLOOR`). Padding stays zero.
+
+Augmentation of training batches (:class:`Augment`, see :func:`augment_batch`): from the
+waveform, each recording gets a gain, a time stretch, a time shift and white noise at an
+SNR, then the front end and the split's normalization, then SpecAugment-style time and
+frequency masks. Every draw comes from ``numpy.random.default_rng((seed, epoch, step, n))``,
+so a batch depends only on its position in the run, never on a global random stream: a run
+and its resumption draw the same augmentations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pathlib
@@ -47,6 +61,10 @@ __all__ = [
     "split_recordings",
     "load_fsdd_split",
     "download_fsdd",
+    "NORMALIZE",
+    "Augment",
+    "augment_batch",
+    "speakers",
 ]
 
 FRONT_END = FrontEnd()
@@ -58,6 +76,12 @@ FSDD_SEQ_LEN = FRONT_END.n_frames(FSDD_MAX_SAMPLES)
 FSDD_N_RECORDINGS = 3000
 #: Index < this is test in the conventional split.
 TEST_INDEX_BELOW = 5
+
+#: Normalizations of the log-mel frames (see the module doc).
+NORMALIZE = ("train", "cmn", "cmvn")
+#: Floor of the per-utterance std of ``"cmvn"`` (log-mel units; the train-split channel
+#: stds are 2.5-4.3), so a channel that is nearly constant over a short utterance is not blown up.
+CMVN_STD_FLOOR = 0.1
 
 _NAME = re.compile(r"^([0-9])_([A-Za-z]+)_([0-9]+)\.wav$")
 _ARCHIVE = "free-spoken-digit-dataset-1.0.10.tar.gz"
@@ -170,25 +194,50 @@ def split_recordings(recs, split: str, *, digits=None, val_fraction: float = 0.1
     return train[split_indices(len(train), split, val_fraction, seed)]
 
 
+def speakers(root: pathlib.Path) -> tuple[str, ...]:
+    """The speakers of the recordings under ``root``, sorted (lower case)."""
+    return tuple(sorted({r.speaker for r in list_recordings(root)}))
+
+
+@functools.lru_cache(maxsize=2)
+def _waveforms(sig: tuple) -> tuple[np.ndarray, ...]:
+    folder = pathlib.Path(sig[0])
+    return tuple(read_wav(folder / name, sample_rate=FRONT_END.sample_rate) for name, _, _ in sig[1])
+
+
 @functools.lru_cache(maxsize=2)
 def _features(sig: tuple) -> tuple[np.ndarray, ...]:
-    folder = pathlib.Path(sig[0])
-    return tuple(FRONT_END(read_wav(folder / name, sample_rate=FRONT_END.sample_rate))
-                 for name, _, _ in sig[1])
+    return tuple(FRONT_END(w) for w in _waveforms(sig))
+
+
+def _centre(f: np.ndarray, normalize: str) -> np.ndarray:
+    """Frames minus the utterance's own per-channel mean ("cmn", "cmvn"), as float64."""
+    f = f.astype(np.float64)
+    return f if normalize == "train" else f - f.mean(axis=0)
 
 
 @functools.lru_cache(maxsize=16)
-def _train_stats(sig: tuple, digits, val_fraction: float, seed: int, speaker_holdout):
+def _train_stats(sig: tuple, digits, val_fraction: float, seed: int, speaker_holdout, normalize: str = "train"):
     recs = _scan_cached(sig)
     feats = _features(sig)
     idx = split_recordings(recs, "train", digits=digits, val_fraction=val_fraction,
                            seed=seed, speaker_holdout=speaker_holdout)
     if len(idx) == 0:
         raise DataError("the FSDD train split is empty; cannot compute normalization statistics.")
-    frames = np.concatenate([feats[i] for i in idx]).astype(np.float64)
+    frames = np.concatenate([_centre(feats[i], normalize) for i in idx])
     mean = frames.mean(axis=0)
     std = np.maximum(frames.std(axis=0), 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _normalized(f: np.ndarray, normalize: str, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """One utterance's frames (T, C) normalized as `normalize` says (float32)."""
+    if normalize == "train":
+        return (f - mean) / std
+    c = _centre(f, normalize)
+    if normalize == "cmn":
+        return (c / std).astype(np.float32)
+    return (c / np.maximum(c.std(axis=0), CMVN_STD_FLOOR)).astype(np.float32)
 
 
 def _scan_cached(sig: tuple) -> tuple[Recording, ...]:
@@ -200,31 +249,131 @@ def _scan_cached(sig: tuple) -> tuple[Recording, ...]:
     return tuple(out)
 
 
+def _check_normalize(normalize) -> str:
+    if normalize not in NORMALIZE:
+        raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    return normalize
+
+
 def train_statistics(root: pathlib.Path, *, digits=None, val_fraction: float = 0.1, seed: int = 0,
-                     speaker_holdout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (mean, std) of the log-mel frames of the train split used to normalize."""
+                     speaker_holdout: str | None = None, normalize: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mean, std) of the log-mel frames of the train split used to normalize
+    (for ``"cmn"``: of the frames after each utterance's mean is taken off; mean is then 0)."""
     sig, _ = _listing(root, False)
     return _train_stats(sig, None if digits is None else tuple(digits), val_fraction, seed,
-                        None if speaker_holdout is None else str(speaker_holdout).lower())
+                        None if speaker_holdout is None else str(speaker_holdout).lower(),
+                        _check_normalize(normalize))
+
+
+def _place(x: np.ndarray, row: int, f: np.ndarray) -> int:
+    """Left-pad frames `f` into x[row] (keeping the last L); returns the frames kept."""
+    L = x.shape[1]
+    f = f[-L:]
+    x[row, L - len(f):] = f
+    return len(f)
 
 
 def load_fsdd_split(root: pathlib.Path, split: str, *, digits=None, download: bool = False,
-                    val_fraction: float = 0.1, seed: int = 0, speaker_holdout: str | None = None):
+                    val_fraction: float = 0.1, seed: int = 0, speaker_holdout: str | None = None,
+                    normalize: str = "train", augment: "Augment | None" = None):
     """``(x, y, lengths)`` of one split: x (N, FSDD_SEQ_LEN, 32) float32, y (N,) int64 digits,
-    lengths (N,) int64 real (unpadded) frame counts."""
+    lengths (N,) int64 real (unpadded) frame counts.
+
+    With `augment` (an :class:`Augment` that augments anything) a fourth item is returned: a
+    function ``batch(rows, key)`` giving the augmented x of those rows of the split for
+    ``key = (seed, epoch, step)`` (see :func:`augment_batch`)."""
+    _check_normalize(normalize)
     sig, recs = _listing(root, download)
     digits = None if digits is None else tuple(digits)
     holdout = None if speaker_holdout is None else str(speaker_holdout).lower()
     idx = split_recordings(recs, split, digits=digits, val_fraction=val_fraction, seed=seed,
                            speaker_holdout=holdout)
     feats = _features(sig)
-    mean, std = _train_stats(sig, digits, val_fraction, seed, holdout)
-    L = FSDD_SEQ_LEN
-    x = np.zeros((len(idx), L, FRONT_END.n_features), dtype=np.float32)
+    mean, std = _train_stats(sig, digits, val_fraction, seed, holdout, normalize)
+    x = np.zeros((len(idx), FSDD_SEQ_LEN, FRONT_END.n_features), dtype=np.float32)
     lengths = np.empty(len(idx), dtype=np.int64)
     for row, i in enumerate(idx):
-        f = feats[i][-L:]
-        x[row, L - len(f):] = (f - mean) / std
-        lengths[row] = len(f)
+        lengths[row] = _place(x, row, _normalized(feats[i], normalize, mean, std))
     y = np.array([recs[i].digit for i in idx], dtype=np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths)
+    out = (torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths))
+    if augment is None or not augment.active:
+        return out
+    waves = _waveforms(sig)
+
+    def batch(rows, key) -> torch.Tensor:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        return augment_batch([waves[idx[r]] for r in rows], augment, key, normalize, mean, std)
+    return (*out, batch)
+
+
+# ---- augmentation --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Augmentation of training recordings (0 turns each one off); the ``[data]`` fields ``aug_*``.
+
+    snr_db: white Gaussian noise at an SNR drawn uniformly in [snr_db, snr_db + 20] dB
+    (signal power = the recording's mean square). gain_db: gain uniform in [-gain_db, gain_db] dB.
+    shift_ms: s uniform in [-shift_ms, shift_ms]; s > 0 puts s ms of silence before the
+    recording, s < 0 |s| ms after it. stretch: the recording resampled (linear interpolation)
+    to (1 + a) times its length, a uniform in [-stretch, stretch] (speed perturbation: tempo and
+    pitch together). time_masks x time_mask_frames: that many masks, each of a width uniform in
+    [0, time_mask_frames] frames at a uniform position in the utterance's real frames, set to 0
+    (the normalized mean); freq_masks x freq_mask_channels: the same over mel channels.
+    """
+
+    snr_db: float = 0.0
+    gain_db: float = 0.0
+    shift_ms: float = 0.0
+    stretch: float = 0.0
+    time_masks: int = 0
+    time_mask_frames: int = 0
+    freq_masks: int = 0
+    freq_mask_channels: int = 0
+
+    @property
+    def active(self) -> bool:
+        return any((self.snr_db, self.gain_db, self.shift_ms, self.stretch,
+                    self.time_masks and self.time_mask_frames, self.freq_masks and self.freq_mask_channels))
+
+
+def _augment_wave(w: np.ndarray, a: Augment, rng: np.random.Generator) -> np.ndarray:
+    w = w.astype(np.float64)
+    if a.gain_db:
+        w = w * 10.0 ** (rng.uniform(-a.gain_db, a.gain_db) / 20.0)
+    if a.stretch:
+        n = max(2, int(round(len(w) * (1.0 + rng.uniform(-a.stretch, a.stretch)))))
+        w = np.interp(np.linspace(0.0, len(w) - 1.0, n), np.arange(len(w)), w)
+    if a.shift_ms:
+        s = int(round(rng.uniform(-a.shift_ms, a.shift_ms) * FRONT_END.sample_rate / 1000.0))
+        pad = np.zeros(abs(s))
+        w = np.concatenate([pad, w] if s > 0 else [w, pad])
+    if a.snr_db:
+        snr = rng.uniform(a.snr_db, a.snr_db + 20.0)
+        power = float(np.mean(w ** 2))
+        w = w + rng.standard_normal(len(w)) * np.sqrt(power / 10.0 ** (snr / 10.0))
+    return w.astype(np.float32)
+
+
+def _masks(f: np.ndarray, a: Augment, rng: np.random.Generator) -> np.ndarray:
+    T, C = f.shape
+    for _ in range(a.time_masks if a.time_mask_frames else 0):
+        w = min(int(rng.integers(0, a.time_mask_frames + 1)), T)
+        t0 = int(rng.integers(0, T - w + 1))
+        f[t0:t0 + w] = 0.0
+    for _ in range(a.freq_masks if a.freq_mask_channels else 0):
+        w = min(int(rng.integers(0, a.freq_mask_channels + 1)), C)
+        c0 = int(rng.integers(0, C - w + 1))
+        f[:, c0:c0 + w] = 0.0
+    return f
+
+
+def augment_batch(waves, a: Augment, key, normalize: str, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """Augmented features (B, FSDD_SEQ_LEN, 32) of the waveforms `waves` for ``key`` (a tuple
+    of non-negative ints such as (seed, epoch, step)): recording n of the batch draws from
+    ``numpy.random.default_rng((*key, n))``, so the batch is a function of key alone."""
+    x = np.zeros((len(waves), FSDD_SEQ_LEN, FRONT_END.n_features), dtype=np.float32)
+    for n, w in enumerate(waves):
+        rng = np.random.default_rng([int(k) for k in key] + [n])
+        f = _normalized(FRONT_END(_augment_wave(w, a, rng)), normalize, mean, std)
+        _place(x, n, _masks(np.array(f[-FSDD_SEQ_LEN:], dtype=np.float32), a, rng))
+    return torch.from_numpy(x)

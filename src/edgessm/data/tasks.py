@@ -113,10 +113,12 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     ``lengths`` (optional, (N,) int64) is the number of real (unpadded) tokens of each
     sequence, for tasks that pad; ``None`` when every sequence is full length.
+    ``augment`` (optional): ``augment(rows, key)`` -> augmented x of those rows for a batch
+    ``key`` (see :meth:`batch`).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, info: TaskInfo,
-                 lengths: torch.Tensor | None = None):
+                 lengths: torch.Tensor | None = None, augment=None):
         if x.dtype != torch.float32 or x.dim() != 3:
             raise ConfigError(f"SequenceDataset x must be float32 (N, L, d), got {x.dtype} {tuple(x.shape)}")
         if y.dtype != torch.int64 or y.shape != (x.shape[0],):
@@ -125,6 +127,14 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.y = y
         self.info = info
         self.lengths = lengths
+        self.augment = augment
+
+    def batch(self, rows: torch.Tensor, key: tuple) -> torch.Tensor:
+        """The inputs of a training batch: ``x[rows]``, augmented when the split was loaded
+        with augmentation. key (e.g. (seed, epoch, step)) alone decides the random draws."""
+        if self.augment is None:
+            return self.x[rows]
+        return self.augment(rows.numpy(), key)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -187,22 +197,23 @@ def _load_cifar_task(info: TaskInfo, root: pathlib.Path, split: str, download: b
 
 def _load_fsdd_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
                     val_fraction: float, seed: int, limit: int | None,
-                    speaker_holdout: str | None) -> SequenceDataset:
+                    speaker_holdout: str | None, normalize: str, augment) -> SequenceDataset:
     from .fsdd import load_fsdd_split
 
-    x, y, lengths = load_fsdd_split(
+    x, y, lengths, *batch = load_fsdd_split(
         root, split, digits=(0, 1) if info.name == "fsdd-01" else None,
         download=download, val_fraction=val_fraction, seed=seed,
-        speaker_holdout=speaker_holdout,
+        speaker_holdout=speaker_holdout, normalize=normalize, augment=augment,
     )
     if limit is not None:
         x, y, lengths = x[:limit], y[:limit], lengths[:limit]
-    return SequenceDataset(x, y, info, lengths=lengths)
+    return SequenceDataset(x, y, info, lengths=lengths, augment=batch[0] if batch else None)
 
 
 def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
               download: bool = False, val_fraction: float = 0.1, seed: int = 0,
-              limit: int | None = None, speaker_holdout: str | None = None) -> SequenceDataset:
+              limit: int | None = None, speaker_holdout: str | None = None,
+              normalize: str = "train", augment=None) -> SequenceDataset:
     """Load one split of a task as a :class:`SequenceDataset`.
 
     name: a key of :data:`TASKS`. split: "train", "val" (a seeded ``val_fraction`` subset
@@ -211,6 +222,9 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     limit: keep only the first ``limit`` samples of the split.
     speaker_holdout: FSDD only; put every recording of that speaker in the test split
     and the other speakers' recordings in train/val (instead of the index 0-4 split).
+    normalize: FSDD only; "train" (per-channel train-split statistics), "cmn" or "cmvn"
+    (per utterance; see :mod:`edgessm.data.fsdd`). augment: FSDD train split only; an
+    :class:`edgessm.data.fsdd.Augment` whose draws :meth:`SequenceDataset.batch` makes.
 
     Raises UnknownNameError for an unknown task, ConfigError for a bad argument and
     DataError when the data are missing or corrupt.
@@ -229,6 +243,17 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     is_fsdd = name.startswith("fsdd")
     if speaker_holdout is not None and not is_fsdd:
         raise ConfigError(f"speaker_holdout applies to the fsdd tasks only, not {name!r}")
+    from .fsdd import NORMALIZE, Augment
+    if normalize not in NORMALIZE:
+        raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if normalize != "train" and not is_fsdd:
+        raise ConfigError(f"normalize applies to the fsdd tasks only, not {name!r}")
+    if augment is not None:
+        if not isinstance(augment, Augment):
+            raise ConfigError(f"augment must be an edgessm.data.fsdd.Augment, got {type(augment).__name__}")
+        if not is_fsdd or split != "train":
+            raise ConfigError(f"augmentation applies to the train split of the fsdd tasks only, "
+                              f"not the {split!r} split of {name!r}")
     rootp = resolve_root(root)
     dl = download_allowed(download)
     try:
@@ -236,8 +261,11 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
             return _load_mnist_task(info, rootp, split, dl, val_fraction, seed, limit)
         if name in ("scifar", "scifar-gray"):
             return _load_cifar_task(info, rootp, split, dl, val_fraction, seed, limit)
-        return _load_fsdd_task(info, rootp, split, dl, val_fraction, seed, limit, speaker_holdout)
+        return _load_fsdd_task(info, rootp, split, dl, val_fraction, seed, limit, speaker_holdout,
+                               normalize, augment)
     except MissingDataError:   # inside data.sample.fallback(): the shipped sample, if it has the task
+        if normalize != "train" or augment is not None:
+            raise                 # the sample holds the default features only
         ds = _from_sample(name, split, val_fraction, seed, limit, speaker_holdout)
         if ds is None:
             raise

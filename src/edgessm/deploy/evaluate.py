@@ -19,7 +19,8 @@ def evaluate_checkpoint(checkpoint, task: str | None = None, split: str = "test"
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     model = ckpt.model
     task = ckpt.task_for(task)
-    ds = load_task(task, split, limit=limit, download=download)
+    from ..io import trained_task_options
+    ds = load_task(task, split, limit=limit, download=download, **trained_task_options(model, task))
     if ds.info.d_input != model.config.d_input or ds.info.d_output != model.config.d_output:
         raise ConfigError(f"model {ckpt.name} (d_input={model.config.d_input}, d_output="
                           f"{model.config.d_output}) does not fit task {task} (d_input="

@@ -143,10 +143,12 @@ def deploy(checkpoint, target: str = "loihi2", config=None, *, task: str | None 
                           f"(--check needs a bit-exact target such as fixed or loihi2)")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     task = ckpt.task_for(task)
-    test = load_task(task, "test", limit=limit)
+    from ..io import trained_task_options
+    split = trained_task_options(ckpt.model, task)    # the split and features it was trained on
+    test = load_task(task, "test", limit=limit, **split)
     calibration = None
     if caps.needs_calibration and (not ckpt.quantized or cfg.spec_value is not None):
-        calibration = load_task(task, "train", limit=calibrate).x
+        calibration = load_task(task, "train", limit=calibrate, **split).x
     trials = trials if caps.stochastic else 1
     results, program = [], None
     t0 = time.time()

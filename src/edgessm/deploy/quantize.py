@@ -24,7 +24,9 @@ def quantize_checkpoint(checkpoint, spec, out, *, task: str | None = None, calib
     task = ckpt.task_for(task)
     spec = QuantSpec.load(spec)
     t0 = time.time()
-    X = load_task(task, "train", limit=calibrate).x
+    from ..io import trained_task_options
+    split = trained_task_options(model, task)          # the split and features it was trained on
+    X = load_task(task, "train", limit=calibrate, **split).x
     q = quantize(model, spec, calibration=X, n=calibrate)
     res = {"out": str(out), "spec": spec.name, "task": task, "calibrate": calibrate,
            "exponents": {"input": int(q.exp_in), "encoder": int(q.exp_enc),
@@ -33,7 +35,7 @@ def quantize_checkpoint(checkpoint, spec, out, *, task: str | None = None, calib
            "compile_overflows": q.integer_network().compile_overflows}
     if limit:
         from ..train.loop import evaluate
-        te = load_task(task, "test", limit=limit)
+        te = load_task(task, "test", limit=limit, **split)
         fl = evaluate(model, te, batch_size)
         q.reset_overflows()
         qa = evaluate(q, te, batch_size)

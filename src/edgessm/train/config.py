@@ -3,7 +3,8 @@
 A run is config + seed and is reproducible. Sections::
 
     [model]  preset = "neuromorphic", then any ModelConfig field (d_model, d_state, ...)
-    [data]   task, val_fraction, limit_train, limit_val
+    [data]   task, val_fraction, limit_train, limit_val, limit_test; fsdd tasks also
+             speaker_holdout, normalize and the training augmentation aug_* (edgessm.data.fsdd)
     [train]  epochs, batch_size, lr, ssm_lr, weight_decay, warmup_epochs, grad_clip, seed, ...
 """
 from __future__ import annotations
@@ -27,6 +28,29 @@ class DataConfig:
     limit_val: int = 0
     limit_test: int = 0
     speaker_holdout: str = ""     # fsdd tasks: a speaker held out as the test set
+    normalize: str = "train"      # fsdd: train (split statistics), cmn, cmvn (per utterance)
+    # fsdd: augmentation of training batches (edgessm.data.fsdd.Augment); 0 = off
+    aug_snr_db: float = 0.0       # white noise at an SNR in [aug_snr_db, aug_snr_db + 20] dB
+    aug_gain_db: float = 0.0      # gain in [-x, x] dB
+    aug_shift_ms: float = 0.0     # silence of up to x ms before or after the recording
+    aug_stretch: float = 0.0      # length x (1 + a), a in [-x, x] (speed perturbation)
+    aug_time_masks: int = 0       # SpecAugment time masks of up to aug_time_mask_frames frames
+    aug_time_mask_frames: int = 0
+    aug_freq_masks: int = 0       # SpecAugment channel masks of up to aug_freq_mask_channels
+    aug_freq_mask_channels: int = 0
+
+    def task_options(self) -> dict:
+        """The load_task keywords of this task's splits for evaluation (no augmentation)."""
+        if not self.task.startswith("fsdd"):
+            return {}
+        return {"speaker_holdout": self.speaker_holdout or None, "normalize": self.normalize}
+
+    def augment(self):
+        """The fsdd training augmentation (edgessm.data.fsdd.Augment), or None when off."""
+        from ..data.fsdd import Augment
+        a = Augment(**{f.name[4:]: getattr(self, f.name) for f in dataclasses.fields(self)
+                       if f.name.startswith("aug_")})
+        return a if a.active else None
 
 
 @dataclass
@@ -44,6 +68,7 @@ class TrainConfig:
     device: str = "auto"          # auto (CUDA when present, else CPU), cpu, cuda, cuda:N
     precision: str = "fp32"       # fp32, bf16-mixed, fp16-mixed (CUDA only)
     compile: bool = False         # torch.compile the training step (see train/accel.py)
+    select: str = "val_acc"       # OUT/best: val_acc (first epoch with the best), val_loss, last
 
 
 # One rule per field (type and valid range), checked when a config is loaded, before any
@@ -53,7 +78,19 @@ DATA_RULES = {
     "limit_train": Rule(int, ge=0, le=10**9, note="0: all"),
     "limit_val": Rule(int, ge=0, le=10**9, note="0: all"),
     "limit_test": Rule(int, ge=0, le=10**9, note="0: all"),
+    "normalize": Rule(str, choices=("train", "cmn", "cmvn")),
+    "aug_snr_db": Rule(float, ge=0, le=60, note="0: off"),
+    "aug_gain_db": Rule(float, ge=0, le=20, note="0: off"),
+    "aug_shift_ms": Rule(float, ge=0, le=500, note="0: off"),
+    "aug_stretch": Rule(float, ge=0, le=0.5, note="0: off"),
+    "aug_time_masks": Rule(int, ge=0, le=10, note="0: off"),
+    "aug_time_mask_frames": Rule(int, ge=0, le=100, note="frames"),
+    "aug_freq_masks": Rule(int, ge=0, le=4, note="0: off"),
+    "aug_freq_mask_channels": Rule(int, ge=0, le=16, note="mel channels"),
 }
+FSDD_ONLY = ("speaker_holdout", "normalize") + tuple(f"aug_{k}" for k in (
+    "snr_db", "gain_db", "shift_ms", "stretch", "time_masks", "time_mask_frames", "freq_masks",
+    "freq_mask_channels"))
 TRAIN_RULES = {
     "epochs": Rule(int, ge=1, le=10**6),
     "batch_size": Rule(int, ge=1, le=2**20),
@@ -67,6 +104,7 @@ TRAIN_RULES = {
     "threads": Rule(int, ge=0, le=1024, note="0: torch default"),
     "precision": Rule(str, choices=PRECISIONS),
     "compile": Rule(bool),
+    "select": Rule(str, choices=("val_acc", "val_loss", "last")),
 }
 SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 
@@ -119,6 +157,14 @@ def from_dict(d: dict) -> RunConfig:
     from ..data.tasks import TASKS
     if data.task not in TASKS:
         raise ConfigError(f"[data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
+    if not data.task.startswith("fsdd"):
+        set_ = [k for k in FSDD_ONLY if getattr(data, k) != getattr(DataConfig, k)]
+        if set_:
+            raise ConfigError(f"[data] {', '.join(set_)} apply to the fsdd tasks only, not {data.task!r}")
+    for n, w in (("aug_time_masks", "aug_time_mask_frames"), ("aug_freq_masks", "aug_freq_mask_channels")):
+        if bool(getattr(data, n)) != bool(getattr(data, w)):
+            raise ConfigError(f"[data] {n} and {w} go together: set both > 0 or both 0 "
+                              f"(got {getattr(data, n)} and {getattr(data, w)})")
     cfg = RunConfig(model=model, data=data, train=train, extra=d)
     check_device_name(cfg.train.device, "[train] device")
     if model:   # the model fields: their own checks (ModelConfig), before any work

@@ -137,10 +137,8 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         raise CheckpointError(f"batch_size {t.batch_size} must be divisible by the {world} processes")
     out = Path(out_dir)
     d = cfg.data
-    hold = d.speaker_holdout or None
-    kw = dict(val_fraction=d.val_fraction, seed=0, speaker_holdout=hold) if d.task.startswith("fsdd") \
-        else dict(val_fraction=d.val_fraction, seed=0)
-    train_ds = load_task(d.task, "train", limit=d.limit_train or None, **kw)
+    kw = dict(val_fraction=d.val_fraction, seed=0, **d.task_options())
+    train_ds = load_task(d.task, "train", limit=d.limit_train or None, augment=d.augment(), **kw)
     val_ds = load_task(d.task, "val", limit=d.limit_val or None, **kw)
     info = train_ds.info
 
@@ -222,7 +220,8 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                        mininterval=0.5 if sys.stderr.isatty() else 30)
         for step in range(first, steps_per_epoch):
             idx = perm[step * t.batch_size:(step + 1) * t.batch_size][rank * local:(rank + 1) * local]
-            x, y = train_ds.x[idx].to(device, non_blocking=True), train_ds.y[idx].to(device, non_blocking=True)
+            x = train_ds.batch(idx, (t.seed, epoch, step, rank)).to(device, non_blocking=True)
+            y = train_ds.y[idx].to(device, non_blocking=True)
             f = lr_factor(state["global_step"], total, warmup)
             for grp in opt.param_groups:
                 grp["lr"] = grp["base_lr"] * f
@@ -273,12 +272,13 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         log(json_text(rec))
         state.update(epoch=epoch + 1, step_in_epoch=0, elapsed_s=time.time() - start)
         state.pop("partial_sums", None)
-        if val["accuracy"] > state["best_val"]:
+        if _better(t.select, val, state):
             state["best_val"] = val["accuracy"]
+            state["best_val_loss"] = val["loss"]
             checkpoint("best", {"val_accuracy": val["accuracy"], "epoch": epoch + 1})
         checkpoint("last", {"val_accuracy": val["accuracy"], "epoch": epoch + 1}, trainer=True)
     # ---- final test of the best model ----
-    result = {"epochs": t.epochs, "best_val_accuracy": state["best_val"],
+    result = {"epochs": t.epochs, "best_val_accuracy": state["best_val"],   # of the model kept as best
               "train_minutes": state["elapsed_s"] / 60}
     if rank == 0:
         test_ds = load_task(d.task, "test", limit=d.limit_test or None, **kw)
@@ -296,6 +296,16 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def _better(select: str, val: dict, state: dict) -> bool:
+    """Whether this epoch's model replaces OUT/best (``[train] select``): "val_acc", the first
+    epoch with the highest validation accuracy; "val_loss", the lowest validation loss; "last"."""
+    if select == "val_loss":
+        return val["loss"] < state.get("best_val_loss", math.inf)
+    if select == "last":
+        return True
+    return val["accuracy"] > state["best_val"]
 
 
 def _step(fwd, model, opt, scaler, x, y, device, t):

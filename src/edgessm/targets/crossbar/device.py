@@ -66,7 +66,12 @@ REFERENCES = {
                'located by a test of the programmed array and worked around in the mapping',
     "[aihwkit]": 'IBM aihwkit inference noise models (PCM: Nandakumar et al. 2019; programming noise, '
                  'read noise, power-law drift with per-device exponent, global drift compensation): '
-                 'the structure of this model, not its constants',
+                 'the structure of this model, not its constants (the `reram_wan2022` preset takes '
+                 'the constants of aihwkit 1.1.0\'s ReRamWan2022NoiseModel)',
+    "[Wan22]": 'W. Wan et al., "A compute-in-memory chip based on resistive random-access memory", '
+               'Nature 608, 504-512 (2022): the NeuRRAM chip, 48 cores of 256 x 256 RRAM arrays; its '
+               'programming statistics as fitted by aihwkit (the `reram_wan2022` preset, '
+               'configs/crossbar/reram_wan2022.toml)',
 }
 
 # name: (default, unit, source, note)

@@ -500,11 +500,11 @@ def hw_wrap(device: str = "default", **overrides):
                            base=load_device(device)) if dev else cfg
         m = HwSequenceModel.from_float(model, hw)
         if not m.calibrated:
-            from ...io import trained_task
+            from ...io import trained_task, trained_task_options
             task = trained_task(model)
             if task:
                 from ...data import load_task
-                m.calibrate(load_task(task, "train", limit=hw.calibrate).x)
+                m.calibrate(load_task(task, "train", limit=hw.calibrate, **trained_task_options(model)).x)
         m.train()
         return m
     return wrap

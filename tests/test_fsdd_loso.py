@@ -1,0 +1,169 @@
+"""FSDD for unseen speakers: per-utterance normalization, training augmentation, the [data]
+options and their rules, exact resume with augmentation, leave-one-speaker-out folds."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgessm as es
+from edgessm.data import load_task
+from edgessm.data.fsdd import FSDD_SEQ_LEN, Augment
+from edgessm.train import from_dict, load_config, train
+
+from conftest import needs_fsdd
+
+ROOT = Path(__file__).resolve().parents[1]
+AUG = {"aug_snr_db": 10.0, "aug_gain_db": 6.0, "aug_shift_ms": 100.0, "aug_stretch": 0.1,
+       "aug_time_masks": 2, "aug_time_mask_frames": 20, "aug_freq_masks": 2, "aug_freq_mask_channels": 4}
+TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1},
+        "data": {"task": "fsdd-01", "limit_train": 64, "limit_val": 16, "limit_test": 16,
+                 "speaker_holdout": "theo", "normalize": "cmn", **AUG},
+        "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1}}
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("aug_snr_db", -3.0, r"aug_snr_db must be a finite number >= 0 and <= 60"),
+    ("aug_snr_db", 61.0, r"aug_snr_db"),
+    ("aug_gain_db", 25.0, r"aug_gain_db must be .* <= 20"),
+    ("aug_shift_ms", -1.0, r"aug_shift_ms"),
+    ("aug_stretch", 0.6, r"aug_stretch must be .* <= 0.5"),
+    ("aug_time_masks", 11, r"aug_time_masks"),
+    ("aug_time_mask_frames", 101, r"aug_time_mask_frames"),
+    ("aug_freq_mask_channels", 17, r"aug_freq_mask_channels"),
+    ("normalize", "global", r"normalize must be one of train, cmn, cmvn"),
+    ("aug_gain_db", "6", r"aug_gain_db"),
+])
+def test_data_option_out_of_range_is_a_config_error(key, value, match):
+    d = {"task": "fsdd-01", key: value}
+    with pytest.raises(es.ConfigError, match=match):
+        from_dict({"data": d})
+
+
+def test_masks_need_count_and_width_and_fsdd_options_need_fsdd():
+    with pytest.raises(es.ConfigError, match="aug_time_masks and aug_time_mask_frames go together"):
+        from_dict({"data": {"task": "fsdd", "aug_time_masks": 2}})
+    with pytest.raises(es.ConfigError, match="aug_freq_masks and aug_freq_mask_channels go together"):
+        from_dict({"data": {"task": "fsdd", "aug_freq_mask_channels": 3}})
+    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+        from_dict({"data": {"task": "smnist", "aug_gain_db": 3.0}})
+    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+        from_dict({"data": {"task": "smnist", "normalize": "cmn"}})
+    with pytest.raises(es.ConfigError, match="normalize applies to the fsdd tasks only"):
+        load_task("smnist", "test", normalize="cmn")
+    with pytest.raises(es.ConfigError, match="train split of the fsdd tasks only"):
+        load_task("fsdd", "test", augment=Augment(gain_db=3.0))
+
+
+def test_bad_augmentation_option_trains_nothing(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[data]\ntask = "fsdd-01"\naug_stretch = 0.9\n[train]\nepochs = 1\n')
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "edgessm", "train", str(cfg), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "aug_stretch must be a finite number >= 0 and <= 0.5" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_loso_configs_parse_and_hold_out_each_speaker():
+    base = {load_config(p).data.task for p in (ROOT / "configs" / "loso").glob("fsdd*.toml")
+            if "_" not in p.stem}
+    assert base == {"fsdd", "fsdd-01"}
+    folds = sorted(p for p in (ROOT / "configs" / "loso").glob("*_*.toml"))
+    held = {}
+    for p in folds:
+        cfg = load_config(p)
+        held.setdefault(cfg.data.task, set()).add(cfg.data.speaker_holdout)
+        assert p.stem.endswith(cfg.data.speaker_holdout)
+    six = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+    assert held == {"fsdd": six, "fsdd-01": six}
+
+
+@needs_fsdd
+def test_utterance_normalization():
+    tr = load_task("fsdd-01", "train", normalize="cmn", speaker_holdout="lucas")
+    te = load_task("fsdd-01", "test", normalize="cmvn", speaker_holdout="lucas", limit=20)
+    for ds in (tr, te):
+        for i in range(5):
+            n = int(ds.lengths[i])
+            real = ds.x[i, FSDD_SEQ_LEN - n:].double()
+            assert torch.allclose(real.mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-4)
+            assert torch.count_nonzero(ds.x[i, :FSDD_SEQ_LEN - n]) == 0     # padding stays zero
+    real = torch.cat([tr.x[i, FSDD_SEQ_LEN - int(n):] for i, n in enumerate(tr.lengths)])
+    assert torch.allclose(real.std(0), torch.ones(32), atol=1e-3)            # cmn: train std 1
+    n = int(te.lengths[0])
+    sd = te.x[0, FSDD_SEQ_LEN - n:].std(0, unbiased=False)
+    assert float(sd.max()) <= 1.0 + 1e-4 and float(sd.median()) > 0.99      # cmvn: per utterance
+    # a gain on the recording is a constant offset in log-mel: cmn removes it
+    from edgessm.data import fsdd
+    from edgessm.data._root import data_root
+    sig, recs = fsdd._listing(data_root(), False)
+    w = fsdd._waveforms(sig)[0]
+    a = fsdd.FRONT_END(w)
+    b = fsdd.FRONT_END(w * 2.0)
+    ones = np.ones(32, dtype=np.float32)
+    floor = np.log(fsdd.FRONT_END.log_floor)
+    ok = (a.min(0) > floor + 3) & (b.min(0) > floor + 3)       # channels never at the log floor
+    assert ok.sum() >= 24
+    na, nb = fsdd._normalized(a, "cmn", 0 * ones, ones), fsdd._normalized(b, "cmn", 0 * ones, ones)
+    assert np.abs(a - b)[:, ok].min() > 1.3                     # log(4): the gain shifted every frame
+    assert np.allclose(na[:, ok], nb[:, ok], atol=1e-3)
+
+
+@needs_fsdd
+def test_augmented_batches_depend_on_their_key_only():
+    a = Augment(**{k[4:]: v for k, v in AUG.items()})
+    ds = load_task("fsdd-01", "train", augment=a, normalize="cmn", limit=64)
+    rows = torch.arange(16)
+    state = np.random.get_state()[1].copy(), torch.get_rng_state().clone()
+    x1 = ds.batch(rows, (3, 1, 2, 0))
+    assert np.array_equal(np.random.get_state()[1], state[0]) and torch.equal(torch.get_rng_state(), state[1])
+    again = load_task("fsdd-01", "train", augment=a, normalize="cmn", limit=64)
+    assert torch.equal(x1, again.batch(rows, (3, 1, 2, 0)))
+    assert not torch.equal(x1, ds.batch(rows, (3, 1, 3, 0)))
+    assert not torch.equal(x1, ds.x[:16])
+    assert x1.shape == ds.x[:16].shape and torch.isfinite(x1).all()
+    plain = load_task("fsdd-01", "train", normalize="cmn", limit=64)
+    assert plain.augment is None and torch.equal(plain.batch(rows, (3, 1, 2, 0)), plain.x[:16])
+    # each augmentation alone changes the batch; off, the features are the un-augmented ones
+    for k, v in AUG.items():
+        if k in ("aug_time_mask_frames", "aug_freq_mask_channels"):
+            continue
+        one = {k[4:]: v}
+        if k == "aug_time_masks":
+            one["time_mask_frames"] = 20
+        if k == "aug_freq_masks":
+            one["freq_mask_channels"] = 4
+        d1 = load_task("fsdd-01", "train", augment=Augment(**one), normalize="cmn", limit=16)
+        assert not torch.equal(d1.batch(rows, (0, 0, 0, 0)), plain.x[:16]), k
+
+
+@needs_fsdd
+def test_augmented_run_resumes_exactly(tmp_path):
+    full = train(from_dict(TINY), tmp_path / "full", progress=False)
+    stopped = train(from_dict(TINY), tmp_path / "part", max_minutes=1e-6, progress=False)
+    assert stopped["stopped"] and stopped["step_in_epoch"] == 1
+    resumed = train(from_dict(TINY), tmp_path / "part", resume=True, progress=False)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    a, b = es.load(tmp_path / "full" / "last").state_dict(), es.load(tmp_path / "part" / "last").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the held-out speaker and the normalization travel with the checkpoint
+    from edgessm.io import trained_task_options
+    m = es.load(tmp_path / "full" / "best")
+    assert trained_task_options(m) == {"speaker_holdout": "theo", "normalize": "cmn"}
+    assert trained_task_options(m, "fsdd") == {}
+    assert full["test_n"] == 16
+
+
+@needs_fsdd
+def test_loso_unknown_fold_lists_speakers(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loso.py"), "--config",
+                        str(ROOT / "configs" / "loso" / "fsdd01.toml"), "--out", str(tmp_path / "x"),
+                        "--folds", "nobody"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "unknown FSDD speaker(s) nobody" in r.stderr and "george, jackson, lucas" in r.stderr
+    assert not (tmp_path / "x").exists()
