@@ -147,8 +147,8 @@ def _run(args, status) -> dict:
         rows.append({"model": qname, "engine": "loihi2 (integer engine)", "accuracy": d.accuracy, "n": d.n,
                      "seconds": d.wall_s,
                      "notes": f"{how}; {d.resources['cores']} cores; modelled streaming (a token every step) "
-                              + (f"{1e6 / stream.throughput_tokens_per_s:.1f} us and {stream.energy_per_token_j * 1e6:.1f} "
-                                 f"uJ per token, " if (stream := d.cost_modes.get("pipelined")) else "")
+                              + (f"{1e6 / piped.throughput_tokens_per_s:.1f} us and {piped.energy_per_token_j * 1e6:.1f} "
+                                 f"uJ per token, " if (piped := d.cost_modes.get("pipelined")) else "")
                               + f"{d.cost.latency_per_token_s * 1e6:.0f} us for one token to fall through; "
                               f"overflows {sum(d.stats['overflows'].values())}"})
     except Exception as e:  # noqa: BLE001 - the demo shows what failed and goes on

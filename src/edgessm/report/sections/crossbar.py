@@ -80,8 +80,10 @@ def programming(prog) -> dict:
                 [n for n in prog.order() if n.startswith("mixing")][:1]:
         st = prog.stages[name]
         tp, tm = targets_us(st, cfg)
-        maps[name] = {"array": 0, "layer": name, "g_us": physical(st.g_plus_s[0], st.g_minus_s[0]).round(2).tolist(),
-                      "target_us": physical(tp[0] * 1e-6, tm[0] * 1e-6).round(2).tolist()}
+        # conductances are (pairs per weight, arrays, rows, columns): the first pair of array 0
+        maps[name] = {"array": 0, "layer": name,
+                      "g_us": physical(st.g_plus_s[0, 0], st.g_minus_s[0, 0]).round(2).tolist(),
+                      "target_us": physical(tp[0, 0] * 1e-6, tm[0, 0] * 1e-6).round(2).tolist()}
     return {"devices": int(e.size), "counts": counts.tolist(), "edges_us": edges.tolist(),
             "mean_us": float(e.mean()), "std_us": float(e.std()), "std_within_5_sigma_us": float(e[core].std()),
             "outside_5_sigma": int((~core).sum()), "max_abs_us": float(np.abs(e).max()),
