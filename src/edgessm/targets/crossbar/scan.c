@@ -38,6 +38,59 @@ typedef double vf64 __attribute__((vector_size(32), aligned(8)));
 
 #define DEFINE_SCAN(T, SUF, FLOOR, VT)                                                           \
 enum { VL_##SUF = 32 / sizeof(T) };                                                              \
+/* out[r] = mat[r][n2] * lead + sum_{i < n2} mat[r][i] * w[i] for the rows r = r0 .. r0+R-1 and \
+   the lane groups c0 .. c0+C-1 (VL lanes of b each): R x C independent accumulators, each w    \
+   vector loaded once for R rows and each coefficient once for C lane groups; every output's    \
+   products summed in the same order as one chain (lead term first, then i = 0 .. n2-1). */     \
+static inline __attribute__((always_inline)) void                                               \
+mvblk_##SUF(const T *mat, int K, int n2, int r0, const int R, const T *w, const T *lead, size_t B, \
+            int c0, const int C, T *out_rows, T *out_last)                                      \
+{                                                                                               \
+    VT a[4][2], x[2];                                                                           \
+    _Pragma("GCC unroll 4")                                                                     \
+    for (int j = 0; j < R; j++) {                                                               \
+        const T m = mat[(size_t)(r0 + j) * K + n2];                                             \
+        _Pragma("GCC unroll 2")                                                                 \
+        for (int q = 0; q < C; q++)                                                             \
+            a[j][q] = m * *(const VT *)(lead + c0 + q * VL);                                    \
+    }                                                                                           \
+    for (int i = 0; i < n2; i++) {                                                              \
+        _Pragma("GCC unroll 2")                                                                 \
+        for (int q = 0; q < C; q++)                                                             \
+            x[q] = *(const VT *)(w + (size_t)i * B + c0 + q * VL);                              \
+        _Pragma("GCC unroll 4")                                                                 \
+        for (int j = 0; j < R; j++) {                                                           \
+            const T m = mat[(size_t)(r0 + j) * K + i];                                          \
+            _Pragma("GCC unroll 2")                                                             \
+            for (int q = 0; q < C; q++)                                                         \
+                a[j][q] += m * x[q];                                                            \
+        }                                                                                       \
+    }                                                                                           \
+    _Pragma("GCC unroll 4")                                                                     \
+    for (int j = 0; j < R; j++) {                                                               \
+        T *o = r0 + j < n2 ? out_rows + (size_t)(r0 + j) * B : out_last;                        \
+        _Pragma("GCC unroll 2")                                                                 \
+        for (int q = 0; q < C; q++)                                                             \
+            *(VT *)(o + c0 + q * VL) = a[j][q];                                                 \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* all K rows and all B lanes of the product above */                                           \
+static void mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_rows, T *out_last) \
+{                                                                                               \
+    for (int c = 0; c < B; c += 2 * VL) {                                                       \
+        const int two = c + 2 * VL <= B;                                                        \
+        int r = 0;                                                                              \
+        for (; r + 4 <= K; r += 4) {                                                            \
+            if (two) mvblk_##SUF(mat, K, n2, r, 4, w, lead, (size_t)B, c, 2, out_rows, out_last); \
+            else mvblk_##SUF(mat, K, n2, r, 4, w, lead, (size_t)B, c, 1, out_rows, out_last);   \
+        }                                                                                       \
+        for (; r < K; r++) {                                                                    \
+            if (two) mvblk_##SUF(mat, K, n2, r, 1, w, lead, (size_t)B, c, 2, out_rows, out_last); \
+            else mvblk_##SUF(mat, K, n2, r, 1, w, lead, (size_t)B, c, 1, out_rows, out_last);   \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
 int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
                           int adc, int dac, int qa, int qd, T *Y, T *W, uint8_t *mask,           \
                           int threads)                                                           \
@@ -61,17 +114,8 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
             T *restrict y = Y + tb * B;                                                          \
             T *wo = W + tb * n2 * B;                                                             \
             uint8_t *mk = mask + tb * n2 * B;                                                    \
-            /* y and n = M [w_(t-1); v]: register-blocked, VL lanes of b at a time */            \
-            for (int c = 0; c < B; c += VL) {                                                    \
-                const VT vv = *(const VT *)(v + c);                                              \
-                for (int o = 0; o <= n2; o++) {                                                  \
-                    const T *mo = mh + (size_t)o * K;                                            \
-                    VT acc = mo[n2] * vv;                                                        \
-                    for (int i = 0; i < n2; i++)                                                 \
-                        acc += mo[i] * *(const VT *)(w + (size_t)i * B + c);                     \
-                    *(VT *)((o < n2 ? wo + (size_t)o * B : y) + c) = acc;                        \
-                }                                                                                \
-            }                                                                                    \
+            /* y and n = M [w_(t-1); v], blocked over rows and lanes (mv) */                    \
+            mv_##SUF(mh, K, n2, w, v, B, wo, y);                                                \
             for (int o = 0; o < n2; o++) {                                                       \
                 T *restrict n = wo + (size_t)o * B;                                              \
                 uint8_t *restrict m = mk + (size_t)o * B;                                        \
@@ -119,14 +163,18 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
     T *gw = calloc((size_t)n2 * B, sizeof(T));      /* gradient at w_t */                        \
     T *gn = calloc((size_t)n2 * B, sizeof(T));      /* gradient at n_t */                        \
     T *acc = calloc((size_t)K * K * B, sizeof(T));  /* partial sums of gM per lane */            \
-    T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
-    const int ok = gw && gn && acc && zero;                                                      \
+    T *zero = calloc((size_t)n2 * B, sizeof(T));                                                \
+    T *mt = malloc(sizeof(T) * (size_t)K * K);      /* M transposed: (in, out) */               \
+    const int ok = gw && gn && acc && zero && mt;                                               \
     if (!ok) fail = 1;                                                                           \
     OMP_FOR                                                                                      \
     for (int h = 0; h < H; h++) {                                                                \
         if (!ok) continue;                                                                       \
-        const T *mh = M + (size_t)h * K * K;                                                     \
-        memset(gw, 0, sizeof(T) * n2 * B);                                                       \
+        const T *mh = M + (size_t)h * K * K;                                                    \
+        for (int o = 0; o < K; o++)                                                             \
+            for (int i = 0; i < K; i++)                                                         \
+                mt[(size_t)i * K + o] = mh[(size_t)o * K + i];                                  \
+        memset(gw, 0, sizeof(T) * n2 * B);                                                      \
         memset(acc, 0, sizeof(T) * K * K * B);                                                   \
         for (int t = L - 1; t >= 0; t--) {                                                       \
             const size_t tb = (size_t)h * L + t;                                                 \
@@ -139,11 +187,6 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
                 gn[k] = (T)mk[k] * gw[k];                                                        \
             for (int c = 0; c < B; c += VL) {                                                    \
                 const VT gyc = *(const VT *)(gy + c), vc = *(const VT *)(v + c);                 \
-                /* gv = bcol . gn + d gy */                                                      \
-                VT s = mh[(size_t)n2 * K + n2] * gyc;                                            \
-                for (int o = 0; o < n2; o++)                                                     \
-                    s += mh[(size_t)o * K + n2] * *(const VT *)(gn + (size_t)o * B + c);         \
-                *(VT *)(gv + c) = s;                                                             \
                 /* gM partial sums: rows o (state) and n2 (output) times [w_(t-1); v_t] */       \
                 for (int o = 0; o <= n2; o++) {                                                  \
                     const VT g = o < n2 ? *(const VT *)(gn + (size_t)o * B + c) : gyc;           \
@@ -152,14 +195,10 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
                         *(VT *)(ar + (size_t)i * B) += g * *(const VT *)(wp + (size_t)i * B + c); \
                     *(VT *)(ar + (size_t)n2 * B) += g * vc;                                      \
                 }                                                                                \
-                /* gradient at w_(t-1): c gy + A^T gn */                                         \
-                for (int i = 0; i < n2; i++) {                                                   \
-                    VT a = mh[(size_t)n2 * K + i] * gyc;                                         \
-                    for (int o = 0; o < n2; o++)                                                 \
-                        a += mh[(size_t)o * K + i] * *(const VT *)(gn + (size_t)o * B + c);      \
-                    *(VT *)(gw + (size_t)i * B + c) = a;                                         \
-                }                                                                                \
             }                                                                                    \
+            /* [gw; gv] = M^T [gn; gy]: gradient at w_(t-1) (c gy + A^T gn) and at v_t          \
+               (d gy + bcol . gn), the same blocked product over the transposed matrix */       \
+            mv_##SUF(mt, K, n2, gn, gy, B, gw, gv);                                             \
         }                                                                                        \
         T *gmh = gM + (size_t)h * K * K;                                                         \
         for (int k = 0; k < K * K; k++) {                                                        \
@@ -169,7 +208,7 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
             gmh[k] = s;                                                                          \
         }                                                                                        \
     }                                                                                            \
-    free(gw); free(gn); free(acc); free(zero);                                                   \
+    free(gw); free(gn); free(acc); free(zero); free(mt);                                        \
     }                                                                                            \
     return fail ? -1 : 0;                                                                        \
 }
