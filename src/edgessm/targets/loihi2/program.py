@@ -211,15 +211,16 @@ class Loihi2Program(FixedProgram):
                 return p["size"]
         return 0
 
-    def timing(self) -> dict:
+    def timing(self, work: dict | None = None) -> dict:
         """The time of one barrier-synchronised algorithmic step and of a token's fall-through.
 
         Loihi 2 runs in time steps: every core updates its neurons and sends its graded spikes,
         then all cores meet at a barrier. A graded spike sent in step t is integrated by its
         target population in step t + 1, so a token reaches the readout ``depth`` steps after it
-        entered (one step per population of the chain). Returns every term, in seconds."""
+        entered (one step per population of the chain). Returns every term, in seconds.
+        work: :meth:`work` when the caller already has it (counted once per cost)."""
         c = self.config
-        P = self.work()["populations"]
+        P = (work if work is not None else self.work())["populations"]
         busy = {name: p["synops"] / p["cores"] * c.time_synop_s
                 + p["neurons"] / p["cores"] * c.time_neuron_update_s for name, p in P.items()}
         slowest = max(busy, key=busy.get)
@@ -245,7 +246,7 @@ class Loihi2Program(FixedProgram):
         e_syn, e_neu = syn * c.energy_synop_j, neu * c.energy_neuron_update_j
         e_msg, e_hop = msgs * c.energy_spike_in_tile_j, hop_msgs * c.energy_hop_j
         e_dyn = e_syn + e_neu + e_msg + e_hop
-        tm = self.timing()
+        tm = self.timing(w)
         t_step, depth = tm["time_per_step_s"], tm["depth_steps"]
         cores = self.mapping["cores"]
         latency = tm["fall_through_s"]
