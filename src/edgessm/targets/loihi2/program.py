@@ -21,7 +21,6 @@ throughput = 1 / T_step. Energy per token adds static power times the time per t
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from ..base import Cost, Program, register
 from ..config import Capabilities, TargetConfig
 from ..fixed.program import BACKEND, CALIBRATE, THRESHOLD, FixedProgram, FixedTarget, lower, quant_spec_field
 from .constants import CONSTANTS, REFERENCE_ONLY
+from .costmodel import dynamic_energy, map_populations, step_timing
 
 def _constant_rule(value) -> Rule:
     return Rule(int, ge=0) if isinstance(value, int) else Rule(float, ge=0)
@@ -127,48 +127,7 @@ class Loihi2Program(FixedProgram):
         return pops
 
     def _map(self) -> dict:
-        c = self.config
-        pops = self._populations()
-        core = 0
-        for p in pops:
-            mem = p["synapses"] * p["w_bits"] / 8 + p["neurons"] * c.neuron_state_bytes
-            one = p["max_fan_in"] * p["w_bits"] / 8 + c.neuron_state_bytes
-            if one > c.core_memory_bytes:
-                raise ConfigError(f"population {p['name']}: one neuron's {p['max_fan_in']} input "
-                                  f"synapses need {one:.0f} B, more than a core's memory "
-                                  f"({c.core_memory_bytes} B); reduce d_model or the weight bits")
-            k = max(1, math.ceil(p["neurons"] / c.max_neurons_per_core),
-                    math.ceil(mem / c.core_memory_bytes),
-                    math.ceil(p["synapses"] / max(c.max_synops_per_core, 1)))
-            k = min(k, p["neurons"])
-            p.update(memory_bytes=int(math.ceil(mem)), cores=k, first_core=core)
-            core += k
-        chips = math.ceil(core / c.neuro_cores_per_chip)
-        if chips > c.max_chips:
-            big = sorted(pops, key=lambda p: -p["cores"])[:3]
-            raise ConfigError(
-                f"the network needs {core} neuro cores = {chips} Loihi 2 chips, but max_chips = "
-                f"{c.max_chips} allows {c.max_chips * c.neuro_cores_per_chip}; largest populations: "
-                + ", ".join(f"{p['name']} ({p['cores']} cores: {p['neurons']} neurons, "
-                            f"{p['memory_bytes']} B)" for p in big)
-                + "; use a smaller model or --set max_chips=N")
-        syn_total = sum(p["synapses"] for p in pops)
-        if syn_total > c.max_synapses_per_chip * c.max_chips:
-            raise ConfigError(f"the network has {syn_total} synapses, more than "
-                              f"{c.max_synapses_per_chip} per chip x {c.max_chips} chips")
-
-        def pos(i):
-            r, col = divmod(i % c.neuro_cores_per_chip, c.mesh_cols)
-            return r, col
-        by = {p["name"]: p for p in pops}
-        for p in pops:
-            src = by.get(p["from"])
-            if src is None:
-                p["hops"] = 1   # from the host / embedded core at the mesh edge
-            else:
-                (r1, c1), (r2, c2) = pos(src["first_core"]), pos(p["first_core"])
-                p["hops"] = max(1, abs(r1 - r2) + abs(c1 - c2))
-        return {"populations": pops, "cores": core, "chips": chips, "depth": len(pops)}
+        return map_populations(self._populations(), self.config)
 
     def resources(self) -> dict:
         m = self.mapping
@@ -219,19 +178,8 @@ class Loihi2Program(FixedProgram):
         target population in step t + 1, so a token reaches the readout ``depth`` steps after it
         entered (one step per population of the chain). Returns every term, in seconds.
         work: :meth:`work` when the caller already has it (counted once per cost)."""
-        c = self.config
         P = (work if work is not None else self.work())["populations"]
-        busy = {name: p["synops"] / p["cores"] * c.time_synop_s
-                + p["neurons"] / p["cores"] * c.time_neuron_update_s for name, p in P.items()}
-        slowest = max(busy, key=busy.get)
-        cores = self.mapping["cores"]
-        sync = c.barrier_sync_min_s + (c.barrier_sync_max_s - c.barrier_sync_min_s) * (cores - 1) / 31
-        hops = max(p["hops"] for p in P.values()) * c.latency_hop_s
-        t_step = busy[slowest] + sync + hops + c.latency_spike_in_tile_s
-        depth = self.mapping["depth"]
-        return {"busy_s": busy, "slowest_population": slowest, "busy_max_s": busy[slowest],
-                "barrier_sync_s": sync, "hops_s": hops, "spike_s": c.latency_spike_in_tile_s,
-                "time_per_step_s": t_step, "depth_steps": depth, "fall_through_s": depth * t_step}
+        return step_timing(P, self.mapping["cores"], self.mapping["depth"], self.config)
 
     def cost(self, tokens: int = 1, mode: str = "token") -> Cost:
         if mode not in ("token", "pipelined"):
@@ -239,12 +187,8 @@ class Loihi2Program(FixedProgram):
         c = self.config
         w = self.work()
         P = w["populations"]
-        syn = sum(p["synops"] for p in P.values())
-        neu = sum(p["neurons"] for p in P.values())
-        msgs = sum(p["messages_in"] for p in P.values()) + w["messages_out"]
-        hop_msgs = sum(p["messages_in"] * p["hops"] for p in P.values())
-        e_syn, e_neu = syn * c.energy_synop_j, neu * c.energy_neuron_update_j
-        e_msg, e_hop = msgs * c.energy_spike_in_tile_j, hop_msgs * c.energy_hop_j
+        e = dynamic_energy(P, w["messages_out"], c)
+        e_syn, e_neu, e_msg, e_hop = e["synaptic"], e["neurons"], e["messages"], e["hops"]
         e_dyn = e_syn + e_neu + e_msg + e_hop
         tm = self.timing(w)
         t_step, depth = tm["time_per_step_s"], tm["depth_steps"]
