@@ -25,11 +25,13 @@ import torch
 import edgessm as es
 from edgessm.bench.study import token_by_token
 from edgessm.data import load_task
+from edgessm.report import published
+from edgessm.targets.cpu import CPU_POWER
 
-#: Published ratios of Meyer et al. 2024 (arXiv:2409.15022, abstract): Loihi 2 vs recurrent S4D
-#: on a Jetson Orin Nano, token-by-token processing.
-PUBLISHED_LATENCY_RATIO = 75.0
-PUBLISHED_ENERGY_RATIO = 1000.0
+#: Published ratios of Meyer et al. 2024 (arXiv:2409.15022, abstract; report/published.py): Loihi 2
+#: vs recurrent S4D on a Jetson Orin Nano, token-by-token processing.
+PUBLISHED_LATENCY_RATIO = published.get("m24_latency_ratio").value
+PUBLISHED_ENERGY_RATIO = published.get("m24_energy_ratio").value
 
 
 def main(argv=None) -> dict:
@@ -82,6 +84,23 @@ def main(argv=None) -> dict:
     print("\n| figure | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
+    # every published figure of the Loihi 2 vs Jetson comparison beside this project's analogue:
+    # measured CPU time per token (energy = time x the stated CPU power) over the modelled Loihi 2 step
+    w = CPU_POWER["watts_per_core"]
+    lat = {e: cpu[e] / tm["time_per_step_s"] for e in cpu}
+    en = {e: cpu[e] * w / pipe.energy_per_token_j for e in cpu}
+    rec["ratios_cpu_over_loihi2"] = {"latency": lat, "energy": en, "cpu_watts_per_core": w}
+    ours = {"m24_energy_ratio": f"PyTorch step {en['torch']:.0f}x, C kernel {en['fast']:.1f}x",
+            "m24_latency_ratio": f"PyTorch step {lat['torch']:.1f}x, C kernel {lat['fast']:.2f}x",
+            "m24_throughput_ratio": f"PyTorch step {lat['torch']:.1f}x, C kernel {lat['fast']:.2f}x",
+            "m24w_speed_ratio": f"PyTorch step {lat['torch']:.1f}x, C kernel {lat['fast']:.2f}x",
+            "m24o_params": f"{sum(p.numel() for p in fl.parameters()):,} ({a.float_model})",
+            "m24s_cores_small": f"{prog.resources()['cores']} (modelled, {a.model})",
+            "m24s_cores_large": f"{prog.resources()['cores']} (modelled, {a.model})"}
+    print(f"\n| published (S4D on Loihi 2 vs Jetson Orin Nano) | value | source | this project: measured CPU "
+          f"over modelled Loihi 2 ({w:g} W per CPU core, stated) |\n|---|---|---|---|")
+    for f in published.figures("loihi2-jetson"):
+        print(f"| {f.what} | {f.text()} | {f.source} | {ours.get(f.key, '-')} |")
     return rec
 
 

@@ -69,8 +69,19 @@ def test_loihi2_energy_split_and_layers(hw_report):
     # the published calibration point beside the model's own figures for that network
     cal = s["calibration_network"]
     assert cal["cores"] == 6 and 31e-6 / 2 <= cal["time_per_step_s"] <= 2 * 31e-6
+    # the published Loihi 2 vs Jetson ratios beside this model's measured CPU over modelled Loihi 2 figures
+    jt = s["jetson"]
+    assert jt["loihi2_step_s"] == pytest.approx(stream["time_per_token_s"])
+    for name, e in jt["engines"].items():
+        assert e["latency_ratio"] == pytest.approx(e["time_per_token_s"] / jt["loihi2_step_s"])
+        assert e["energy_ratio"] == pytest.approx(e["energy_per_token_j"] / jt["loihi2_energy_per_token_j"])
+    assert set(jt["engines"]) == {"cpu-fast (C engine)", "torch net.step"} and jt["params"] > 0
+    # the second published measurement beside the model's prediction for it
+    sp = {r["what"]: r for r in s["second_point"]["rows"]}
+    assert sp["neuro cores"]["published"] == 74 and sp["latency per inference"]["modelled"] > 0
     html = path.read_text()
     assert "arXiv:2409.15022" in html and "Published" in html
+    assert "1000x" in html and "75x" in html and "29x" in html and "arXiv:2608.18341" in html
 
 
 @needs_fsdd

@@ -60,6 +60,30 @@ def calibration_network() -> dict:
             "breakdown": dict(cost.breakdown)}
 
 
+def jetson_comparison(ctx, res: dict) -> dict:
+    """This model's figures for the published Loihi 2 vs Jetson Orin Nano comparison: its measured
+    time per token at batch 1 on this CPU (PyTorch ``step``, a framework recurrence like the one the
+    study ran on its Jetson, and the C kernel; energy = time x the stated CPU power, not measured)
+    over the modelled Loihi 2 streaming step (time and energy per token, pipelined)."""
+    import numpy as np
+
+    from ...targets.cpu import CPU_POWER
+    from .latency import ENGINES, stream_sample
+    s = stream_sample(ctx)
+    pc = res["cost_pipelined"]
+    step, e_l2 = pc["assumptions"]["time_per_step_s"], pc["energy_per_token_j"]
+    w = CPU_POWER["watts_per_core"]
+    engines = {}
+    for name in ENGINES:
+        if name in s:
+            t = float(np.median(s[name]))
+            engines[name] = {"time_per_token_s": t, "energy_per_token_j": t * w,
+                             "latency_ratio": t / step, "energy_ratio": t * w / e_l2}
+    return {"engines": engines, "loihi2_step_s": step, "loihi2_energy_per_token_j": e_l2,
+            "cpu_watts_per_core": w, "cpu_power_source": CPU_POWER["source"],
+            "params": int(sum(p.numel() for p in ctx.model.parameters()))}
+
+
 def measure(ctx) -> dict:
     ctx.need_model()
     res = ctx.int_run(SPEC, target="loihi2")
@@ -90,6 +114,17 @@ def measure(ctx) -> dict:
         out["calibration_network"] = calibration_network()
     except Exception as e:  # noqa: BLE001
         out["errors"].append({"where": "calibration network", "error": f"{type(e).__name__}: {e}"})
+    try:
+        out["jetson"] = jetson_comparison(ctx, res)
+    except Exception as e:  # noqa: BLE001
+        out["errors"].append({"where": "Jetson comparison", "error": f"{type(e).__name__}: {e}"})
+    try:
+        from ...targets.loihi2.network import compare_second_point
+        sp = compare_second_point()
+        out["second_point"] = {"rows": sp["rows"], "steps": sp["steps"], "activity": sp["activity"],
+                               "cores": sp["cost"]["cores"], "network": sp["network"], "system": sp["system"]}
+    except Exception as e:  # noqa: BLE001
+        out["errors"].append({"where": "second published point", "error": f"{type(e).__name__}: {e}"})
     return out
 
 
@@ -132,4 +167,54 @@ def render(ctx, data: dict) -> dict:
     html += ("<p class='note'>The loihi2 static power is derived from the published power (see "
              "targets/loihi2/README.md), so the power agreement is by construction; time per step and cores "
              "are modelled independently.</p>")
+    jt = data.get("jetson")
+    if jt:
+        tq, fa = jt["engines"].get("torch net.step"), jt["engines"].get("cpu-fast (C engine)")
+
+        def both(key, fmt):
+            parts = [f"PyTorch step {fmt.format(tq[key])}" if tq else "",
+                     f"C kernel {fmt.format(fa[key])}" if fa else ""]
+            return ", ".join(p for p in parts if p)
+        lat = both("latency_ratio", "{:.1f}x")
+        mine = {"m24_energy_ratio": both("energy_ratio", "{:.1f}x"), "m24_latency_ratio": lat,
+                "m24_throughput_ratio": lat, "m24w_speed_ratio": lat, "m24o_params": f"{jt['params']:,}",
+                "m24s_cores_small": str(data.get("cores")), "m24s_cores_large": str(data.get("cores"))}
+        html += ("<h3>Published: S4D on Loihi 2 vs recurrent S4D on a Jetson Orin Nano, token by token</h3>"
+                 + page.published_table(published.figures("loihi2-jetson"), (
+                     f"this model ({data['model']}): measured on this CPU at batch 1 over modelled Loihi 2 "
+                     f"streaming (ratios as published: CPU / Loihi 2)", mine))
+                 + page.table([{"engine": k, **v} for k, v in jt["engines"].items()]
+                              + [{"engine": "loihi2 (modelled, streaming step)", "time_per_token_s": jt["loihi2_step_s"],
+                                  "energy_per_token_j": jt["loihi2_energy_per_token_j"]}], [
+                     ("engine", "engine", "l"),
+                     ("time / token", lambda r: page.seconds(r["time_per_token_s"]), "r"),
+                     ("energy / token", lambda r: page.energy(r["energy_per_token_j"]), "r")],
+                     row_class=lambda r: "mod")
+                 + f"<p class='note'>The study's per-token table values (energy, latency and throughput per "
+                   f"model and mode) were not found in any stored source; its ratios are shown. CPU energy = "
+                   f"measured time x {jt['cpu_watts_per_core']:g} W per core ({page.esc(jt['cpu_power_source'])}). "
+                   f"The published ratios are against a Jetson running a framework recurrence; the PyTorch step "
+                   f"on this CPU is the comparable row, the C kernel a dedicated implementation.</p>")
+    sp = data.get("second_point")
+    if sp:
+        r = {x["what"]: x for x in sp["rows"]}
+        txt = {"s": page.seconds, "J": page.energy, "W": page.watts}
+
+        def mod(what):
+            x = r[what]
+            return f"{txt.get(x['unit'], str)(x['modelled'])} ({x['ratio']:.2f}x)"
+        mine = {"a26_cores": f"{sp['cores']} ({r['neuro cores']['ratio']:.2f}x)",
+                "a26_latency": mod("latency per inference"),
+                "a26_dynamic_energy": mod("dynamic energy per inference"),
+                "a26_static_power": mod("static power"), "a26_total_energy": mod("total energy per inference")}
+        html += ("<h3>A second published Loihi 2 measurement beside this model's prediction</h3>"
+                 + page.published_table(published.figures("loihi2-second"), (
+                     "predicted by targets/loihi2 (modelled / published); no constant fitted", mine))
+                 + f"<p class='note'>{page.esc(sp['network'])}; {page.esc(sp['system'])}. Described to the model "
+                   f"as a chain of dense layers with its work from the published profile ({sp['steps']:.1f} steps "
+                   f"per inference, activity {sp['activity']:.3f}): benchmarks/loihi2_second_point.py. The step "
+                   f"time is {r['time per step']['ratio']:.2f}x the measured one (Loihi 1 per-op times), the "
+                   f"neuro-core dynamic energy {r['dynamic energy per inference']['ratio']:.2f}x the dynamic "
+                   f"energy measured on the whole system, and the static power a chip-level figure against a "
+                   f"16-chip system's: see benchmarks/RESULTS.md.</p>")
     return {"figures": [fig], "caption": caption, "html": html}
