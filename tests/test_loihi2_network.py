@@ -99,3 +99,9 @@ def test_second_point_is_cited_and_compared():
     assert rows["latency per inference"]["published"] == SECOND_POINT["latency_s"]
     assert rows["synaptic ops per inference"]["ratio"] == pytest.approx(1.0)   # by construction
     assert all(x["note"] for x in r["rows"])
+
+
+def test_numpy_sizes_are_accepted():
+    np = pytest.importorskip("numpy")
+    net = dense_chain(np.array(AE))
+    assert net.synapses == 86016 and isinstance(net.layers[0].n_in, int)

@@ -79,10 +79,12 @@ FIGURES: tuple[Published, ...] = (
     Published("m24_scifar_qaft", 84.1, "%", "sCIFAR test accuracy after quantization-aware fine-tuning "
               "(same precision)", "[M24]", "quantization"),
     Published("m24_time_per_step", _L2["time_per_step_s"], "s", f"time per step, {_S4D_L2}", _L2["source"],
-              "loihi2", "the calibration point of targets/loihi2 (its static power is derived from it)"),
+              "loihi2", "the calibration point of targets/loihi2 (its static power is derived from it); "
+              "not found again in the sources searched for the comparison below: unverified"),
     Published("m24_power", _L2["power_w"], "W", f"power, {_S4D_L2}", _L2["source"], "loihi2",
-              "the calibration point of targets/loihi2 (its static power is derived from it)"),
-    Published("m24_cores", _L2["cores"], "cores", f"neuro cores used, {_S4D_L2}", _L2["source"], "loihi2"),
+              "the calibration point of targets/loihi2 (its static power is derived from it); unverified"),
+    Published("m24_cores", _L2["cores"], "cores", f"neuro cores used, {_S4D_L2}", _L2["source"], "loihi2",
+              "unverified; a secondary summary gives 31 and 111 cores for the study's two models"),
     # ---- S4D on Loihi 2 vs recurrent S4D on a Jetson Orin Nano, token by token [M24] ---------------
     # The study's per-token table (energy, latency, throughput per model and mode) was not found in any
     # stored source (searched: the arXiv abstract and HTML pages, the NeurIPS workshop page, the ICLR

@@ -20,10 +20,12 @@ whether or not a spike arrived, as in the compiled programs). The last layer's n
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
 from ...errors import ConfigError
+from .constants import SECOND_POINT
 from .costmodel import dynamic_energy, map_populations, step_timing
 from .program import Loihi2Config
 
@@ -39,9 +41,9 @@ def _fraction(x, what: str) -> float:
 
 
 def _count(x, what: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
         raise ConfigError(f"{what} must be a positive integer, got {x!r}")
-    return x
+    return int(x)
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,8 @@ class DenseLayer:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or self.name == "input":
             raise ConfigError(f"a layer needs a name other than 'input', got {self.name!r}")
-        _count(self.n_in, f"layer {self.name}: n_in")
-        _count(self.n_out, f"layer {self.name}: n_out")
-        _count(self.w_bits, f"layer {self.name}: w_bits")
+        for k in ("n_in", "n_out", "w_bits"):
+            object.__setattr__(self, k, _count(getattr(self, k), f"layer {self.name}: {k}"))
         object.__setattr__(self, "activity", _fraction(self.activity, f"layer {self.name}: activity"))
 
 
@@ -122,8 +123,7 @@ def dense_chain(sizes: Sequence[int], activity=1.0, w_bits: int = 8, output_acti
     sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else None
     if sizes is None or len(sizes) < 2:
         raise ConfigError("a dense chain needs at least two sizes (inputs and one layer)")
-    for i, s in enumerate(sizes):
-        _count(s, f"sizes[{i}]")
+    sizes = [_count(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
     n = len(sizes) - 1
     if isinstance(activity, (list, tuple)):
         if len(activity) != n:
@@ -200,7 +200,7 @@ def compare_second_point(config=None) -> dict:
     synaptic-op and neuron-update rows agree by construction; cores, step time, latency, dynamic,
     static and total energy are predictions. Returns {"network", "steps", "activity", "cost",
     "rows"}; each row: what, published, modelled, ratio (modelled / published), unit, note."""
-    from .constants import SECOND_POINT as S
+    S = SECOND_POINT
     net, steps = from_counts(S["sizes"], S["synops_per_inference"], S["neuron_updates_per_inference"],
                              S["w_bits"])
     c = cost_network(net, config, steps)
