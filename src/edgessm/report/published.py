@@ -125,6 +125,10 @@ FIGURES: tuple[Published, ...] = (
               "loihi2-second"),
     Published("a26_ethernet_latency", _A26["ethernet"]["latency_s"], "s", "latency per inference with the input "
               "sent over Ethernet", _A26["source"], "loihi2-second"),
+    Published("n26_board_static", 1.78, "W", "static power of a one-chip Loihi 2 board (Oheo Gulch, N3B3), "
+              "tabular Q-learning workload", "[N26]", "loihi2-second", "board total 1.80 W"),
+    Published("n26_neurocores", 0.25, "W", "power of the neuro cores alone on that board (34 cores, training)",
+              "[N26]", "loihi2-second", "the embedded x86 cores draw 1.56 W of the 1.80 W"),
     # ---- S4D on memristive crossbars [IMSSA] -------------------------------------------------------
     Published("imssa_software", 95.1, "%", "test accuracy of the S4D model in software", "[IMSSA]", "crossbar"),
     Published("imssa_on_chip", 81.7, "%", "test accuracy of the same model on the chip's 64x64 TaOx arrays; "

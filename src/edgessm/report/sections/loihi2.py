@@ -206,7 +206,8 @@ def render(ctx, data: dict) -> dict:
         mine = {"a26_cores": f"{sp['cores']} ({r['neuro cores']['ratio']:.2f}x)",
                 "a26_latency": mod("latency per inference"),
                 "a26_dynamic_energy": mod("dynamic energy per inference"),
-                "a26_static_power": mod("static power"), "a26_total_energy": mod("total energy per inference")}
+                "a26_static_power": mod("static power"), "a26_total_energy": mod("total energy per inference"),
+                "n26_board_static": f"{page.watts(r['static power']['modelled'])} per chip (static_power_chip_w)"}
         html += ("<h3>A second published Loihi 2 measurement beside this model's prediction</h3>"
                  + page.published_table(published.figures("loihi2-second"), (
                      "predicted by targets/loihi2 (modelled / published); no constant fitted", mine))
