@@ -75,22 +75,134 @@ mvblk_##SUF(const T *mat, int K, int n2, int r0, const int R, const T *w, const 
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* all K rows and all B lanes of the product above */                                           \
-static void mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_rows, T *out_last) \
+/* the converters on rows r0 .. r0+R-1 (all < n2) and lanes c0 .. c0+nl-1 of the state n, in   \
+   place, in the order of the torch ops (see the header); writes the straight-through mask and   \
+   returns the ADC saturations. Run right after the block's products so that the divisions of    \
+   one block overlap the products of the next. */                                                \
+static inline __attribute__((always_inline)) int                                                \
+conv_##SUF(T *rows, uint8_t *mk, const T *f, int r0, int R, size_t B, int c0, int nl,            \
+           int adc, int dac, T fqa, T fqd)                                                      \
 {                                                                                               \
-    for (int c = 0; c < B; c += 2 * VL) {                                                       \
-        const int two = c + 2 * VL <= B;                                                        \
-        int r = 0;                                                                              \
-        for (; r + 4 <= K; r += 4) {                                                            \
-            if (two) mvblk_##SUF(mat, K, n2, r, 4, w, lead, (size_t)B, c, 2, out_rows, out_last); \
-            else mvblk_##SUF(mat, K, n2, r, 4, w, lead, (size_t)B, c, 1, out_rows, out_last);   \
+    int s = 0;                                                                                  \
+    for (int j = 0; j < R; j++) {                                                               \
+        T *restrict n = rows + (size_t)(r0 + j) * B + c0;                                       \
+        uint8_t *restrict m = mk + (size_t)(r0 + j) * B + c0;                                   \
+        const T fo = f[r0 + j];                                                                 \
+        if (adc) {                                                                              \
+            for (int b = 0; b < nl; b++) {                                                      \
+                const T x0 = n[b];                                                              \
+                T x = x0 / fo;                                                                  \
+                s += (x0 > fo) | (x0 < -fo);                                                    \
+                m[b] = (x <= 1) & (x >= -1);                                                    \
+                x = x > 1 ? 1 : x;                                                              \
+                x = x < -1 ? -1 : x;                                                            \
+                n[b] = FLOOR(x * fqa + (T)0.5) / fqa * fo;                                      \
+            }                                                                                   \
+        } else                                                                                  \
+            memset(m, 1, nl);                                                                   \
+        if (dac)                                                                                \
+            for (int b = 0; b < nl; b++) {                                                      \
+                const T x0 = n[b];                                                              \
+                m[b] &= (x0 <= 1) & (x0 >= -1);                                                 \
+                T x = x0 > 1 ? 1 : x0;                                                          \
+                x = x < -1 ? -1 : x;                                                            \
+                n[b] = FLOOR(x * fqd + (T)0.5) / fqd;                                           \
+            }                                                                                   \
+    }                                                                                           \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* all K rows and all B lanes of the product above; with cv (the forward) each block of state  \
+   rows goes through the converters right after its products. Returns the ADC saturations. */  \
+typedef struct { uint8_t *mk; const T *f; int adc, dac; T fqa, fqd; } cv_##SUF;                 \
+static inline __attribute__((always_inline)) int                                                \
+mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_rows, T *out_last, \
+         const cv_##SUF *cv)                                                                    \
+{                                                                                               \
+    int s = 0;                                                                                  \
+    int r = 0;                                                                                  \
+    for (; r < K; r += 4) {                                                                     \
+        const int R = K - r < 4 ? K - r : 4;                                                    \
+        for (int c = 0; c < B; c += 2 * VL) {                                                   \
+            const int two = c + 2 * VL <= B;                                                    \
+            if (R == 4) {                                                                       \
+                if (two) mvblk_##SUF(mat, K, n2, r, 4, w, lead, (size_t)B, c, 2, out_rows, out_last); \
+                else mvblk_##SUF(mat, K, n2, r, 4, w, lead, (size_t)B, c, 1, out_rows, out_last); \
+            } else                                                                              \
+                for (int j = r; j < K; j++) {                                                   \
+                    if (two) mvblk_##SUF(mat, K, n2, j, 1, w, lead, (size_t)B, c, 2, out_rows, out_last); \
+                    else mvblk_##SUF(mat, K, n2, j, 1, w, lead, (size_t)B, c, 1, out_rows, out_last); \
+                }                                                                               \
         }                                                                                       \
-        for (; r < K; r++) {                                                                    \
-            if (two) mvblk_##SUF(mat, K, n2, r, 1, w, lead, (size_t)B, c, 2, out_rows, out_last); \
-            else mvblk_##SUF(mat, K, n2, r, 1, w, lead, (size_t)B, c, 1, out_rows, out_last);   \
+        if (cv && r < n2)                                                                       \
+            s += conv_##SUF(out_rows, cv->mk, cv->f, r, (r + R <= n2 ? R : n2 - r), (size_t)B, 0, B, \
+                            cv->adc, cv->dac, cv->fqa, cv->fqd);                                \
+    }                                                                                           \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* acc[o][i] (VL lanes each) += sum over the ns tokens s and the lane groups c of              \
+   G[s][o][c..] * S[s][i][c..] for the rows o0 .. o0+R-1 and the columns i0 .. i0+C-1: a tile    \
+   of R x C accumulators in registers, each G vector loaded once for C columns and each S vector \
+   once for R rows. Every sum runs over (s, c) in the same order. */                             \
+static inline __attribute__((always_inline)) void                                               \
+gmtile_##SUF(T *acc, const T *G, const T *S, int ns, int K, size_t B, int o0, const int R,       \
+             int i0, const int C)                                                               \
+{                                                                                               \
+    VT a[4][3], x[3];                                                                           \
+    _Pragma("GCC unroll 4")                                                                     \
+    for (int j = 0; j < R; j++)                                                                 \
+        _Pragma("GCC unroll 3")                                                                 \
+        for (int q = 0; q < C; q++)                                                             \
+            a[j][q] = *(const VT *)(acc + ((size_t)(o0 + j) * K + i0 + q) * VL);                \
+    const size_t slot = (size_t)K * B;                                                          \
+    for (int s = 0; s < ns; s++) {                                                              \
+        const T *g = G + s * slot + (size_t)o0 * B, *sv = S + s * slot + (size_t)i0 * B;        \
+        for (size_t c = 0; c < B; c += VL) {                                                    \
+            _Pragma("GCC unroll 3")                                                             \
+            for (int q = 0; q < C; q++)                                                         \
+                x[q] = *(const VT *)(sv + (size_t)q * B + c);                                   \
+            _Pragma("GCC unroll 4")                                                             \
+            for (int j = 0; j < R; j++) {                                                       \
+                const VT gj = *(const VT *)(g + (size_t)j * B + c);                             \
+                _Pragma("GCC unroll 3")                                                         \
+                for (int q = 0; q < C; q++)                                                     \
+                    a[j][q] += gj * x[q];                                                       \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    _Pragma("GCC unroll 4")                                                                     \
+    for (int j = 0; j < R; j++)                                                                 \
+        _Pragma("GCC unroll 3")                                                                 \
+        for (int q = 0; q < C; q++)                                                             \
+            *(VT *)(acc + ((size_t)(o0 + j) * K + i0 + q) * VL) = a[j][q];                      \
+}                                                                                               \
+                                                                                                \
+/* the block-matrix gradient of ns tokens as one product: acc += G S^T over (token, lane) */    \
+static void gmacc_##SUF(T *acc, const T *G, const T *S, int ns, int K, int B)                    \
+{                                                                                               \
+    for (int o = 0; o < K; o += 4) {                                                            \
+        const int R = K - o < 4 ? K - o : 4;                                                    \
+        for (int i = 0; i < K; i += 3) {                                                        \
+            const int C = K - i < 3 ? K - i : 3;                                                \
+            switch (R * 4 + C) {                                                                \
+            case 4 * 4 + 3: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 4, i, 3); break;       \
+            case 4 * 4 + 2: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 4, i, 2); break;       \
+            case 4 * 4 + 1: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 4, i, 1); break;       \
+            case 3 * 4 + 3: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 3, i, 3); break;       \
+            case 3 * 4 + 2: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 3, i, 2); break;       \
+            case 3 * 4 + 1: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 3, i, 1); break;       \
+            case 2 * 4 + 3: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 2, i, 3); break;       \
+            case 2 * 4 + 2: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 2, i, 2); break;       \
+            case 2 * 4 + 1: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 2, i, 1); break;       \
+            case 1 * 4 + 3: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 1, i, 3); break;       \
+            case 1 * 4 + 2: gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 1, i, 2); break;       \
+            default:        gmtile_##SUF(acc, G, S, ns, K, (size_t)B, o, 1, i, 1); break;       \
+            }                                                                                   \
         }                                                                                       \
     }                                                                                           \
 }                                                                                               \
+                                                                                                \
 int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
                           int adc, int dac, int qa, int qd, T *Y, T *W, uint8_t *mask,           \
                           int threads)                                                           \
@@ -98,7 +210,6 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
     int64_t sat = 0;                                                                             \
     int fail = 0;                                                                                \
     const int K = n2 + 1;                                                                        \
-    const T fqa = (T)qa, fqd = (T)qd;                                                            \
     OMP_PARALLEL(threads, reduction(+:sat, fail))                                                \
     {                                                                                            \
     T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
@@ -106,43 +217,16 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
     OMP_FOR                                                                                      \
     for (int h = 0; h < H; h++) {                                                                \
         if (!zero) continue;                                                                     \
-        const T *mh = M + (size_t)h * K * K, *f = fs + (size_t)h * n2;                           \
+        const T *mh = M + (size_t)h * K * K;                                                    \
+        cv_##SUF cv = {NULL, fs + (size_t)h * n2, adc, dac, (T)qa, (T)qd};                      \
         const T *w = zero;                                                                       \
         for (int t = 0; t < L; t++) {                                                            \
             const size_t tb = (size_t)h * L + t;                                                 \
-            const T *restrict v = V + tb * B;                                                    \
-            T *restrict y = Y + tb * B;                                                          \
             T *wo = W + tb * n2 * B;                                                             \
-            uint8_t *mk = mask + tb * n2 * B;                                                    \
-            /* y and n = M [w_(t-1); v], blocked over rows and lanes (mv) */                    \
-            mv_##SUF(mh, K, n2, w, v, B, wo, y);                                                \
-            for (int o = 0; o < n2; o++) {                                                       \
-                T *restrict n = wo + (size_t)o * B;                                              \
-                uint8_t *restrict m = mk + (size_t)o * B;                                        \
-                const T fo = f[o];                                                               \
-                int s = 0;                                                                       \
-                if (adc) {                                                                       \
-                    for (int b = 0; b < B; b++) {                                                \
-                        const T x0 = n[b];                                                       \
-                        T x = x0 / fo;                                                           \
-                        s += (x0 > fo) | (x0 < -fo);                                             \
-                        m[b] = (x <= 1) & (x >= -1);                                             \
-                        x = x > 1 ? 1 : x;                                                       \
-                        x = x < -1 ? -1 : x;                                                     \
-                        n[b] = FLOOR(x * fqa + (T)0.5) / fqa * fo;                               \
-                    }                                                                            \
-                } else                                                                           \
-                    memset(m, 1, B);                                                             \
-                if (dac)                                                                         \
-                    for (int b = 0; b < B; b++) {                                                \
-                        const T x0 = n[b];                                                       \
-                        m[b] &= (x0 <= 1) & (x0 >= -1);                                          \
-                        T x = x0 > 1 ? 1 : x0;                                                   \
-                        x = x < -1 ? -1 : x;                                                     \
-                        n[b] = FLOOR(x * fqd + (T)0.5) / fqd;                                    \
-                    }                                                                            \
-                sat += s;                                                                        \
-            }                                                                                    \
+            cv.mk = mask + tb * n2 * B;                                                          \
+            /* y and n = M [w_(t-1); v], blocked over rows and lanes (mv), each block of       \
+               state rows through the converters as soon as it is computed */                   \
+            sat += mv_##SUF(mh, K, n2, w, V + tb * B, B, wo, Y + tb * B, &cv);                  \
             w = wo;                                                                              \
         }                                                                                        \
     }                                                                                            \
@@ -151,21 +235,24 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
     return fail ? -1 : sat;                                                                      \
 }                                                                                                \
                                                                                                  \
-/* gY: the gradient at Y; out: gv (H, L, B), gM (H, K, K) (overwritten). Per channel the        \
-   K x K x B partial sums run in SIMD lanes over b and are summed over b at the end. */         \
+/* gY: the gradient at Y; out: gv (H, L, B), gM (H, K, K) (overwritten). Per channel, going back \
+   over the tokens, each token's [gn; gy] (G) and [w_(t-1); v_t] (S) are kept for a chunk of     \
+   TC tokens; the block-matrix gradient gM = sum over (t, b) of G S^T is then one tiled product  \
+   per chunk (gmacc), its partial sums in VL lanes, summed over the lanes at the end. */        \
 int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *W,           \
                       const uint8_t *mask, const T *gY, T *gV, T *gM, int threads)               \
 {                                                                                                \
     const int K = n2 + 1;                                                                        \
+    const size_t slot = (size_t)K * B;                                                           \
     int fail = 0;                                                                                \
     OMP_PARALLEL(threads, reduction(+:fail))                                                     \
     {                                                                                            \
     T *gw = calloc((size_t)n2 * B, sizeof(T));      /* gradient at w_t */                        \
-    T *gn = calloc((size_t)n2 * B, sizeof(T));      /* gradient at n_t */                        \
-    T *acc = calloc((size_t)K * K * B, sizeof(T));  /* partial sums of gM per lane */            \
-    T *zero = calloc((size_t)n2 * B, sizeof(T));                                                \
+    T *Gc = malloc(sizeof(T) * TC_##SUF * slot);   /* [gn; gy] of a chunk of tokens */           \
+    T *Sc = malloc(sizeof(T) * TC_##SUF * slot);   /* [w_(t-1); v_t] of the same tokens */       \
+    T *acc = malloc(sizeof(T) * (size_t)K * K * VL);  /* gM partial sums per lane */            \
     T *mt = malloc(sizeof(T) * (size_t)K * K);      /* M transposed: (in, out) */               \
-    const int ok = gw && gn && acc && zero && mt;                                               \
+    const int ok = gw && Gc && Sc && acc && mt;                                                 \
     if (!ok) fail = 1;                                                                           \
     OMP_FOR                                                                                      \
     for (int h = 0; h < H; h++) {                                                                \
@@ -175,44 +262,59 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
             for (int i = 0; i < K; i++)                                                         \
                 mt[(size_t)i * K + o] = mh[(size_t)o * K + i];                                  \
         memset(gw, 0, sizeof(T) * n2 * B);                                                      \
-        memset(acc, 0, sizeof(T) * K * K * B);                                                   \
+        memset(acc, 0, sizeof(T) * K * K * VL);                                                  \
+        int ns = 0;                                                                              \
         for (int t = L - 1; t >= 0; t--) {                                                       \
             const size_t tb = (size_t)h * L + t;                                                 \
             const uint8_t *restrict mk = mask + tb * n2 * B;                                     \
-            const T *restrict v = V + tb * B;                                                    \
-            const T *restrict gy = gY + tb * B;                                                  \
-            T *restrict gv = gV + tb * B;                                                        \
-            const T *wp = t > 0 ? W + (tb - 1) * n2 * B : zero;      /* w_(t-1) */               \
-            for (size_t k = 0; k < (size_t)n2 * B; k++)                                          \
-                gn[k] = (T)mk[k] * gw[k];                                                        \
-            for (int c = 0; c < B; c += VL) {                                                    \
-                const VT gyc = *(const VT *)(gy + c), vc = *(const VT *)(v + c);                 \
-                /* gM partial sums: rows o (state) and n2 (output) times [w_(t-1); v_t] */       \
-                for (int o = 0; o <= n2; o++) {                                                  \
-                    const VT g = o < n2 ? *(const VT *)(gn + (size_t)o * B + c) : gyc;           \
-                    T *ar = acc + (size_t)o * K * B + c;                                         \
-                    for (int i = 0; i < n2; i++)                                                 \
-                        *(VT *)(ar + (size_t)i * B) += g * *(const VT *)(wp + (size_t)i * B + c); \
-                    *(VT *)(ar + (size_t)n2 * B) += g * vc;                                      \
-                }                                                                                \
+            if (t >= PF) {      /* going back in memory: fetch the states and masks ahead */     \
+                const char *pw = (const char *)(W + (tb - PF) * n2 * B);                         \
+                const char *pm = (const char *)(mask + (tb - PF + 1) * n2 * B);                  \
+                for (size_t k = 0; k < sizeof(T) * n2 * B; k += 64)                              \
+                    __builtin_prefetch(pw + k);                                                  \
+                for (size_t k = 0; k < (size_t)n2 * B; k += 64)                                  \
+                    __builtin_prefetch(pm + k);                                                  \
             }                                                                                    \
+            T *restrict g = Gc + ns * slot, *restrict sv = Sc + ns * slot;                       \
+            for (size_t k = 0; k < (size_t)n2 * B; k++)                                          \
+                g[k] = (T)mk[k] * gw[k];                                                         \
+            memcpy(g + (size_t)n2 * B, gY + tb * B, sizeof(T) * B);                              \
+            if (t > 0)                                                                           \
+                memcpy(sv, W + (tb - 1) * n2 * B, sizeof(T) * n2 * B);                           \
+            else                                                                                 \
+                memset(sv, 0, sizeof(T) * n2 * B);                                               \
+            memcpy(sv + (size_t)n2 * B, V + tb * B, sizeof(T) * B);                              \
             /* [gw; gv] = M^T [gn; gy]: gradient at w_(t-1) (c gy + A^T gn) and at v_t          \
                (d gy + bcol . gn), the same blocked product over the transposed matrix */       \
-            mv_##SUF(mt, K, n2, gn, gy, B, gw, gv);                                             \
+            mv_##SUF(mt, K, n2, g, g + (size_t)n2 * B, B, gw, gV + tb * B, NULL);                \
+            if (++ns == TC_##SUF || t == 0) {                                                    \
+                gmacc_##SUF(acc, Gc, Sc, ns, K, B);                                              \
+                ns = 0;                                                                          \
+            }                                                                                    \
         }                                                                                        \
         T *gmh = gM + (size_t)h * K * K;                                                         \
         for (int k = 0; k < K * K; k++) {                                                        \
             T s = 0;                                                                             \
-            const T *a = acc + (size_t)k * B;                                                    \
-            for (int b = 0; b < B; b++) s += a[b];                                               \
+            const T *a = acc + (size_t)k * VL;                                                   \
+            for (int b = 0; b < VL; b++) s += a[b];                                              \
             gmh[k] = s;                                                                          \
         }                                                                                        \
     }                                                                                            \
-    free(gw); free(gn); free(acc); free(zero); free(mt);                                        \
+    free(gw); free(Gc); free(Sc); free(acc); free(mt);                                          \
     }                                                                                            \
     return fail ? -1 : 0;                                                                        \
 }
 
+/* tokens per chunk of the block-matrix gradient (its G and S buffers stay in L1 / L2) */
+#ifndef PF
+#define PF 3
+#endif
+#ifndef TC_f32
+#define TC_f32 8
+#endif
+#ifndef TC_f64
+#define TC_f64 4
+#endif
 #define VL VL_f32
 DEFINE_SCAN(float, f32, floorf, vf32)
 #undef VL
