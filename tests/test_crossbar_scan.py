@@ -8,7 +8,7 @@ import torch
 
 import edgessm as es
 from edgessm.targets.crossbar import HwSequenceModel, load_device
-from edgessm.targets.crossbar.scan import available, block_scan
+from edgessm.targets.crossbar.scan import amax_abs, available, block_scan
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not available()[0], reason=f"native crossbar scan unavailable: {available()[1]}")
@@ -108,3 +108,57 @@ def test_native_scan_gives_the_same_bits_on_any_number_of_threads():
     for y, sat, gM, gv in out[1:]:
         assert sat == out[0][1]
         assert torch.equal(y, out[0][0]) and torch.equal(gM, out[0][2]) and torch.equal(gv, out[0][3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_converter_gives_the_bits_of_the_torch_ops(dtype):
+    from edgessm.targets.crossbar.hw import fake_converter
+    from edgessm.targets.crossbar.scan import converter
+    torch.manual_seed(5)
+    x = torch.randn(7, 9, 6, dtype=dtype) * 2
+    x[0, 0, :4] = torch.tensor([2.5 / 127, -2.5 / 127, 1.0, -1.0], dtype=dtype) * 1.25   # ties, edges
+    x[1, 1] = 0.0
+    fs = torch.rand(6, dtype=dtype) + 0.5
+    r, z = torch.tensor(1.7, dtype=dtype), torch.tensor(0.3, dtype=dtype)
+    gy = torch.randn(7, 9, 6, dtype=dtype)
+    for full, bits, pre, post in [(1.0, 8, r, None), (fs, 6, None, z), (fs, 8, r, z), (1.25, 4, None, None)]:
+        a = x.clone().requires_grad_()
+        ya = fake_converter(a / pre if pre is not None else a, full, bits)
+        ya = ya * post if post is not None else ya
+        ya.backward(gy)
+        b = x.clone().requires_grad_()
+        yb, sat = converter(b, full, bits, pre=pre, post=post)
+        yb.backward(gy)
+        v = x / pre if pre is not None else x
+        assert sat == int((v.abs() > torch.as_tensor(full, dtype=dtype)).sum()) > 0
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+    m = amax_abs(x)
+    assert torch.equal(m, x.abs().amax((0, 1)))
+
+
+def test_native_converter_rejects_bad_input_and_keeps_it():
+    from edgessm.errors import EdgessmError
+    from edgessm.targets.crossbar.scan import converter
+    x = torch.ones(3, 4, dtype=torch.float16)
+    with pytest.raises(EdgessmError, match="float32 / float64"):
+        converter(x, 1.0, 8)
+    with pytest.raises(EdgessmError, match="one value or one per column"):
+        converter(torch.ones(3, 4), torch.ones(3), 8)
+    assert torch.equal(x, torch.ones(3, 4, dtype=torch.float16))
+
+
+def test_native_scan_keeps_the_batch_layout_for_any_batch_size():
+    """(B, L, H) in and out, contiguous, for batch sizes that are and are not multiples of 8."""
+    torch.manual_seed(4)
+    H, L, n2 = 3, 9, 4
+    M = torch.randn(H, n2 + 1, n2 + 1, dtype=torch.float64) * 0.4
+    fs = torch.ones(H, n2, dtype=torch.float64)
+    for B in (1, 8, 13):
+        v = torch.randn(B, L, H, dtype=torch.float64)
+        y, _ = block_scan(M, v, fs, None, None)
+        assert y.shape == (B, L, H) and y.is_contiguous()
+        w = torch.zeros(B, H, n2, dtype=torch.float64)            # the recurrence, directly
+        for t in range(L):
+            n = torch.einsum("bhi,hoi->bho", torch.cat([w, v[:, t].unsqueeze(-1)], -1), M)
+            assert torch.allclose(y[:, t], n[..., n2], rtol=0, atol=1e-12)
+            w = n[..., :n2]

@@ -40,7 +40,7 @@ from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
-from .scan import available as scan_available, block_scan, warn_fallback
+from .scan import amax_abs, available as scan_available, block_scan, converter, native_ok, warn_fallback
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
@@ -260,28 +260,46 @@ class HwSequenceModel(SequenceModel):
         else:
             buf[idx] = new
 
+    def _native(self, x) -> bool:
+        """The converters and range trackers in scan.c (one pass each, the same bits as the
+        torch ops) when the S4D scan is native too; ``scan = "loop"`` keeps every op in torch."""
+        return self.scan == "native" and native_ok(x)
+
+    def _amax(self, x, nat: bool, per_column: bool = False):
+        """max |x| over everything (or per last-dim column), without gradient."""
+        if nat:
+            m = amax_abs(x)
+            return m if per_column else m.amax()
+        x = x.detach().abs()
+        return x.amax(tuple(range(x.dim() - 1))) if per_column else x.amax()
+
     def _mvm(self, x, lin: nn.Linear, rname: str, fsname: str, idx=None):
         hw = self.hw
+        nat = self._native(x)
         rbuf = getattr(self, rname)
-        self._track(rbuf, x.detach().abs().amax().clamp(min=_TINY), idx)
+        self._track(rbuf, self._amax(x, nat).clamp(min=_TINY), idx)
         r = (rbuf if idx is None else rbuf[idx]).clone()
-        v = fake_converter(x / r, 1.0, hw.dac_bits)
+        v = converter(x, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(x / r, 1.0, hw.dac_bits)
         q, scale = self.qlinear(lin)
         n = F.linear(v, self._noisy(q) * scale.unsqueeze(-1))
         fbuf = getattr(self, fsname)
-        red = tuple(range(n.dim() - 1))
-        self._track(fbuf, n.detach().abs().amax(red) * hw.adc_headroom, idx)
+        self._track(fbuf, self._amax(n, nat, per_column=True) * hw.adc_headroom, idx)
         fs = (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY).clone()
-        if not self._calib:
+        if self._calib:
+            y = n * r
+        elif nat:                                     # ADC and digital gain in one pass
+            y, sat = converter(n, fs, hw.adc_bits, post=r)
+            self.saturations += sat
+        else:
             self.saturations += int((n.detach().abs() > fs).sum())
-            n = fake_converter(n, fs, hw.adc_bits)
-        y = n * r
+            y = fake_converter(n, fs, hw.adc_bits) * r
         return y + lin.bias if lin.bias is not None else y
 
     def _s4d(self, i: int, u: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, L, H) through the layer's block matrices, token by token."""
         hw, s4d = self.hw, self.blocks[i].s4d
-        self._track(self.r_s4d, u.detach().abs().amax().clamp(min=_TINY), i)
+        nat = self._native(u)
+        self._track(self.r_s4d, self._amax(u, nat).clamp(min=_TINY), i)
         r = self.r_s4d[i].clone()
         fixed = float(self.norm_fixed[i]) > 0
         if self._calib and not fixed:
@@ -290,7 +308,7 @@ class HwSequenceModel(SequenceModel):
         Mq = self._noisy(q, "s4d") * s.unsqueeze(-1)                               # (H, K, K)
         B, L, H = u.shape
         n2 = s4d.d_state
-        vu = fake_converter(u / r, 1.0, hw.dac_bits)
+        vu = converter(u, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(u / r, 1.0, hw.dac_bits)
         with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
             self.fs_s4d[i, :, :n2] = hw.adc_headroom
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
@@ -328,14 +346,15 @@ class HwSequenceModel(SequenceModel):
                              hw.dac_bits if hw.state_mode == "digital" else None)
         if self._calib or self.training:
             peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
-            peak[:, n2] = ny.detach().abs().amax((0, 1)).to(peak.dtype)
+            peak[:, n2] = amax_abs(ny).to(peak.dtype)
             self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        if not self._calib:
-            self.saturations += sat + int((ny.detach().abs() > fs[:, n2]).sum())
-            ny = fake_converter(ny, fs[:, n2], hw.adc_bits)
         # (the loop's rho update multiplies rho by its peak state, which is 1 after the fixed
         # state full scale: a no-op, so none here)
-        return ny * r
+        if self._calib:
+            return ny * r
+        y, out_sat = converter(ny, fs[:, n2], hw.adc_bits, post=r)     # output ADC and gain, one pass
+        self.saturations += sat + out_sat
+        return y
 
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):

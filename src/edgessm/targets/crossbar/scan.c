@@ -80,13 +80,14 @@ mvblk_##SUF(const T *mat, int K, int n2, int r0, const int R, const T *w, const 
    returns the ADC saturations. Run right after the block's products so that the divisions of    \
    one block overlap the products of the next. */                                                \
 static inline __attribute__((always_inline)) int                                                \
-conv_##SUF(T *rows, uint8_t *mk, const T *f, int r0, int R, size_t B, int c0, int nl,            \
-           int adc, int dac, T fqa, T fqd)                                                      \
+conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t B, int c0,     \
+           int nl, int adc, int dac, T fqa, T fqd)                                              \
 {                                                                                               \
     int s = 0;                                                                                  \
     for (int j = 0; j < R; j++) {                                                               \
         T *restrict n = rows + (size_t)(r0 + j) * B + c0;                                       \
         uint8_t *restrict m = mk + (size_t)(r0 + j) * B + c0;                                   \
+        int8_t *restrict cd = code ? code + (size_t)(r0 + j) * B + c0 : NULL;                   \
         const T fo = f[r0 + j];                                                                 \
         if (adc) {                                                                              \
             for (int b = 0; b < nl; b++) {                                                      \
@@ -100,7 +101,17 @@ conv_##SUF(T *rows, uint8_t *mk, const T *f, int r0, int R, size_t B, int c0, in
             }                                                                                   \
         } else                                                                                  \
             memset(m, 1, nl);                                                                   \
-        if (dac)                                                                                \
+        if (dac && cd)      /* the DAC's integer code too (|code| <= qd <= 127) */              \
+            for (int b = 0; b < nl; b++) {                                                      \
+                const T x0 = n[b];                                                              \
+                m[b] &= (x0 <= 1) & (x0 >= -1);                                                 \
+                T x = x0 > 1 ? 1 : x0;                                                          \
+                x = x < -1 ? -1 : x;                                                            \
+                const T k = FLOOR(x * fqd + (T)0.5);                                            \
+                n[b] = k / fqd;                                                                 \
+                cd[b] = (int8_t)k;                                                              \
+            }                                                                                   \
+        else if (dac)                                                                           \
             for (int b = 0; b < nl; b++) {                                                      \
                 const T x0 = n[b];                                                              \
                 m[b] &= (x0 <= 1) & (x0 >= -1);                                                 \
@@ -114,7 +125,7 @@ conv_##SUF(T *rows, uint8_t *mk, const T *f, int r0, int R, size_t B, int c0, in
                                                                                                 \
 /* all K rows and all B lanes of the product above; with cv (the forward) each block of state  \
    rows goes through the converters right after its products. Returns the ADC saturations. */  \
-typedef struct { uint8_t *mk; const T *f; int adc, dac; T fqa, fqd; } cv_##SUF;                 \
+typedef struct { uint8_t *mk; int8_t *code; const T *f; int adc, dac; T fqa, fqd; } cv_##SUF;                 \
 static inline __attribute__((always_inline)) int                                                \
 mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_rows, T *out_last, \
          const cv_##SUF *cv)                                                                    \
@@ -135,7 +146,7 @@ mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_r
                 }                                                                               \
         }                                                                                       \
         if (cv && r < n2)                                                                       \
-            s += conv_##SUF(out_rows, cv->mk, cv->f, r, (r + R <= n2 ? R : n2 - r), (size_t)B, 0, B, \
+            s += conv_##SUF(out_rows, cv->mk, cv->code, cv->f, r, (r + R <= n2 ? R : n2 - r), (size_t)B, 0, B, \
                             cv->adc, cv->dac, cv->fqa, cv->fqd);                                \
     }                                                                                           \
     return s;                                                                                   \
@@ -204,33 +215,37 @@ static void gmacc_##SUF(T *acc, const T *G, const T *S, int ns, int K, int B)   
 }                                                                                               \
                                                                                                 \
 int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
-                          int adc, int dac, int qa, int qd, T *Y, T *W, uint8_t *mask,           \
-                          int threads)                                                           \
+                          int adc, int dac, int qa, int qd, T *Y, T *W, int8_t *codes,           \
+                          uint8_t *mask, int threads)                                            \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
     int fail = 0;                                                                                \
     const int K = n2 + 1;                                                                        \
+    const size_t nb = (size_t)n2 * B;                                                            \
     OMP_PARALLEL(threads, reduction(+:sat, fail))                                                \
     {                                                                                            \
-    T *zero = calloc((size_t)n2 * B, sizeof(T));                                                 \
-    if (!zero) fail = 1;                                                                         \
+    T *zero = calloc(3 * nb, sizeof(T));          /* w_(-1) = 0, then two states in turn */     \
+    uint8_t *mscr = malloc(nb);                   /* the mask when it is not kept */            \
+    const int ok = zero && mscr;                                                                 \
+    if (!ok) fail = 1;                                                                           \
     OMP_FOR                                                                                      \
     for (int h = 0; h < H; h++) {                                                                \
-        if (!zero) continue;                                                                     \
+        if (!ok) continue;                                                                       \
         const T *mh = M + (size_t)h * K * K;                                                    \
-        cv_##SUF cv = {NULL, fs + (size_t)h * n2, adc, dac, (T)qa, (T)qd};                      \
+        cv_##SUF cv = {NULL, NULL, fs + (size_t)h * n2, adc, dac, (T)qa, (T)qd};                \
         const T *w = zero;                                                                       \
         for (int t = 0; t < L; t++) {                                                            \
             const size_t tb = (size_t)h * L + t;                                                 \
-            T *wo = W + tb * n2 * B;                                                             \
-            cv.mk = mask + tb * n2 * B;                                                          \
+            T *wo = W ? W + tb * nb : zero + (1 + (t & 1)) * nb;                                 \
+            cv.mk = mask ? mask + tb * nb : mscr;                                                \
+            cv.code = codes && dac ? codes + tb * nb : NULL;                                     \
             /* y and n = M [w_(t-1); v], blocked over rows and lanes (mv), each block of       \
                state rows through the converters as soon as it is computed */                   \
             sat += mv_##SUF(mh, K, n2, w, V + tb * B, B, wo, Y + tb * B, &cv);                  \
             w = wo;                                                                              \
         }                                                                                        \
     }                                                                                            \
-    free(zero);                                                                                  \
+    free(zero); free(mscr);                                                                      \
     }                                                                                            \
     return fail ? -1 : sat;                                                                      \
 }                                                                                                \
@@ -240,10 +255,12 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
    TC tokens; the block-matrix gradient gM = sum over (t, b) of G S^T is then one tiled product  \
    per chunk (gmacc), its partial sums in VL lanes, summed over the lanes at the end. */        \
 int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *W,           \
-                      const uint8_t *mask, const T *gY, T *gV, T *gM, int threads)               \
+                      const int8_t *codes, int qd, const uint8_t *mask, const T *gY, T *gV,      \
+                      T *gM, int threads)                                                        \
 {                                                                                                \
     const int K = n2 + 1;                                                                        \
     const size_t slot = (size_t)K * B;                                                           \
+    const T iq = (T)1 / (T)(qd > 0 ? qd : 1);                                                    \
     int fail = 0;                                                                                \
     OMP_PARALLEL(threads, reduction(+:fail))                                                     \
     {                                                                                            \
@@ -268,9 +285,10 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
             const size_t tb = (size_t)h * L + t;                                                 \
             const uint8_t *restrict mk = mask + tb * n2 * B;                                     \
             if (t >= PF) {      /* going back in memory: fetch the states and masks ahead */     \
-                const char *pw = (const char *)(W + (tb - PF) * n2 * B);                         \
+                const char *pw = codes ? (const char *)(codes + (tb - PF) * n2 * B)              \
+                                       : (const char *)(W + (tb - PF) * n2 * B);                 \
                 const char *pm = (const char *)(mask + (tb - PF + 1) * n2 * B);                  \
-                for (size_t k = 0; k < sizeof(T) * n2 * B; k += 64)                              \
+                for (size_t k = 0; k < (codes ? 1 : sizeof(T)) * n2 * B; k += 64)                \
                     __builtin_prefetch(pw + k);                                                  \
                 for (size_t k = 0; k < (size_t)n2 * B; k += 64)                                  \
                     __builtin_prefetch(pm + k);                                                  \
@@ -279,7 +297,11 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
             for (size_t k = 0; k < (size_t)n2 * B; k++)                                          \
                 g[k] = (T)mk[k] * gw[k];                                                         \
             memcpy(g + (size_t)n2 * B, gY + tb * B, sizeof(T) * B);                              \
-            if (t > 0)                                                                           \
+            if (t > 0 && codes) {   /* w = code / qd, rebuilt as code * (1 / qd) */              \
+                const int8_t *restrict cd = codes + (tb - 1) * n2 * B;                           \
+                for (size_t k = 0; k < (size_t)n2 * B; k++)                                      \
+                    sv[k] = (T)cd[k] * iq;                                                       \
+            } else if (t > 0)                                                                    \
                 memcpy(sv, W + (tb - 1) * n2 * B, sizeof(T) * n2 * B);                           \
             else                                                                                 \
                 memset(sv, 0, sizeof(T) * n2 * B);                                               \
@@ -321,3 +343,118 @@ DEFINE_SCAN(float, f32, floorf, vf32)
 #define VL VL_f64
 DEFINE_SCAN(double, f64, floor, vf64)
 #undef VL
+
+/* ---- the layouts and the elementwise converters around the scan ---------------------------------
+
+   hw_to_hlb: x (B, L, H) -> out (H, L, Bp), the lanes b >= B zero; hw_to_blh: the way back (the
+   first B lanes). Plain copies. */
+#define DEFINE_ELEM(T, SUF, FLOOR)                                                               \
+void hw_to_hlb_##SUF(int B, int L, int H, int Bp, const T *x, T *out, int threads)               \
+{                                                                                                \
+    OMP_PARALLEL(threads, )                                                                      \
+    {                                                                                            \
+    OMP_FOR                                                                                      \
+    for (int t = 0; t < L; t++)                                                                  \
+        for (int h = 0; h < H; h++) {                                                            \
+            T *restrict o = out + ((size_t)h * L + t) * Bp;                                      \
+            const T *restrict s = x + (size_t)t * H + h;                                         \
+            for (int b = 0; b < B; b++)                                                          \
+                o[b] = s[(size_t)b * L * H];                                                     \
+            for (int b = B; b < Bp; b++)                                                         \
+                o[b] = 0;                                                                        \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+void hw_to_blh_##SUF(int B, int L, int H, int Bp, const T *x, T *out, int threads)               \
+{                                                                                                \
+    OMP_PARALLEL(threads, )                                                                      \
+    {                                                                                            \
+    OMP_FOR                                                                                      \
+    for (int b = 0; b < B; b++)                                                                  \
+        for (int t = 0; t < L; t++) {                                                            \
+            T *restrict o = out + ((size_t)b * L + t) * H;                                       \
+            const T *restrict s = x + (size_t)t * Bp + b;                                        \
+            for (int h = 0; h < H; h++)                                                          \
+                o[h] = s[(size_t)h * L * Bp];                                                    \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* out[c] = max over the rows of |x[r][c]| (x: rows x cols); NaN if any is NaN (as torch.amax) */ \
+void hw_amax_abs_##SUF(int64_t rows, int cols, const T *x, T *out)                               \
+{                                                                                                \
+    for (int c = 0; c < cols; c++) out[c] = 0;                                                   \
+    int nan = 0;                                                                                 \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        const T *restrict xr = x + r * cols;                                                     \
+        for (int c = 0; c < cols; c++) {                                                         \
+            const T a = xr[c] < 0 ? -xr[c] : xr[c];                                              \
+            nan |= a != a;                                                                       \
+            out[c] = a > out[c] ? a : out[c];                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    if (nan)                                                                                     \
+        for (int64_t r = 0; r < rows; r++)                                                       \
+            for (int c = 0; c < cols; c++)                                                       \
+                if (x[r * cols + c] != x[r * cols + c]) out[c] = x[r * cols + c];                \
+}                                                                                                \
+                                                                                                 \
+/* One converter, as the torch ops of hw.fake_converter in their order, on x (rows x cols):     \
+       v = x / pre (if pre);  u = v / fs;  m = (u >= -1) & (u <= 1);                            \
+       out = floor(clamp(u, -1, 1) * q + 1/2) / q * fs * post (if post)                          \
+   fs: one per column (fs_cols) or one value; a division and a product by fs = 1 are skipped     \
+   (exact). Returns the count of |v| > fs (the ADC saturations). mask may be NULL. */           \
+int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, const T *pre, const T *fs,         \
+                          int fs_cols, T q, const T *post, T *out, uint8_t *mask, int threads)   \
+{                                                                                                \
+    int64_t sat = 0;                                                                             \
+    const T p = pre ? *pre : 1, z = post ? *post : 1;                                            \
+    OMP_PARALLEL(threads, reduction(+:sat))                                                      \
+    {                                                                                            \
+    OMP_FOR                                                                                      \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        const T *restrict xr = x + r * cols;                                                     \
+        T *restrict o = out + r * cols;                                                          \
+        uint8_t *restrict m = mask ? mask + r * cols : NULL;                                     \
+        int s = 0;                                                                               \
+        for (int c = 0; c < cols; c++) {                                                         \
+            const T f = fs[fs_cols ? c : 0];                                                     \
+            T v = xr[c];                                                                         \
+            if (pre) v = v / p;                                                                  \
+            s += (v > f) | (v < -f);                                                             \
+            T u = f == 1 ? v : v / f;                                                            \
+            if (m) m[c] = (u >= -1) & (u <= 1);                                                  \
+            u = u > 1 ? 1 : u;                                                                   \
+            u = u < -1 ? -1 : u;                                                                 \
+            u = FLOOR(u * q + (T)0.5) / q;                                                       \
+            if (f != 1) u = u * f;                                                               \
+            if (post) u = u * z;                                                                 \
+            o[c] = u;                                                                            \
+        }                                                                                        \
+        sat += s;                                                                                \
+    }                                                                                            \
+    }                                                                                            \
+    return sat;                                                                                  \
+}                                                                                                \
+                                                                                                 \
+/* its straight-through gradient in the order of torch's backward: ((g * post) * m) / pre */    \
+void hw_conv_bwd_##SUF(int64_t n, const T *g, const uint8_t *mask, const T *pre, const T *post,  \
+                       T *out, int threads)                                                      \
+{                                                                                                \
+    const T p = pre ? *pre : 1, z = post ? *post : 1;                                            \
+    OMP_PARALLEL(threads, )                                                                      \
+    {                                                                                            \
+    OMP_FOR                                                                                      \
+    for (int64_t k = 0; k < n; k++) {                                                            \
+        T v = g[k];                                                                              \
+        if (post) v = v * z;                                                                     \
+        v = v * (T)mask[k];                                                                      \
+        if (pre) v = v / p;                                                                      \
+        out[k] = v;                                                                              \
+    }                                                                                            \
+    }                                                                                            \
+}
+
+DEFINE_ELEM(float, f32, floorf)
+DEFINE_ELEM(double, f64, floor)

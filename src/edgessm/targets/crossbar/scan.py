@@ -30,14 +30,28 @@ _warned = False
 
 def _bind(lib):
     U8 = ctypes.POINTER(ctypes.c_uint8)
+    I8 = ctypes.POINTER(ctypes.c_int8)
     for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         P = ctypes.POINTER(T)
         f = getattr(lib, f"hw_scan_fwd_{suf}")
         f.restype = ctypes.c_int64
-        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, U8, ctypes.c_int]
+        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, I8, U8, ctypes.c_int]
         g = getattr(lib, f"hw_scan_bwd_{suf}")
         g.restype = ctypes.c_int
-        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, U8, P, P, P, ctypes.c_int]
+        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, I8, ctypes.c_int, U8, P, P, P, ctypes.c_int]
+        for name in ("hw_to_hlb", "hw_to_blh"):
+            f = getattr(lib, f"{name}_{suf}")
+            f.restype = None
+            f.argtypes = [ctypes.c_int] * 4 + [P, P, ctypes.c_int]
+        f = getattr(lib, f"hw_amax_abs_{suf}")
+        f.restype = None
+        f.argtypes = [ctypes.c_int64, ctypes.c_int, P, P]
+        f = getattr(lib, f"hw_conv_fwd_{suf}")
+        f.restype = ctypes.c_int64
+        f.argtypes = [ctypes.c_int64, ctypes.c_int, P, P, P, ctypes.c_int, T, P, P, U8, ctypes.c_int]
+        f = getattr(lib, f"hw_conv_bwd_{suf}")
+        f.restype = None
+        f.argtypes = [ctypes.c_int64, P, U8, P, P, P, ctypes.c_int]
 
 
 _LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
@@ -61,44 +75,81 @@ def _u8(t: torch.Tensor):
     return ptr(t, ctypes.c_uint8)
 
 
+def _p(t, T):
+    """ptr, or NULL for None."""
+    return ptr(t, T) if t is not None else ctypes.POINTER(T)()
+
+
+def _native(dt):
+    return (_LIB.get(), ctypes.c_float if dt == torch.float32 else ctypes.c_double,
+            "f32" if dt == torch.float32 else "f64")
+
+
+def _to_hlb(x: torch.Tensor, Bp: int) -> torch.Tensor:
+    """(B, L, H) -> (H, L, Bp), the padding lanes zero (scan.c's layout)."""
+    lib, T, suf = _native(x.dtype)
+    B, L, H = x.shape
+    x = x.contiguous()
+    out = torch.empty(H, L, Bp, dtype=x.dtype)
+    getattr(lib, f"hw_to_hlb_{suf}")(B, L, H, Bp, ptr(x, T), ptr(out, T), torch.get_num_threads())
+    return out
+
+
+def _to_blh(x: torch.Tensor, B: int) -> torch.Tensor:
+    """(H, L, Bp) -> (B, L, H), the first B lanes."""
+    lib, T, suf = _native(x.dtype)
+    H, L, Bp = x.shape
+    out = torch.empty(B, L, H, dtype=x.dtype)
+    getattr(lib, f"hw_to_blh_{suf}")(B, L, H, Bp, ptr(x, T), ptr(out, T), torch.get_num_threads())
+    return out
+
+
 class _Scan(torch.autograd.Function):
-    """M (H, K, K), v (H, L, B) -> Y (H, L, B); batch innermost (see scan.c)."""
+    """M (H, K, K), v (B, L, H) -> Y (B, L, H), all contiguous; inside, scan.c's layout
+    (H, L, Bp) with the batch innermost, padded to Bp (a multiple of 8) lanes."""
 
     @staticmethod
-    def forward(ctx, M, V, fs, adc, dac, qa, qd, counter):
-        H, L, B = V.shape
+    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter):
+        B, L, H = v.shape
         n2 = M.shape[-1] - 1
-        dt = V.dtype
-        T = ctypes.c_float if dt == torch.float32 else ctypes.c_double
-        suf = "f32" if dt == torch.float32 else "f64"
-        Mc, Vc = M.detach().contiguous(), V.detach().contiguous()
+        Bp = B + (-B % 8)                  # the kernel runs 8 batch rows per SIMD step
+        dt = v.dtype
+        lib, T, suf = _native(dt)
+        Mc = M.detach().contiguous()
+        Vc = _to_hlb(v.detach(), Bp)
         fsc = fs.detach().to(dt).contiguous()
         Y = torch.empty_like(Vc)
-        W = torch.empty(H, L, n2, B, dtype=dt)
-        mask = torch.empty(H, L, n2, B, dtype=torch.uint8)
-        sat = getattr(_LIB.get(), f"hw_scan_fwd_{suf}")(B, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
+        # what the backward needs: the states w_t, as the DAC's int8 codes when there is a DAC of
+        # at most 8 bits (a quarter of the memory), and the straight-through masks
+        grad = any(ctx.needs_input_grad[:2])
+        codes = torch.empty(H, L, n2, Bp, dtype=torch.int8) if grad and dac and qd <= 127 else None
+        W = torch.empty(H, L, n2, Bp, dtype=dt) if grad and codes is None else None
+        mask = torch.empty(H, L, n2, Bp, dtype=torch.uint8) if grad else None
+        sat = getattr(lib, f"hw_scan_fwd_{suf}")(Bp, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
                                                  int(adc), int(dac), int(qa), int(qd), ptr(Y, T),
-                                                 ptr(W, T), _u8(mask), torch.get_num_threads())
+                                                 _p(W, T), _p(codes, ctypes.c_int8), _p(mask, ctypes.c_uint8),
+                                                 torch.get_num_threads())
         if sat < 0:
             raise MemoryError("native crossbar scan: out of memory")
         counter.append(int(sat))
-        ctx.save_for_backward(Mc, Vc, W, mask)
-        ctx.suf, ctx.T = suf, T
-        return Y
+        if grad:
+            ctx.save_for_backward(Mc, Vc, W, codes, mask)
+        ctx.B, ctx.qd = B, int(qd)
+        return _to_blh(Y, B)
 
     @staticmethod
     def backward(ctx, gY):
-        M, V, W, mask = ctx.saved_tensors
-        H, L, n2, B = W.shape
-        T = ctx.T
-        gYc = gY.to(V.dtype).contiguous()
+        M, V, W, codes, mask = ctx.saved_tensors
+        H, L, n2, Bp = mask.shape
+        lib, T, suf = _native(V.dtype)
+        gYc = _to_hlb(gY.to(V.dtype), Bp)
         gV = torch.empty_like(V)
         gM = torch.empty_like(M)
-        if getattr(_LIB.get(), f"hw_scan_bwd_{ctx.suf}")(B, L, H, n2, ptr(M, T), ptr(V, T), ptr(W, T), _u8(mask),
-                                                   ptr(gYc, T), ptr(gV, T), ptr(gM, T),
-                                                   torch.get_num_threads()):
+        if getattr(lib, f"hw_scan_bwd_{suf}")(Bp, L, H, n2, ptr(M, T), ptr(V, T), _p(W, T),
+                                              _p(codes, ctypes.c_int8), ctx.qd, _u8(mask), ptr(gYc, T),
+                                              ptr(gV, T), ptr(gM, T), torch.get_num_threads()):
             raise MemoryError("native crossbar scan: out of memory")
-        return gM, gV, None, None, None, None, None, None
+        return gM, _to_blh(gV, ctx.B), None, None, None, None, None, None
 
 
 def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int | None,
@@ -118,10 +169,85 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     qa = (1 << (adc_bits - 1)) - 1 if adc_bits else 0
     qd = (1 << (dac_bits - 1)) - 1 if dac_bits else 0
     counter: list[int] = []
-    B = v.shape[0]
-    pad = -B % 8                        # the kernel runs 8 batch rows per SIMD step
-    vt = v.permute(2, 1, 0)
-    if pad:
-        vt = torch.nn.functional.pad(vt, (0, pad))
-    Y = _Scan.apply(M, vt, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter)
-    return Y[..., :B].permute(2, 1, 0), counter[0]
+    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter)
+    return Y, counter[0]
+
+
+def _scalar(t, dt):
+    return None if t is None else torch.as_tensor(t).detach().to(dt).reshape(1).contiguous()
+
+
+class _Conv(torch.autograd.Function):
+    """scan.c's hw_conv_fwd / hw_conv_bwd (see there) on a contiguous x (..., cols)."""
+
+    @staticmethod
+    def forward(ctx, x, pre, fs, q, post, counter):
+        dt = x.dtype
+        lib, T, suf = _native(dt)
+        xc = x.detach().contiguous()
+        cols = xc.shape[-1] if xc.dim() else 1
+        rows = xc.numel() // max(cols, 1)
+        fsc = torch.as_tensor(fs).detach().to(dt).reshape(-1).contiguous()
+        if fsc.numel() not in (1, cols):
+            raise EdgessmError(f"converter full scale: one value or one per column ({cols}), got {fsc.numel()}")
+        p, z = _scalar(pre, dt), _scalar(post, dt)
+        out = torch.empty_like(xc)
+        mask = torch.empty(xc.shape, dtype=torch.uint8) if ctx.needs_input_grad[0] else None
+        nul = ctypes.POINTER(T)()
+        sat = getattr(lib, f"hw_conv_fwd_{suf}")(rows, cols, ptr(xc, T), ptr(p, T) if p is not None else nul,
+                                                 ptr(fsc, T), int(fsc.numel() > 1), float(q),
+                                                 ptr(z, T) if z is not None else nul, ptr(out, T),
+                                                 _u8(mask) if mask is not None else ctypes.POINTER(ctypes.c_uint8)(),
+                                                 torch.get_num_threads())
+        counter.append(int(sat))
+        if mask is not None:
+            ctx.save_for_backward(mask)
+            ctx.pz = (p, z)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        p, z = ctx.pz
+        dt = g.dtype
+        lib, T, suf = _native(dt)
+        gc = g.contiguous()
+        out = torch.empty_like(gc)
+        nul = ctypes.POINTER(T)()
+        getattr(lib, f"hw_conv_bwd_{suf}")(gc.numel(), ptr(gc, T), _u8(mask), ptr(p.to(dt), T) if p is not None else nul,
+                                           ptr(z.to(dt), T) if z is not None else nul, ptr(out, T),
+                                           torch.get_num_threads())
+        return out, None, None, None, None, None
+
+
+def native_ok(x: torch.Tensor) -> bool:
+    """Whether the native kernels take x: a CPU float32 / float64 tensor, and the library built."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _LIB.get() is not None
+
+
+def converter(x: torch.Tensor, full_scale, bits: int, pre=None, post=None) -> tuple[torch.Tensor, int]:
+    """The fused signed converter: (out, saturations), out = C(x / pre) * post with C the
+    converter of ``hw.fake_converter`` (clip to [-fs, fs], round half up to 2**(bits-1) - 1
+    steps per side, straight-through gradient), in one pass (scan.c) and with the same float
+    operations in the same order as the torch ops ``fake_converter(x / pre, fs, bits) * post``,
+    so the same bits. full_scale: a number or a tensor of one value per column (last dim);
+    pre, post: None or one-value tensors without gradient; saturations: the count of
+    |x / pre| > fs."""
+    if not native_ok(x):
+        raise EdgessmError(f"native crossbar converter: a CPU float32 / float64 tensor, got {x.dtype} on {x.device}")
+    q = (1 << (bits - 1)) - 1
+    counter: list[int] = []
+    out = _Conv.apply(x, pre, full_scale, float(q), post, counter)
+    return out, counter[0]
+
+
+def amax_abs(x: torch.Tensor) -> torch.Tensor:
+    """max |x| over all but the last dim, one pass (x.abs().amax(all but last) in torch)."""
+    if not native_ok(x):
+        raise EdgessmError(f"native crossbar amax: a CPU float32 / float64 tensor, got {x.dtype} on {x.device}")
+    lib, T, suf = _native(x.dtype)
+    xc = x.detach().contiguous()
+    cols = xc.shape[-1]
+    out = torch.empty(cols, dtype=x.dtype)
+    getattr(lib, f"hw_amax_abs_{suf}")(xc.numel() // max(cols, 1), cols, ptr(xc, T), ptr(out, T))
+    return out
