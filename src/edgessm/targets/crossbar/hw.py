@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError, InputError
-from ...quant.quantizers import fake_quant_weight, quantize_weight, round_ste
+from ...quant.quantizers import fake_quant_weight, round_ste, split_descale, weight_step
 from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
@@ -59,9 +59,9 @@ def quant_linear(W: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
     scale (out,) the digital column gain, W_q = q * scale[:, None]."""
     ts = weight_spec(bits)
     wq = fake_quant_weight(W, ts)
-    with torch.no_grad():
-        qw = quantize_weight(W, ts)
-        scale = (qw.g.double() * torch.exp2(qw.f.double()) * ts.qmax).to(W.dtype)
+    with torch.no_grad():      # quantize_weight's step (g, f), without its integer mantissas
+        g, f = split_descale(weight_step(W, ts), ts.descale_bits, ts.method == "pow2")
+        scale = (g.double() * torch.exp2(f.double()) * ts.qmax).to(W.dtype)
     return wq / scale.unsqueeze(-1), scale
 
 

@@ -371,8 +371,8 @@ void hw_to_blh_##SUF(int B, int L, int H, int Bp, const T *x, T *out, int thread
     OMP_PARALLEL(threads, )                                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
-    for (int b = 0; b < B; b++)                                                                  \
-        for (int t = 0; t < L; t++) {                                                            \
+    for (int t = 0; t < L; t++)       /* per token the H source rows stay in L1 over b */       \
+        for (int b = 0; b < B; b++) {                                                            \
             T *restrict o = out + ((size_t)b * L + t) * H;                                       \
             const T *restrict s = x + (size_t)t * Bp + b;                                        \
             for (int h = 0; h < H; h++)                                                          \
@@ -401,36 +401,32 @@ void hw_amax_abs_##SUF(int64_t rows, int cols, const T *x, T *out)              
 }                                                                                                \
                                                                                                  \
 /* One converter, as the torch ops of hw.fake_converter in their order, on x (rows x cols):     \
-       v = x / pre (if pre);  u = v / fs;  m = (u >= -1) & (u <= 1);                            \
-       out = floor(clamp(u, -1, 1) * q + 1/2) / q * fs * post (if post)                          \
-   fs: one per column (fs_cols) or one value; a division and a product by fs = 1 are skipped     \
-   (exact). Returns the count of |v| > fs (the ADC saturations). mask may be NULL. */           \
-int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, const T *pre, const T *fs,         \
-                          int fs_cols, T q, const T *post, T *out, uint8_t *mask, int threads)   \
+       v = x / pre;  u = v / fs[c];  m = (u >= -1) & (u <= 1);                                   \
+       out = floor(clamp(u, -1, 1) * q + 1/2) / q * fs[c] * post                                 \
+   fs: one per column; pre, post: one value each, 1 where torch has no such op (a division or   \
+   a product by 1 is exact, so the bits are those of the ops without it). Returns the count of  \
+   |v| > fs (the ADC saturations). */                                                           \
+int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, T pre, const T *fs, T q, T post,   \
+                          T *out, uint8_t *mask, int threads)                                    \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
-    const T p = pre ? *pre : 1, z = post ? *post : 1;                                            \
     OMP_PARALLEL(threads, reduction(+:sat))                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
     for (int64_t r = 0; r < rows; r++) {                                                         \
         const T *restrict xr = x + r * cols;                                                     \
         T *restrict o = out + r * cols;                                                          \
-        uint8_t *restrict m = mask ? mask + r * cols : NULL;                                     \
+        uint8_t *restrict m = mask + r * cols;                                                   \
         int s = 0;                                                                               \
         for (int c = 0; c < cols; c++) {                                                         \
-            const T f = fs[fs_cols ? c : 0];                                                     \
-            T v = xr[c];                                                                         \
-            if (pre) v = v / p;                                                                  \
+            const T f = fs[c];                                                                   \
+            const T v = xr[c] / pre;                                                             \
             s += (v > f) | (v < -f);                                                             \
-            T u = f == 1 ? v : v / f;                                                            \
-            if (m) m[c] = (u >= -1) & (u <= 1);                                                  \
+            T u = v / f;                                                                         \
+            m[c] = (u >= -1) & (u <= 1);                                                         \
             u = u > 1 ? 1 : u;                                                                   \
             u = u < -1 ? -1 : u;                                                                 \
-            u = FLOOR(u * q + (T)0.5) / q;                                                       \
-            if (f != 1) u = u * f;                                                               \
-            if (post) u = u * z;                                                                 \
-            o[c] = u;                                                                            \
+            o[c] = FLOOR(u * q + (T)0.5) / q * f * post;                                         \
         }                                                                                        \
         sat += s;                                                                                \
     }                                                                                            \
@@ -439,20 +435,14 @@ int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, const T *pre, cons
 }                                                                                                \
                                                                                                  \
 /* its straight-through gradient in the order of torch's backward: ((g * post) * m) / pre */    \
-void hw_conv_bwd_##SUF(int64_t n, const T *g, const uint8_t *mask, const T *pre, const T *post,  \
-                       T *out, int threads)                                                      \
+void hw_conv_bwd_##SUF(int64_t n, const T *g, const uint8_t *mask, T pre, T post, T *out,        \
+                       int threads)                                                              \
 {                                                                                                \
-    const T p = pre ? *pre : 1, z = post ? *post : 1;                                            \
     OMP_PARALLEL(threads, )                                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
-    for (int64_t k = 0; k < n; k++) {                                                            \
-        T v = g[k];                                                                              \
-        if (post) v = v * z;                                                                     \
-        v = v * (T)mask[k];                                                                      \
-        if (pre) v = v / p;                                                                      \
-        out[k] = v;                                                                              \
-    }                                                                                            \
+    for (int64_t k = 0; k < n; k++)                                                              \
+        out[k] = g[k] * post * (T)mask[k] / pre;                                                 \
     }                                                                                            \
 }
 

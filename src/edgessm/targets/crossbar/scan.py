@@ -13,7 +13,9 @@ warning (``available()`` says why).
 from __future__ import annotations
 
 import ctypes
+import threading
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -48,10 +50,10 @@ def _bind(lib):
         f.argtypes = [ctypes.c_int64, ctypes.c_int, P, P]
         f = getattr(lib, f"hw_conv_fwd_{suf}")
         f.restype = ctypes.c_int64
-        f.argtypes = [ctypes.c_int64, ctypes.c_int, P, P, P, ctypes.c_int, T, P, P, U8, ctypes.c_int]
+        f.argtypes = [ctypes.c_int64, ctypes.c_int, P, T, P, T, T, P, U8, ctypes.c_int]
         f = getattr(lib, f"hw_conv_bwd_{suf}")
         f.restype = None
-        f.argtypes = [ctypes.c_int64, P, U8, P, P, P, ctypes.c_int]
+        f.argtypes = [ctypes.c_int64, P, U8, T, T, P, ctypes.c_int]
 
 
 _LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
@@ -78,6 +80,41 @@ def _u8(t: torch.Tensor):
 def _p(t, T):
     """ptr, or NULL for None."""
     return ptr(t, T) if t is not None else ctypes.POINTER(T)()
+
+
+class _Pool:
+    """The large buffers the scan keeps for its backward (states, masks: ~8 MB per layer for
+    the fsdd model), reused from one training step to the next: fresh memory costs a page fault
+    per 4 kB on first touch, about a quarter of the scan's forward. A buffer comes back when the
+    autograd node that holds it is freed (nothing can read it any more); at most `keep` per
+    shape and dtype are kept."""
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self.free: dict = {}
+        self.lock = threading.Lock()
+
+    def take(self, shape, dtype) -> torch.Tensor:
+        with self.lock:
+            lst = self.free.get((tuple(shape), dtype))
+            if lst:
+                return lst.pop()
+        return torch.empty(shape, dtype=dtype)
+
+    def give(self, *ts):
+        with self.lock:
+            for t in ts:
+                if t is not None:
+                    lst = self.free.setdefault((tuple(t.shape), t.dtype), [])
+                    if len(lst) < self.keep:
+                        lst.append(t)
+
+    def clear(self):
+        with self.lock:
+            self.free.clear()
+
+
+_POOL = _Pool()
 
 
 def _native(dt):
@@ -122,9 +159,10 @@ class _Scan(torch.autograd.Function):
         # what the backward needs: the states w_t, as the DAC's int8 codes when there is a DAC of
         # at most 8 bits (a quarter of the memory), and the straight-through masks
         grad = any(ctx.needs_input_grad[:2])
-        codes = torch.empty(H, L, n2, Bp, dtype=torch.int8) if grad and dac and qd <= 127 else None
-        W = torch.empty(H, L, n2, Bp, dtype=dt) if grad and codes is None else None
-        mask = torch.empty(H, L, n2, Bp, dtype=torch.uint8) if grad else None
+        shape = (H, L, n2, Bp)
+        codes = _POOL.take(shape, torch.int8) if grad and dac and qd <= 127 else None
+        W = _POOL.take(shape, dt) if grad and codes is None else None
+        mask = _POOL.take(shape, torch.uint8) if grad else None
         sat = getattr(lib, f"hw_scan_fwd_{suf}")(Bp, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
                                                  int(adc), int(dac), int(qa), int(qd), ptr(Y, T),
                                                  _p(W, T), _p(codes, ctypes.c_int8), _p(mask, ctypes.c_uint8),
@@ -134,6 +172,7 @@ class _Scan(torch.autograd.Function):
         counter.append(int(sat))
         if grad:
             ctx.save_for_backward(Mc, Vc, W, codes, mask)
+            weakref.finalize(ctx, _POOL.give, W, codes, mask)     # back to the pool with the node
         ctx.B, ctx.qd = B, int(qd)
         return _to_blh(Y, B)
 
@@ -173,12 +212,13 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     return Y, counter[0]
 
 
-def _scalar(t, dt):
-    return None if t is None else torch.as_tensor(t).detach().to(dt).reshape(1).contiguous()
+def _scalar(t, dt) -> float:
+    """A one-value tensor (or None: 1) as the Python float of its value in dtype dt."""
+    return 1.0 if t is None else float(torch.as_tensor(t).detach().to(dt).reshape(()))
 
 
 class _Conv(torch.autograd.Function):
-    """scan.c's hw_conv_fwd / hw_conv_bwd (see there) on a contiguous x (..., cols)."""
+    """scan.c's hw_conv_fwd / hw_conv_bwd (see there) on x (..., cols)."""
 
     @staticmethod
     def forward(ctx, x, pre, fs, q, post, counter):
@@ -187,20 +227,17 @@ class _Conv(torch.autograd.Function):
         xc = x.detach().contiguous()
         cols = xc.shape[-1] if xc.dim() else 1
         rows = xc.numel() // max(cols, 1)
-        fsc = torch.as_tensor(fs).detach().to(dt).reshape(-1).contiguous()
+        fsc = torch.as_tensor(fs).detach().to(dt).reshape(-1)
         if fsc.numel() not in (1, cols):
             raise EdgessmError(f"converter full scale: one value or one per column ({cols}), got {fsc.numel()}")
+        fsc = fsc.expand(cols).contiguous()
         p, z = _scalar(pre, dt), _scalar(post, dt)
         out = torch.empty_like(xc)
-        mask = torch.empty(xc.shape, dtype=torch.uint8) if ctx.needs_input_grad[0] else None
-        nul = ctypes.POINTER(T)()
-        sat = getattr(lib, f"hw_conv_fwd_{suf}")(rows, cols, ptr(xc, T), ptr(p, T) if p is not None else nul,
-                                                 ptr(fsc, T), int(fsc.numel() > 1), float(q),
-                                                 ptr(z, T) if z is not None else nul, ptr(out, T),
-                                                 _u8(mask) if mask is not None else ctypes.POINTER(ctypes.c_uint8)(),
-                                                 torch.get_num_threads())
+        mask = torch.empty(xc.shape, dtype=torch.uint8)
+        sat = getattr(lib, f"hw_conv_fwd_{suf}")(rows, cols, ptr(xc, T), p, ptr(fsc, T), float(q), z,
+                                                 ptr(out, T), _u8(mask), torch.get_num_threads())
         counter.append(int(sat))
-        if mask is not None:
+        if ctx.needs_input_grad[0]:
             ctx.save_for_backward(mask)
             ctx.pz = (p, z)
         return out
@@ -209,13 +246,10 @@ class _Conv(torch.autograd.Function):
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
         p, z = ctx.pz
-        dt = g.dtype
-        lib, T, suf = _native(dt)
+        lib, T, suf = _native(g.dtype)
         gc = g.contiguous()
         out = torch.empty_like(gc)
-        nul = ctypes.POINTER(T)()
-        getattr(lib, f"hw_conv_bwd_{suf}")(gc.numel(), ptr(gc, T), _u8(mask), ptr(p.to(dt), T) if p is not None else nul,
-                                           ptr(z.to(dt), T) if z is not None else nul, ptr(out, T),
+        getattr(lib, f"hw_conv_bwd_{suf}")(gc.numel(), ptr(gc, T), _u8(mask), p, z, ptr(out, T),
                                            torch.get_num_threads())
         return out, None, None, None, None, None
 
