@@ -36,6 +36,14 @@
 typedef float vf32 __attribute__((vector_size(32), aligned(4)));
 typedef double vf64 __attribute__((vector_size(32), aligned(8)));
 
+/* k / q for an integer-valued k with |k| <= q, q an integer below 2^15, without a division:
+   q0 = k * (1/q), its remainder k - q0 q (exact in one fma), q0 corrected by remainder / q. The
+   result is the correctly rounded k / q (the IEEE division's bits): checked for every such k
+   and q in float32 and float64 (the converters' steps are 2^(bits-1) - 1, bits <= 16);
+   larger q divide. */
+#define QDIV_f32(k, q, rq) ((q) < 32768.f ? fmaf(fmaf(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
+#define QDIV_f64(k, q, rq) ((q) < 32768. ? fma(fma(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
+
 #define DEFINE_SCAN(T, SUF, FLOOR, VT)                                                           \
 enum { VL_##SUF = 32 / sizeof(T) };                                                              \
 /* out[r] = mat[r][n2] * lead + sum_{i < n2} mat[r][i] * w[i] for the rows r = r0 .. r0+R-1 and \
@@ -83,6 +91,7 @@ static inline __attribute__((always_inline)) int                                
 conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t B, int c0,     \
            int nl, int adc, int dac, T fqa, T fqd)                                              \
 {                                                                                               \
+    const T rqa = (T)1 / fqa, rqd = (T)1 / fqd;                                                 \
     int s = 0;                                                                                  \
     for (int j = 0; j < R; j++) {                                                               \
         T *restrict n = rows + (size_t)(r0 + j) * B + c0;                                       \
@@ -97,7 +106,7 @@ conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t
                 m[b] = (x <= 1) & (x >= -1);                                                    \
                 x = x > 1 ? 1 : x;                                                              \
                 x = x < -1 ? -1 : x;                                                            \
-                n[b] = FLOOR(x * fqa + (T)0.5) / fqa * fo;                                      \
+                n[b] = QDIV_##SUF(FLOOR(x * fqa + (T)0.5), fqa, rqa) * fo;                      \
             }                                                                                   \
         } else                                                                                  \
             memset(m, 1, nl);                                                                   \
@@ -108,7 +117,7 @@ conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t
                 T x = x0 > 1 ? 1 : x0;                                                          \
                 x = x < -1 ? -1 : x;                                                            \
                 const T k = FLOOR(x * fqd + (T)0.5);                                            \
-                n[b] = k / fqd;                                                                 \
+                n[b] = QDIV_##SUF(k, fqd, rqd);                                                 \
                 cd[b] = (int8_t)k;                                                              \
             }                                                                                   \
         else if (dac)                                                                           \
@@ -117,7 +126,7 @@ conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t
                 m[b] &= (x0 <= 1) & (x0 >= -1);                                                 \
                 T x = x0 > 1 ? 1 : x0;                                                          \
                 x = x < -1 ? -1 : x;                                                            \
-                n[b] = FLOOR(x * fqd + (T)0.5) / fqd;                                           \
+                n[b] = QDIV_##SUF(FLOOR(x * fqd + (T)0.5), fqd, rqd);                           \
             }                                                                                   \
     }                                                                                           \
     return s;                                                                                   \
@@ -410,6 +419,7 @@ int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, T pre, const T *fs
                           T *out, uint8_t *mask, int threads)                                    \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
+    const T rq = (T)1 / q;                                                                       \
     OMP_PARALLEL(threads, reduction(+:sat))                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
@@ -426,7 +436,7 @@ int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, T pre, const T *fs
             m[c] = (u >= -1) & (u <= 1);                                                         \
             u = u > 1 ? 1 : u;                                                                   \
             u = u < -1 ? -1 : u;                                                                 \
-            o[c] = FLOOR(u * q + (T)0.5) / q * f * post;                                         \
+            o[c] = QDIV_##SUF(FLOOR(u * q + (T)0.5), q, rq) * f * post;                          \
         }                                                                                        \
         sat += s;                                                                                \
     }                                                                                            \
