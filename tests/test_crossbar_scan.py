@@ -162,3 +162,28 @@ def test_native_scan_keeps_the_batch_layout_for_any_batch_size():
             n = torch.einsum("bhi,hoi->bho", torch.cat([w, v[:, t].unsqueeze(-1)], -1), M)
             assert torch.allclose(y[:, t], n[..., n2], rtol=0, atol=1e-12)
             w = n[..., :n2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [(8, 8), (6, 8), (17, 18)])
+def test_native_scan_converters_give_the_bits_of_the_torch_ops(dtype, bits):
+    """A block that copies s_h v_t into every state (A = 0) and reads state 0 out (c = e_0):
+    y_t = DAC(ADC(s_h v_(t-1))), bit for bit the torch converters, ties and clipping included."""
+    from edgessm.targets.crossbar.hw import fake_converter
+    adc, dac = bits
+    torch.manual_seed(6)
+    H, L, B, n2 = 5, 50, 11, 4
+    s = torch.tensor([1.0, 0.37, 2.9, 1.25, 0.8], dtype=dtype)
+    fs0 = torch.tensor([1.25, 1.25, 0.9, 1.7, 1.0], dtype=dtype)
+    M = torch.zeros(H, n2 + 1, n2 + 1, dtype=dtype)
+    M[:, :n2, n2] = s.unsqueeze(-1)
+    M[:, n2, 0] = 1
+    v = torch.randn(B, L, H, dtype=dtype) * 1.5
+    k = torch.randint(-127, 128, (B, L, H)).to(dtype)
+    v[:, ::3] = (k / 127 * 1.25 / s)[:, ::3]                    # ADC outputs near the DAC's ties
+    fs = fs0.unsqueeze(-1).expand(H, n2).contiguous()
+    y, sat = block_scan(M, v, fs, adc, dac)
+    n = v * s
+    w = fake_converter(fake_converter(n, fs0, adc), 1.0, dac)
+    assert torch.equal(y[:, 1:], w[:, :-1]) and torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))
+    assert sat == n2 * int((n.abs() > fs0).sum()) > 0

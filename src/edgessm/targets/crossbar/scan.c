@@ -41,10 +41,11 @@ typedef double vf64 __attribute__((vector_size(32), aligned(8)));
    result is the correctly rounded k / q (the IEEE division's bits): checked for every such k
    and q in float32 and float64 (the converters' steps are 2^(bits-1) - 1, bits <= 16);
    larger q divide. */
-#define QDIV_f32(k, q, rq) ((q) < 32768.f ? fmaf(fmaf(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
-#define QDIV_f64(k, q, rq) ((q) < 32768. ? fma(fma(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
+#define QDIV_f32(k, q, rq, fast) ((fast) ? fmaf(fmaf(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
+#define QDIV_f64(k, q, rq, fast) ((fast) ? fma(fma(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
+#define QFAST(q) ((q) < 32768)
 
-#define DEFINE_SCAN(T, SUF, FLOOR, VT)                                                           \
+#define DEFINE_SCAN(T, SUF, FLOOR, ABS, VT)                                                           \
 enum { VL_##SUF = 32 / sizeof(T) };                                                              \
 /* out[r] = mat[r][n2] * lead + sum_{i < n2} mat[r][i] * w[i] for the rows r = r0 .. r0+R-1 and \
    the lane groups c0 .. c0+C-1 (VL lanes of b each): R x C independent accumulators, each w    \
@@ -88,46 +89,59 @@ mvblk_##SUF(const T *mat, int K, int n2, int r0, const int R, const T *w, const 
    returns the ADC saturations. Run right after the block's products so that the divisions of    \
    one block overlap the products of the next. */                                                \
 static inline __attribute__((always_inline)) int                                                \
+conv1_##SUF(T *restrict n, uint8_t *restrict m, int8_t *restrict cd, int nl, T fo, const int adc, \
+            const int dac, const int keep, const int fast, T fqa, T rqa, T fqd, T rqd)          \
+{                                                                                               \
+    int s = 0;                                                                                  \
+    for (int b = 0; b < nl; b++) {                                                              \
+        T x = n[b];                                                                             \
+        uint8_t ok = 1;                                                                         \
+        if (adc) {                                                                              \
+            const T x0 = x;                                                                     \
+            x = x0 / fo;                                                                        \
+            s += ABS(x0) > fo;              /* (|v| > fs and |u| <= 1 as compares of the value  */ \
+            ok = ABS(x) <= 1;               /*  and its negation: the same, NaN false too)     */ \
+            x = x > 1 ? 1 : x;                                                                  \
+            x = x < -1 ? -1 : x;                                                                \
+            x = QDIV_##SUF(FLOOR(x * fqa + (T)0.5), fqa, rqa, fast) * fo;                       \
+        }                                                                                       \
+        if (dac) {                                                                              \
+            ok &= ABS(x) <= 1;                                                                  \
+            x = x > 1 ? 1 : x;                                                                  \
+            x = x < -1 ? -1 : x;                                                                \
+            const T k = FLOOR(x * fqd + (T)0.5);                                                \
+            x = QDIV_##SUF(k, fqd, rqd, fast);                                                  \
+            if (keep) cd[b] = (int8_t)k;                                                        \
+        }                                                                                       \
+        n[b] = x;                                                                               \
+        m[b] = ok;                                                                              \
+    }                                                                                           \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
+static inline __attribute__((always_inline)) int                                                \
 conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t B, int c0,     \
            int nl, int adc, int dac, T fqa, T fqd)                                              \
 {                                                                                               \
     const T rqa = (T)1 / fqa, rqd = (T)1 / fqd;                                                 \
     int s = 0;                                                                                  \
     for (int j = 0; j < R; j++) {                                                               \
-        T *restrict n = rows + (size_t)(r0 + j) * B + c0;                                       \
-        uint8_t *restrict m = mk + (size_t)(r0 + j) * B + c0;                                   \
-        int8_t *restrict cd = code ? code + (size_t)(r0 + j) * B + c0 : NULL;                   \
+        T *n = rows + (size_t)(r0 + j) * B + c0;                                                \
+        uint8_t *m = mk + (size_t)(r0 + j) * B + c0;                                            \
+        int8_t *cd = code ? code + (size_t)(r0 + j) * B + c0 : NULL;                            \
         const T fo = f[r0 + j];                                                                 \
-        if (adc) {                                                                              \
-            for (int b = 0; b < nl; b++) {                                                      \
-                const T x0 = n[b];                                                              \
-                T x = x0 / fo;                                                                  \
-                s += (x0 > fo) | (x0 < -fo);                                                    \
-                m[b] = (x <= 1) & (x >= -1);                                                    \
-                x = x > 1 ? 1 : x;                                                              \
-                x = x < -1 ? -1 : x;                                                            \
-                n[b] = QDIV_##SUF(FLOOR(x * fqa + (T)0.5), fqa, rqa) * fo;                      \
-            }                                                                                   \
-        } else                                                                                  \
+        const int fast = QFAST(fqa) && QFAST(fqd);                                              \
+        if (adc && dac && cd && fast)                                                           \
+            s += conv1_##SUF(n, m, cd, nl, fo, 1, 1, 1, 1, fqa, rqa, fqd, rqd);                 \
+        else if (adc && dac && fast)                                                            \
+            s += conv1_##SUF(n, m, cd, nl, fo, 1, 1, 0, 1, fqa, rqa, fqd, rqd);                 \
+        else if (adc && !dac && fast)                                                           \
+            s += conv1_##SUF(n, m, cd, nl, fo, 1, 0, 0, 1, fqa, rqa, fqd, rqd);                 \
+        else if (adc || dac)          /* the rest: steps of more than 16 bits, digital state   \
+                                         without ADC (calibration) */                           \
+            s += conv1_##SUF(n, m, cd, nl, fo, adc, dac, cd != NULL, 0, fqa, rqa, fqd, rqd);    \
+        else                                                                                    \
             memset(m, 1, nl);                                                                   \
-        if (dac && cd)      /* the DAC's integer code too (|code| <= qd <= 127) */              \
-            for (int b = 0; b < nl; b++) {                                                      \
-                const T x0 = n[b];                                                              \
-                m[b] &= (x0 <= 1) & (x0 >= -1);                                                 \
-                T x = x0 > 1 ? 1 : x0;                                                          \
-                x = x < -1 ? -1 : x;                                                            \
-                const T k = FLOOR(x * fqd + (T)0.5);                                            \
-                n[b] = QDIV_##SUF(k, fqd, rqd);                                                 \
-                cd[b] = (int8_t)k;                                                              \
-            }                                                                                   \
-        else if (dac)                                                                           \
-            for (int b = 0; b < nl; b++) {                                                      \
-                const T x0 = n[b];                                                              \
-                m[b] &= (x0 <= 1) & (x0 >= -1);                                                 \
-                T x = x0 > 1 ? 1 : x0;                                                          \
-                x = x < -1 ? -1 : x;                                                            \
-                n[b] = QDIV_##SUF(FLOOR(x * fqd + (T)0.5), fqd, rqd);                           \
-            }                                                                                   \
     }                                                                                           \
     return s;                                                                                   \
 }                                                                                               \
@@ -347,17 +361,17 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
 #define TC_f64 4
 #endif
 #define VL VL_f32
-DEFINE_SCAN(float, f32, floorf, vf32)
+DEFINE_SCAN(float, f32, floorf, fabsf, vf32)
 #undef VL
 #define VL VL_f64
-DEFINE_SCAN(double, f64, floor, vf64)
+DEFINE_SCAN(double, f64, floor, fabs, vf64)
 #undef VL
 
 /* ---- the layouts and the elementwise converters around the scan ---------------------------------
 
    hw_to_hlb: x (B, L, H) -> out (H, L, Bp), the lanes b >= B zero; hw_to_blh: the way back (the
    first B lanes). Plain copies. */
-#define DEFINE_ELEM(T, SUF, FLOOR)                                                               \
+#define DEFINE_ELEM(T, SUF, FLOOR, ABS)                                                               \
 void hw_to_hlb_##SUF(int B, int L, int H, int Bp, const T *x, T *out, int threads)               \
 {                                                                                                \
     OMP_PARALLEL(threads, )                                                                      \
@@ -415,30 +429,40 @@ void hw_amax_abs_##SUF(int64_t rows, int cols, const T *x, T *out)              
    fs: one per column; pre, post: one value each, 1 where torch has no such op (a division or   \
    a product by 1 is exact, so the bits are those of the ops without it). Returns the count of  \
    |v| > fs (the ADC saturations). */                                                           \
+static inline __attribute__((always_inline)) int                                                 \
+conv_row_##SUF(int cols, const T *restrict xr, T pre, const T *restrict fs, T q, T rq, T post,    \
+               T *restrict o, uint8_t *restrict m, const int fast)                                \
+{                                                                                                \
+    int s = 0;                                                                                   \
+    for (int c = 0; c < cols; c++) {                                                             \
+        const T f = fs[c];                                                                       \
+        const T v = xr[c] / pre;                                                                 \
+        s += ABS(v) > f;                                                                         \
+        T u = v / f;                                                                             \
+        m[c] = ABS(u) <= 1;                                                                      \
+        u = u > 1 ? 1 : u;                                                                       \
+        u = u < -1 ? -1 : u;                                                                     \
+        o[c] = QDIV_##SUF(FLOOR(u * q + (T)0.5), q, rq, fast) * f * post;                        \
+    }                                                                                            \
+    return s;                                                                                    \
+}                                                                                                \
+                                                                                                 \
 int64_t hw_conv_fwd_##SUF(int64_t rows, int cols, const T *x, T pre, const T *fs, T q, T post,   \
                           T *out, uint8_t *mask, int threads)                                    \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
     const T rq = (T)1 / q;                                                                       \
+    const int fast = QFAST(q);                                                                   \
     OMP_PARALLEL(threads, reduction(+:sat))                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
     for (int64_t r = 0; r < rows; r++) {                                                         \
-        const T *restrict xr = x + r * cols;                                                     \
-        T *restrict o = out + r * cols;                                                          \
-        uint8_t *restrict m = mask + r * cols;                                                   \
-        int s = 0;                                                                               \
-        for (int c = 0; c < cols; c++) {                                                         \
-            const T f = fs[c];                                                                   \
-            const T v = xr[c] / pre;                                                             \
-            s += (v > f) | (v < -f);                                                             \
-            T u = v / f;                                                                         \
-            m[c] = (u >= -1) & (u <= 1);                                                         \
-            u = u > 1 ? 1 : u;                                                                   \
-            u = u < -1 ? -1 : u;                                                                 \
-            o[c] = QDIV_##SUF(FLOOR(u * q + (T)0.5), q, rq) * f * post;                          \
-        }                                                                                        \
-        sat += s;                                                                                \
+        if (fast)                                                                                \
+            sat += conv_row_##SUF(cols, x + r * cols, pre, fs, q, rq, post, out + r * cols,      \
+                                  mask + r * cols, 1);                                           \
+        else                                                                                     \
+            sat += conv_row_##SUF(cols, x + r * cols, pre, fs, q, rq, post, out + r * cols,      \
+                                  mask + r * cols, 0);                                           \
     }                                                                                            \
     }                                                                                            \
     return sat;                                                                                  \
@@ -456,5 +480,5 @@ void hw_conv_bwd_##SUF(int64_t n, const T *g, const uint8_t *mask, T pre, T post
     }                                                                                            \
 }
 
-DEFINE_ELEM(float, f32, floorf)
-DEFINE_ELEM(double, f64, floor)
+DEFINE_ELEM(float, f32, floorf, fabsf)
+DEFINE_ELEM(double, f64, floor, fabs)
