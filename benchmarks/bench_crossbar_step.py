@@ -1,7 +1,7 @@
 """Hardware-aware (crossbar) training step vs the float step of the same model, side by side.
 
     python benchmarks/bench_crossbar_step.py [--d-model 32 --d-state 16 --layers 2 --batch 32
-        --length 226 --threads 2 --reps 10 --weight-bits 2] [--loop]
+        --length 226 --threads 2 --reps 10 --weight-bits 2] [--loop] [--qat]
 
 One step = forward, cross-entropy, backward, AdamW step, on random inputs. The variants run
 interleaved (A, B, A, B, ...) in one process so that a shared machine slows them alike:
@@ -9,6 +9,7 @@ interleaved (A, B, A, B, ...) in one process so that a shared machine slows them
   hw-native   HwSequenceModel (train mode: write noise, converters, quantized weights) with the
               native S4D scan (scan.c)
   hw-loop     the same with the reference Python loop over time (--loop; slow)
+  qat         the quantization-aware model of the same float model (loihi2 spec, --qat)
 Prints one JSON object: median ms per step of each and the ratios to float.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv=None):
     p.add_argument("--weight-bits", type=int, default=2)
     p.add_argument("--ssm-bits", type=int, default=6)
     p.add_argument("--loop", action="store_true", help="also time the reference Python loop")
+    p.add_argument("--qat", action="store_true", help="also time the quantization-aware step (loihi2 spec)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     import edgessm as es
@@ -56,6 +58,10 @@ def main(argv=None):
         m.calibrate(x)
         m.scan = "native" if v == "hw-native" else "loop"
         models[v] = m
+    if a.qat:
+        import copy
+        from edgessm.quant import qat_wrap
+        models["qat"] = qat_wrap("loihi2", calibration=x)(copy.deepcopy(base))
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
 
     def step(k):
