@@ -187,3 +187,19 @@ def test_native_scan_converters_give_the_bits_of_the_torch_ops(dtype, bits):
     w = fake_converter(fake_converter(n, fs0, adc), 1.0, dac)
     assert torch.equal(y[:, 1:], w[:, :-1]) and torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))
     assert sat == n2 * int((n.abs() > fs0).sum()) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_write_noise_gives_the_bits_of_the_torch_ops(dtype, monkeypatch):
+    import edgessm.targets.crossbar.hw as hwm
+    q = torch.linspace(-1, 1, 7 * 9, dtype=dtype).reshape(7, 9)
+    # the second: three pairs per weight, sigma clipped at 0 on the high conductances
+    for cfg in (load_device("default"), load_device("default", devices_per_weight=3, write_noise_slope=-0.05,
+                                                    program_verify_iterations=30)):
+        torch.manual_seed(11)
+        a = hwm.write_noise(q, cfg)
+        monkeypatch.setattr(hwm, "native_ok", lambda x: False)      # the torch ops
+        torch.manual_seed(11)
+        b = hwm.write_noise(q, cfg)
+        monkeypatch.undo()
+        assert torch.equal(a, b) and not torch.equal(a, q)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,8 @@ from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
-from .scan import amax_abs, available as scan_available, block_scan, converter, native_ok, warn_fallback
+from .scan import (amax_abs, available as scan_available, block_scan, converter, native_ok, warn_fallback,
+                   write_noise_sum)
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
@@ -140,13 +142,18 @@ def write_noise(q: torch.Tensor, cfg, generator=None) -> torch.Tensor:
     win = cfg.g_max_us - cfg.g_min_us
     k = cfg.devices_per_weight
     with torch.no_grad():
-        gp = cfg.g_min_us + q.detach().clamp(min=0) * win
-        gm = cfg.g_min_us - q.detach().clamp(max=0) * win
+        fused = cfg.verify_tolerance_us <= 0 and native_ok(q)      # the ops below in one pass (scan.c)
+        if not fused:
+            gp = cfg.g_min_us + q.detach().clamp(min=0) * win
+            gm = cfg.g_min_us - q.detach().clamp(max=0) * win
         e = torch.zeros_like(q)
         for _ in range(k):
             ep = torch.randn(q.shape, generator=generator, dtype=q.dtype)
             em = torch.randn(q.shape, generator=generator, dtype=q.dtype)
-            if cfg.verify_tolerance_us > 0:
+            if fused:
+                write_noise_sum(q, ep, em, e, cfg.g_min_us, win, cfg.write_noise_sigma_us, cfg.write_noise_slope,
+                                math.sqrt(100.0 / cfg.program_verify_iterations))
+            elif cfg.verify_tolerance_us > 0:
                 e = e + (program_devices(gp, cfg, ep, generator)[0] - gp
                          - (program_devices(gm, cfg, em, generator)[0] - gm)) / win
             else:

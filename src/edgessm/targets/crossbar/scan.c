@@ -482,3 +482,26 @@ void hw_conv_bwd_##SUF(int64_t n, const T *g, const uint8_t *mask, T pre, T post
 
 DEFINE_ELEM(float, f32, floorf, fabsf)
 DEFINE_ELEM(double, f64, floor, fabs)
+
+/* ---- write noise ----------------------------------------------------------------------------------
+   The programming error of a differential pair per weight q (in [-1, 1]), as the torch ops of
+   hw.write_noise without write-verify, in their order: gp = gmin + max(q, 0) win, gm = gmin -
+   min(q, 0) win, sigma(g) = max(s0 + slope (g - gmin), 0) kf, e = (sigma(gp) ep - sigma(gm) em)
+   / win for the normal draws ep, em; acc = acc + e (acc: the sum over the pairs so far). */
+#define DEFINE_NOISE(T, SUF)                                                                     \
+void hw_write_noise_##SUF(int64_t n, const T *q, const T *ep, const T *em, T gmin, T win, T s0,  \
+                          T slope, T kf, T *acc)                                                 \
+{                                                                                                \
+    for (int64_t k = 0; k < n; k++) {                                                            \
+        const T qk = q[k];                                                                       \
+        const T qp = qk < 0 ? 0 : qk, qm = qk > 0 ? 0 : qk;                                      \
+        const T gp = gmin + qp * win, gm = gmin - qm * win;                                      \
+        T sp = s0 + slope * (gp - gmin), sm = s0 + slope * (gm - gmin);                          \
+        sp = (sp < 0 ? 0 : sp) * kf;                                                             \
+        sm = (sm < 0 ? 0 : sm) * kf;                                                             \
+        acc[k] = acc[k] + (sp * ep[k] - sm * em[k]) / win;                                       \
+    }                                                                                            \
+}
+
+DEFINE_NOISE(float, f32)
+DEFINE_NOISE(double, f64)

@@ -54,6 +54,9 @@ def _bind(lib):
         f = getattr(lib, f"hw_conv_bwd_{suf}")
         f.restype = None
         f.argtypes = [ctypes.c_int64, P, U8, T, T, P, ctypes.c_int]
+        f = getattr(lib, f"hw_write_noise_{suf}")
+        f.restype = None
+        f.argtypes = [ctypes.c_int64, P, P, P] + [T] * 5 + [P]
 
 
 _LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
@@ -285,3 +288,15 @@ def amax_abs(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty(cols, dtype=x.dtype)
     getattr(lib, f"hw_amax_abs_{suf}")(xc.numel() // max(cols, 1), cols, ptr(xc, T), ptr(out, T))
     return out
+
+
+def write_noise_sum(q: torch.Tensor, ep: torch.Tensor, em: torch.Tensor, acc: torch.Tensor, gmin: float,
+                    win: float, s0: float, slope: float, kf: float):
+    """acc += the programming error of the pairs for the draws ep, em (scan.c's hw_write_noise,
+    the torch ops of ``hw.write_noise`` without write-verify, in one pass). In place on acc."""
+    lib, T, suf = _native(q.dtype)
+    qc, pc, mc = q.detach().contiguous(), ep.contiguous(), em.contiguous()
+    if not acc.is_contiguous() or acc.dtype != q.dtype or acc.shape != q.shape:
+        raise EdgessmError("write_noise_sum: acc must be a contiguous tensor of q's shape and dtype")
+    getattr(lib, f"hw_write_noise_{suf}")(qc.numel(), ptr(qc, T), ptr(pc, T), ptr(mc, T), gmin, win, s0, slope,
+                                          kf, ptr(acc, T))
