@@ -86,13 +86,14 @@ def _p(t, T):
 
 
 class _Pool:
-    """The large buffers the scan keeps for its backward (states, masks: ~8 MB per layer for
-    the fsdd model), reused from one training step to the next: fresh memory costs a page fault
-    per 4 kB on first touch, about a quarter of the scan's forward. A buffer comes back when the
-    autograd node that holds it is freed (nothing can read it any more); at most `keep` per
-    shape and dtype are kept."""
+    """The large buffers of the scan, reused from one call and one training step to the next:
+    what it keeps for its backward (states, masks, its inputs: ~8 MB per layer for the fsdd
+    model) and its layout copies. Fresh memory costs a page fault per 4 kB on first touch,
+    about a quarter of the scan's forward. A kept buffer comes back when the autograd node
+    that holds it is freed (nothing can read it any more), a layout copy when it has been read;
+    at most `keep` per shape and dtype wait here."""
 
-    def __init__(self, keep: int = 4):
+    def __init__(self, keep: int = 8):
         self.keep = keep
         self.free: dict = {}
         self.lock = threading.Lock()
@@ -130,7 +131,7 @@ def _to_hlb(x: torch.Tensor, Bp: int) -> torch.Tensor:
     lib, T, suf = _native(x.dtype)
     B, L, H = x.shape
     x = x.contiguous()
-    out = torch.empty(H, L, Bp, dtype=x.dtype)
+    out = _POOL.take((H, L, Bp), x.dtype)
     getattr(lib, f"hw_to_hlb_{suf}")(B, L, H, Bp, ptr(x, T), ptr(out, T), torch.get_num_threads())
     return out
 
@@ -158,7 +159,7 @@ class _Scan(torch.autograd.Function):
         Mc = M.detach().contiguous()
         Vc = _to_hlb(v.detach(), Bp)
         fsc = fs.detach().to(dt).contiguous()
-        Y = torch.empty_like(Vc)
+        Y = _POOL.take(Vc.shape, dt)
         # what the backward needs: the states w_t, as the DAC's int8 codes when there is a DAC of
         # at most 8 bits (a quarter of the memory), and the straight-through masks
         grad = any(ctx.needs_input_grad[:2])
@@ -175,9 +176,13 @@ class _Scan(torch.autograd.Function):
         counter.append(int(sat))
         if grad:
             ctx.save_for_backward(Mc, Vc, W, codes, mask)
-            weakref.finalize(ctx, _POOL.give, W, codes, mask)     # back to the pool with the node
+            weakref.finalize(ctx, _POOL.give, Vc, W, codes, mask)     # back to the pool with the node
+        else:
+            _POOL.give(Vc)
         ctx.B, ctx.qd = B, int(qd)
-        return _to_blh(Y, B)
+        y = _to_blh(Y, B)
+        _POOL.give(Y)
+        return y
 
     @staticmethod
     def backward(ctx, gY):
@@ -185,13 +190,15 @@ class _Scan(torch.autograd.Function):
         H, L, n2, Bp = mask.shape
         lib, T, suf = _native(V.dtype)
         gYc = _to_hlb(gY.to(V.dtype), Bp)
-        gV = torch.empty_like(V)
+        gV = _POOL.take(V.shape, V.dtype)
         gM = torch.empty_like(M)
         if getattr(lib, f"hw_scan_bwd_{suf}")(Bp, L, H, n2, ptr(M, T), ptr(V, T), _p(W, T),
                                               _p(codes, ctypes.c_int8), ctx.qd, _u8(mask), ptr(gYc, T),
                                               ptr(gV, T), ptr(gM, T), torch.get_num_threads()):
             raise MemoryError("native crossbar scan: out of memory")
-        return gM, _to_blh(gV, ctx.B), None, None, None, None, None, None
+        gv = _to_blh(gV, ctx.B)
+        _POOL.give(gYc, gV)
+        return gM, gv, None, None, None, None, None, None
 
 
 def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int | None,
