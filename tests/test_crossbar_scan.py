@@ -97,17 +97,18 @@ def test_native_scan_gives_the_same_bits_on_any_number_of_threads():
     M = torch.randn(H, n2 + 1, n2 + 1) * 0.4
     v = torch.randn(B, L, H)
     fs = torch.rand(H, n2) + 0.5
-    out = []
-    for threads in (1, 2, 3):
-        torch.set_num_threads(threads)
-        Mg, vg = M.clone().requires_grad_(), v.clone().requires_grad_()
-        y, sat = block_scan(Mg, vg, fs, 6, 7)
-        (y * torch.linspace(-1, 1, H)).sum().backward()
-        out.append((y.detach(), sat, Mg.grad, vg.grad))
-    torch.set_num_threads(1)
-    for y, sat, gM, gv in out[1:]:
-        assert sat == out[0][1]
-        assert torch.equal(y, out[0][0]) and torch.equal(gM, out[0][2]) and torch.equal(gv, out[0][3])
+    for pairs in (False, True):
+        out = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            Mg, vg = M.clone().requires_grad_(), v.clone().requires_grad_()
+            y, sat = block_scan(Mg, vg, fs, 6, 7, pairs=pairs)
+            (y * torch.linspace(-1, 1, H)).sum().backward()
+            out.append((y.detach(), sat, Mg.grad, vg.grad))
+        torch.set_num_threads(1)
+        for y, sat, gM, gv in out[1:]:
+            assert sat == out[0][1]
+            assert torch.equal(y, out[0][0]) and torch.equal(gM, out[0][2]) and torch.equal(gv, out[0][3])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -203,3 +204,31 @@ def test_native_write_noise_gives_the_bits_of_the_torch_ops(dtype, monkeypatch):
         b = hwm.write_noise(q, cfg)
         monkeypatch.undo()
         assert torch.equal(a, b) and not torch.equal(a, q)
+
+
+def test_block_scan_pairs_gives_the_gradient_of_the_complex_pair_entries():
+    torch.manual_seed(8)
+    H, L, B, n2 = 3, 25, 9, 6
+    n = n2 // 2
+    M = torch.randn(H, n2 + 1, n2 + 1, dtype=torch.float64) * 0.3
+    v = torch.randn(B, L, H, dtype=torch.float64)
+    fs = torch.ones(H, n2, dtype=torch.float64) * 1.25
+    gy = torch.randn(B, L, H, dtype=torch.float64)
+    out = []
+    for pairs in (False, True):
+        Mg, vg = M.clone().requires_grad_(), v.clone().requires_grad_()
+        y, _ = block_scan(Mg, vg, fs, 8, 8, pairs=pairs)
+        y.backward(gy)
+        out.append((y.detach(), Mg.grad, vg.grad))
+    keep = torch.zeros(n2 + 1, n2 + 1, dtype=torch.bool)
+    for p in range(n):
+        for o in (p, n + p, n2):
+            for i in (p, n + p, n2):
+                keep[o, i] = True
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][2], out[1][2])
+    assert torch.allclose(out[1][1][:, keep], out[0][1][:, keep], rtol=1e-12, atol=1e-12)
+    assert torch.equal(out[1][1][:, ~keep], torch.zeros_like(out[1][1][:, ~keep]))
+    assert bool((out[0][1][:, ~keep] != 0).all())                       # the full gradient is not 0 there
+    from edgessm.errors import EdgessmError
+    with pytest.raises(EdgessmError, match="even number of states"):
+        block_scan(torch.zeros(1, 4, 4), torch.zeros(2, 3, 1), torch.ones(1, 3), 8, 8, pairs=True)

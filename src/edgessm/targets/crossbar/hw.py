@@ -350,7 +350,8 @@ class HwSequenceModel(SequenceModel):
         hw = self.hw
         n2 = Mq.shape[-1] - 1
         ny, sat = block_scan(Mq, vu, fs[:, :n2], None if self._calib else hw.adc_bits,
-                             hw.dac_bits if hw.state_mode == "digital" else None)
+                             hw.dac_bits if hw.state_mode == "digital" else None,
+                             pairs=True)     # Mq's other entries are block_matrix's constant zeros
         if self._calib or self.training:
             peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
             peak[:, n2] = amax_abs(ny).to(peak.dtype)

@@ -212,6 +212,52 @@ gmtile_##SUF(T *acc, const T *G, const T *S, int ns, int K, size_t B, int o0, co
             *(VT *)(acc + ((size_t)(o0 + j) * K + i0 + q) * VL) = a[j][q];                      \
 }                                                                                               \
                                                                                                 \
+/* Only the entries of a block matrix made of complex pairs (A: a 2 x 2 block on the states p   \
+   and np + p for each pair p, b, c and d dense): per pair the 3 x 3 tile of the rows and        \
+   columns {p, np + p, n2}, d (the corner) with the first pair only. */                          \
+static inline __attribute__((always_inline)) void                                               \
+pairtile_##SUF(T *acc, const T *G, const T *S, int ns, int K, size_t B, int r0, int r1,           \
+               const int withd)                                                                 \
+{                                                                                               \
+    const int r[3] = {r0, r1, K - 1};                                                           \
+    VT a[3][3];                                                                                 \
+    _Pragma("GCC unroll 3")                                                                     \
+    for (int j = 0; j < 3; j++)                                                                 \
+        _Pragma("GCC unroll 3")                                                                 \
+        for (int q = 0; q < 3; q++)                                                             \
+            a[j][q] = *(const VT *)(acc + ((size_t)r[j] * K + r[q]) * VL);                      \
+    const size_t slot = (size_t)K * B;                                                          \
+    for (int s = 0; s < ns; s++) {                                                              \
+        const T *g = G + s * slot, *sv = S + s * slot;                                          \
+        for (size_t c = 0; c < B; c += VL) {                                                    \
+            VT x[3], gj[3];                                                                     \
+            _Pragma("GCC unroll 3")                                                             \
+            for (int q = 0; q < 3; q++) {                                                       \
+                x[q] = *(const VT *)(sv + (size_t)r[q] * B + c);                                \
+                gj[q] = *(const VT *)(g + (size_t)r[q] * B + c);                                \
+            }                                                                                   \
+            _Pragma("GCC unroll 3")                                                             \
+            for (int j = 0; j < 3; j++)                                                         \
+                _Pragma("GCC unroll 3")                                                         \
+                for (int q = 0; q < 3; q++)                                                     \
+                    if (withd || j < 2 || q < 2)                                                \
+                        a[j][q] += gj[j] * x[q];                                                \
+        }                                                                                       \
+    }                                                                                           \
+    _Pragma("GCC unroll 3")                                                                     \
+    for (int j = 0; j < 3; j++)                                                                 \
+        _Pragma("GCC unroll 3")                                                                 \
+        for (int q = 0; q < 3; q++)                                                             \
+            *(VT *)(acc + ((size_t)r[j] * K + r[q]) * VL) = a[j][q];                            \
+}                                                                                               \
+                                                                                                \
+static void gmpairs_##SUF(T *acc, const T *G, const T *S, int ns, int K, int B, int np)          \
+{                                                                                               \
+    pairtile_##SUF(acc, G, S, ns, K, (size_t)B, 0, np, 1);                                      \
+    for (int p = 1; p < np; p++)                                                                \
+        pairtile_##SUF(acc, G, S, ns, K, (size_t)B, p, np + p, 0);                              \
+}                                                                                               \
+                                                                                                \
 /* the block-matrix gradient of ns tokens as one product: acc += G S^T over (token, lane) */    \
 static void gmacc_##SUF(T *acc, const T *G, const T *S, int ns, int K, int B)                    \
 {                                                                                               \
@@ -276,10 +322,11 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
 /* gY: the gradient at Y; out: gv (H, L, B), gM (H, K, K) (overwritten). Per channel, going back \
    over the tokens, each token's [gn; gy] (G) and [w_(t-1); v_t] (S) are kept for a chunk of     \
    TC tokens; the block-matrix gradient gM = sum over (t, b) of G S^T is then one tiled product  \
-   per chunk (gmacc), its partial sums in VL lanes, summed over the lanes at the end. */        \
+   per chunk (gmacc), its partial sums in VL lanes, summed over the lanes at the end. pairs != 0 \
+   (n2 even): only the entries of the complex-pair structure (gmpairs), the others 0. */        \
 int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *W,           \
                       const int8_t *codes, int qd, const uint8_t *mask, const T *gY, T *gV,      \
-                      T *gM, int threads)                                                        \
+                      T *gM, int pairs, int threads)                                             \
 {                                                                                                \
     const int K = n2 + 1;                                                                        \
     const size_t slot = (size_t)K * B;                                                           \
@@ -333,7 +380,8 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
                (d gy + bcol . gn), the same blocked product over the transposed matrix */       \
             mv_##SUF(mt, K, n2, g, g + (size_t)n2 * B, B, gw, gV + tb * B, NULL);                \
             if (++ns == TC_##SUF || t == 0) {                                                    \
-                gmacc_##SUF(acc, Gc, Sc, ns, K, B);                                              \
+                if (pairs) gmpairs_##SUF(acc, Gc, Sc, ns, K, B, n2 / 2);                         \
+                else gmacc_##SUF(acc, Gc, Sc, ns, K, B);                                         \
                 ns = 0;                                                                          \
             }                                                                                    \
         }                                                                                        \

@@ -40,7 +40,7 @@ def _bind(lib):
         f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, I8, U8, ctypes.c_int]
         g = getattr(lib, f"hw_scan_bwd_{suf}")
         g.restype = ctypes.c_int
-        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, I8, ctypes.c_int, U8, P, P, P, ctypes.c_int]
+        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, I8, ctypes.c_int, U8, P, P, P, ctypes.c_int, ctypes.c_int]
         for name in ("hw_to_hlb", "hw_to_blh"):
             f = getattr(lib, f"{name}_{suf}")
             f.restype = None
@@ -150,7 +150,7 @@ class _Scan(torch.autograd.Function):
     (H, L, Bp) with the batch innermost, padded to Bp (a multiple of 8) lanes."""
 
     @staticmethod
-    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter):
+    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs):
         B, L, H = v.shape
         n2 = M.shape[-1] - 1
         Bp = B + (-B % 8)                  # the kernel runs 8 batch rows per SIMD step
@@ -179,7 +179,7 @@ class _Scan(torch.autograd.Function):
             weakref.finalize(ctx, _POOL.give, Vc, W, codes, mask)     # back to the pool with the node
         else:
             _POOL.give(Vc)
-        ctx.B, ctx.qd = B, int(qd)
+        ctx.B, ctx.qd, ctx.pairs = B, int(qd), bool(pairs)
         y = _to_blh(Y, B)
         _POOL.give(Y)
         return y
@@ -194,21 +194,26 @@ class _Scan(torch.autograd.Function):
         gM = torch.empty_like(M)
         if getattr(lib, f"hw_scan_bwd_{suf}")(Bp, L, H, n2, ptr(M, T), ptr(V, T), _p(W, T),
                                               _p(codes, ctypes.c_int8), ctx.qd, _u8(mask), ptr(gYc, T),
-                                              ptr(gV, T), ptr(gM, T), torch.get_num_threads()):
+                                              ptr(gV, T), ptr(gM, T), int(ctx.pairs), torch.get_num_threads()):
             raise MemoryError("native crossbar scan: out of memory")
         gv = _to_blh(gV, ctx.B)
         _POOL.give(gYc, gV)
-        return gM, gv, None, None, None, None, None, None
+        return gM, gv, None, None, None, None, None, None, None
 
 
 def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int | None,
-               dac_bits: int | None) -> tuple[torch.Tensor, int]:
+               dac_bits: int | None, pairs: bool = False) -> tuple[torch.Tensor, int]:
     """The S4D layer's output column before its ADC, y (B, L, H), and the number of ADC
     saturations of the state columns.
 
     M (H, K, K) (out, in): the block matrices [[A, b], [c, d]] (K = n2 + 1); v (B, L, H): the
     DAC'd inputs; fs (H, n2): the state ADC full scales; adc_bits / dac_bits: None skips that
-    converter on the state (calibration: no ADC; analog state: no DAC)."""
+    converter on the state (calibration: no ADC; analog state: no DAC).
+
+    pairs: M's gradient only at the entries a block of complex pairs can have (``hw.block_matrix``:
+    the 2 x 2 blocks of the states p and n2/2 + p, the b column, the c row, d), 0 elsewhere,
+    for a caller whose M has constant zeros there (its gradient there goes nowhere): a quarter
+    of the products of the full gradient for n2 = 16."""
     if _LIB.get() is None:
         raise EdgessmError(f"native crossbar scan unavailable: {_LIB.why}")
     if v.dtype not in (torch.float32, torch.float64) or M.dtype != v.dtype:
@@ -218,7 +223,9 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     qa = (1 << (adc_bits - 1)) - 1 if adc_bits else 0
     qd = (1 << (dac_bits - 1)) - 1 if dac_bits else 0
     counter: list[int] = []
-    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter)
+    if pairs and (M.shape[-1] - 1) % 2:
+        raise EdgessmError(f"native crossbar scan: pairs needs an even number of states, got {M.shape[-1] - 1}")
+    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter, bool(pairs))
     return Y, counter[0]
 
 
