@@ -173,7 +173,7 @@ def test_native_scan_converters_give_the_bits_of_the_torch_ops(dtype, bits):
     from edgessm.targets.crossbar.hw import fake_converter
     adc, dac = bits
     torch.manual_seed(6)
-    H, L, B, n2 = 5, 50, 11, 4
+    H, L, B, n2 = 5, 50, 37, 4             # 40 lanes: 32 in the SIMD converters, 8 in the loop
     s = torch.tensor([1.0, 0.37, 2.9, 1.25, 0.8], dtype=dtype)
     fs0 = torch.tensor([1.25, 1.25, 0.9, 1.7, 1.0], dtype=dtype)
     M = torch.zeros(H, n2 + 1, n2 + 1, dtype=dtype)
@@ -182,12 +182,18 @@ def test_native_scan_converters_give_the_bits_of_the_torch_ops(dtype, bits):
     v = torch.randn(B, L, H, dtype=dtype) * 1.5
     k = torch.randint(-127, 128, (B, L, H)).to(dtype)
     v[:, ::3] = (k / 127 * 1.25 / s)[:, ::3]                    # ADC outputs near the DAC's ties
+    v[:7, 1::5] = (fs0 / s) * torch.tensor([1.0, -1.0, 1.3, -0.2, 1.0], dtype=dtype)   # the ADC's clip edge
     fs = fs0.unsqueeze(-1).expand(H, n2).contiguous()
-    y, sat = block_scan(M, v, fs, adc, dac)
-    n = v * s
+    gy = torch.randn(B, L, H, dtype=dtype)
+    va, vb = v.clone().requires_grad_(), v.clone().requires_grad_()
+    y, sat = block_scan(M, va, fs, adc, dac)
+    y.backward(gy)
+    n = vb * s
     w = fake_converter(fake_converter(n, fs0, adc), 1.0, dac)
     assert torch.equal(y[:, 1:], w[:, :-1]) and torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))
     assert sat == n2 * int((n.abs() > fs0).sum()) > 0
+    w[:, :-1].backward(gy[:, 1:])                     # the straight-through masks: the same gradient
+    assert torch.equal(va.grad, vb.grad) and (va.grad == 0).any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -45,6 +45,71 @@ typedef double vf64 __attribute__((vector_size(32), aligned(8)));
 #define QDIV_f64(k, q, rq, fast) ((fast) ? fma(fma(-((k) * (rq)), (q), (k)), (rq), (k) * (rq)) : (k) / (q))
 #define QFAST(q) ((q) < 32768)
 
+/* The state converters (ADC then DAC, both steps below 2^15) on 32 lanes of float32, written
+   with AVX2 / FMA: the operations of conv1's loop in the same order (min / max with the constant
+   first are its clamps, NaN passing through; compares ordered: NaN false), a third of the
+   instructions the compiler makes of that loop (blends, mask widening). */
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define VEC32_f32 1
+static inline __attribute__((always_inline)) __m256i
+conv8_f32(float *n, __m256 fo, __m256 fqa, __m256 rqa, __m256 fqd, __m256 rqd, __m256i *sat, __m256i *code)
+{
+    const __m256 one = _mm256_set1_ps(1.f), mone = _mm256_set1_ps(-1.f), half = _mm256_set1_ps(.5f);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 x0 = _mm256_loadu_ps(n);
+    __m256 x = _mm256_div_ps(x0, fo);
+    *sat = _mm256_sub_epi32(*sat, _mm256_castps_si256(_mm256_cmp_ps(_mm256_and_ps(x0, absm), fo, _CMP_GT_OQ)));
+    __m256 ok = _mm256_cmp_ps(_mm256_and_ps(x, absm), one, _CMP_LE_OQ);
+    x = _mm256_max_ps(mone, _mm256_min_ps(one, x));
+    __m256 k = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, fqa), half));
+    __m256 q0 = _mm256_mul_ps(k, rqa);
+    x = _mm256_mul_ps(_mm256_fmadd_ps(_mm256_fnmadd_ps(q0, fqa, k), rqa, q0), fo);
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_and_ps(x, absm), one, _CMP_LE_OQ));
+    x = _mm256_max_ps(mone, _mm256_min_ps(one, x));
+    k = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, fqd), half));
+    q0 = _mm256_mul_ps(k, rqd);
+    _mm256_storeu_ps(n, _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, fqd, k), rqd, q0));
+    *code = _mm256_cvttps_epi32(k);
+    return _mm256_castps_si256(ok);
+}
+
+/* 4 x 8 int32 lanes (each in [-128, 127]) -> 32 int8 in lane order */
+static inline __attribute__((always_inline)) __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static inline __attribute__((always_inline)) int
+conv32_f32(float *n, uint8_t *m, int8_t *cd, float fo_, float fqa_, float rqa_, float fqd_, float rqd_)
+{
+    const __m256 fo = _mm256_set1_ps(fo_), fqa = _mm256_set1_ps(fqa_), rqa = _mm256_set1_ps(rqa_);
+    const __m256 fqd = _mm256_set1_ps(fqd_), rqd = _mm256_set1_ps(rqd_);
+    __m256i sat = _mm256_setzero_si256(), c0, c1, c2, c3;
+    const __m256i o0 = conv8_f32(n, fo, fqa, rqa, fqd, rqd, &sat, &c0);
+    const __m256i o1 = conv8_f32(n + 8, fo, fqa, rqa, fqd, rqd, &sat, &c1);
+    const __m256i o2 = conv8_f32(n + 16, fo, fqa, rqa, fqd, rqd, &sat, &c2);
+    const __m256i o3 = conv8_f32(n + 24, fo, fqa, rqa, fqd, rqd, &sat, &c3);
+    _mm256_storeu_si256((__m256i *)m, _mm256_and_si256(pack32(o0, o1, o2, o3), _mm256_set1_epi8(1)));
+    if (cd)
+        _mm256_storeu_si256((__m256i *)cd, pack32(c0, c1, c2, c3));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(sat), _mm256_extracti128_si256(sat, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    return _mm_cvtsi128_si32(t);
+}
+#else
+#define VEC32_f32 0
+static inline int conv32_f32(float *n, uint8_t *m, int8_t *cd, float fo, float fqa, float rqa, float fqd,
+                             float rqd) { (void)n; (void)m; (void)cd; (void)fo; (void)fqa; (void)rqa;
+                                          (void)fqd; (void)rqd; return 0; }
+#endif
+#define VEC32_f64 0
+static inline int conv32_f64(double *n, uint8_t *m, int8_t *cd, double fo, double fqa, double rqa,
+                             double fqd, double rqd) { (void)n; (void)m; (void)cd; (void)fo; (void)fqa;
+                                                       (void)rqa; (void)fqd; (void)rqd; return 0; }
+
 #define DEFINE_SCAN(T, SUF, FLOOR, ABS, VT)                                                           \
 enum { VL_##SUF = 32 / sizeof(T) };                                                              \
 /* out[r] = mat[r][n2] * lead + sum_{i < n2} mat[r][i] * w[i] for the rows r = r0 .. r0+R-1 and \
@@ -92,8 +157,11 @@ static inline __attribute__((always_inline)) int                                
 conv1_##SUF(T *restrict n, uint8_t *restrict m, int8_t *restrict cd, int nl, T fo, const int adc, \
             const int dac, const int keep, const int fast, T fqa, T rqa, T fqd, T rqd)          \
 {                                                                                               \
-    int s = 0;                                                                                  \
-    for (int b = 0; b < nl; b++) {                                                              \
+    int s = 0, b0 = 0;                                                                          \
+    if (VEC32_##SUF && adc && dac && fast)      /* by hand in SIMD, 32 lanes at a time */        \
+        for (; b0 + 32 <= nl; b0 += 32)                                                         \
+            s += conv32_##SUF(n + b0, m + b0, keep ? cd + b0 : NULL, fo, fqa, rqa, fqd, rqd);   \
+    for (int b = b0; b < nl; b++) {                                                             \
         T x = n[b];                                                                             \
         uint8_t ok = 1;                                                                         \
         if (adc) {                                                                              \
