@@ -1,4 +1,6 @@
-/* The hardware-aware S4D layer of the crossbar (see hw.py), forward and backward.
+/* The native kernels of the crossbar's hardware-aware training step (see hw.py): the S4D
+   layer's recurrence forward and backward, and the elementwise converters and write noise
+   around it.
 
    One channel h is one real block matrix M_h (K x K, K = n2 + 1, (out, in)):
        [ A  bcol ]      rows 0..n2-1: the state, row n2: the output
@@ -8,13 +10,21 @@
        n_t = A w_(t-1) + bcol v_t
        m   = ADC(n_t)     if adc: clip n/fs to [-1, 1], round half up to qa steps, times fs
        w_t = DAC(m)       if dac: clip to [-1, 1], round half up to qd steps
-   The converters are the same float operations in the same order as the torch ones
-   (floor(clamp(v / fs, -1, 1) * q + 0.5) / q * fs); only the order of the sums of the
-   products differs. Straight-through gradients: d w_t / d n_t is 1 where no clip was active
-   (|n/fs| <= 1 and |m| <= 1, as torch.clamp's gradient), else 0; stored as one byte.
+   The converters give the bits of the torch ops (floor(clamp(v / fs, -1, 1) * q + 0.5) / q * fs):
+   the same operations in the same order, the division by the step q as an exact product (QDIV);
+   only the order of the sums of the products differs. Straight-through gradients: d w_t / d n_t
+   is 1 where no clip was active (|n/fs| <= 1 and |m| <= 1, as torch.clamp's gradient), else 0;
+   stored as one byte.
+
+   Forward: per token one blocked product M [w; v] (mv), each block of state rows through the
+   converters right after its products; what the backward needs is kept: the masks and the
+   states, as the DAC's int8 codes when there is a DAC of at most 8 bits (w = code / qd), else
+   as floats. Backward: back over the tokens the state gradient (M^T [gn; gy], the same mv); the
+   gradient of M as one tiled product G S^T per chunk of tokens (gmacc), or with pairs only at
+   the entries of a block of complex pairs (gmpairs).
 
    Layout (contiguous), batch innermost so that every inner loop runs over b in SIMD lanes:
-   v, Y, gY, gv (H, L, B); W, mask (H, L, n2, B); M, gM (H, K, K); fs (H, n2).
+   v, Y, gY, gv (H, L, B); W, codes, mask (H, L, n2, B); M, gM (H, K, K); fs (H, n2).
    Built without -ffast-math: the roundings must be IEEE. Channels are independent: with
    -fopenmp they are split over `threads` threads (each with its own scratch), and every channel
    is computed by one thread in the same order, so the results do not depend on `threads`. */

@@ -1,10 +1,12 @@
-"""The hardware-aware state recurrence as one native scan with its own backward.
+"""The native kernels of hardware-aware training (scan.c), with their own backward.
 
-``state_scan(A, U, fs, ...)`` computes, for every batch row and channel,
-``w_t = DAC(ADC(A w_(t-1) + U_t))`` over the whole sequence in C (scan.c), and its backward
-(straight-through through the roundings, zero where a converter clipped) in C as well: the
-Python loop over time of the reference (``HwSequenceModel(scan="loop")``) costs ~10 torch
-calls per token, the native scan a few microseconds per sequence and channel.
+``block_scan`` runs the S4D layer's recurrence ``w_t = DAC(ADC(A w_(t-1) + b v_t))`` over the
+whole sequence in C, and its backward (straight-through through the roundings, zero where a
+converter clipped) in C as well: the Python loop over time of the reference
+(``HwSequenceModel(scan="loop")``) costs ~10 torch calls per token. ``converter`` (DAC / ADC of a
+matrix-vector product with its range and gain), ``amax_abs`` (the range trackers) and
+``write_noise_sum`` are the elementwise torch passes around it fused into one pass each, with
+the torch ops' bits (tests/test_crossbar_scan.py).
 
 The library is compiled once per machine by the C toolchain (``edgessm.toolchain``, cached by
 source, flags, compiler and CPU). Without a compiler the model falls back to the reference loop, with one
