@@ -82,18 +82,11 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
     b = dB / sr
     c = 2 * C * dA * sr
     d = 2 * (C * dB).real.sum(-1) + s4d.D
-    M = torch.zeros(H, 2 * n + 1, 2 * n + 1, dtype=dA.real.dtype, device=dA.device)
-    i = torch.arange(n, device=dA.device)
-    M[:, i, i] = dA.real
-    M[:, i, n + i] = -dA.imag
-    M[:, n + i, i] = dA.imag
-    M[:, n + i, n + i] = dA.real
-    M[:, i, 2 * n] = b.real
-    M[:, n + i, 2 * n] = b.imag
-    M[:, 2 * n, i] = c.real
-    M[:, 2 * n, n + i] = -c.imag
-    M[:, 2 * n, 2 * n] = d
-    return M
+    Ar, Ai = torch.diag_embed(dA.real), torch.diag_embed(dA.imag)       # (H, n, n)
+    top = torch.cat([Ar, -Ai, b.real.unsqueeze(-1)], -1)                # rows 0..n-1: Re w
+    mid = torch.cat([Ai, Ar, b.imag.unsqueeze(-1)], -1)                 # rows n..2n-1: Im w
+    bot = torch.cat([c.real, -c.imag, d.unsqueeze(-1)], -1).unsqueeze(1)  # row 2n: y / r
+    return torch.cat([top, mid, bot], 1)
 
 
 def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -233,7 +233,10 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
 
 def _scalar(t, dt) -> float:
     """A one-value tensor (or None: 1) as the Python float of its value in dtype dt."""
-    return 1.0 if t is None else float(torch.as_tensor(t).detach().to(dt).reshape(()))
+    if t is None:
+        return 1.0
+    t = torch.as_tensor(t).detach()
+    return float(t if t.dtype == dt else t.to(dt))
 
 
 class _Conv(torch.autograd.Function):
@@ -246,10 +249,13 @@ class _Conv(torch.autograd.Function):
         xc = x.detach().contiguous()
         cols = xc.shape[-1] if xc.dim() else 1
         rows = xc.numel() // max(cols, 1)
-        fsc = torch.as_tensor(fs).detach().to(dt).reshape(-1)
-        if fsc.numel() not in (1, cols):
-            raise EdgessmError(f"converter full scale: one value or one per column ({cols}), got {fsc.numel()}")
-        fsc = fsc.expand(cols).contiguous()
+        if isinstance(fs, (int, float)):
+            fsc = torch.full((cols,), float(fs), dtype=dt)
+        else:
+            fsc = fs.detach().reshape(-1)
+            if fsc.numel() not in (1, cols):
+                raise EdgessmError(f"converter full scale: one value or one per column ({cols}), got {fsc.numel()}")
+            fsc = fsc.to(dt).expand(cols).contiguous()
         p, z = _scalar(pre, dt), _scalar(post, dt)
         out = torch.empty_like(xc)
         mask = torch.empty(xc.shape, dtype=torch.uint8)
