@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError, InputError
-from ...quant.quantizers import fake_quant_weight, round_ste, split_descale, weight_step
+from ...quant.quantizers import fake_quant_weight_descale, round_ste
 from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
@@ -60,9 +60,8 @@ def quant_linear(W: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
     """(q, scale): q (out, in) in [-1, 1] on the signed levels (straight-through gradient),
     scale (out,) the digital column gain, W_q = q * scale[:, None]."""
     ts = weight_spec(bits)
-    wq = fake_quant_weight(W, ts)
-    with torch.no_grad():      # quantize_weight's step (g, f), without its integer mantissas
-        g, f = split_descale(weight_step(W, ts), ts.descale_bits, ts.method == "pow2")
+    wq, g, f = fake_quant_weight_descale(W, ts)      # (g, f): quantize_weight's step
+    with torch.no_grad():
         scale = (g.double() * torch.exp2(f.double()) * ts.qmax).to(W.dtype)
     return wq / scale.unsqueeze(-1), scale
 
