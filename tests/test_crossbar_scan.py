@@ -238,3 +238,14 @@ def test_block_scan_pairs_gives_the_gradient_of_the_complex_pair_entries():
     from edgessm.errors import EdgessmError
     with pytest.raises(EdgessmError, match="even number of states"):
         block_scan(torch.zeros(1, 4, 4), torch.zeros(2, 3, 1), torch.ones(1, 3), 8, 8, pairs=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layout_copies_are_the_permutation(dtype):
+    from edgessm.targets.crossbar.scan import _to_blh, _to_hlb
+    for B, L, H in [(13, 7, 11), (32, 5, 32), (8, 3, 8), (1, 2, 3), (17, 4, 9)]:
+        x = torch.randn(B, L, H, dtype=dtype)
+        Bp = B + (-B % 8)
+        t = _to_hlb(x, Bp)
+        assert torch.equal(t[..., :B], x.permute(2, 1, 0)) and not t[..., B:].any()
+        assert torch.equal(_to_blh(t, B), x)

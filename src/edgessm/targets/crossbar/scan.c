@@ -497,21 +497,59 @@ DEFINE_SCAN(double, f64, floor, fabs, vf64)
 
    hw_to_hlb: x (B, L, H) -> out (H, L, Bp), the lanes b >= B zero; hw_to_blh: the way back (the
    first B lanes). Plain copies. */
+/* one (rows x cols) slab transposed: dst[c * ds + r] = src[r * ss + c]; 8 x 8 tiles in AVX
+   registers for float32, the rest element by element (plain copies: the same bits) */
+#if VEC32_f32
+static inline void tr8x8_f32(const float *s, size_t ss, float *d, size_t ds)
+{
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + i * ss);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(d + i * ds, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+        _mm256_storeu_ps(d + (i + 4) * ds, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    }
+}
+#endif
+#define TRANSPOSE(T, SUF, src, ss, dst, ds, rows, cols)                                          \
+    do {                                                                                         \
+        int r0_ = 0;                                                                             \
+        if (VEC32_##SUF && sizeof(T) == 4)                                                       \
+            for (; r0_ + 8 <= (rows); r0_ += 8)                                                  \
+                for (int c0_ = 0; c0_ + 8 <= (cols); c0_ += 8)                                   \
+                    TR8_##SUF((src) + (size_t)r0_ * (ss) + c0_, (ss), (dst) + (size_t)c0_ * (ds) + r0_, (ds)); \
+        for (int r_ = 0; r_ < (rows); r_++)                                                      \
+            for (int c_ = r_ < r0_ ? (cols) - (cols) % 8 : 0; c_ < (cols); c_++)                \
+                (dst)[(size_t)c_ * (ds) + r_] = (src)[(size_t)r_ * (ss) + c_];                   \
+    } while (0)
+#if VEC32_f32
+#define TR8_f32 tr8x8_f32
+#else
+#define TR8_f32(s, ss, d, ds) ((void)0)
+#endif
+#define TR8_f64(s, ss, d, ds) ((void)0)
+
 #define DEFINE_ELEM(T, SUF, FLOOR, ABS)                                                               \
 void hw_to_hlb_##SUF(int B, int L, int H, int Bp, const T *x, T *out, int threads)               \
 {                                                                                                \
     OMP_PARALLEL(threads, )                                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
-    for (int t = 0; t < L; t++)                                                                  \
-        for (int h = 0; h < H; h++) {                                                            \
-            T *restrict o = out + ((size_t)h * L + t) * Bp;                                      \
-            const T *restrict s = x + (size_t)t * H + h;                                         \
-            for (int b = 0; b < B; b++)                                                          \
-                o[b] = s[(size_t)b * L * H];                                                     \
+    for (int t = 0; t < L; t++) {     /* per token the slab (B x H) -> (H x B) */               \
+        TRANSPOSE(T, SUF, x + (size_t)t * H, (size_t)L * H, out + (size_t)t * Bp, (size_t)L * Bp, B, H); \
+        for (int h = 0; h < H; h++)                                                              \
             for (int b = B; b < Bp; b++)                                                         \
-                o[b] = 0;                                                                        \
-        }                                                                                        \
+                out[((size_t)h * L + t) * Bp + b] = 0;                                           \
+    }                                                                                            \
     }                                                                                            \
 }                                                                                                \
                                                                                                  \
@@ -520,13 +558,8 @@ void hw_to_blh_##SUF(int B, int L, int H, int Bp, const T *x, T *out, int thread
     OMP_PARALLEL(threads, )                                                                      \
     {                                                                                            \
     OMP_FOR                                                                                      \
-    for (int t = 0; t < L; t++)       /* per token the H source rows stay in L1 over b */       \
-        for (int b = 0; b < B; b++) {                                                            \
-            T *restrict o = out + ((size_t)b * L + t) * H;                                       \
-            const T *restrict s = x + (size_t)t * Bp + b;                                        \
-            for (int h = 0; h < H; h++)                                                          \
-                o[h] = s[(size_t)h * L * Bp];                                                    \
-        }                                                                                        \
+    for (int t = 0; t < L; t++)       /* per token the slab (H x B) -> (B x H) */               \
+        TRANSPOSE(T, SUF, x + (size_t)t * Bp, (size_t)L * Bp, out + (size_t)t * H, (size_t)L * H, H, B); \
     }                                                                                            \
 }                                                                                                \
                                                                                                  \
