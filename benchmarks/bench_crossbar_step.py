@@ -13,7 +13,7 @@ interleaved (A, B, A, B, ...) in one process so that a shared machine slows them
 Prints one JSON object: median ms per step of each and the ratios to float. --profile (with
 --threads 1) adds where the hardware-aware step's time goes: the CPU time of the calling thread
 in each native kernel and torch-side stage of the crossbar code, and the rest (the network's
-torch ops, autograd, the optimizer), in ms per step. --cpu-time (with
+torch ops, autograd, the optimizer), in ms per step (mean over --reps steps). --cpu-time (with
 --threads 1) times the CPU time of the process instead of the wall clock: on a machine shared
 with other jobs it counts only this process's own work.
 """

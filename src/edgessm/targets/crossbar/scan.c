@@ -57,7 +57,7 @@ typedef double vf64 __attribute__((vector_size(32), aligned(8)));
 
 /* The state converters (ADC then DAC, both steps below 2^15) on 32 lanes of float32, written
    with AVX2 / FMA: the operations of conv1's loop in the same order (min / max with the constant
-   first are its clamps, NaN passing through; compares ordered: NaN false), a third of the
+   first are its clamps, NaN passing through; compares ordered: NaN false), about half the
    instructions the compiler makes of that loop (blends, mask widening). */
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

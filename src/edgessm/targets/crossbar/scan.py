@@ -90,8 +90,8 @@ def _p(t, T):
 class _Pool:
     """The large buffers of the scan, reused from one call and one training step to the next:
     what it keeps for its backward (states, masks, its inputs: ~8 MB per layer for the fsdd
-    model) and its layout copies. Fresh memory costs a page fault per 4 kB on first touch,
-    about a quarter of the scan's forward. A kept buffer comes back when the autograd node
+    model) and its layout copies. Fresh memory costs a page fault per 4 kB on first touch, a
+    large share of the scan's forward without the pool. A kept buffer comes back when the autograd node
     that holds it is freed (nothing can read it any more), a layout copy when it has been read;
     at most `keep` per shape and dtype wait here."""
 
