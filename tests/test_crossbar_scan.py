@@ -205,11 +205,13 @@ def test_native_write_noise_gives_the_bits_of_the_torch_ops(dtype, monkeypatch):
                                                     program_verify_iterations=30)):
         torch.manual_seed(11)
         a = hwm.write_noise(q, cfg)
-        monkeypatch.setattr(hwm, "native_ok", lambda x: False)      # the torch ops
         torch.manual_seed(11)
-        b = hwm.write_noise(q, cfg)
+        b = hwm.write_noise(q, cfg, native=False)                   # the torch ops
+        monkeypatch.setattr(hwm, "native_ok", lambda x: False)      # (the same without the library)
+        torch.manual_seed(11)
+        c = hwm.write_noise(q, cfg)
         monkeypatch.undo()
-        assert torch.equal(a, b) and not torch.equal(a, q)
+        assert torch.equal(a, b) and torch.equal(b, c) and not torch.equal(a, q)
 
 
 def test_block_scan_pairs_gives_the_gradient_of_the_complex_pair_entries():

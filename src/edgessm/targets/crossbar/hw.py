@@ -127,14 +127,15 @@ def fake_converter(v: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
     return _Converter.apply(v, fs, float(q))
 
 
-def write_noise(q: torch.Tensor, cfg, generator=None) -> torch.Tensor:
+def write_noise(q: torch.Tensor, cfg, generator=None, native: bool = True) -> torch.Tensor:
     """q plus the programming error of its differential pairs, in units of the window
     (G_max - G_min): the device's write noise, bounded by the write-verify loop when
-    ``verify_tolerance_us > 0``, averaged over ``devices_per_weight`` pairs."""
+    ``verify_tolerance_us > 0``, averaged over ``devices_per_weight`` pairs. native: without
+    write-verify, the sums in one pass (scan.c, the same bits); False: the torch ops."""
     win = cfg.g_max_us - cfg.g_min_us
     k = cfg.devices_per_weight
     with torch.no_grad():
-        fused = cfg.verify_tolerance_us <= 0 and native_ok(q)      # the ops below in one pass (scan.c)
+        fused = native and cfg.verify_tolerance_us <= 0 and native_ok(q)   # the ops below in one pass
         if not fused:
             gp = cfg.g_min_us + q.detach().clamp(min=0) * win
             gm = cfg.g_min_us - q.detach().clamp(max=0) * win
@@ -241,7 +242,7 @@ class HwSequenceModel(SequenceModel):
     def _noisy(self, q, kind: str = "linear"):
         if self.training and self.hw.noise and not self._calib \
                 and self.hw.write_noise_arrays in ("all", kind):
-            return write_noise(q, self.hw)
+            return write_noise(q, self.hw, native=self.scan == "native")
         return q
 
     # ---- one MVM ---------------------------------------------------------------------------------
