@@ -8,7 +8,7 @@ import torch
 
 import edgessm as es
 from edgessm.targets.crossbar import HwSequenceModel, load_device
-from edgessm.targets.crossbar.scan import available, block_scan
+from edgessm.targets.crossbar.scan import amax_abs, available, block_scan
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not available()[0], reason=f"native crossbar scan unavailable: {available()[1]}")
@@ -97,14 +97,157 @@ def test_native_scan_gives_the_same_bits_on_any_number_of_threads():
     M = torch.randn(H, n2 + 1, n2 + 1) * 0.4
     v = torch.randn(B, L, H)
     fs = torch.rand(H, n2) + 0.5
+    for pairs in (False, True):
+        out = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            Mg, vg = M.clone().requires_grad_(), v.clone().requires_grad_()
+            y, sat = block_scan(Mg, vg, fs, 6, 7, pairs=pairs)
+            (y * torch.linspace(-1, 1, H)).sum().backward()
+            out.append((y.detach(), sat, Mg.grad, vg.grad))
+        torch.set_num_threads(1)
+        for y, sat, gM, gv in out[1:]:
+            assert sat == out[0][1]
+            assert torch.equal(y, out[0][0]) and torch.equal(gM, out[0][2]) and torch.equal(gv, out[0][3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_converter_gives_the_bits_of_the_torch_ops(dtype):
+    from edgessm.targets.crossbar.hw import fake_converter
+    from edgessm.targets.crossbar.scan import converter
+    torch.manual_seed(5)
+    x = torch.randn(7, 9, 6, dtype=dtype) * 2
+    x[0, 0, :4] = torch.tensor([2.5 / 127, -2.5 / 127, 1.0, -1.0], dtype=dtype) * 1.25   # ties, edges
+    x[1, 1] = 0.0
+    fs = torch.rand(6, dtype=dtype) + 0.5
+    r, z = torch.tensor(1.7, dtype=dtype), torch.tensor(0.3, dtype=dtype)
+    gy = torch.randn(7, 9, 6, dtype=dtype)
+    for full, bits, pre, post in [(1.0, 8, r, None), (fs, 6, None, z), (fs, 8, r, z), (1.25, 4, None, None)]:
+        a = x.clone().requires_grad_()
+        ya = fake_converter(a / pre if pre is not None else a, full, bits)
+        ya = ya * post if post is not None else ya
+        ya.backward(gy)
+        b = x.clone().requires_grad_()
+        yb, sat = converter(b, full, bits, pre=pre, post=post)
+        yb.backward(gy)
+        v = x / pre if pre is not None else x
+        assert sat == int((v.abs() > torch.as_tensor(full, dtype=dtype)).sum()) > 0
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+    m = amax_abs(x)
+    assert torch.equal(m, x.abs().amax((0, 1)))
+
+
+def test_native_converter_rejects_bad_input_and_keeps_it():
+    from edgessm.errors import EdgessmError
+    from edgessm.targets.crossbar.scan import converter
+    x = torch.ones(3, 4, dtype=torch.float16)
+    with pytest.raises(EdgessmError, match="float32 / float64"):
+        converter(x, 1.0, 8)
+    with pytest.raises(EdgessmError, match="one value or one per column"):
+        converter(torch.ones(3, 4), torch.ones(3), 8)
+    assert torch.equal(x, torch.ones(3, 4, dtype=torch.float16))
+
+
+def test_native_scan_keeps_the_batch_layout_for_any_batch_size():
+    """(B, L, H) in and out, contiguous, for batch sizes that are and are not multiples of 8."""
+    torch.manual_seed(4)
+    H, L, n2 = 3, 9, 4
+    M = torch.randn(H, n2 + 1, n2 + 1, dtype=torch.float64) * 0.4
+    fs = torch.ones(H, n2, dtype=torch.float64)
+    for B in (1, 8, 13):
+        v = torch.randn(B, L, H, dtype=torch.float64)
+        y, _ = block_scan(M, v, fs, None, None)
+        assert y.shape == (B, L, H) and y.is_contiguous()
+        w = torch.zeros(B, H, n2, dtype=torch.float64)            # the recurrence, directly
+        for t in range(L):
+            n = torch.einsum("bhi,hoi->bho", torch.cat([w, v[:, t].unsqueeze(-1)], -1), M)
+            assert torch.allclose(y[:, t], n[..., n2], rtol=0, atol=1e-12)
+            w = n[..., :n2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [(8, 8), (6, 8), (17, 18)])
+def test_native_scan_converters_give_the_bits_of_the_torch_ops(dtype, bits):
+    """A block that copies s_h v_t into every state (A = 0) and reads state 0 out (c = e_0):
+    y_t = DAC(ADC(s_h v_(t-1))), bit for bit the torch converters, ties and clipping included."""
+    from edgessm.targets.crossbar.hw import fake_converter
+    adc, dac = bits
+    torch.manual_seed(6)
+    H, L, B, n2 = 5, 50, 37, 4             # 40 lanes: 32 in the SIMD converters, 8 in the loop
+    s = torch.tensor([1.0, 0.37, 2.9, 1.25, 0.8], dtype=dtype)
+    fs0 = torch.tensor([1.25, 1.25, 0.9, 1.7, 1.0], dtype=dtype)
+    M = torch.zeros(H, n2 + 1, n2 + 1, dtype=dtype)
+    M[:, :n2, n2] = s.unsqueeze(-1)
+    M[:, n2, 0] = 1
+    v = torch.randn(B, L, H, dtype=dtype) * 1.5
+    k = torch.randint(-127, 128, (B, L, H)).to(dtype)
+    v[:, ::3] = (k / 127 * 1.25 / s)[:, ::3]                    # ADC outputs near the DAC's ties
+    v[:7, 1::5] = (fs0 / s) * torch.tensor([1.0, -1.0, 1.3, -0.2, 1.0], dtype=dtype)   # the ADC's clip edge
+    fs = fs0.unsqueeze(-1).expand(H, n2).contiguous()
+    gy = torch.randn(B, L, H, dtype=dtype)
+    va, vb = v.clone().requires_grad_(), v.clone().requires_grad_()
+    y, sat = block_scan(M, va, fs, adc, dac)
+    y.backward(gy)
+    n = vb * s
+    w = fake_converter(fake_converter(n, fs0, adc), 1.0, dac)
+    assert torch.equal(y[:, 1:], w[:, :-1]) and torch.equal(y[:, 0], torch.zeros_like(y[:, 0]))
+    assert sat == n2 * int((n.abs() > fs0).sum()) > 0
+    w[:, :-1].backward(gy[:, 1:])                     # the straight-through masks: the same gradient
+    assert torch.equal(va.grad, vb.grad) and (va.grad == 0).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_write_noise_gives_the_bits_of_the_torch_ops(dtype, monkeypatch):
+    import edgessm.targets.crossbar.hw as hwm
+    q = torch.linspace(-1, 1, 7 * 9, dtype=dtype).reshape(7, 9)
+    # the second: three pairs per weight, sigma clipped at 0 on the high conductances
+    for cfg in (load_device("default"), load_device("default", devices_per_weight=3, write_noise_slope=-0.05,
+                                                    program_verify_iterations=30)):
+        torch.manual_seed(11)
+        a = hwm.write_noise(q, cfg)
+        torch.manual_seed(11)
+        b = hwm.write_noise(q, cfg, native=False)                   # the torch ops
+        monkeypatch.setattr(hwm, "native_ok", lambda x: False)      # (the same without the library)
+        torch.manual_seed(11)
+        c = hwm.write_noise(q, cfg)
+        monkeypatch.undo()
+        assert torch.equal(a, b) and torch.equal(b, c) and not torch.equal(a, q)
+
+
+def test_block_scan_pairs_gives_the_gradient_of_the_complex_pair_entries():
+    torch.manual_seed(8)
+    H, L, B, n2 = 3, 25, 9, 6
+    n = n2 // 2
+    M = torch.randn(H, n2 + 1, n2 + 1, dtype=torch.float64) * 0.3
+    v = torch.randn(B, L, H, dtype=torch.float64)
+    fs = torch.ones(H, n2, dtype=torch.float64) * 1.25
+    gy = torch.randn(B, L, H, dtype=torch.float64)
     out = []
-    for threads in (1, 2, 3):
-        torch.set_num_threads(threads)
+    for pairs in (False, True):
         Mg, vg = M.clone().requires_grad_(), v.clone().requires_grad_()
-        y, sat = block_scan(Mg, vg, fs, 6, 7)
-        (y * torch.linspace(-1, 1, H)).sum().backward()
-        out.append((y.detach(), sat, Mg.grad, vg.grad))
-    torch.set_num_threads(1)
-    for y, sat, gM, gv in out[1:]:
-        assert sat == out[0][1]
-        assert torch.equal(y, out[0][0]) and torch.equal(gM, out[0][2]) and torch.equal(gv, out[0][3])
+        y, _ = block_scan(Mg, vg, fs, 8, 8, pairs=pairs)
+        y.backward(gy)
+        out.append((y.detach(), Mg.grad, vg.grad))
+    keep = torch.zeros(n2 + 1, n2 + 1, dtype=torch.bool)
+    for p in range(n):
+        for o in (p, n + p, n2):
+            for i in (p, n + p, n2):
+                keep[o, i] = True
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][2], out[1][2])
+    assert torch.allclose(out[1][1][:, keep], out[0][1][:, keep], rtol=1e-12, atol=1e-12)
+    assert torch.equal(out[1][1][:, ~keep], torch.zeros_like(out[1][1][:, ~keep]))
+    assert bool((out[0][1][:, ~keep] != 0).all())                       # the full gradient is not 0 there
+    from edgessm.errors import EdgessmError
+    with pytest.raises(EdgessmError, match="even number of states"):
+        block_scan(torch.zeros(1, 4, 4), torch.zeros(2, 3, 1), torch.ones(1, 3), 8, 8, pairs=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layout_copies_are_the_permutation(dtype):
+    from edgessm.targets.crossbar.scan import _to_blh, _to_hlb
+    for B, L, H in [(13, 7, 11), (32, 5, 32), (8, 3, 8), (1, 2, 3), (17, 4, 9)]:
+        x = torch.randn(B, L, H, dtype=dtype)
+        Bp = B + (-B % 8)
+        t = _to_hlb(x, Bp)
+        assert torch.equal(t[..., :B], x.permute(2, 1, 0)) and not t[..., B:].any()
+        assert torch.equal(_to_blh(t, B), x)

@@ -119,6 +119,11 @@ def quantize_weight(w: torch.Tensor, ts: TensorSpec, lsq_step: torch.Tensor | No
 
 def fake_quant_weight(w: torch.Tensor, ts: TensorSpec, lsq_step: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable stand-in for the integer weights: forward = m * g * 2**f exactly."""
+    return fake_quant_weight_descale(w, ts, lsq_step)[0]
+
+
+def fake_quant_weight_descale(w: torch.Tensor, ts: TensorSpec, lsq_step: torch.Tensor | None = None):
+    """(fake_quant_weight(w, ts, lsq_step), g, f): with the descale (g, f) of its step."""
     step = weight_step(w, ts, lsq_step)
     g, f = split_descale(step, ts.descale_bits, ts.method == "pow2")
     step_q_exact = (g.double() * torch.exp2(f.double())).to(w.dtype)
@@ -131,8 +136,8 @@ def fake_quant_weight(w: torch.Tensor, ts: TensorSpec, lsq_step: torch.Tensor | 
     m = _mantissa_float(w, ts, step_q.detach() if ts.method != "lsq" else step_q)
     if ts.method in ("ternary", "binary"):
         wq = m * step_q_exact.unsqueeze(-1)
-        return w + (wq - w).detach()
-    return m * step_q.unsqueeze(-1)
+        return w + (wq - w).detach(), g, f
+    return m * step_q.unsqueeze(-1), g, f
 
 
 def lsq_init(w: torch.Tensor, ts: TensorSpec) -> torch.Tensor:

@@ -29,18 +29,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError, InputError
-from ...quant.quantizers import fake_quant_weight, quantize_weight, round_ste
+from ...quant.quantizers import fake_quant_weight_descale, round_ste
 from ...quant.spec import TensorSpec
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
-from .scan import available as scan_available, block_scan, warn_fallback
+from .scan import (amax_abs, available as scan_available, block_scan, converter, native_ok, warn_fallback,
+                   write_noise_sum)
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
@@ -58,10 +60,9 @@ def quant_linear(W: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
     """(q, scale): q (out, in) in [-1, 1] on the signed levels (straight-through gradient),
     scale (out,) the digital column gain, W_q = q * scale[:, None]."""
     ts = weight_spec(bits)
-    wq = fake_quant_weight(W, ts)
+    wq, g, f = fake_quant_weight_descale(W, ts)      # (g, f): quantize_weight's step
     with torch.no_grad():
-        qw = quantize_weight(W, ts)
-        scale = (qw.g.double() * torch.exp2(qw.f.double()) * ts.qmax).to(W.dtype)
+        scale = (g.double() * torch.exp2(f.double()) * ts.qmax).to(W.dtype)
     return wq / scale.unsqueeze(-1), scale
 
 
@@ -80,18 +81,11 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
     b = dB / sr
     c = 2 * C * dA * sr
     d = 2 * (C * dB).real.sum(-1) + s4d.D
-    M = torch.zeros(H, 2 * n + 1, 2 * n + 1, dtype=dA.real.dtype, device=dA.device)
-    i = torch.arange(n, device=dA.device)
-    M[:, i, i] = dA.real
-    M[:, i, n + i] = -dA.imag
-    M[:, n + i, i] = dA.imag
-    M[:, n + i, n + i] = dA.real
-    M[:, i, 2 * n] = b.real
-    M[:, n + i, 2 * n] = b.imag
-    M[:, 2 * n, i] = c.real
-    M[:, 2 * n, n + i] = -c.imag
-    M[:, 2 * n, 2 * n] = d
-    return M
+    Ar, Ai = torch.diag_embed(dA.real), torch.diag_embed(dA.imag)       # (H, n, n)
+    top = torch.cat([Ar, -Ai, b.real.unsqueeze(-1)], -1)                # rows 0..n-1: Re w
+    mid = torch.cat([Ai, Ar, b.imag.unsqueeze(-1)], -1)                 # rows n..2n-1: Im w
+    bot = torch.cat([c.real, -c.imag, d.unsqueeze(-1)], -1).unsqueeze(1)  # row 2n: y / r
+    return torch.cat([top, mid, bot], 1)
 
 
 def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,20 +127,26 @@ def fake_converter(v: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
     return _Converter.apply(v, fs, float(q))
 
 
-def write_noise(q: torch.Tensor, cfg, generator=None) -> torch.Tensor:
+def write_noise(q: torch.Tensor, cfg, generator=None, native: bool = True) -> torch.Tensor:
     """q plus the programming error of its differential pairs, in units of the window
     (G_max - G_min): the device's write noise, bounded by the write-verify loop when
-    ``verify_tolerance_us > 0``, averaged over ``devices_per_weight`` pairs."""
+    ``verify_tolerance_us > 0``, averaged over ``devices_per_weight`` pairs. native: without
+    write-verify, the sums in one pass (scan.c, the same bits); False: the torch ops."""
     win = cfg.g_max_us - cfg.g_min_us
     k = cfg.devices_per_weight
     with torch.no_grad():
-        gp = cfg.g_min_us + q.detach().clamp(min=0) * win
-        gm = cfg.g_min_us - q.detach().clamp(max=0) * win
+        fused = native and cfg.verify_tolerance_us <= 0 and native_ok(q)   # the ops below in one pass
+        if not fused:
+            gp = cfg.g_min_us + q.detach().clamp(min=0) * win
+            gm = cfg.g_min_us - q.detach().clamp(max=0) * win
         e = torch.zeros_like(q)
         for _ in range(k):
             ep = torch.randn(q.shape, generator=generator, dtype=q.dtype)
             em = torch.randn(q.shape, generator=generator, dtype=q.dtype)
-            if cfg.verify_tolerance_us > 0:
+            if fused:
+                write_noise_sum(q, ep, em, e, cfg.g_min_us, win, cfg.write_noise_sigma_us, cfg.write_noise_slope,
+                                math.sqrt(100.0 / cfg.program_verify_iterations))
+            elif cfg.verify_tolerance_us > 0:
                 e = e + (program_devices(gp, cfg, ep, generator)[0] - gp
                          - (program_devices(gm, cfg, em, generator)[0] - gm)) / win
             else:
@@ -242,7 +242,7 @@ class HwSequenceModel(SequenceModel):
     def _noisy(self, q, kind: str = "linear"):
         if self.training and self.hw.noise and not self._calib \
                 and self.hw.write_noise_arrays in ("all", kind):
-            return write_noise(q, self.hw)
+            return write_noise(q, self.hw, native=self.scan == "native")
         return q
 
     # ---- one MVM ---------------------------------------------------------------------------------
@@ -260,28 +260,46 @@ class HwSequenceModel(SequenceModel):
         else:
             buf[idx] = new
 
+    def _native(self, x) -> bool:
+        """The converters and range trackers in scan.c (one pass each, the same bits as the
+        torch ops) when the S4D scan is native too; ``scan = "loop"`` keeps every op in torch."""
+        return self.scan == "native" and native_ok(x)
+
+    def _amax(self, x, nat: bool, per_column: bool = False):
+        """max |x| over everything (or per last-dim column), without gradient."""
+        if nat:
+            m = amax_abs(x)
+            return m if per_column else m.amax()
+        x = x.detach().abs()
+        return x.amax(tuple(range(x.dim() - 1))) if per_column else x.amax()
+
     def _mvm(self, x, lin: nn.Linear, rname: str, fsname: str, idx=None):
         hw = self.hw
+        nat = self._native(x)
         rbuf = getattr(self, rname)
-        self._track(rbuf, x.detach().abs().amax().clamp(min=_TINY), idx)
+        self._track(rbuf, self._amax(x, nat).clamp(min=_TINY), idx)
         r = (rbuf if idx is None else rbuf[idx]).clone()
-        v = fake_converter(x / r, 1.0, hw.dac_bits)
+        v = converter(x, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(x / r, 1.0, hw.dac_bits)
         q, scale = self.qlinear(lin)
         n = F.linear(v, self._noisy(q) * scale.unsqueeze(-1))
         fbuf = getattr(self, fsname)
-        red = tuple(range(n.dim() - 1))
-        self._track(fbuf, n.detach().abs().amax(red) * hw.adc_headroom, idx)
+        self._track(fbuf, self._amax(n, nat, per_column=True) * hw.adc_headroom, idx)
         fs = (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY).clone()
-        if not self._calib:
+        if self._calib:
+            y = n * r
+        elif nat:                                     # ADC and digital gain in one pass
+            y, sat = converter(n, fs, hw.adc_bits, post=r)
+            self.saturations += sat
+        else:
             self.saturations += int((n.detach().abs() > fs).sum())
-            n = fake_converter(n, fs, hw.adc_bits)
-        y = n * r
+            y = fake_converter(n, fs, hw.adc_bits) * r
         return y + lin.bias if lin.bias is not None else y
 
     def _s4d(self, i: int, u: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, L, H) through the layer's block matrices, token by token."""
         hw, s4d = self.hw, self.blocks[i].s4d
-        self._track(self.r_s4d, u.detach().abs().amax().clamp(min=_TINY), i)
+        nat = self._native(u)
+        self._track(self.r_s4d, self._amax(u, nat).clamp(min=_TINY), i)
         r = self.r_s4d[i].clone()
         fixed = float(self.norm_fixed[i]) > 0
         if self._calib and not fixed:
@@ -290,7 +308,7 @@ class HwSequenceModel(SequenceModel):
         Mq = self._noisy(q, "s4d") * s.unsqueeze(-1)                               # (H, K, K)
         B, L, H = u.shape
         n2 = s4d.d_state
-        vu = fake_converter(u / r, 1.0, hw.dac_bits)
+        vu = converter(u, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(u / r, 1.0, hw.dac_bits)
         with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
             self.fs_s4d[i, :, :n2] = hw.adc_headroom
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
@@ -325,17 +343,19 @@ class HwSequenceModel(SequenceModel):
         hw = self.hw
         n2 = Mq.shape[-1] - 1
         ny, sat = block_scan(Mq, vu, fs[:, :n2], None if self._calib else hw.adc_bits,
-                             hw.dac_bits if hw.state_mode == "digital" else None)
+                             hw.dac_bits if hw.state_mode == "digital" else None,
+                             pairs=True)     # Mq's other entries are block_matrix's constant zeros
         if self._calib or self.training:
             peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
-            peak[:, n2] = ny.detach().abs().amax((0, 1)).to(peak.dtype)
+            peak[:, n2] = amax_abs(ny).to(peak.dtype)
             self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        if not self._calib:
-            self.saturations += sat + int((ny.detach().abs() > fs[:, n2]).sum())
-            ny = fake_converter(ny, fs[:, n2], hw.adc_bits)
         # (the loop's rho update multiplies rho by its peak state, which is 1 after the fixed
         # state full scale: a no-op, so none here)
-        return ny * r
+        if self._calib:
+            return ny * r
+        y, out_sat = converter(ny, fs[:, n2], hw.adc_bits, post=r)     # output ADC and gain, one pass
+        self.saturations += sat + out_sat
+        return y
 
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):
