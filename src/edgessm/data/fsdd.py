@@ -14,7 +14,9 @@ the utterance. A longer recording (not in v1.0.10) would keep its last 226 frame
 Splits: by default the conventional one, recording index 0-4 of every digit and
 speaker is test (300 recordings), the rest train (2,700); with ``speaker_holdout`` all
 recordings of that speaker are test and the other speakers' are train. "val" is a
-seeded subset of train as for every task. Features are computed once per process
+seeded subset of train as for every task, or, with ``val_speaker`` (another speaker than the
+held-out one), all recordings of that speaker outside test: then the model is selected on a
+voice it never trained on, and train is the remaining speakers. Features are computed once per process
 (about a second for all 3,000) and cached in memory.
 
 Normalization (``normalize``): ``"train"`` (default) as above; ``"cmn"`` subtracts each
@@ -25,8 +27,8 @@ utterance's own per-channel std (floored at :data:`CMVN_STD_FLOOR`). Padding sta
 
 Augmentation of training batches (:class:`Augment`, see :func:`augment_batch`): from the
 waveform, each recording gets a gain, a time stretch, a time shift and white noise at an
-SNR, then the front end and the split's normalization, then SpecAugment-style time and
-frequency masks. Every draw comes from ``numpy.random.default_rng((seed, epoch, step, n))``,
+SNR, then the front end (with a vocal-tract-length warp of its mel filters) and the split's
+normalization, then SpecAugment-style time and frequency masks. Every draw comes from ``numpy.random.default_rng((seed, epoch, step, n))``,
 so a batch depends only on its position in the run, never on a global random stream: a run
 and its resumption draw the same augmentations.
 """
@@ -172,10 +174,12 @@ def download_fsdd(root: pathlib.Path) -> pathlib.Path:
 
 
 def split_recordings(recs, split: str, *, digits=None, val_fraction: float = 0.1,
-                     seed: int = 0, speaker_holdout: str | None = None) -> np.ndarray:
+                     seed: int = 0, speaker_holdout: str | None = None,
+                     val_speaker: str | None = None) -> np.ndarray:
     """Indices into ``recs`` (from :func:`list_recordings`) of one split, in order.
 
-    digits: keep only these digits (e.g. (0, 1)); speaker_holdout: see the module doc.
+    digits: keep only these digits (e.g. (0, 1)); speaker_holdout, val_speaker: see the
+    module doc (with val_speaker, val_fraction and seed play no part).
     """
     digit = np.array([r.digit for r in recs], dtype=np.int64)
     keep = np.ones(len(recs), dtype=bool) if digits is None else np.isin(digit, list(digits))
@@ -190,6 +194,17 @@ def split_recordings(recs, split: str, *, digits=None, val_fraction: float = 0.1
         test = np.array([r.speaker == who for r in recs], dtype=bool)
     if split == "test":
         return np.flatnonzero(keep & test)
+    if val_speaker is not None:
+        speakers = sorted({r.speaker for r in recs})
+        v = str(val_speaker).lower()
+        if v not in speakers:
+            raise ConfigError(f"unknown FSDD speaker {val_speaker!r} for val_speaker; "
+                              f"known speakers: {', '.join(speakers)}")
+        if speaker_holdout is not None and v == str(speaker_holdout).lower():
+            raise ConfigError(f"val_speaker must differ from speaker_holdout (both {v!r}): the "
+                              f"held-out speaker is the test set")
+        val = np.array([r.speaker == v for r in recs], dtype=bool)
+        return np.flatnonzero(keep & ~test & (val if split == "val" else ~val))
     train = np.flatnonzero(keep & ~test)
     return train[split_indices(len(train), split, val_fraction, seed)]
 
@@ -217,11 +232,12 @@ def _centre(f: np.ndarray, normalize: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _train_stats(sig: tuple, digits, val_fraction: float, seed: int, speaker_holdout, normalize: str = "train"):
+def _train_stats(sig: tuple, digits, val_fraction: float, seed: int, speaker_holdout,
+                 normalize: str = "train", val_speaker=None):
     recs = _scan_cached(sig)
     feats = _features(sig)
     idx = split_recordings(recs, "train", digits=digits, val_fraction=val_fraction,
-                           seed=seed, speaker_holdout=speaker_holdout)
+                           seed=seed, speaker_holdout=speaker_holdout, val_speaker=val_speaker)
     if len(idx) == 0:
         raise DataError("the FSDD train split is empty; cannot compute normalization statistics.")
     frames = np.concatenate([_centre(feats[i], normalize) for i in idx])
@@ -256,13 +272,14 @@ def _check_normalize(normalize) -> str:
 
 
 def train_statistics(root: pathlib.Path, *, digits=None, val_fraction: float = 0.1, seed: int = 0,
-                     speaker_holdout: str | None = None, normalize: str = "train") -> tuple[np.ndarray, np.ndarray]:
+                     speaker_holdout: str | None = None, normalize: str = "train",
+                     val_speaker: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (mean, std) of the log-mel frames of the train split used to normalize
     (for ``"cmn"``: of the frames after each utterance's mean is taken off; mean is then 0)."""
     sig, _ = _listing(root, False)
     return _train_stats(sig, None if digits is None else tuple(digits), val_fraction, seed,
                         None if speaker_holdout is None else str(speaker_holdout).lower(),
-                        _check_normalize(normalize))
+                        _check_normalize(normalize), None if val_speaker is None else str(val_speaker).lower())
 
 
 def _place(x: np.ndarray, row: int, f: np.ndarray) -> int:
@@ -275,7 +292,8 @@ def _place(x: np.ndarray, row: int, f: np.ndarray) -> int:
 
 def load_fsdd_split(root: pathlib.Path, split: str, *, digits=None, download: bool = False,
                     val_fraction: float = 0.1, seed: int = 0, speaker_holdout: str | None = None,
-                    normalize: str = "train", augment: "Augment | None" = None):
+                    normalize: str = "train", augment: "Augment | None" = None,
+                    val_speaker: str | None = None):
     """``(x, y, lengths)`` of one split: x (N, FSDD_SEQ_LEN, 32) float32, y (N,) int64 digits,
     lengths (N,) int64 real (unpadded) frame counts.
 
@@ -286,10 +304,11 @@ def load_fsdd_split(root: pathlib.Path, split: str, *, digits=None, download: bo
     sig, recs = _listing(root, download)
     digits = None if digits is None else tuple(digits)
     holdout = None if speaker_holdout is None else str(speaker_holdout).lower()
+    vspk = None if val_speaker is None else str(val_speaker).lower()
     idx = split_recordings(recs, split, digits=digits, val_fraction=val_fraction, seed=seed,
-                           speaker_holdout=holdout)
+                           speaker_holdout=holdout, val_speaker=vspk)
     feats = _features(sig)
-    mean, std = _train_stats(sig, digits, val_fraction, seed, holdout, normalize)
+    mean, std = _train_stats(sig, digits, val_fraction, seed, holdout, normalize, vspk)
     x = np.zeros((len(idx), FSDD_SEQ_LEN, FRONT_END.n_features), dtype=np.float32)
     lengths = np.empty(len(idx), dtype=np.int64)
     for row, i in enumerate(idx):
@@ -319,6 +338,8 @@ class Augment:
     pitch together). time_masks x time_mask_frames: that many masks, each of a width uniform in
     [0, time_mask_frames] frames at a uniform position in the utterance's real frames, set to 0
     (the normalized mean); freq_masks x freq_mask_channels: the same over mel channels.
+    warp: vocal-tract-length perturbation, the front end's mel filters warped by a factor
+    uniform in [1 - warp, 1 + warp] (:func:`edgessm.data.audio.vtlp_warp`).
     """
 
     snr_db: float = 0.0
@@ -329,10 +350,11 @@ class Augment:
     time_mask_frames: int = 0
     freq_masks: int = 0
     freq_mask_channels: int = 0
+    warp: float = 0.0
 
     @property
     def active(self) -> bool:
-        return any((self.snr_db, self.gain_db, self.shift_ms, self.stretch,
+        return any((self.snr_db, self.gain_db, self.shift_ms, self.stretch, self.warp,
                     self.time_masks and self.time_mask_frames, self.freq_masks and self.freq_mask_channels))
 
 
@@ -374,6 +396,8 @@ def augment_batch(waves, a: Augment, key, normalize: str, mean: np.ndarray, std:
     x = np.zeros((len(waves), FSDD_SEQ_LEN, FRONT_END.n_features), dtype=np.float32)
     for n, w in enumerate(waves):
         rng = np.random.default_rng([int(k) for k in key] + [n])
-        f = _normalized(FRONT_END(_augment_wave(w, a, rng)), normalize, mean, std)
+        w = _augment_wave(w, a, rng)
+        alpha = 1.0 + rng.uniform(-a.warp, a.warp) if a.warp else 1.0
+        f = _normalized(FRONT_END(w, warp=alpha), normalize, mean, std)
         _place(x, n, _masks(np.array(f[-FSDD_SEQ_LEN:], dtype=np.float32), a, rng))
     return torch.from_numpy(x)
