@@ -21,7 +21,8 @@ AUG = {"aug_snr_db": 10.0, "aug_gain_db": 6.0, "aug_shift_ms": 100.0, "aug_stret
        "aug_warp": 0.1}
 TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1},
         "data": {"task": "fsdd-01", "limit_train": 64, "limit_val": 16, "limit_test": 16,
-                 "speaker_holdout": "theo", "val_speaker": "lucas", "normalize": "cmn", **AUG},
+                 "speaker_holdout": "theo", "val_speaker": "lucas", "normalize": "cmn",
+                 "top_db": 50.0, **AUG},
         "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1}}
 
 
@@ -39,6 +40,8 @@ TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layer
     ("aug_warp", 0.3, r"aug_warp must be a finite number >= 0 and <= 0.2"),
     ("aug_warp", -0.05, r"aug_warp must be a finite number >= 0"),
     ("val_speaker", 3, r"val_speaker"),
+    ("top_db", -1.0, r"top_db must be a finite number >= 0 and <= 120"),
+    ("top_db", 121.0, r"top_db must be .* <= 120"),
 ])
 def test_data_option_out_of_range_is_a_config_error(key, value, match):
     d = {"task": "fsdd-01", key: value}
@@ -67,6 +70,13 @@ def test_masks_need_count_and_width_and_fsdd_options_need_fsdd():
         load_task("smnist", "val", val_speaker="theo")
     with pytest.raises(es.ConfigError, match="val_speaker must differ from speaker_holdout"):
         from_dict({"data": {"task": "fsdd", "speaker_holdout": "theo", "val_speaker": "Theo"}})
+    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+        from_dict({"data": {"task": "smnist", "top_db": 50.0}})
+    with pytest.raises(es.ConfigError, match="top_db applies to the fsdd tasks only"):
+        load_task("smnist", "val", top_db=50.0)
+    for bad in (-1.0, 200.0, float("nan"), "50", True):
+        with pytest.raises(es.ConfigError, match=r"top_db must be a finite number in \[0, 120\] dB"):
+            load_task("fsdd", "val", top_db=bad)
 
 
 def test_vtlp_warp():
@@ -90,6 +100,24 @@ def test_vtlp_warp():
     centres = mel_to_hz(np.linspace(0, hz_to_mel(4000.0), 34))[1:-1]
     for p, hz in zip(peak, (1000.0, 1100.0, 900.0)):
         assert abs(centres[p] - hz) < 0.6 * (centres[p + 1] - centres[p - 1])
+
+
+@needs_fsdd
+def test_top_db_clamps_each_utterance_below_its_peak():
+    from edgessm.data import fsdd
+    from edgessm.data._root import data_root
+    sig, recs = fsdd._listing(data_root(), False)
+    f = fsdd._features(sig)[[r.speaker for r in recs].index("lucas")]
+    nats = 50.0 * np.log(10.0) / 10.0
+    c = fsdd._clamp(f, 50.0)
+    assert c.max() == f.max() and np.isclose(c.min(), f.max() - nats) and f.min() < c.min()
+    assert np.array_equal(c[f >= f.max() - nats], f[f >= f.max() - nats])
+    assert fsdd._clamp(f, 0.0) is f
+    a = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8)
+    b = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8, top_db=50.0)
+    assert not torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths)
+    n = int(b.lengths[0])
+    assert torch.allclose(b.x[0, FSDD_SEQ_LEN - n:].double().mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-4)
 
 
 @needs_fsdd
@@ -211,7 +239,8 @@ def test_augmented_run_resumes_exactly(tmp_path):
     # the held-out speaker and the normalization travel with the checkpoint
     from edgessm.io import trained_task_options
     m = es.load(tmp_path / "full" / "best")
-    assert trained_task_options(m) == {"speaker_holdout": "theo", "normalize": "cmn", "val_speaker": "lucas"}
+    assert trained_task_options(m) == {"speaker_holdout": "theo", "normalize": "cmn", "val_speaker": "lucas",
+                                      "top_db": 50.0}
     assert trained_task_options(m, "fsdd") == {}
     assert full["test_n"] == 16
 
