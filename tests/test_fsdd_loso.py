@@ -22,7 +22,7 @@ AUG = {"aug_snr_db": 10.0, "aug_gain_db": 6.0, "aug_shift_ms": 100.0, "aug_stret
 TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1},
         "data": {"task": "fsdd-01", "limit_train": 64, "limit_val": 16, "limit_test": 16,
                  "speaker_holdout": "theo", "val_speaker": "lucas", "normalize": "cmn",
-                 "top_db": 50.0, **AUG},
+                 "top_db": 50.0, "trim_db": 40.0, **AUG},
         "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1}}
 
 
@@ -42,6 +42,7 @@ TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layer
     ("val_speaker", 3, r"val_speaker"),
     ("top_db", -1.0, r"top_db must be a finite number >= 0 and <= 120"),
     ("top_db", 121.0, r"top_db must be .* <= 120"),
+    ("trim_db", -5.0, r"trim_db must be a finite number >= 0 and <= 120"),
 ])
 def test_data_option_out_of_range_is_a_config_error(key, value, match):
     d = {"task": "fsdd-01", key: value}
@@ -77,6 +78,10 @@ def test_masks_need_count_and_width_and_fsdd_options_need_fsdd():
     for bad in (-1.0, 200.0, float("nan"), "50", True):
         with pytest.raises(es.ConfigError, match=r"top_db must be a finite number in \[0, 120\] dB"):
             load_task("fsdd", "val", top_db=bad)
+    with pytest.raises(es.ConfigError, match=r"trim_db must be a finite number in \[0, 120\] dB"):
+        load_task("fsdd", "val", trim_db=-1.0)
+    with pytest.raises(es.ConfigError, match="trim_db applies to the fsdd tasks only"):
+        load_task("smnist", "val", trim_db=30.0)
 
 
 def test_vtlp_warp():
@@ -118,6 +123,27 @@ def test_top_db_clamps_each_utterance_below_its_peak():
     assert not torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths)
     n = int(b.lengths[0])
     assert torch.allclose(b.x[0, FSDD_SEQ_LEN - n:].double().mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-4)
+
+
+@needs_fsdd
+def test_trim_db_drops_quiet_leading_and_trailing_frames():
+    from edgessm.data import fsdd
+    from edgessm.data._root import data_root
+    sig, recs = fsdd._listing(data_root(), False)
+    f = fsdd._features(sig)[[r.speaker for r in recs].index("lucas")]
+    e = np.log(np.exp(f.astype(np.float64)).sum(1))
+    t = fsdd._trim(f, 30.0)
+    lo = e.max() - 30.0 * np.log(10.0) / 10.0
+    start = int(np.argmax(e >= lo))
+    assert len(t) < len(f) and np.array_equal(t, f[start:start + len(t)])
+    assert e[start] >= lo and e[start + len(t) - 1] >= lo
+    assert np.all(e[:start] < lo) and np.all(e[start + len(t):] < lo)
+    assert fsdd._trim(f, 0.0) is f
+    a = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8)
+    b = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8, trim_db=30.0)
+    assert torch.all(b.lengths <= a.lengths) and torch.any(b.lengths < a.lengths)
+    n = int(b.lengths[0])
+    assert torch.count_nonzero(b.x[0, :FSDD_SEQ_LEN - n]) == 0
 
 
 @needs_fsdd
@@ -240,7 +266,7 @@ def test_augmented_run_resumes_exactly(tmp_path):
     from edgessm.io import trained_task_options
     m = es.load(tmp_path / "full" / "best")
     assert trained_task_options(m) == {"speaker_holdout": "theo", "normalize": "cmn", "val_speaker": "lucas",
-                                      "top_db": 50.0}
+                                      "top_db": 50.0, "trim_db": 40.0}
     assert trained_task_options(m, "fsdd") == {}
     assert full["test_n"] == 16
 

@@ -4,7 +4,7 @@ A run is config + seed and is reproducible. Sections::
 
     [model]  preset = "neuromorphic", then any ModelConfig field (d_model, d_state, ...)
     [data]   task, val_fraction, limit_train, limit_val, limit_test; fsdd tasks also
-             speaker_holdout, val_speaker, normalize, top_db and the training augmentation aug_*
+             speaker_holdout, val_speaker, normalize, top_db, trim_db and the training augmentation aug_*
              (edgessm.data.fsdd)
     [train]  epochs, batch_size, lr, ssm_lr, weight_decay, warmup_epochs, grad_clip, seed, ...
 """
@@ -32,6 +32,7 @@ class DataConfig:
     val_speaker: str = ""         # fsdd tasks: a training speaker as the val set (not val_fraction)
     normalize: str = "train"      # fsdd: train (split statistics), cmn, cmvn (per utterance)
     top_db: float = 0.0           # fsdd: clamp log-mel at the utterance's max - top_db dB; 0: off
+    trim_db: float = 0.0          # fsdd: drop leading/trailing frames trim_db dB below the loudest
     # fsdd: augmentation of training batches (edgessm.data.fsdd.Augment); 0 = off
     aug_snr_db: float = 0.0       # white noise at an SNR in [aug_snr_db, aug_snr_db + 20] dB
     aug_gain_db: float = 0.0      # gain in [-x, x] dB
@@ -50,8 +51,9 @@ class DataConfig:
         out = {"speaker_holdout": self.speaker_holdout or None, "normalize": self.normalize}
         if self.val_speaker:
             out["val_speaker"] = self.val_speaker
-        if self.top_db:
-            out["top_db"] = self.top_db
+        for k in ("top_db", "trim_db"):
+            if getattr(self, k):
+                out[k] = getattr(self, k)
         return out
 
     def augment(self):
@@ -98,8 +100,9 @@ DATA_RULES = {
     "aug_freq_mask_channels": Rule(int, ge=0, le=16, note="mel channels"),
     "aug_warp": Rule(float, ge=0, le=0.2, note="0: off"),
     "top_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
+    "trim_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
 }
-FSDD_ONLY = ("speaker_holdout", "val_speaker", "normalize", "top_db") + tuple(f"aug_{k}" for k in (
+FSDD_ONLY = ("speaker_holdout", "val_speaker", "normalize", "top_db", "trim_db") + tuple(f"aug_{k}" for k in (
     "snr_db", "gain_db", "shift_ms", "stretch", "time_masks", "time_mask_frames", "freq_masks",
     "freq_mask_channels", "warp"))
 TRAIN_RULES = {
