@@ -1,11 +1,13 @@
 """Leave-one-speaker-out (LOSO) over the FSDD speakers: one training run per held-out speaker.
 
     python benchmarks/loso.py --config configs/loso/fsdd01.toml --out runs/loso/fsdd01 \
-        [--folds george,jackson] [--set data.normalize=cmn ...] [--table FILE.md] [--write-configs DIR]
+        [--folds george,jackson] [--set data.normalize=cmn ...] [--nested] [--table FILE.md] [--write-configs DIR]
 
 Fold k trains on every speaker but one (``[data] speaker_holdout``) and tests on all recordings
 of the held-out speaker; validation (checkpoint selection) is the config's seeded subset of the
-training speakers. Folds run one after another in this process (``[train] threads``); a fold
+training speakers, or with ``--nested`` one training speaker (``[data] val_speaker``: the next
+speaker after the held-out one in sorted order, cyclic), so the kept epoch is the one that does
+best on a voice it never trained on. Folds run one after another in this process (``[train] threads``); a fold
 whose run directory already holds a final record is read, not trained again, so an interrupted
 sweep continues where it stopped. Prints one JSON line per fold and, at the end, the table
 (markdown: per fold test accuracy, best validation accuracy and epoch, final train accuracy,
@@ -23,11 +25,19 @@ from pathlib import Path
 import torch
 
 
-def fold_config(base, speaker: str):
+def fold_config(base, speaker: str, val_speaker: str = ""):
     from edgessm.train.config import from_dict
     d = base.to_dict()
     d["data"]["speaker_holdout"] = speaker
+    if val_speaker:
+        d["data"]["val_speaker"] = val_speaker
     return from_dict(d)
+
+
+def next_speaker(known, speaker: str) -> str:
+    """The speaker after `speaker` in the sorted `known`, cyclic (the nested fold's val speaker)."""
+    known = sorted(known)
+    return known[(known.index(speaker) + 1) % len(known)]
 
 
 def _toml_value(v) -> str:
@@ -67,7 +77,7 @@ def selected(epochs: list[dict], select: str) -> dict:
     return max(epochs, key=lambda r: r["val_acc"])      # the first epoch with the best val accuracy
 
 
-def summarize(folds: dict, select: str = "val_acc") -> list[str]:
+def summarize(folds: dict, select: str = "val_acc", val_label: str = "seen speakers") -> list[str]:
     """The markdown table of the folds and the learning-curve summary."""
     rows = ["| held-out speaker | test accuracy | test n | val accuracy (epoch kept) | final train accuracy | minutes |",
             "|---|---|---|---|---|---|"]
@@ -89,7 +99,7 @@ def summarize(folds: dict, select: str = "val_acc") -> list[str]:
         rows += ["", "| epoch | " + " | ".join(str(e) for e in marks) + " |",
                  "|---|" + "---|" * len(marks)]
         for key, label in (("train_loss", "train loss"), ("train_acc", "train accuracy"),
-                           ("val_acc", "val accuracy (seen speakers)")):
+                           ("val_acc", f"val accuracy ({val_label})")):
             vals = [statistics.mean(f["epochs"][e - 1][key] for f in folds.values()) for e in marks]
             rows.append(f"| {label}, mean over folds | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
     return rows
@@ -102,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--folds", default="all", help="comma-separated held-out speakers (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (as edgessm train --set)")
+    p.add_argument("--nested", action="store_true",
+                   help="validate each fold on one training speaker (the next one, cyclic) instead of val_fraction")
     p.add_argument("--table", help="also write the markdown table to this file")
     p.add_argument("--write-configs", metavar="DIR", help="write each fold's config as DIR/<stem>_<speaker>.toml and exit")
     a = p.parse_args(argv)
@@ -121,16 +133,20 @@ def main(argv=None) -> int:
     if bad or not folds:
         raise ConfigError(f"unknown FSDD speaker(s) {', '.join(bad) or '(none given)'} in --folds; "
                           f"known speakers: {', '.join(known)}")
+    if a.nested and base.data.val_speaker:
+        raise ConfigError("--nested picks each fold's val_speaker; the config sets [data] val_speaker "
+                          f"= {base.data.val_speaker!r} already")
+    vspk = {s: next_speaker(known, s) if a.nested else "" for s in folds}
     if a.write_configs:
         d = Path(a.write_configs)
         d.mkdir(parents=True, exist_ok=True)
         stem = Path(a.config).stem
         for spk in folds:
             path = d / f"{stem}_{spk}.toml"
-            write_toml(fold_config(base, spk), path,
+            write_toml(fold_config(base, spk, vspk[spk]), path,
                        f"Leave-one-speaker-out fold of {a.config}: speaker {spk} held out (its 'test' split).\n"
                        f"Written by: python benchmarks/loso.py --config {a.config} --write-configs {a.write_configs}"
-                       + "".join(f" --set {s}" for s in a.set) + "\n"
+                       + "".join(f" --set {s}" for s in a.set) + (" --nested" if a.nested else "") + "\n"
                        f"  edgessm train {path} --out {a.out}/{spk}")
             print(path)
         return 0
@@ -142,14 +158,15 @@ def main(argv=None) -> int:
         epochs, final = read_metrics(run)
         if final is None or "test_accuracy" not in final:
             resume = (run / "last" / "trainer.json").is_file()
-            train(fold_config(base, spk), run, resume=resume, progress=False,
+            train(fold_config(base, spk, vspk[spk]), run, resume=resume, progress=False,
                   log=lambda s: print(s, file=sys.stderr, flush=True))
             epochs, final = read_metrics(run)
         results[spk] = {"epochs": epochs, "final": final}
         print(json.dumps({"fold": spk, "test_accuracy": final["test_accuracy"], "test_n": final["test_n"],
                           "best_val_accuracy": final["best_val_accuracy"],
                           "train_minutes": final["train_minutes"]}), flush=True)
-    table = summarize(results, base.train.select)
+    nested = a.nested or bool(base.data.val_speaker)
+    table = summarize(results, base.train.select, "one unseen training speaker" if nested else "seen speakers")
     text = "\n".join(table)
     print(text)
     if a.table:

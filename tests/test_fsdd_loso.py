@@ -17,10 +17,12 @@ from conftest import needs_fsdd
 
 ROOT = Path(__file__).resolve().parents[1]
 AUG = {"aug_snr_db": 10.0, "aug_gain_db": 6.0, "aug_shift_ms": 100.0, "aug_stretch": 0.1,
-       "aug_time_masks": 2, "aug_time_mask_frames": 20, "aug_freq_masks": 2, "aug_freq_mask_channels": 4}
+       "aug_time_masks": 2, "aug_time_mask_frames": 20, "aug_freq_masks": 2, "aug_freq_mask_channels": 4,
+       "aug_warp": 0.1}
 TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1},
         "data": {"task": "fsdd-01", "limit_train": 64, "limit_val": 16, "limit_test": 16,
-                 "speaker_holdout": "theo", "normalize": "cmn", **AUG},
+                 "speaker_holdout": "theo", "val_speaker": "lucas", "normalize": "cmn",
+                 "top_db": 50.0, "trim_db": 40.0, **AUG},
         "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1}}
 
 
@@ -35,6 +37,12 @@ TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layer
     ("aug_freq_mask_channels", 17, r"aug_freq_mask_channels"),
     ("normalize", "global", r"normalize must be one of train, cmn, cmvn"),
     ("aug_gain_db", "6", r"aug_gain_db"),
+    ("aug_warp", 0.3, r"aug_warp must be a finite number >= 0 and <= 0.2"),
+    ("aug_warp", -0.05, r"aug_warp must be a finite number >= 0"),
+    ("val_speaker", 3, r"val_speaker"),
+    ("top_db", -1.0, r"top_db must be a finite number >= 0 and <= 120"),
+    ("top_db", 121.0, r"top_db must be .* <= 120"),
+    ("trim_db", -5.0, r"trim_db must be a finite number >= 0 and <= 120"),
 ])
 def test_data_option_out_of_range_is_a_config_error(key, value, match):
     d = {"task": "fsdd-01", key: value}
@@ -55,6 +63,109 @@ def test_masks_need_count_and_width_and_fsdd_options_need_fsdd():
         load_task("smnist", "test", normalize="cmn")
     with pytest.raises(es.ConfigError, match="train split of the fsdd tasks only"):
         load_task("fsdd", "test", augment=Augment(gain_db=3.0))
+    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+        from_dict({"data": {"task": "smnist", "aug_warp": 0.1}})
+    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+        from_dict({"data": {"task": "smnist", "val_speaker": "theo"}})
+    with pytest.raises(es.ConfigError, match="val_speaker applies to the fsdd tasks only"):
+        load_task("smnist", "val", val_speaker="theo")
+    with pytest.raises(es.ConfigError, match="val_speaker must differ from speaker_holdout"):
+        from_dict({"data": {"task": "fsdd", "speaker_holdout": "theo", "val_speaker": "Theo"}})
+    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+        from_dict({"data": {"task": "smnist", "top_db": 50.0}})
+    with pytest.raises(es.ConfigError, match="top_db applies to the fsdd tasks only"):
+        load_task("smnist", "val", top_db=50.0)
+    for bad in (-1.0, 200.0, float("nan"), "50", True):
+        with pytest.raises(es.ConfigError, match=r"top_db must be a finite number in \[0, 120\] dB"):
+            load_task("fsdd", "val", top_db=bad)
+    with pytest.raises(es.ConfigError, match=r"trim_db must be a finite number in \[0, 120\] dB"):
+        load_task("fsdd", "val", trim_db=-1.0)
+    with pytest.raises(es.ConfigError, match="trim_db applies to the fsdd tasks only"):
+        load_task("smnist", "val", trim_db=30.0)
+
+
+def test_vtlp_warp():
+    from edgessm.data.audio import FrontEnd, hz_to_mel, mel_filterbank, mel_to_hz, vtlp_warp
+    f = np.linspace(0, 4000, 513)
+    for alpha in (0.8, 0.9, 1.0, 1.1, 1.2):
+        g = vtlp_warp(f, alpha, 4000.0)
+        assert g[0] == 0 and abs(g[-1] - 4000.0) < 1e-9 and np.all(np.diff(g) > 0)
+        low = f <= 0.8 * 4000 * min(alpha, 1) / alpha
+        assert np.allclose(g[low], alpha * f[low])
+    assert np.array_equal(mel_filterbank(warp=1.0), mel_filterbank())
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(es.ConfigError, match="warp factor must be a finite number > 0"):
+            vtlp_warp(f, bad, 4000.0)
+    # a tone at 1000 Hz: alpha 1.1 moves its energy to the filter of ~1100 Hz
+    fe = FrontEnd()
+    t = np.arange(8000) / 8000.0
+    tone = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    peak = [int(np.argmax(fe(tone, warp=a).mean(0))) for a in (1.0, 1.1, 0.9)]
+    assert np.array_equal(fe(tone, warp=1.0), fe(tone))
+    centres = mel_to_hz(np.linspace(0, hz_to_mel(4000.0), 34))[1:-1]
+    for p, hz in zip(peak, (1000.0, 1100.0, 900.0)):
+        assert abs(centres[p] - hz) < 0.6 * (centres[p + 1] - centres[p - 1])
+
+
+@needs_fsdd
+def test_top_db_clamps_each_utterance_below_its_peak():
+    from edgessm.data import fsdd
+    from edgessm.data._root import data_root
+    sig, recs = fsdd._listing(data_root(), False)
+    f = fsdd._features(sig)[[r.speaker for r in recs].index("lucas")]
+    nats = 50.0 * np.log(10.0) / 10.0
+    c = fsdd._clamp(f, 50.0)
+    assert c.max() == f.max() and np.isclose(c.min(), f.max() - nats) and f.min() < c.min()
+    assert np.array_equal(c[f >= f.max() - nats], f[f >= f.max() - nats])
+    assert fsdd._clamp(f, 0.0) is f
+    a = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8)
+    b = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8, top_db=50.0)
+    assert not torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths)
+    n = int(b.lengths[0])
+    assert torch.allclose(b.x[0, FSDD_SEQ_LEN - n:].double().mean(0), torch.zeros(32, dtype=torch.float64), atol=1e-4)
+
+
+@needs_fsdd
+def test_trim_db_drops_quiet_leading_and_trailing_frames():
+    from edgessm.data import fsdd
+    from edgessm.data._root import data_root
+    sig, recs = fsdd._listing(data_root(), False)
+    f = fsdd._features(sig)[[r.speaker for r in recs].index("lucas")]
+    e = np.log(np.exp(f.astype(np.float64)).sum(1))
+    t = fsdd._trim(f, 30.0)
+    lo = e.max() - 30.0 * np.log(10.0) / 10.0
+    start = int(np.argmax(e >= lo))
+    assert len(t) < len(f) and np.array_equal(t, f[start:start + len(t)])
+    assert e[start] >= lo and e[start + len(t) - 1] >= lo
+    assert np.all(e[:start] < lo) and np.all(e[start + len(t):] < lo)
+    assert fsdd._trim(f, 0.0) is f
+    a = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8)
+    b = load_task("fsdd", "test", speaker_holdout="lucas", normalize="cmn", limit=8, trim_db=30.0)
+    assert torch.all(b.lengths <= a.lengths) and torch.any(b.lengths < a.lengths)
+    n = int(b.lengths[0])
+    assert torch.count_nonzero(b.x[0, :FSDD_SEQ_LEN - n]) == 0
+
+
+@needs_fsdd
+def test_val_speaker_split():
+    from edgessm.data import fsdd
+    from edgessm.data._root import data_root
+    recs = fsdd.list_recordings(data_root())
+    who = lambda idx: {recs[i].speaker for i in idx}  # noqa: E731
+    tr = fsdd.split_recordings(recs, "train", speaker_holdout="theo", val_speaker="Lucas")
+    va = fsdd.split_recordings(recs, "val", speaker_holdout="theo", val_speaker="lucas")
+    assert who(va) == {"lucas"} and len(va) == 500
+    assert who(tr) == {"george", "jackson", "nicolas", "yweweler"} and len(tr) == 2000
+    va01 = fsdd.split_recordings(recs, "val", digits=(0, 1), val_speaker="lucas")   # conventional split
+    assert who(va01) == {"lucas"} and all(recs[i].index >= 5 and recs[i].digit < 2 for i in va01)
+    with pytest.raises(es.ConfigError, match="unknown FSDD speaker 'bob' for val_speaker; known speakers: george"):
+        load_task("fsdd", "val", speaker_holdout="theo", val_speaker="bob")
+    with pytest.raises(es.ConfigError, match="val_speaker must differ from speaker_holdout"):
+        load_task("fsdd", "train", speaker_holdout="theo", val_speaker="theo")
+    # the train statistics come from the four training speakers
+    a = fsdd.train_statistics(data_root(), speaker_holdout="theo", normalize="cmn")
+    b = fsdd.train_statistics(data_root(), speaker_holdout="theo", normalize="cmn", val_speaker="lucas")
+    assert not np.allclose(a[1], b[1])
 
 
 def test_bad_augmentation_option_trains_nothing(tmp_path):
@@ -154,7 +265,8 @@ def test_augmented_run_resumes_exactly(tmp_path):
     # the held-out speaker and the normalization travel with the checkpoint
     from edgessm.io import trained_task_options
     m = es.load(tmp_path / "full" / "best")
-    assert trained_task_options(m) == {"speaker_holdout": "theo", "normalize": "cmn"}
+    assert trained_task_options(m) == {"speaker_holdout": "theo", "normalize": "cmn", "val_speaker": "lucas",
+                                      "top_db": 50.0, "trim_db": 40.0}
     assert trained_task_options(m, "fsdd") == {}
     assert full["test_n"] == 16
 
@@ -167,3 +279,23 @@ def test_loso_unknown_fold_lists_speakers(tmp_path):
     assert r.returncode != 0
     assert "unknown FSDD speaker(s) nobody" in r.stderr and "george, jackson, lucas" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@needs_fsdd
+def test_loso_nested_folds_validate_on_the_next_speaker(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loso.py"), "--config",
+                        str(ROOT / "configs" / "loso" / "fsdd.toml"), "--out", str(tmp_path / "x"),
+                        "--nested", "--write-configs", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    pairs = {(c.data.speaker_holdout, c.data.val_speaker)
+             for c in map(load_config, sorted((tmp_path / "c").glob("fsdd_*.toml")))}
+    assert pairs == {("george", "jackson"), ("jackson", "lucas"), ("lucas", "nicolas"),
+                     ("nicolas", "theo"), ("theo", "yweweler"), ("yweweler", "george")}
+    cfg = tmp_path / "v.toml"
+    cfg.write_text((ROOT / "configs" / "loso" / "fsdd.toml").read_text().replace(
+        'task = "fsdd"', 'task = "fsdd"\nval_speaker = "theo"'))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loso.py"), "--config", str(cfg),
+                        "--out", str(tmp_path / "y"), "--nested", "--folds", "lucas"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--nested picks each fold's val_speaker" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "y").exists()

@@ -301,7 +301,8 @@ def read_state_dict(src: str, prefix: str = "") -> dict:
 
 def trained_task_options(model, task: str | None = None) -> dict:
     """``load_task`` keywords that reproduce the splits and features a checkpoint was trained
-    on (its run config's [data] ``speaker_holdout`` and ``normalize``, when not the defaults),
+    on (its run config's [data] ``speaker_holdout``, ``normalize``, ``val_speaker``, ``top_db`` and ``trim_db``, when not
+    the defaults),
     for evaluating it on `task`; {} when `task` is another task than the trained one."""
     run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
     data = run.get("data") or {}
@@ -313,4 +314,9 @@ def trained_task_options(model, task: str | None = None) -> dict:
         out["speaker_holdout"] = data["speaker_holdout"]
     if data.get("normalize", "train") != "train":
         out["normalize"] = data["normalize"]
+    if data.get("val_speaker"):     # it decides the train split, so the normalization statistics
+        out["val_speaker"] = data["val_speaker"]
+    for k in ("top_db", "trim_db"):
+        if data.get(k):
+            out[k] = data[k]
     return out

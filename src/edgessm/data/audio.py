@@ -39,8 +39,13 @@ __all__ = [
     "dct_ii_matrix",
     "hamming",
     "frame_signal",
+    "vtlp_warp",
     "FrontEnd",
 ]
+
+#: Boundary of :func:`vtlp_warp` as a fraction of Nyquist: below ``VTLP_BOUNDARY * nyquist *
+#: min(alpha, 1) / alpha`` the warp is ``f -> alpha f``.
+VTLP_BOUNDARY = 0.8
 
 
 def read_wav(path: str | os.PathLike, *, sample_rate: int = 8000) -> np.ndarray:
@@ -82,13 +87,28 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+def vtlp_warp(f, alpha: float, nyquist: float) -> np.ndarray:
+    """Piecewise-linear vocal-tract-length warp of frequencies ``f`` (Hz) by ``alpha`` > 0.
+
+    ``f -> alpha f`` up to ``b = VTLP_BOUNDARY * nyquist * min(alpha, 1) / alpha``, then the
+    straight line from ``(b, alpha b)`` to ``(nyquist, nyquist)``: monotone, 0 and Nyquist fixed
+    (Jaitly and Hinton, 2013)."""
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ConfigError(f"vtlp warp factor must be a finite number > 0, got {alpha!r}")
+    f = np.asarray(f, dtype=np.float64)
+    b = VTLP_BOUNDARY * nyquist * min(alpha, 1.0) / alpha
+    high = nyquist - (nyquist - alpha * b) / (nyquist - b) * (nyquist - f)
+    return np.where(f <= b, alpha * f, high)
+
+
 def mel_filterbank(n_mels: int = 32, n_fft: int = 256, sample_rate: int = 8000,
-                   fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+                   fmin: float = 0.0, fmax: float | None = None, warp: float = 1.0) -> np.ndarray:
     """Triangular mel filters as an ``(n_mels, n_fft // 2 + 1)`` float32 matrix.
 
     Filter ``m`` has edges at ``mel_to_hz`` of ``n_mels + 2`` points evenly spaced in mel
     between ``fmin`` and ``fmax``: left ``edges[m]``, peak ``edges[m + 1]`` (value 1 when
-    a bin falls exactly there), right ``edges[m + 2]``.
+    a bin falls exactly there), right ``edges[m + 2]``. ``warp`` != 1 evaluates the filters
+    at the bins' :func:`vtlp_warp` frequencies (vocal-tract-length perturbation).
     """
     fmax = sample_rate / 2.0 if fmax is None else float(fmax)
     if not (n_mels >= 1 and n_fft >= 2 and 0.0 <= fmin < fmax <= sample_rate / 2.0):
@@ -96,6 +116,8 @@ def mel_filterbank(n_mels: int = 32, n_fft: int = 256, sample_rate: int = 8000,
                           f"fmin={fmin}, fmax={fmax}, sample_rate={sample_rate}")
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
     bins = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)
+    if warp != 1.0:
+        bins = vtlp_warp(bins, warp, sample_rate / 2.0)
     left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bins - left) / (centre - left)
     falling = (right - bins) / (right - centre)
@@ -199,9 +221,12 @@ class FrontEnd:
         spec = np.fft.rfft(frames, n=self.n_fft, axis=-1)
         return (spec.real ** 2 + spec.imag ** 2).astype(np.float32) / np.float32(self.n_fft)
 
-    def __call__(self, signal: np.ndarray) -> np.ndarray:
-        """``(n_frames, n_features)`` float32 log-mel (or MFCC) features of ``signal``."""
+    def __call__(self, signal: np.ndarray, warp: float = 1.0) -> np.ndarray:
+        """``(n_frames, n_features)`` float32 log-mel (or MFCC) features of ``signal``; ``warp``:
+        the vocal-tract-length warp factor of the filterbank (1: none)."""
         _, fb, dct = self._matrices()
+        if warp != 1.0:
+            fb = mel_filterbank(self.n_mels, self.n_fft, self.sample_rate, self.fmin, self.fmax, warp)
         mel = self.power_spectrum(signal) @ fb.T
         feats = np.log(np.maximum(mel, np.float32(self.log_floor)))
         if dct is not None:

@@ -14,7 +14,9 @@ the utterance. A longer recording (not in v1.0.10) would keep its last 226 frame
 Splits: by default the conventional one, recording index 0-4 of every digit and
 speaker is test (300 recordings), the rest train (2,700); with ``speaker_holdout`` all
 recordings of that speaker are test and the other speakers' are train. "val" is a
-seeded subset of train as for every task. Features are computed once per process
+seeded subset of train as for every task, or, with ``val_speaker`` (another speaker than the
+held-out one), all recordings of that speaker outside test: then the model is selected on a
+voice it never trained on, and train is the remaining speakers. Features are computed once per process
 (about a second for all 3,000) and cached in memory.
 
 Normalization (``normalize``): ``"train"`` (default) as above; ``"cmn"`` subtracts each
@@ -22,11 +24,18 @@ utterance's own per-channel mean over its frames (cepstral mean normalization: a
 channel or gain becomes a constant offset in log-mel, and goes away), then divides by the
 per-channel std of the mean-normalized train frames; ``"cmvn"`` also divides by the
 utterance's own per-channel std (floored at :data:`CMVN_STD_FLOOR`). Padding stays zero.
+``top_db`` > 0 first clamps each utterance's log-mel from below at its own maximum minus
+``top_db`` dB (as librosa's ``power_to_db``), so digital silence (the front end's log floor, 160 dB
+down) and a quiet room's noise floor both become the same floor relative to the voice.
+``trim_db`` > 0 (before that) drops the leading and trailing frames whose energy (the log of
+the frame's summed mel energies) is more than ``trim_db`` dB below the utterance's loudest frame,
+so every utterance starts and ends with its voice whatever silence the recording had; the
+lengths are then the trimmed frame counts.
 
 Augmentation of training batches (:class:`Augment`, see :func:`augment_batch`): from the
 waveform, each recording gets a gain, a time stretch, a time shift and white noise at an
-SNR, then the front end and the split's normalization, then SpecAugment-style time and
-frequency masks. Every draw comes from ``numpy.random.default_rng((seed, epoch, step, n))``,
+SNR, then the front end (with a vocal-tract-length warp of its mel filters) and the split's
+normalization, then SpecAugment-style time and frequency masks. Every draw comes from ``numpy.random.default_rng((seed, epoch, step, n))``,
 so a batch depends only on its position in the run, never on a global random stream: a run
 and its resumption draw the same augmentations.
 """
@@ -172,10 +181,12 @@ def download_fsdd(root: pathlib.Path) -> pathlib.Path:
 
 
 def split_recordings(recs, split: str, *, digits=None, val_fraction: float = 0.1,
-                     seed: int = 0, speaker_holdout: str | None = None) -> np.ndarray:
+                     seed: int = 0, speaker_holdout: str | None = None,
+                     val_speaker: str | None = None) -> np.ndarray:
     """Indices into ``recs`` (from :func:`list_recordings`) of one split, in order.
 
-    digits: keep only these digits (e.g. (0, 1)); speaker_holdout: see the module doc.
+    digits: keep only these digits (e.g. (0, 1)); speaker_holdout, val_speaker: see the
+    module doc (with val_speaker, val_fraction and seed play no part).
     """
     digit = np.array([r.digit for r in recs], dtype=np.int64)
     keep = np.ones(len(recs), dtype=bool) if digits is None else np.isin(digit, list(digits))
@@ -190,6 +201,17 @@ def split_recordings(recs, split: str, *, digits=None, val_fraction: float = 0.1
         test = np.array([r.speaker == who for r in recs], dtype=bool)
     if split == "test":
         return np.flatnonzero(keep & test)
+    if val_speaker is not None:
+        speakers = sorted({r.speaker for r in recs})
+        v = str(val_speaker).lower()
+        if v not in speakers:
+            raise ConfigError(f"unknown FSDD speaker {val_speaker!r} for val_speaker; "
+                              f"known speakers: {', '.join(speakers)}")
+        if speaker_holdout is not None and v == str(speaker_holdout).lower():
+            raise ConfigError(f"val_speaker must differ from speaker_holdout (both {v!r}): the "
+                              f"held-out speaker is the test set")
+        val = np.array([r.speaker == v for r in recs], dtype=bool)
+        return np.flatnonzero(keep & ~test & (val if split == "val" else ~val))
     train = np.flatnonzero(keep & ~test)
     return train[split_indices(len(train), split, val_fraction, seed)]
 
@@ -210,6 +232,23 @@ def _features(sig: tuple) -> tuple[np.ndarray, ...]:
     return tuple(FRONT_END(w) for w in _waveforms(sig))
 
 
+def _trim(f: np.ndarray, trim_db: float) -> np.ndarray:
+    """Log-mel frames without the leading and trailing frames more than `trim_db` dB below the
+    loudest frame (0: unchanged)."""
+    if not trim_db:
+        return f
+    e = np.logaddexp.reduce(f.astype(np.float64), axis=1)
+    keep = np.flatnonzero(e >= e.max() - trim_db * np.log(10.0) / 10.0)
+    return f[keep[0]:keep[-1] + 1]
+
+
+def _clamp(f: np.ndarray, top_db: float) -> np.ndarray:
+    """Log-mel frames clamped from below at their maximum minus `top_db` dB (0: unchanged)."""
+    if not top_db:
+        return f
+    return np.maximum(f, f.max() - np.float32(top_db * np.log(10.0) / 10.0))
+
+
 def _centre(f: np.ndarray, normalize: str) -> np.ndarray:
     """Frames minus the utterance's own per-channel mean ("cmn", "cmvn"), as float64."""
     f = f.astype(np.float64)
@@ -217,21 +256,25 @@ def _centre(f: np.ndarray, normalize: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _train_stats(sig: tuple, digits, val_fraction: float, seed: int, speaker_holdout, normalize: str = "train"):
+def _train_stats(sig: tuple, digits, val_fraction: float, seed: int, speaker_holdout,
+                 normalize: str = "train", val_speaker=None, top_db: float = 0.0, trim_db: float = 0.0):
     recs = _scan_cached(sig)
     feats = _features(sig)
     idx = split_recordings(recs, "train", digits=digits, val_fraction=val_fraction,
-                           seed=seed, speaker_holdout=speaker_holdout)
+                           seed=seed, speaker_holdout=speaker_holdout, val_speaker=val_speaker)
     if len(idx) == 0:
         raise DataError("the FSDD train split is empty; cannot compute normalization statistics.")
-    frames = np.concatenate([_centre(feats[i], normalize) for i in idx])
+    frames = np.concatenate([_centre(_clamp(_trim(feats[i], trim_db), top_db), normalize) for i in idx])
     mean = frames.mean(axis=0)
     std = np.maximum(frames.std(axis=0), 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _normalized(f: np.ndarray, normalize: str, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """One utterance's frames (T, C) normalized as `normalize` says (float32)."""
+def _normalized(f: np.ndarray, normalize: str, mean: np.ndarray, std: np.ndarray,
+                top_db: float = 0.0, trim_db: float = 0.0) -> np.ndarray:
+    """One utterance's frames (T, C) trimmed (`trim_db`), clamped (`top_db`) and normalized as
+    `normalize` says (float32)."""
+    f = _clamp(_trim(f, trim_db), top_db)
     if normalize == "train":
         return (f - mean) / std
     c = _centre(f, normalize)
@@ -255,14 +298,29 @@ def _check_normalize(normalize) -> str:
     return normalize
 
 
+#: Largest ``top_db`` (the front end's log floor is 160 dB below full scale).
+TOP_DB_MAX = 120.0
+
+
+def check_top_db(top_db, name: str = "top_db") -> float:
+    """`top_db` (or `trim_db`) as a float in [0, TOP_DB_MAX] (0: off), else a ConfigError."""
+    if isinstance(top_db, bool) or not isinstance(top_db, (int, float, np.floating)) \
+            or not (np.isfinite(top_db) and 0.0 <= top_db <= TOP_DB_MAX):
+        raise ConfigError(f"{name} must be a finite number in [0, {TOP_DB_MAX:g}] dB (0: off), got {top_db!r}")
+    return float(top_db)
+
+
 def train_statistics(root: pathlib.Path, *, digits=None, val_fraction: float = 0.1, seed: int = 0,
-                     speaker_holdout: str | None = None, normalize: str = "train") -> tuple[np.ndarray, np.ndarray]:
+                     speaker_holdout: str | None = None, normalize: str = "train",
+                     val_speaker: str | None = None, top_db: float = 0.0,
+                     trim_db: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (mean, std) of the log-mel frames of the train split used to normalize
     (for ``"cmn"``: of the frames after each utterance's mean is taken off; mean is then 0)."""
     sig, _ = _listing(root, False)
     return _train_stats(sig, None if digits is None else tuple(digits), val_fraction, seed,
                         None if speaker_holdout is None else str(speaker_holdout).lower(),
-                        _check_normalize(normalize))
+                        _check_normalize(normalize), None if val_speaker is None else str(val_speaker).lower(),
+                        check_top_db(top_db), check_top_db(trim_db, "trim_db"))
 
 
 def _place(x: np.ndarray, row: int, f: np.ndarray) -> int:
@@ -275,7 +333,8 @@ def _place(x: np.ndarray, row: int, f: np.ndarray) -> int:
 
 def load_fsdd_split(root: pathlib.Path, split: str, *, digits=None, download: bool = False,
                     val_fraction: float = 0.1, seed: int = 0, speaker_holdout: str | None = None,
-                    normalize: str = "train", augment: "Augment | None" = None):
+                    normalize: str = "train", augment: "Augment | None" = None,
+                    val_speaker: str | None = None, top_db: float = 0.0, trim_db: float = 0.0):
     """``(x, y, lengths)`` of one split: x (N, FSDD_SEQ_LEN, 32) float32, y (N,) int64 digits,
     lengths (N,) int64 real (unpadded) frame counts.
 
@@ -283,17 +342,19 @@ def load_fsdd_split(root: pathlib.Path, split: str, *, digits=None, download: bo
     function ``batch(rows, key)`` giving the augmented x of those rows of the split for
     ``key = (seed, epoch, step)`` (see :func:`augment_batch`)."""
     _check_normalize(normalize)
+    top_db, trim_db = check_top_db(top_db), check_top_db(trim_db, "trim_db")
     sig, recs = _listing(root, download)
     digits = None if digits is None else tuple(digits)
     holdout = None if speaker_holdout is None else str(speaker_holdout).lower()
+    vspk = None if val_speaker is None else str(val_speaker).lower()
     idx = split_recordings(recs, split, digits=digits, val_fraction=val_fraction, seed=seed,
-                           speaker_holdout=holdout)
+                           speaker_holdout=holdout, val_speaker=vspk)
     feats = _features(sig)
-    mean, std = _train_stats(sig, digits, val_fraction, seed, holdout, normalize)
+    mean, std = _train_stats(sig, digits, val_fraction, seed, holdout, normalize, vspk, top_db, trim_db)
     x = np.zeros((len(idx), FSDD_SEQ_LEN, FRONT_END.n_features), dtype=np.float32)
     lengths = np.empty(len(idx), dtype=np.int64)
     for row, i in enumerate(idx):
-        lengths[row] = _place(x, row, _normalized(feats[i], normalize, mean, std))
+        lengths[row] = _place(x, row, _normalized(feats[i], normalize, mean, std, top_db, trim_db))
     y = np.array([recs[i].digit for i in idx], dtype=np.int64)
     out = (torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths))
     if augment is None or not augment.active:
@@ -302,7 +363,8 @@ def load_fsdd_split(root: pathlib.Path, split: str, *, digits=None, download: bo
 
     def batch(rows, key) -> torch.Tensor:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        return augment_batch([waves[idx[r]] for r in rows], augment, key, normalize, mean, std)
+        return augment_batch([waves[idx[r]] for r in rows], augment, key, normalize, mean, std,
+                             top_db, trim_db)
     return (*out, batch)
 
 
@@ -319,6 +381,8 @@ class Augment:
     pitch together). time_masks x time_mask_frames: that many masks, each of a width uniform in
     [0, time_mask_frames] frames at a uniform position in the utterance's real frames, set to 0
     (the normalized mean); freq_masks x freq_mask_channels: the same over mel channels.
+    warp: vocal-tract-length perturbation, the front end's mel filters warped by a factor
+    uniform in [1 - warp, 1 + warp] (:func:`edgessm.data.audio.vtlp_warp`).
     """
 
     snr_db: float = 0.0
@@ -329,10 +393,11 @@ class Augment:
     time_mask_frames: int = 0
     freq_masks: int = 0
     freq_mask_channels: int = 0
+    warp: float = 0.0
 
     @property
     def active(self) -> bool:
-        return any((self.snr_db, self.gain_db, self.shift_ms, self.stretch,
+        return any((self.snr_db, self.gain_db, self.shift_ms, self.stretch, self.warp,
                     self.time_masks and self.time_mask_frames, self.freq_masks and self.freq_mask_channels))
 
 
@@ -367,13 +432,16 @@ def _masks(f: np.ndarray, a: Augment, rng: np.random.Generator) -> np.ndarray:
     return f
 
 
-def augment_batch(waves, a: Augment, key, normalize: str, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+def augment_batch(waves, a: Augment, key, normalize: str, mean: np.ndarray, std: np.ndarray,
+                  top_db: float = 0.0, trim_db: float = 0.0) -> torch.Tensor:
     """Augmented features (B, FSDD_SEQ_LEN, 32) of the waveforms `waves` for ``key`` (a tuple
     of non-negative ints such as (seed, epoch, step)): recording n of the batch draws from
     ``numpy.random.default_rng((*key, n))``, so the batch is a function of key alone."""
     x = np.zeros((len(waves), FSDD_SEQ_LEN, FRONT_END.n_features), dtype=np.float32)
     for n, w in enumerate(waves):
         rng = np.random.default_rng([int(k) for k in key] + [n])
-        f = _normalized(FRONT_END(_augment_wave(w, a, rng)), normalize, mean, std)
+        w = _augment_wave(w, a, rng)
+        alpha = 1.0 + rng.uniform(-a.warp, a.warp) if a.warp else 1.0
+        f = _normalized(FRONT_END(w, warp=alpha), normalize, mean, std, top_db, trim_db)
         _place(x, n, _masks(np.array(f[-FSDD_SEQ_LEN:], dtype=np.float32), a, rng))
     return torch.from_numpy(x)

@@ -197,13 +197,16 @@ def _load_cifar_task(info: TaskInfo, root: pathlib.Path, split: str, download: b
 
 def _load_fsdd_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
                     val_fraction: float, seed: int, limit: int | None,
-                    speaker_holdout: str | None, normalize: str, augment) -> SequenceDataset:
+                    speaker_holdout: str | None, normalize: str, augment,
+                    val_speaker: str | None = None, top_db: float = 0.0,
+                    trim_db: float = 0.0) -> SequenceDataset:
     from .fsdd import load_fsdd_split
 
     x, y, lengths, *batch = load_fsdd_split(
         root, split, digits=(0, 1) if info.name == "fsdd-01" else None,
         download=download, val_fraction=val_fraction, seed=seed,
         speaker_holdout=speaker_holdout, normalize=normalize, augment=augment,
+        val_speaker=val_speaker, top_db=top_db, trim_db=trim_db,
     )
     if limit is not None:
         x, y, lengths = x[:limit], y[:limit], lengths[:limit]
@@ -213,7 +216,9 @@ def _load_fsdd_task(info: TaskInfo, root: pathlib.Path, split: str, download: bo
 def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
               download: bool = False, val_fraction: float = 0.1, seed: int = 0,
               limit: int | None = None, speaker_holdout: str | None = None,
-              normalize: str = "train", augment=None) -> SequenceDataset:
+              normalize: str = "train", augment=None,
+              val_speaker: str | None = None, top_db: float = 0.0,
+              trim_db: float = 0.0) -> SequenceDataset:
     """Load one split of a task as a :class:`SequenceDataset`.
 
     name: a key of :data:`TASKS`. split: "train", "val" (a seeded ``val_fraction`` subset
@@ -225,6 +230,10 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     normalize: FSDD only; "train" (per-channel train-split statistics), "cmn" or "cmvn"
     (per utterance; see :mod:`edgessm.data.fsdd`). augment: FSDD train split only; an
     :class:`edgessm.data.fsdd.Augment` whose draws :meth:`SequenceDataset.batch` makes.
+    val_speaker: FSDD only; "val" is that speaker's recordings (outside test) and "train" the
+    other speakers' (instead of the seeded ``val_fraction`` subset); not the held-out speaker.
+    top_db: FSDD only; clamp each utterance's log-mel at its maximum minus top_db dB (0: off).
+    trim_db: FSDD only; drop leading/trailing frames more than trim_db dB below the loudest (0: off).
 
     Raises UnknownNameError for an unknown task, ConfigError for a bad argument and
     DataError when the data are missing or corrupt.
@@ -243,6 +252,13 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     is_fsdd = name.startswith("fsdd")
     if speaker_holdout is not None and not is_fsdd:
         raise ConfigError(f"speaker_holdout applies to the fsdd tasks only, not {name!r}")
+    if val_speaker is not None and not is_fsdd:
+        raise ConfigError(f"val_speaker applies to the fsdd tasks only, not {name!r}")
+    from .fsdd import check_top_db
+    top_db, trim_db = check_top_db(top_db), check_top_db(trim_db, "trim_db")
+    for k, v in (("top_db", top_db), ("trim_db", trim_db)):
+        if v and not is_fsdd:
+            raise ConfigError(f"{k} applies to the fsdd tasks only, not {name!r}")
     from .fsdd import NORMALIZE, Augment
     if normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
@@ -262,9 +278,9 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
         if name in ("scifar", "scifar-gray"):
             return _load_cifar_task(info, rootp, split, dl, val_fraction, seed, limit)
         return _load_fsdd_task(info, rootp, split, dl, val_fraction, seed, limit, speaker_holdout,
-                               normalize, augment)
+                               normalize, augment, val_speaker, top_db, trim_db)
     except MissingDataError:   # inside data.sample.fallback(): the shipped sample, if it has the task
-        if normalize != "train" or augment is not None:
+        if normalize != "train" or augment is not None or val_speaker is not None or top_db or trim_db:
             raise                 # the sample holds the default features only
         ds = _from_sample(name, split, val_fraction, seed, limit, speaker_holdout)
         if ds is None:

@@ -4,7 +4,8 @@ A run is config + seed and is reproducible. Sections::
 
     [model]  preset = "neuromorphic", then any ModelConfig field (d_model, d_state, ...)
     [data]   task, val_fraction, limit_train, limit_val, limit_test; fsdd tasks also
-             speaker_holdout, normalize and the training augmentation aug_* (edgessm.data.fsdd)
+             speaker_holdout, val_speaker, normalize, top_db, trim_db and the training augmentation aug_*
+             (edgessm.data.fsdd)
     [train]  epochs, batch_size, lr, ssm_lr, weight_decay, warmup_epochs, grad_clip, seed, ...
 """
 from __future__ import annotations
@@ -28,7 +29,10 @@ class DataConfig:
     limit_val: int = 0
     limit_test: int = 0
     speaker_holdout: str = ""     # fsdd tasks: a speaker held out as the test set
+    val_speaker: str = ""         # fsdd tasks: a training speaker as the val set (not val_fraction)
     normalize: str = "train"      # fsdd: train (split statistics), cmn, cmvn (per utterance)
+    top_db: float = 0.0           # fsdd: clamp log-mel at the utterance's max - top_db dB; 0: off
+    trim_db: float = 0.0          # fsdd: drop leading/trailing frames trim_db dB below the loudest
     # fsdd: augmentation of training batches (edgessm.data.fsdd.Augment); 0 = off
     aug_snr_db: float = 0.0       # white noise at an SNR in [aug_snr_db, aug_snr_db + 20] dB
     aug_gain_db: float = 0.0      # gain in [-x, x] dB
@@ -38,12 +42,19 @@ class DataConfig:
     aug_time_mask_frames: int = 0
     aug_freq_masks: int = 0       # SpecAugment channel masks of up to aug_freq_mask_channels
     aug_freq_mask_channels: int = 0
+    aug_warp: float = 0.0         # vocal-tract-length warp of the mel filters by 1 + a, a in [-x, x]
 
     def task_options(self) -> dict:
         """The load_task keywords of this task's splits for evaluation (no augmentation)."""
         if not self.task.startswith("fsdd"):
             return {}
-        return {"speaker_holdout": self.speaker_holdout or None, "normalize": self.normalize}
+        out = {"speaker_holdout": self.speaker_holdout or None, "normalize": self.normalize}
+        if self.val_speaker:
+            out["val_speaker"] = self.val_speaker
+        for k in ("top_db", "trim_db"):
+            if getattr(self, k):
+                out[k] = getattr(self, k)
+        return out
 
     def augment(self):
         """The fsdd training augmentation (edgessm.data.fsdd.Augment), or None when off."""
@@ -87,10 +98,13 @@ DATA_RULES = {
     "aug_time_mask_frames": Rule(int, ge=0, le=100, note="frames"),
     "aug_freq_masks": Rule(int, ge=0, le=4, note="0: off"),
     "aug_freq_mask_channels": Rule(int, ge=0, le=16, note="mel channels"),
+    "aug_warp": Rule(float, ge=0, le=0.2, note="0: off"),
+    "top_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
+    "trim_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
 }
-FSDD_ONLY = ("speaker_holdout", "normalize") + tuple(f"aug_{k}" for k in (
+FSDD_ONLY = ("speaker_holdout", "val_speaker", "normalize", "top_db", "trim_db") + tuple(f"aug_{k}" for k in (
     "snr_db", "gain_db", "shift_ms", "stretch", "time_masks", "time_mask_frames", "freq_masks",
-    "freq_mask_channels"))
+    "freq_mask_channels", "warp"))
 TRAIN_RULES = {
     "epochs": Rule(int, ge=1, le=10**6),
     "batch_size": Rule(int, ge=1, le=2**20),
@@ -165,6 +179,9 @@ def from_dict(d: dict) -> RunConfig:
         if bool(getattr(data, n)) != bool(getattr(data, w)):
             raise ConfigError(f"[data] {n} and {w} go together: set both > 0 or both 0 "
                               f"(got {getattr(data, n)} and {getattr(data, w)})")
+    if data.val_speaker and data.val_speaker.lower() == data.speaker_holdout.lower():
+        raise ConfigError(f"[data] val_speaker must differ from speaker_holdout (both "
+                          f"{data.val_speaker!r}): the held-out speaker is the test set")
     cfg = RunConfig(model=model, data=data, train=train, extra=d)
     check_device_name(cfg.train.device, "[train] device")
     if model:   # the model fields: their own checks (ModelConfig), before any work
