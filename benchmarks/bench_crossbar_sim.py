@@ -3,7 +3,10 @@ the same on torch ops), side by side on the same device instance and samples.
 
     python benchmarks/bench_crossbar_sim.py --model fsdd-ternary --task fsdd --samples 100
     python benchmarks/bench_crossbar_sim.py --config configs/smnist_crossbar.toml --task smnist \
-        --samples 100 --threads 2 --full 10000 --devices 3 [--skip-tokens]
+        --samples 100 --threads 2 --full 10000 --devices 3 [--skip-tokens] [--baseline REF]
+
+--baseline REF: also time run() with sim.c as of git revision REF (same C interface), built
+next to the current one, on the same device instance and samples ("c@REF" in the output).
 
 --config: a model of that architecture (untrained weights; the speed does not depend on
 them), calibrated on the task's training samples. Prints one JSON object: seconds per path,
@@ -20,6 +23,23 @@ import time
 import torch
 
 
+def _baseline_lib(ref: str, simlib):
+    """sim.c of git revision `ref`, compiled (before any timing) with the current flags."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+    from edgessm.toolchain import NativeLib
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{ref}:src/edgessm/targets/crossbar/sim.c"], cwd=root,
+                         capture_output=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="xbar_sim_")) / "sim.c"
+    path.write_bytes(src)
+    lib = NativeLib(path, simlib._FLAGS + simlib._OMP, simlib._FLAGS, bind=simlib._bind,
+                    purpose=f"sim.c at {ref}")
+    lib.require()
+    return lib
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     g = p.add_mutually_exclusive_group(required=True)
@@ -32,6 +52,7 @@ def main(argv=None):
     p.add_argument("--devices", type=int, default=3)
     p.add_argument("--skip-tokens", action="store_true", help="do not time the token-by-token loop")
     p.add_argument("--skip-torch", action="store_true", help="do not time run() on torch ops")
+    p.add_argument("--baseline", metavar="REF", help="also time run() with sim.c of this git revision")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     import edgessm as es
@@ -49,14 +70,21 @@ def main(argv=None):
     T = es.targets.get("crossbar")
     X = test.x
     times, ys = {}, {}
-    paths = [("c", "run")] + ([] if a.skip_torch else [("torch", "run")]) + \
+    libs = {"c": simlib._LIB}
+    if a.baseline:
+        libs[f"c@{a.baseline}"] = _baseline_lib(a.baseline, simlib)
+    paths = [(k, "run") for k in libs] + ([] if a.skip_torch else [("torch", "run")]) + \
         ([] if a.skip_tokens else [("tokens", "run_tokens")])
     for name, fn in paths:
         prog = T.compile(model, calibration=calib, seed="0")
         prog.engine = "torch" if name == "torch" else "c"
-        t = time.perf_counter()
-        ys[name] = getattr(prog, fn)(X)
-        times[name] = time.perf_counter() - t
+        simlib._LIB = libs.get(name, libs["c"])
+        try:
+            t = time.perf_counter()
+            ys[name] = getattr(prog, fn)(X)
+            times[name] = time.perf_counter() - t
+        finally:
+            simlib._LIB = libs["c"]
     acc = {k: float((y[:, -1].argmax(-1) == test.y).float().mean()) for k, y in ys.items()}
     full = a.full or len(load_task(a.task, "test"))
     best = min(times.values())
@@ -64,6 +92,8 @@ def main(argv=None):
            "length": X.shape[1], "threads": a.threads, "c_kernel": simlib.available()[0],
            "seconds": {k: round(v, 2) for k, v in times.items()},
            "speedup_vs_tokens": {k: round(times["tokens"] / v, 1) for k, v in times.items()} if "tokens" in times else None,
+           "speedup_vs_baseline": {k: round(times[f"c@{a.baseline}"] / v, 1) for k, v in times.items()}
+           if a.baseline else None,
            "accuracy_on_samples": acc,
            "full_test_set": {"samples": full, "devices": a.devices,
                              "minutes_extrapolated": round(best * full / len(X) * a.devices / 60, 1)},
