@@ -334,7 +334,9 @@ class CrossbarProgram(Program):
 
     # ---- execution ---------------------------------------------------------------------------
     def _dac(self, x, r):
-        return _conv(x / r, 1.0, self.config.dac_bits)[0]
+        """:func:`_conv` of x / r at full scale 1 (the same arithmetic), saturations not counted."""
+        q = (1 << (self.config.dac_bits - 1)) - 1
+        return (x / r).clamp_(-1, 1).mul_(q).add_(0.5).floor_().div_(q)
 
     def _linear(self, name: str, x: torch.Tensor, r, lin) -> torch.Tensor:
         n = self.stages[name].mvm(self._dac(x, r), self.gen, self.config, self._stats)
