@@ -413,7 +413,7 @@ class CrossbarProgram(Program):
         else:
             outs = [st.mvm_compact(self._dac(x[s:s + chunk], r), self.gen, self.config, self._stats)
                     for s in range(0, x.shape[0], chunk)]
-        y = torch.cat(outs, 0) * self.scales[name] * r
+        y = (outs[0] if len(outs) == 1 else torch.cat(outs, 0)) * self.scales[name] * r
         if lin.bias is not None:
             y = y + lin.bias
         return y.reshape(*shape[:-1], y.shape[-1])
