@@ -14,16 +14,16 @@
    Batching: the conductances of a device instance are the same for every input vector, so
    many vectors (rows of a linear stage; the samples of an S4D stage, token by token) pass one
    array while its weights sit in the L1 cache; per vector the mean and the read-noise variance
-   are one pass over the driven rows (zero inputs skipped), in SIMD vectors of 8 columns (GCC
-   vector extensions: AVX2/FMA with -march=native on x86, plain code elsewhere).
+   are one pass over the array's rows (a zero input adds exactly 0), in SIMD vectors of 8
+   columns (GCC vector extensions: AVX2/FMA with -march=native on x86, plain code elsewhere).
+   The S4D stage feeds its state back from the column outputs through maps built once per call.
 
-   Normal deviates: the ziggurat method of Marsaglia and Tsang (2000), 128 levels, 25-bit
-   values (float precision), fed by 8 lanes of xoshiro128++ (Blackman and Vigna) stepped as one
-   SIMD vector; the rare draws outside the rectangles (about 1.2%) finish on a scalar
-   xoshiro256+ of the same stream. One stream per input row of a linear stage and per sample of
-   an S4D stage (over all its tokens), seeded from (seed, row): the result does not depend on
-   how rows or samples are split into calls, chunks or threads (OpenMP over chunks of rows or
-   samples when built with -fopenmp). Built without -ffast-math (IEEE converters). */
+   Normal deviates: Box-Muller on 24-bit uniforms from 8 lanes of xoshiro128++ (Blackman and
+   Vigna) stepped as one SIMD vector, log, sine and cosine as single-precision polynomials
+   (Cephes). One stream per input row of a linear stage and per sample of an S4D stage (over all
+   its tokens), seeded from (seed, row): the result does not depend on how rows or samples are
+   split into calls, chunks or threads (OpenMP over chunks of rows or samples when built with
+   -fopenmp). Built without -ffast-math (IEEE converters). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
