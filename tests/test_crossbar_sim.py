@@ -75,12 +75,54 @@ def test_run_is_reproducible_per_device_instance(X):
 
 
 @needs_c
+@pytest.mark.parametrize("sets", [dict(), dict(state_mode="analog")])
+def test_run_does_not_depend_on_batch_split_or_threads(X, sets):
+    """With read noise, every sample (S4D) and every token row (linear stages) draws from its
+    own stream: the outputs and saturation counts are the same whether the samples run in one
+    call or several, on one thread or two."""
+    m = _model()
+    p1 = _compile(m, X, **sets)
+    y1 = p1.run(X)
+    p2 = _compile(m, X, **sets)
+    torch.set_num_threads(2)
+    try:
+        y2 = torch.cat([p2.run(X[:4]), p2.run(X[4:7]), p2.run(X[7:])])
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(y1, y2)
+    s1, s2 = p1.stats(), p2.stats()
+    assert s1["adc_saturations"] == s2["adc_saturations"]
+    assert s1["crossbar_energy_j"] == pytest.approx(s2["crossbar_energy_j"], rel=1e-9)
+    assert not torch.equal(_compile(m, X, **sets).run(X[4:]), y1[4:])     # other samples' streams
+
+
+@needs_c
+def test_s4d_kernel_rejects_an_output_on_two_columns(X):
+    """The S4D kernel reads each block output from one array column; a stage whose outputs are
+    computed by two columns is refused (clear error, nothing written)."""
+    p = _compile(_model(), X)
+    p._compact()
+    st = p.stages["s4d0"]
+    st.c_out = st.c_out.clone()
+    st.c_out[0, 1] = st.c_out[0, 0]
+    st._cargs = None
+    vu = torch.zeros(2, 3, 6)
+    with pytest.raises(ValueError, match="several array columns"):
+        simlib.run_s4d(st, p.config, vu, p.scales["s4d0"], 9, 1, 0)
+
+
+@needs_c
 def test_simulator_normals_are_standard_normal():
     x = simlib.normals(400_000, seed=5, stream=1)
     assert abs(x.mean()) < 0.01 and abs(x.var() - 1) < 0.01
     assert abs(((x - x.mean()) ** 4).mean() / x.var() ** 2 - 3) < 0.05
     assert abs((np.abs(x) > 2).mean() - 0.0455) < 0.002
     assert abs((np.abs(x) > 3).mean() - 0.0027) < 0.0004
+    # Box-Muller pairs (cos and sin of one angle: 8 lanes apart) and neighbours are independent
+    pairs = x[:399_360].reshape(-1, 2, 8)
+    for a, b in ((pairs[:, 0], pairs[:, 1]), (x[:-1], x[1:])):
+        a, b = a.ravel(), b.ravel()
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.01 and abs(np.corrcoef(a * a, b * b)[0, 1]) < 0.01
     y = simlib.normals(1000, seed=5, stream=2)
     assert not np.allclose(x[:1000], y)
 

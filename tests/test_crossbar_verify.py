@@ -75,6 +75,34 @@ def test_program_devices_bound_holds_and_counts_attempts():
     assert torch.equal(g3, g0 + 5.0 * e) and bool((att3 == 1).all()) and bool(ok3.all())
 
 
+def test_program_devices_draws_as_the_whole_tensor_loop():
+    """The retries are computed on the devices still outside the band only; the numbers are
+    those of the loop over the whole tensor (every draw made for every device)."""
+    cfg = parse_options({"verify_tolerance_us": 0.5, "verify_max_attempts": 4})
+    g0 = 50 + 175 * torch.rand(4, 9, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    e = torch.randn(g0.shape, generator=torch.Generator().manual_seed(2), dtype=g0.dtype)
+    gen = torch.Generator().manual_seed(3)
+
+    def outside(g):
+        rd = g + cfg.read_noise_rel * g.abs() * torch.randn(g.shape, generator=gen, dtype=g.dtype)
+        return (rd - g0).abs() > cfg.verify_tolerance_us
+    g = g0 + cfg.write_sigma_us(g0) * e
+    att = torch.ones_like(g0, dtype=torch.int32)
+    bad = outside(g)
+    for _ in range(cfg.verify_max_attempts - 1):
+        if not bool(bad.any()):
+            break
+        fresh = g0 + cfg.write_sigma_us(g0) * torch.randn(g.shape, generator=gen, dtype=g.dtype)
+        g = torch.where(bad, fresh, g)
+        att = att + bad.to(att.dtype)
+        bad = bad & outside(g)
+    gen2 = torch.Generator().manual_seed(3)
+    g2, att2, ok2 = program_devices(g0, cfg, e, gen2)
+    assert att.max() > 2 and bool(bad.any())
+    assert torch.equal(g2, g) and torch.equal(att2, att) and torch.equal(ok2, ~bad)
+    assert torch.equal(torch.randn(5, generator=gen2), torch.randn(5, generator=gen))   # as many draws
+
+
 def _errors(prog):
     cfg = prog.config
     win = cfg.g_max_us - cfg.g_min_us

@@ -179,24 +179,33 @@ def program_devices(g_us, cfg, e, generator=None):
     per device, converged mask). Without a band every device is programmed once and counts as
     converged. Clipping to the physical range [0, 1.5 g_max] is left to the caller."""
     import torch
-    g = g_us + cfg.write_sigma_us(g_us) * e
+    sigma = cfg.write_sigma_us(g_us)
+    g = g_us + sigma * e
     attempts = torch.ones_like(g_us, dtype=torch.int32)
     tol = cfg.verify_tolerance_us
     if tol <= 0:
         return g, attempts, torch.ones_like(g_us, dtype=torch.bool)
-
-    def outside(g):
-        rd = g + cfg.read_noise_rel * g.abs() * torch.randn(g.shape, generator=generator, dtype=g.dtype)
-        return (rd - g_us).abs() > tol
-    bad = outside(g)
+    rel = cfg.read_noise_rel
+    rd = g + rel * g.abs() * torch.randn(g.shape, generator=generator, dtype=g.dtype)
+    bad = (rd - g_us).abs() > tol
+    # the retries on the devices still outside the band only (each draw is still made for every
+    # device, so every device sees the same numbers as when all are drawn at once)
+    g = g.contiguous()
+    gf, af = g.view(-1), attempts.view(-1)
+    tf, sf = g_us.reshape(-1), sigma.reshape(-1)
+    idx = torch.nonzero(bad.reshape(-1)).flatten()
     for _ in range(cfg.verify_max_attempts - 1):
-        if not bool(bad.any()):
+        if idx.numel() == 0:
             break
-        fresh = g_us + cfg.write_sigma_us(g_us) * torch.randn(g.shape, generator=generator, dtype=g.dtype)
-        g = torch.where(bad, fresh, g)
-        attempts = attempts + bad.to(attempts.dtype)
-        bad = bad & outside(g)
-    return g, attempts, ~bad
+        t, s = tf[idx], sf[idx]
+        gi = t + s * torch.randn(g.shape, generator=generator, dtype=g.dtype).view(-1)[idx]
+        gf[idx] = gi
+        af[idx] += 1
+        rd = gi + rel * gi.abs() * torch.randn(g.shape, generator=generator, dtype=g.dtype).view(-1)[idx]
+        idx = idx[(rd - t).abs() > tol]
+    bad = torch.zeros(g.numel(), dtype=torch.bool)
+    bad[idx] = True
+    return g, attempts, ~bad.view(g.shape)
 
 
 def _validate(self):

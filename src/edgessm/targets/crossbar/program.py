@@ -334,7 +334,9 @@ class CrossbarProgram(Program):
 
     # ---- execution ---------------------------------------------------------------------------
     def _dac(self, x, r):
-        return _conv(x / r, 1.0, self.config.dac_bits)[0]
+        """:func:`_conv` of x / r at full scale 1 (the same arithmetic), saturations not counted."""
+        q = (1 << (self.config.dac_bits - 1)) - 1
+        return (x / r).clamp_(-1, 1).mul_(q).add_(0.5).floor_().div_(q)
 
     def _linear(self, name: str, x: torch.Tensor, r, lin) -> torch.Tensor:
         n = self.stages[name].mvm(self._dac(x, r), self.gen, self.config, self._stats)
@@ -411,7 +413,7 @@ class CrossbarProgram(Program):
         else:
             outs = [st.mvm_compact(self._dac(x[s:s + chunk], r), self.gen, self.config, self._stats)
                     for s in range(0, x.shape[0], chunk)]
-        y = torch.cat(outs, 0) * self.scales[name] * r
+        y = (outs[0] if len(outs) == 1 else torch.cat(outs, 0)) * self.scales[name] * r
         if lin.bias is not None:
             y = y + lin.bias
         return y.reshape(*shape[:-1], y.shape[-1])

@@ -87,6 +87,9 @@ def run_s4d(st, cfg, vu: torch.Tensor, scale: torch.Tensor, K: int, seed: int, r
                         int(cfg.state_mode == "digital"), (1 << (cfg.dac_bits - 1)) - 1,
                         ptr(y, ctypes.c_float), seed & _MASK, row0 & _MASK, ctypes.byref(e),
                         torch.get_num_threads())
+    if sat == -2:
+        raise ValueError(f"crossbar simulator: an output of S4D stage {st.name} is computed by several array "
+                         "columns (each block output needs exactly one)")
     if sat < 0:
         raise MemoryError("crossbar simulator: out of memory")
     return y, int(sat), e.value
