@@ -74,9 +74,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from edgessm.errors import EdgessmError
-    try:
-        sys.exit(main())
-    except EdgessmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from common import run_main
+    run_main(main)

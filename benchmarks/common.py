@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: machine description, JSON lines, appending to RESULTS.md."""
+"""Shared by the benchmarks: machine description, JSON lines, appending to RESULTS.md, running a
+script's main with edgessm's errors as a message and exit code 2."""
 from __future__ import annotations
 
 import datetime
@@ -41,3 +42,14 @@ def append_results(title: str, table: list[str], notes: str = "") -> None:
         lines += ["", notes]
     with open(RESULTS, "a") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def run_main(main) -> None:
+    """sys.exit(main()); an edgessm error (bad option, missing data) is printed as one line and
+    exits with code 2, as the command line does."""
+    from edgessm.errors import EdgessmError
+    try:
+        sys.exit(main())
+    except EdgessmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
