@@ -203,7 +203,7 @@ def program_devices(g_us, cfg, e, generator=None):
         af[idx] += 1
         rd = gi + rel * gi.abs() * torch.randn(g.shape, generator=generator, dtype=g.dtype).view(-1)[idx]
         idx = idx[(rd - t).abs() > tol]
-    bad = torch.zeros(g.numel(), dtype=torch.bool)
+    bad = torch.zeros(g.numel(), dtype=torch.bool, device=g.device)
     bad[idx] = True
     return g, attempts, ~bad.view(g.shape)
 
