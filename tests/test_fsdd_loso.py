@@ -55,32 +55,32 @@ def test_masks_need_count_and_width_and_fsdd_options_need_fsdd():
         from_dict({"data": {"task": "fsdd", "aug_time_masks": 2}})
     with pytest.raises(es.ConfigError, match="aug_freq_masks and aug_freq_mask_channels go together"):
         from_dict({"data": {"task": "fsdd", "aug_freq_mask_channels": 3}})
-    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="apply to the tasks fsdd, fsdd-01 only"):
         from_dict({"data": {"task": "smnist", "aug_gain_db": 3.0}})
-    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="apply to the tasks fsdd, fsdd-01 only"):
         from_dict({"data": {"task": "smnist", "normalize": "cmn"}})
-    with pytest.raises(es.ConfigError, match="normalize applies to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="normalize applies to the tasks fsdd, fsdd-01 only"):
         load_task("smnist", "test", normalize="cmn")
-    with pytest.raises(es.ConfigError, match="train split of the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="train split of the tasks fsdd, fsdd-01 only"):
         load_task("fsdd", "test", augment=Augment(gain_db=3.0))
-    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="apply to the tasks fsdd, fsdd-01 only"):
         from_dict({"data": {"task": "smnist", "aug_warp": 0.1}})
-    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="apply to the tasks fsdd, fsdd-01 only"):
         from_dict({"data": {"task": "smnist", "val_speaker": "theo"}})
-    with pytest.raises(es.ConfigError, match="val_speaker applies to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="val_speaker applies to the tasks fsdd, fsdd-01 only"):
         load_task("smnist", "val", val_speaker="theo")
     with pytest.raises(es.ConfigError, match="val_speaker must differ from speaker_holdout"):
         from_dict({"data": {"task": "fsdd", "speaker_holdout": "theo", "val_speaker": "Theo"}})
-    with pytest.raises(es.ConfigError, match="apply to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="apply to the tasks fsdd, fsdd-01 only"):
         from_dict({"data": {"task": "smnist", "top_db": 50.0}})
-    with pytest.raises(es.ConfigError, match="top_db applies to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="top_db applies to the tasks fsdd, fsdd-01 only"):
         load_task("smnist", "val", top_db=50.0)
     for bad in (-1.0, 200.0, float("nan"), "50", True):
         with pytest.raises(es.ConfigError, match=r"top_db must be a finite number in \[0, 120\] dB"):
             load_task("fsdd", "val", top_db=bad)
     with pytest.raises(es.ConfigError, match=r"trim_db must be a finite number in \[0, 120\] dB"):
         load_task("fsdd", "val", trim_db=-1.0)
-    with pytest.raises(es.ConfigError, match="trim_db applies to the fsdd tasks only"):
+    with pytest.raises(es.ConfigError, match="trim_db applies to the tasks fsdd, fsdd-01 only"):
         load_task("smnist", "val", trim_db=30.0)
 
 
@@ -299,3 +299,17 @@ def test_loso_nested_folds_validate_on_the_next_speaker(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "--nested picks each fold's val_speaker" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "y").exists()
+
+
+def test_split_options_follow_the_task_registry():
+    from edgessm.data.tasks import TASKS, split_options
+    from edgessm.train.config import DataConfig
+    run = {"speaker_holdout": "theo", "normalize": "cmvn", "top_db": 40.0, "trim_db": 0.0,
+           "val_speaker": "", "aug_snr_db": 20.0, "val_fraction": 0.2}
+    # only the split/feature options the task accepts, and only when not the defaults
+    assert split_options("fsdd", run) == {"speaker_holdout": "theo", "normalize": "cmvn", "top_db": 40.0}
+    assert split_options("fsdd-01", {"normalize": "train"}) == {}
+    assert split_options("smnist", run) == {} and split_options("no-such-task", run) == {}
+    assert DataConfig(task="fsdd", normalize="cmn", trim_db=30.0).task_options() == {"normalize": "cmn", "trim_db": 30.0}
+    assert DataConfig(task="smnist").task_options() == {}
+    assert {t for t, i in TASKS.items() if i.augmentable} == {"fsdd", "fsdd-01"}

@@ -301,22 +301,13 @@ def read_state_dict(src: str, prefix: str = "") -> dict:
 
 def trained_task_options(model, task: str | None = None) -> dict:
     """``load_task`` keywords that reproduce the splits and features a checkpoint was trained
-    on (its run config's [data] ``speaker_holdout``, ``normalize``, ``val_speaker``, ``top_db`` and ``trim_db``, when not
-    the defaults),
-    for evaluating it on `task`; {} when `task` is another task than the trained one."""
+    on (the options of its run config's [data] that its task accepts, when not the defaults:
+    :func:`edgessm.data.tasks.split_options`), for evaluating it on `task`; {} when `task` is
+    another task than the trained one."""
+    from .data.tasks import split_options
     run = (getattr(model, "checkpoint_meta", {}) or {}).get("run", {}) or {}
     data = run.get("data") or {}
     trained = data.get("task")
-    if not trained or (task is not None and task != trained) or not str(trained).startswith("fsdd"):
+    if not trained or (task is not None and task != trained):
         return {}
-    out = {}
-    if data.get("speaker_holdout"):
-        out["speaker_holdout"] = data["speaker_holdout"]
-    if data.get("normalize", "train") != "train":
-        out["normalize"] = data["normalize"]
-    if data.get("val_speaker"):     # it decides the train split, so the normalization statistics
-        out["val_speaker"] = data["val_speaker"]
-    for k in ("top_db", "trim_db"):
-        if data.get(k):
-            out[k] = data[k]
-    return out
+    return split_options(trained, data)

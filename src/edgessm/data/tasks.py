@@ -27,6 +27,7 @@ from .fsdd import FSDD_SEQ_LEN
 __all__ = [
     "TaskInfo",
     "TASKS",
+    "split_options",
     "SequenceDataset",
     "load_task",
     "split_indices",
@@ -58,15 +59,44 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 CIFAR_GRAY_MEAN, CIFAR_GRAY_STD = 0.4809, 0.2388
 
 
+#: The :func:`load_task` keywords that choose a task's splits or features beyond
+#: ``val_fraction``/``seed``, with their defaults (a task lists those it accepts in
+#: :attr:`TaskInfo.options`).
+SPLIT_OPTION_DEFAULTS = {"speaker_holdout": None, "val_speaker": None, "normalize": "train",
+                         "top_db": 0.0, "trim_db": 0.0}
+_FSDD_OPTIONS = ("speaker_holdout", "val_speaker", "normalize", "top_db", "trim_db")
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
-    """What a task looks like: sequences ``(seq_len, d_input)``, ``d_output`` classes."""
+    """What a task looks like: sequences ``(seq_len, d_input)``, ``d_output`` classes.
+
+    ``options``: the keys of :data:`SPLIT_OPTION_DEFAULTS` that this task accepts; a model
+    trained with other values than the defaults is evaluated with the same (see
+    :func:`split_options`). ``augmentable``: the train split takes an audio augmentation."""
 
     name: str
     d_input: int
     d_output: int
     seq_len: int
     description: str
+    options: tuple[str, ...] = ()
+    augmentable: bool = False      # its train split takes an edgessm.data.fsdd.Augment
+
+
+def split_options(task: str, values) -> dict:
+    """The :func:`load_task` keywords among `values` (a mapping, e.g. a run config's [data])
+    that choose `task`'s splits and features: those the task accepts whose value is not the
+    default. {} for a task without such options."""
+    info = TASKS.get(task)
+    if info is None:
+        return {}
+    out = {}
+    for k in info.options:
+        v = values.get(k)
+        if v not in (None, "") and v != SPLIT_OPTION_DEFAULTS[k]:
+            out[k] = v
+    return out
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -99,11 +129,13 @@ TASKS: dict[str, TaskInfo] = {
         f"statistics and left-padded with zeros to {FSDD_SEQ_LEN} frames (the longest "
         "recording, 18,262 samples; a longer one would keep its last frames) so the last "
         "token ends the utterance; 10 classes.",
+        _FSDD_OPTIONS, True,
     ),
     "fsdd-01": TaskInfo(
         "fsdd-01", 32, 2, FSDD_SEQ_LEN,
         "FSDD restricted to the digits 0 and 1 (labels 0/1), same log-mel front end as fsdd; "
         "2 classes.",
+        _FSDD_OPTIONS, True,
     ),
 }
 
@@ -249,26 +281,22 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
         raise ConfigError(f"limit must be None or a non-negative integer, got {limit!r}")
     info = TASKS[name]
-    is_fsdd = name.startswith("fsdd")
-    if speaker_holdout is not None and not is_fsdd:
-        raise ConfigError(f"speaker_holdout applies to the fsdd tasks only, not {name!r}")
-    if val_speaker is not None and not is_fsdd:
-        raise ConfigError(f"val_speaker applies to the fsdd tasks only, not {name!r}")
-    from .fsdd import check_top_db
+    from .fsdd import NORMALIZE, Augment, check_top_db
     top_db, trim_db = check_top_db(top_db), check_top_db(trim_db, "trim_db")
-    for k, v in (("top_db", top_db), ("trim_db", trim_db)):
-        if v and not is_fsdd:
-            raise ConfigError(f"{k} applies to the fsdd tasks only, not {name!r}")
-    from .fsdd import NORMALIZE, Augment
     if normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
-    if normalize != "train" and not is_fsdd:
-        raise ConfigError(f"normalize applies to the fsdd tasks only, not {name!r}")
+    given = dict(speaker_holdout=speaker_holdout, val_speaker=val_speaker, normalize=normalize,
+                 top_db=top_db, trim_db=trim_db)
+    for k, v in given.items():
+        if v not in (None, "") and v != SPLIT_OPTION_DEFAULTS[k] and k not in info.options:
+            takers = [t for t, i in TASKS.items() if k in i.options]
+            raise ConfigError(f"{k} applies to the tasks {', '.join(takers)} only, not {name!r}")
     if augment is not None:
         if not isinstance(augment, Augment):
             raise ConfigError(f"augment must be an edgessm.data.fsdd.Augment, got {type(augment).__name__}")
-        if not is_fsdd or split != "train":
-            raise ConfigError(f"augmentation applies to the train split of the fsdd tasks only, "
+        if not info.augmentable or split != "train":
+            takers = [t for t, i in TASKS.items() if i.augmentable]
+            raise ConfigError(f"augmentation applies to the train split of the tasks {', '.join(takers)} only, "
                               f"not the {split!r} split of {name!r}")
     rootp = resolve_root(root)
     dl = download_allowed(download)

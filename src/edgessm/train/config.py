@@ -46,15 +46,8 @@ class DataConfig:
 
     def task_options(self) -> dict:
         """The load_task keywords of this task's splits for evaluation (no augmentation)."""
-        if not self.task.startswith("fsdd"):
-            return {}
-        out = {"speaker_holdout": self.speaker_holdout or None, "normalize": self.normalize}
-        if self.val_speaker:
-            out["val_speaker"] = self.val_speaker
-        for k in ("top_db", "trim_db"):
-            if getattr(self, k):
-                out[k] = getattr(self, k)
-        return out
+        from ..data.tasks import split_options
+        return split_options(self.task, dataclasses.asdict(self))
 
     def augment(self):
         """The fsdd training augmentation (edgessm.data.fsdd.Augment), or None when off."""
@@ -102,9 +95,6 @@ DATA_RULES = {
     "top_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
     "trim_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
 }
-FSDD_ONLY = ("speaker_holdout", "val_speaker", "normalize", "top_db", "trim_db") + tuple(f"aug_{k}" for k in (
-    "snr_db", "gain_db", "shift_ms", "stretch", "time_masks", "time_mask_frames", "freq_masks",
-    "freq_mask_channels", "warp"))
 TRAIN_RULES = {
     "epochs": Rule(int, ge=1, le=10**6),
     "batch_size": Rule(int, ge=1, le=2**20),
@@ -168,13 +158,18 @@ def from_dict(d: dict) -> RunConfig:
         raise ConfigError("[model] must be a table")
     data = _section(DataConfig, d.pop("data", {}), "data", DATA_RULES)
     train = _section(TrainConfig, d.pop("train", {}), "train", TRAIN_RULES)
-    from ..data.tasks import TASKS
+    from ..data.tasks import SPLIT_OPTION_DEFAULTS, TASKS
     if data.task not in TASKS:
         raise ConfigError(f"[data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
-    if not data.task.startswith("fsdd"):
-        set_ = [k for k in FSDD_ONLY if getattr(data, k) != getattr(DataConfig, k)]
-        if set_:
-            raise ConfigError(f"[data] {', '.join(set_)} apply to the fsdd tasks only, not {data.task!r}")
+    info = TASKS[data.task]
+    set_ = [f.name for f in dataclasses.fields(DataConfig)
+            if getattr(data, f.name) != f.default and f.name not in info.options
+            and (f.name in SPLIT_OPTION_DEFAULTS or f.name.startswith("aug_") and not info.augmentable)]
+    if set_:
+        takers = [t for t, i in TASKS.items() if all(k in i.options or k.startswith("aug_") and i.augmentable
+                                                     for k in set_)]
+        raise ConfigError(f"[data] {', '.join(set_)} apply to the tasks {', '.join(takers)} only, "
+                          f"not {data.task!r}")
     for n, w in (("aug_time_masks", "aug_time_mask_frames"), ("aug_freq_masks", "aug_freq_mask_channels")):
         if bool(getattr(data, n)) != bool(getattr(data, w)):
             raise ConfigError(f"[data] {n} and {w} go together: set both > 0 or both 0 "
