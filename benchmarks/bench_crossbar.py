@@ -45,7 +45,7 @@ def crossbar_accuracy(model, test, calib, trials: int, sets: dict, batch: int = 
     T = targets.get("crossbar")
     accs, res, cost = [], None, None
     for k in range(trials):
-        prog = T.compile(model, calibration=calib, **{"seed": str(k), **sets})
+        prog = T.compile(model, calibration=calib, **{"seed": k, **sets})
         correct = 0
         for s in range(0, len(test.y), batch):
             Y = prog.run(test.x[s:s + batch])

@@ -78,7 +78,7 @@ def main(argv=None):
     paths = [(k, "run") for k in libs] + ([] if a.skip_torch else [("torch", "run")]) + \
         ([] if a.skip_tokens else [("tokens", "run_tokens")])
     for name, fn in paths:
-        prog = T.compile(model, calibration=calib, seed="0")
+        prog = T.compile(model, calibration=calib, seed=0)
         prog.engine = "torch" if name == "torch" else "c"
         simlib._LIB = libs.get(name, libs["c"])
         try:

@@ -34,7 +34,7 @@ def main(argv=None):
     cfg = load_config(a.config)
     torch.manual_seed(0)
     model = es.SequenceModel(cfg.model_config(test.x.shape[-1], int(load_task(a.task, "train").y.max()) + 1))
-    prog = es.targets.get("crossbar").compile(model, calibration=calib, seed="0")
+    prog = es.targets.get("crossbar").compile(model, calibration=calib, seed=0)
     prog._compact()
     H, K = model.config.d_model, model.config.d_state + 1
     n, L = a.samples, test.x.shape[1]
