@@ -49,8 +49,15 @@ def test_time_budget_then_resume_equals_uninterrupted(tmp_path):
     stopped = train(from_dict(TINY), tmp_path / "part", max_minutes=1e-6, progress=False)
     assert stopped["stopped"] and stopped["step_in_epoch"] == 1
     assert (tmp_path / "part" / "last" / "trainer.safetensors").is_file()
+    import json
+    loss, correct, seen, before = json.loads((tmp_path / "part" / "last" / "trainer.json").read_text())["partial_sums"]
+    assert seen == TINY["train"]["batch_size"] and before > 0     # the stopped epoch's time so far
     resumed = train(from_dict(TINY), tmp_path / "part", resume=True, progress=False)
     assert resumed["test_accuracy"] == full["test_accuracy"]
+    # the resumed epoch's time and rate count its steps before the stop too
+    rec = json.loads((tmp_path / "part" / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["epoch_s"] >= before
+    assert rec["samples_per_s"] * rec["epoch_s"] == pytest.approx(TINY["data"]["limit_train"], rel=1e-6)
     assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
 
 

@@ -208,10 +208,11 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         g = torch.Generator().manual_seed(t.seed * 100003 + epoch)
         perm = torch.randperm(len(train_ds), generator=g)
         model.train()
-        loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
+        loss_sum, correct, seen, t0, before = 0.0, 0, 0, time.time(), 0.0
         first = state["step_in_epoch"] if epoch == state["epoch"] else 0
-        if first:   # resuming inside this epoch: its running sums so far
-            loss_sum, correct, seen = state.get("partial_sums", (0.0, 0, 0))
+        if first:   # resuming inside this epoch: its running sums and training time so far
+            loss_sum, correct, seen, *rest = state.get("partial_sums", (0.0, 0, 0))
+            before = rest[0] if rest else 0.0
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
@@ -238,7 +239,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
             if bar is not None:
-                rate = seen * world / max(time.time() - t0, 1e-9)
+                rate = seen * world / max(before + time.time() - t0, 1e-9)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 sps=f"{rate:.0f}", refresh=False)
                 bar.update(1)
@@ -251,7 +252,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                 if bar is not None:
                     bar.close()
                 state.update(epoch=epoch, elapsed_s=time.time() - start,
-                             partial_sums=[loss_sum, correct, seen])
+                             partial_sums=[loss_sum, correct, seen, before + time.time() - t0])
                 checkpoint("last", {"partial_epoch": epoch}, trainer=True)
                 why = f"time budget of {max_minutes} min reached" if deadline is not None and \
                     time.time() > deadline else "stopped by SIGTERM"
@@ -260,7 +261,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                 return {"stopped": True, **state}
         if bar is not None:
             bar.close()
-        elapsed_epoch = time.time() - t0
+        elapsed_epoch = before + time.time() - t0      # this epoch's training time, over stops
         val = evaluate(model, val_ds, t.eval_batch_size)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                "train_acc": correct / max(seen, 1), "val_loss": val["loss"], "val_acc": val["accuracy"],
