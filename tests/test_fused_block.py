@@ -73,6 +73,20 @@ def test_mix_tail_gradcheck_float64(glu):
         lambda a, b, c: fused.mix_tail(a, b, c, glu=glu, act="gelu", p=0.25, seed=5), (m, bias, r))
 
 
+def test_relu_backward_from_the_output_gradcheck_float64():
+    torch.manual_seed(12)
+    m = torch.randn(2, 6, 21, dtype=torch.float64)
+    m = (m + 0.1 * m.sign()).requires_grad_()
+    bias = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    for p in (0.0, 0.35):
+        assert torch.autograd.gradcheck(
+            lambda a, b: fused.mix_tail(a, b, None, glu=False, act="relu", p=p, seed=4), (m, bias))
+    y = fused.mix_tail(m, bias, None, glu=False, act="relu", p=0.35, seed=4)
+    gm, gb = torch.autograd.grad(y, (m, bias), torch.ones_like(y))
+    torch.testing.assert_close(gm, (y > 0).double() / 0.65)
+    torch.testing.assert_close(gb, gm.sum((0, 2)))
+
+
 def test_layer_norm_matches_torch_and_gradcheck():
     torch.manual_seed(4)
     H, L = 12, 300                                  # L over two column blocks and a tail

@@ -179,6 +179,27 @@ void fb_act_drop_bwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, con
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
+/* The backward of y = dropout(relu(v)) from its output (ReLU with nothing added after it):   \
+   gv = g / (1 - p) where y > 0, else 0 (y > 0 exactly where v > 0 and the element was kept;     \
+   y <= 0 as torch's threshold_backward, NaN passing the gradient), no mask recomputed.           \
+   y (B, C, L) contiguous; part (B x C scratch) and gbias (C): the sums of gv over l, then b. */  \
+void fb_relu_out_bwd_##SUF(int64_t B, int64_t C, int64_t L, const T *y, const T *g, int64_t ldg,   \
+                           T *gv, T *part, T *gbias, T scale, int nt)                               \
+{                                                                                                   \
+    OMP_PAR_FOR(nt)                                                                                 \
+    for (int64_t r = 0; r < B * C; r++) {                                                           \
+        const T *yr = y + r * L, *gr = g + r * ldg;                                                 \
+        T *o = gv + r * L;                                                                          \
+        for (int64_t l = 0; l < L; l++) o[l] = yr[l] <= 0 ? (T)0 : gr[l] * scale;                  \
+        if (part) part[r] = rowsum_##SUF(o, L);                                                     \
+    }                                                                                               \
+    if (part && gbias) {                                                                            \
+        for (int64_t c = 0; c < C; c++) gbias[c] = 0;                                               \
+        for (int64_t b = 0; b < B; b++)                                                             \
+            for (int64_t c = 0; c < C; c++) gbias[c] += part[b * C + c];                            \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
 /* out (B, H, L) = dropout(f(m + bias)) [+ res]; glu: m (B, 2H, L), else m (B, H, L), f = act.   \
    bias (C) may be NULL, res (B, H, L) may be NULL. */                                              \
 void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias, const T *res,    \

@@ -11,7 +11,8 @@ their own backward (fused.c): what ``Block.forward_hl`` runs after the FFT convo
 Dropout draws its mask from a counter-based hash of (seed, row, position): the seed is one
 draw of torch's default CPU generator per call (so ``torch.manual_seed`` and a checkpoint's
 saved RNG state reproduce a run), the mask is the same for every thread count and the backward
-recomputes it. Keep probability 1 - p (p resolved to 2^-24), kept values scaled by 1 / (1 - p),
+recomputes it (after a ReLU with nothing added, the backward reads the output instead: no
+mask, and the input can be freed). Keep probability 1 - p (p resolved to 2^-24), kept values scaled by 1 / (1 - p),
 as ``nn.Dropout``; a different mask from torch's for the same seed.
 
 The library is compiled once per machine (``edgessm.toolchain``); ``usable(x)`` says whether a
@@ -52,7 +53,8 @@ def _bind(lib):
                 ("fb_mix_fwd", [I64, I64, I64, P, P, P, I64, P, INT, INT, U64, I32, T, INT]),
                 ("fb_mix_bwd", [I64, I64, I64, P, P, P, I64, P, P, P, INT, INT, U64, I32, T, INT]),
                 ("fb_ln_fwd", [I64, I64, I64, P, I64, P, P, P, P, P, ctypes.c_double, INT]),
-                ("fb_ln_bwd", [I64, I64, I64, P, I64, P, P, P, P, I64, P, P, P, P, INT])):
+                ("fb_ln_bwd", [I64, I64, I64, P, I64, P, P, P, P, I64, P, P, P, P, INT]),
+                ("fb_relu_out_bwd", [I64, I64, I64, P, P, I64, P, P, P, T, INT])):
             f = getattr(lib, f"{name}_{suf}")
             f.restype = None
             f.argtypes = args
@@ -203,7 +205,9 @@ class _ActDrop(torch.autograd.Function):
         L = x.shape[-1]
         getattr(lib, f"fb_act_drop_fwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(y, T), act,
                                                seed, thr, scale, _nt())
-        ctx.save_for_backward(x)
+        # ReLU: its backward reads the output (kept anyway as the mixing product's input), so
+        # the input (the convolution's buffer) can be freed and no mask is recomputed
+        ctx.save_for_backward(y if act == ACTS["relu"] else x)
         ctx.cfg = (act, thr, scale, seed, ldx)
         return y
 
@@ -215,6 +219,10 @@ class _ActDrop(torch.autograd.Function):
         g, ldg = _rows(g)
         gx = torch.empty(x.shape, dtype=x.dtype)
         L = x.shape[-1]
+        if act == ACTS["relu"]:                                 # x is the output
+            getattr(lib, f"fb_relu_out_bwd_{suf}")(1, x.numel() // L, L, ptr(x, T), ptr(g, T), ldg,
+                                                   ptr(gx, T), _p(None, T), _p(None, T), scale, _nt())
+            return gx, None, None, None, None
         getattr(lib, f"fb_act_drop_bwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(g, T), ldg,
                                                ptr(gx, T), act, seed, thr, scale, _nt())
         return gx, None, None, None, None
@@ -231,14 +239,15 @@ class _MixTail(torch.autograd.Function):
         res, ldr = _rows(res) if res is not None else (None, L)
         getattr(lib, f"fb_mix_fwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), _p(res, T), ldr,
                                           ptr(out, T), int(glu), act, seed, thr, scale, _nt())
-        ctx.save_for_backward(m, bias)
-        ctx.cfg = (glu, act, thr, scale, seed, res is not None)
+        from_out = not glu and act == ACTS["relu"] and res is None   # backward from the output
+        ctx.save_for_backward(out if from_out else m, bias)
+        ctx.cfg = (glu, act, thr, scale, seed, res is not None, from_out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         m, bias = ctx.saved_tensors
-        glu, act, thr, scale, seed, has_res = ctx.cfg
+        glu, act, thr, scale, seed, has_res, from_out = ctx.cfg
         lib, T, suf = _lib_t(m)
         B, C, L = m.shape
         H = C // 2 if glu else C
@@ -247,9 +256,13 @@ class _MixTail(torch.autograd.Function):
         want_b = bias is not None and ctx.needs_input_grad[1]
         part = torch.empty(B, C, dtype=m.dtype) if want_b else None
         gbias = torch.empty(C, dtype=m.dtype) if want_b else None
-        getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), ptr(g, T), ldg, ptr(gm, T),
-                                          _p(part, T), _p(gbias, T), int(glu), act, seed, thr,
-                                          scale, _nt())
+        if from_out:                                            # m is the output
+            getattr(lib, f"fb_relu_out_bwd_{suf}")(B, C, L, ptr(m, T), ptr(g, T), ldg, ptr(gm, T),
+                                                   _p(part, T), _p(gbias, T), scale, _nt())
+        else:
+            getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), ptr(g, T), ldg,
+                                              ptr(gm, T), _p(part, T), _p(gbias, T), int(glu), act,
+                                              seed, thr, scale, _nt())
         return gm, gbias, (g if has_res and ctx.needs_input_grad[2] else None), \
             None, None, None, None, None
 
