@@ -52,12 +52,13 @@ static inline uint32_t mix32(uint32_t x)
     return x;
 }
 
-/* Two 32-bit keys per row; the element's bits are two rounds of a 32-bit bijective mix (the
-   second key breaks the shift relation between rows whose first keys differ by a multiple). */
+/* Two 32-bit keys per row, k1 odd; the element's bits are a 32-bit bijective mix of
+   l k1 + k0: distinct positions of a row give distinct inputs, and two rows' input sequences
+   are no shifts of each other (their multipliers differ), so rows do not repeat each other. */
 #define ROW_KEYS(seed, r, k0, k1) \
     uint64_t u_ = splitmix64((seed) + splitmix64((uint64_t)(r))); \
-    uint32_t k0 = (uint32_t)u_, k1 = (uint32_t)(u_ >> 32)
-#define DROP_BITS(k0, k1, l) ((int32_t)(mix32(mix32((uint32_t)(l) + (k0)) ^ (k1)) >> 8))
+    uint32_t k0 = (uint32_t)u_, k1 = (uint32_t)(u_ >> 32) | 1u
+#define DROP_BITS(k0, k1, l) ((int32_t)(mix32((uint32_t)(l) * (k1) + (k0)) >> 8))
 
 void fb_dropout_mask(int64_t rows, int64_t L, uint64_t seed, int32_t thr, uint8_t *mask, int nt)
 {
@@ -65,7 +66,7 @@ void fb_dropout_mask(int64_t rows, int64_t L, uint64_t seed, int32_t thr, uint8_
     for (int64_t r = 0; r < rows; r++) {
         ROW_KEYS(seed, r, k0, k1);
         uint8_t *mr = mask + r * L;
-        for (int64_t l = 0; l < L; l++) mr[l] = DROP_BITS(k0, k1, l) >= thr;
+        for (int32_t l = 0; l < (int32_t)L; l++) mr[l] = DROP_BITS(k0, k1, l) >= thr;
     }
 }
 
@@ -141,15 +142,15 @@ void fb_act_drop_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *
         T *yr = y + r * L;                                                                          \
         ROW_KEYS(seed, r, k0, k1);                                                                  \
         if (thr > 0) {                                                                              \
-            if (act == 2) for (int64_t l = 0; l < L; l++)                                           \
+            if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++)                                           \
                 yr[l] = gelu_##SUF(xr[l]) * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0);           \
-            else if (act == 1) for (int64_t l = 0; l < L; l++)                                      \
+            else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++)                                      \
                 yr[l] = RELU(xr[l]) * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0);                 \
-            else for (int64_t l = 0; l < L; l++)                                                    \
+            else for (int32_t l = 0; l < (int32_t)L; l++)                                                    \
                 yr[l] = xr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0);                       \
         } else {                                                                                    \
-            if (act == 2) for (int64_t l = 0; l < L; l++) yr[l] = gelu_##SUF(xr[l]);                \
-            else if (act == 1) for (int64_t l = 0; l < L; l++) yr[l] = RELU(xr[l]);                 \
+            if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) yr[l] = gelu_##SUF(xr[l]);                \
+            else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) yr[l] = RELU(xr[l]);                 \
             else memcpy(yr, xr, (size_t)L * sizeof(T));                                             \
         }                                                                                           \
     }                                                                                               \
@@ -165,15 +166,15 @@ void fb_act_drop_bwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, con
         T *or_ = gx + r * L;                                                                        \
         ROW_KEYS(seed, r, k0, k1);                                                                  \
         if (thr > 0) {                                                                              \
-            if (act == 2) for (int64_t l = 0; l < L; l++)                                           \
+            if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++)                                           \
                 or_[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0) * gelu_grad_##SUF(xr[l]); \
-            else if (act == 1) for (int64_t l = 0; l < L; l++)                                      \
+            else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++)                                      \
                 or_[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0) * (T)RELU_GRAD(xr[l]); \
-            else for (int64_t l = 0; l < L; l++)                                                    \
+            else for (int32_t l = 0; l < (int32_t)L; l++)                                                    \
                 or_[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0);                      \
         } else {                                                                                    \
-            if (act == 2) for (int64_t l = 0; l < L; l++) or_[l] = gr[l] * gelu_grad_##SUF(xr[l]);  \
-            else if (act == 1) for (int64_t l = 0; l < L; l++) or_[l] = gr[l] * (T)RELU_GRAD(xr[l]); \
+            if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) or_[l] = gr[l] * gelu_grad_##SUF(xr[l]);  \
+            else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) or_[l] = gr[l] * (T)RELU_GRAD(xr[l]); \
             else memcpy(or_, gr, (size_t)L * sizeof(T));                                            \
         }                                                                                           \
     }                                                                                               \
@@ -190,7 +191,7 @@ void fb_relu_out_bwd_##SUF(int64_t B, int64_t C, int64_t L, const T *y, const T 
     for (int64_t r = 0; r < B * C; r++) {                                                           \
         const T *yr = y + r * L, *gr = g + r * ldg;                                                 \
         T *o = gv + r * L;                                                                          \
-        for (int64_t l = 0; l < L; l++) o[l] = yr[l] <= 0 ? (T)0 : gr[l] * scale;                  \
+        for (int32_t l = 0; l < (int32_t)L; l++) o[l] = yr[l] <= 0 ? (T)0 : gr[l] * scale;                  \
         if (part) part[r] = rowsum_##SUF(o, L);                                                     \
     }                                                                                               \
     if (part && gbias) {                                                                            \
@@ -214,15 +215,15 @@ void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias
         const T *rr = res ? res + r * ldr : 0;                                                      \
         T *o = out + r * L;                                                                         \
         const T ba = bias ? bias[h] : 0, bg = bias && glu ? bias[H + h] : 0;                        \
-        if (glu) for (int64_t l = 0; l < L; l++) o[l] = (a[l] + ba) * sigmoid_##SUF(gt[l] + bg);    \
-        else if (act == 2) for (int64_t l = 0; l < L; l++) o[l] = gelu_##SUF(a[l] + ba);            \
-        else if (act == 1) for (int64_t l = 0; l < L; l++) { T v = a[l] + ba; o[l] = RELU(v); }     \
-        else for (int64_t l = 0; l < L; l++) o[l] = a[l] + ba;                                      \
+        if (glu) for (int32_t l = 0; l < (int32_t)L; l++) o[l] = (a[l] + ba) * sigmoid_##SUF(gt[l] + bg);    \
+        else if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) o[l] = gelu_##SUF(a[l] + ba);            \
+        else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) { T v = a[l] + ba; o[l] = RELU(v); }     \
+        else for (int32_t l = 0; l < (int32_t)L; l++) o[l] = a[l] + ba;                                      \
         if (thr > 0) {                                                                              \
             ROW_KEYS(seed, r, k0, k1);                                                              \
-            for (int64_t l = 0; l < L; l++) o[l] *= DROP_BITS(k0, k1, l) >= thr ? scale : (T)0;     \
+            for (int32_t l = 0; l < (int32_t)L; l++) o[l] *= DROP_BITS(k0, k1, l) >= thr ? scale : (T)0;     \
         }                                                                                           \
-        if (rr) for (int64_t l = 0; l < L; l++) o[l] += rr[l];                                      \
+        if (rr) for (int32_t l = 0; l < (int32_t)L; l++) o[l] += rr[l];                                      \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
@@ -243,15 +244,15 @@ void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias
         /* ga first holds the gradient after the dropout */                                         \
         if (thr > 0) {                                                                              \
             ROW_KEYS(seed, r, k0, k1);                                                              \
-            for (int64_t l = 0; l < L; l++) ga[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0); \
+            for (int32_t l = 0; l < (int32_t)L; l++) ga[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0); \
         } else memcpy(ga, gr, (size_t)L * sizeof(T));                                               \
-        if (glu) for (int64_t l = 0; l < L; l++) {                                                  \
+        if (glu) for (int32_t l = 0; l < (int32_t)L; l++) {                                                  \
             T s = sigmoid_##SUF(gt[l] + bg), d = ga[l];                                             \
             ga[l] = d * s;                                                                          \
             gg[l] = d * (a[l] + ba) * s * (1 - s);                                                  \
         }                                                                                           \
-        else if (act == 2) for (int64_t l = 0; l < L; l++) ga[l] *= gelu_grad_##SUF(a[l] + ba);     \
-        else if (act == 1) for (int64_t l = 0; l < L; l++) ga[l] *= (T)RELU_GRAD(a[l] + ba);        \
+        else if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) ga[l] *= gelu_grad_##SUF(a[l] + ba);     \
+        else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) ga[l] *= (T)RELU_GRAD(a[l] + ba);        \
         if (part) {                                                                                 \
             part[b * C + h] = rowsum_##SUF(ga, L);                                                  \
             if (glu) part[b * C + H + h] = rowsum_##SUF(gg, L);                                     \

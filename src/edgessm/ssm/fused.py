@@ -34,7 +34,8 @@ from ..errors import InputError
 from ..toolchain import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("fused.c")
-_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c99"]
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
+          "-std=c99"]
 ACTS = {"none": 0, "relu": 1, "gelu": 2}
 _warned = False
 _enabled = os.environ.get("EDGESSM_FUSED", "1") != "0"
