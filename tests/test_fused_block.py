@@ -146,9 +146,10 @@ def test_dropout_rate_scale_and_seed():
 
 def test_dropout_does_not_depend_on_threads():
     torch.manual_seed(6)
-    x = torch.randn(4, 64, 200)
+    x = torch.randn(4, 64, 300)                            # over fused._GRAIN: threads used
+    assert x.numel() > fused._GRAIN
     w, b = torch.randn(64), torch.randn(64)
-    m = torch.randn(4, 128, 200)
+    m = torch.randn(4, 128, 300)
     prev = torch.get_num_threads()
     out = []
     try:

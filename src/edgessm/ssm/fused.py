@@ -12,8 +12,8 @@ Dropout draws its mask from a counter-based hash of (seed, row, position): the s
 draw of torch's default CPU generator per call (so ``torch.manual_seed`` and a checkpoint's
 saved RNG state reproduce a run), the mask is the same for every thread count and the backward
 recomputes it (after a ReLU with nothing added, the backward reads the output instead: no
-mask, and the input can be freed). Keep probability 1 - p (p resolved to 2^-24), kept values scaled by 1 / (1 - p),
-as ``nn.Dropout``; a different mask from torch's for the same seed.
+mask, and the input can be freed). Keep probability 1 - p (p resolved to 2^-24), kept values
+scaled by 1 / (1 - p), as ``nn.Dropout``; a different mask from torch's for the same seed.
 
 The library is compiled once per machine (``edgessm.toolchain``); ``usable(x)`` says whether a
 tensor takes the fused path: CPU float32, no autocast, not under torch.compile or tracing, the
@@ -34,8 +34,9 @@ from ..errors import InputError
 from ..toolchain import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("fused.c")
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
-          "-std=c99"]
+# FMA contraction on (the polynomials of exp and erf); no traps or errno: vectorized compares
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
+          "-fPIC", "-shared", "-std=c99"]
 ACTS = {"none": 0, "relu": 1, "gelu": 2}
 _warned = False
 _enabled = os.environ.get("EDGESSM_FUSED", "1") != "0"
@@ -181,8 +182,13 @@ def _drop(p: float, seed: int | None):
     return thr, 1.0 / (1.0 - p), seed & (2**64 - 1)
 
 
-def _nt() -> int:
-    return max(1, torch.get_num_threads())
+_GRAIN = 1 << 16          # elements below which a kernel runs on one thread (as torch's grain)
+
+
+def _nt(numel: int) -> int:
+    """Threads for a kernel over `numel` elements: torch's count, one for small tensors (the
+    results are the same for any count)."""
+    return 1 if numel < _GRAIN else max(1, torch.get_num_threads())
 
 
 def dropout_mask(shape, p: float, seed: int) -> torch.Tensor:
@@ -192,7 +198,7 @@ def dropout_mask(shape, p: float, seed: int) -> torch.Tensor:
     out = torch.empty(shape, dtype=torch.uint8)
     L = shape[-1]
     _LIB.require().fb_dropout_mask(out.numel() // max(L, 1), L, seed, thr,
-                                   ptr(out, ctypes.c_uint8), _nt())
+                                   ptr(out, ctypes.c_uint8), _nt(out.numel()))
     return out.bool()
 
 
@@ -205,7 +211,7 @@ class _ActDrop(torch.autograd.Function):
         y = torch.empty(x.shape, dtype=x.dtype)
         L = x.shape[-1]
         getattr(lib, f"fb_act_drop_fwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(y, T), act,
-                                               seed, thr, scale, _nt())
+                                               seed, thr, scale, _nt(y.numel()))
         # ReLU: its backward reads the output (kept anyway as the mixing product's input), so
         # the input (the convolution's buffer) can be freed and no mask is recomputed
         ctx.save_for_backward(y if act == ACTS["relu"] else x)
@@ -222,10 +228,11 @@ class _ActDrop(torch.autograd.Function):
         L = x.shape[-1]
         if act == ACTS["relu"]:                                 # x is the output
             getattr(lib, f"fb_relu_out_bwd_{suf}")(1, x.numel() // L, L, ptr(x, T), ptr(g, T), ldg,
-                                                   ptr(gx, T), _p(None, T), _p(None, T), scale, _nt())
+                                                   ptr(gx, T), _p(None, T), _p(None, T), scale,
+                                                   _nt(gx.numel()))
             return gx, None, None, None, None
         getattr(lib, f"fb_act_drop_bwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(g, T), ldg,
-                                               ptr(gx, T), act, seed, thr, scale, _nt())
+                                               ptr(gx, T), act, seed, thr, scale, _nt(gx.numel()))
         return gx, None, None, None, None
 
 
@@ -239,7 +246,7 @@ class _MixTail(torch.autograd.Function):
         out = torch.empty(B, H, L, dtype=m.dtype)
         res, ldr = _rows(res) if res is not None else (None, L)
         getattr(lib, f"fb_mix_fwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), _p(res, T), ldr,
-                                          ptr(out, T), int(glu), act, seed, thr, scale, _nt())
+                                          ptr(out, T), int(glu), act, seed, thr, scale, _nt(m.numel()))
         from_out = not glu and act == ACTS["relu"] and res is None   # backward from the output
         ctx.save_for_backward(out if from_out else m, bias)
         ctx.cfg = (glu, act, thr, scale, seed, res is not None, from_out)
@@ -259,11 +266,11 @@ class _MixTail(torch.autograd.Function):
         gbias = torch.empty(C, dtype=m.dtype) if want_b else None
         if from_out:                                            # m is the output
             getattr(lib, f"fb_relu_out_bwd_{suf}")(B, C, L, ptr(m, T), ptr(g, T), ldg, ptr(gm, T),
-                                                   _p(part, T), _p(gbias, T), scale, _nt())
+                                                   _p(part, T), _p(gbias, T), scale, _nt(gm.numel()))
         else:
             getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), ptr(g, T), ldg,
                                               ptr(gm, T), _p(part, T), _p(gbias, T), int(glu), act,
-                                              seed, thr, scale, _nt())
+                                              seed, thr, scale, _nt(gm.numel()))
         return gm, gbias, (g if has_res and ctx.needs_input_grad[2] else None), \
             None, None, None, None, None
 
@@ -278,7 +285,7 @@ class _LayerNormCh(torch.autograd.Function):
         mean = torch.empty(B, L, dtype=x.dtype)
         rstd = torch.empty(B, L, dtype=x.dtype)
         getattr(lib, f"fb_ln_fwd_{suf}")(B, H, L, ptr(x, T), ldx, _p(weight, T), _p(bias, T),
-                                         ptr(y, T), ptr(mean, T), ptr(rstd, T), float(eps), _nt())
+                                         ptr(y, T), ptr(mean, T), ptr(rstd, T), float(eps), _nt(y.numel()))
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.has_bias, ctx.ldx = bias is not None, ldx
         return y
@@ -298,7 +305,7 @@ class _LayerNormCh(torch.autograd.Function):
         gb = torch.empty(H, dtype=x.dtype) if want_b else None
         getattr(lib, f"fb_ln_bwd_{suf}")(B, H, L, ptr(x, T), ctx.ldx, _p(weight, T), ptr(mean, T),
                                          ptr(rstd, T), ptr(g, T), ldg, ptr(gx, T), _p(part, T),
-                                         _p(gw, T), _p(gb, T), _nt())
+                                         _p(gw, T), _p(gb, T), _nt(gx.numel()))
         return gx, gw, gb, None
 
 
