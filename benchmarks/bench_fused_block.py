@@ -79,6 +79,39 @@ def timed(fn, inputs, g, iters: int) -> float:
     return (time.perf_counter() - t0) / iters
 
 
+def mask_note(B: int, L: int, rounds: int) -> str:
+    """What recomputing the dropout mask in backward costs against storing it as bytes: the
+    backward kernel (no activation) with dropout minus without (the hash per element), beside
+    the write + read back of a uint8 mask of the same size (what a stored mask adds)."""
+    import ctypes
+    from edgessm.toolchain import ptr
+    lib, T = fused._LIB.require(), ctypes.c_float
+    x = torch.randn(B, 128, L)
+    g, gx = torch.randn_like(x), torch.empty_like(x)
+    mask, back = torch.zeros(x.shape, dtype=torch.uint8), torch.empty(x.shape, dtype=torch.uint8)
+    nt, R = torch.get_num_threads(), B * 128
+
+    def bwd(thr):
+        lib.fb_act_drop_bwd_f32(R, L, ptr(x, T), L, ptr(g, T), L, ptr(gx, T), 0, 1, thr, 1.0, nt)
+
+    def store():
+        back.copy_(mask)                                  # one write and one read of the bytes
+
+    t = {k: [] for k in ("plain", "hash", "bytes")}
+    for _ in range(rounds):
+        for k, f in (("plain", lambda: bwd(0)), ("hash", lambda: bwd(1 << 20)), ("bytes", store)):
+            f()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                f()
+            t[k].append((time.perf_counter() - t0) / 5 * 1e3)
+    m = {k: statistics.median(v) for k, v in t.items()}
+    return (f"Dropout mask, ({B}, 128, {L}): recomputing it in backward adds "
+            f"{m['hash'] - m['plain']:.1f} ms to the {m['plain']:.1f} ms pass; a stored uint8 mask "
+            f"would add a {x.numel() / 1e6:.1f} MB write and read back ({m['bytes']:.1f} ms as a copy) "
+            f"and keep the bytes alive until backward.")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -113,11 +146,13 @@ def main(argv=None) -> int:
         tb, fb = med[(name, "torch", True)], med[(name, "fused", True)]
         rows.append(f"| {name} | {tf:.1f} | {ff:.1f} | {tf / ff:.2f}x | {tb:.1f} | {fb:.1f} | {tb / fb:.2f}x |")
     print("\n".join(rows))
+    note = mask_note(a.batch, a.length, a.rounds)
+    print(note)
     if a.record:
         append_results(f"Fused block kernels per op, {a.threads} threads", rows,
                        f"Median over {a.rounds} rounds of {a.iters} calls; torch = the ops the "
                        "channel-major training path ran before (nn.Dropout, F.gelu/F.relu, F.glu, "
-                       "the written-out LayerNorm over axis 1).")
+                       "the written-out LayerNorm over axis 1). " + note)
     return 0
 
 
