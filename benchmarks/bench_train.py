@@ -2,7 +2,7 @@
 reference S4D example computes it, per preset, on this CPU.
 
     python benchmarks/bench_train.py [--preset standard,neuromorphic] [--rounds 3] [--iters 4]
-                                     [--threads 2] [--batch 64] [--record]
+                                     [--threads 2] [--batch 64] [--no-bf16] [--unfused] [--record]
 
 Every configuration runs in its own process (so peak memory is its own), the configurations
 in turn, round after round, so a drifting machine speed hits them alike: the ratios come from
@@ -105,7 +105,9 @@ def child(cfg: dict) -> dict:
     preset, size, batch = cfg["preset"], SIZES[cfg["preset"]], cfg["batch"]
     dropout = 0.1 if preset == "standard" else 0.0
     import edgessm as es
+    from edgessm.ssm import fused
     from edgessm.train import accel
+    fused.set_enabled(cfg.get("fused", True))
     if cfg["impl"] == "baseline":
         model = ref_model(preset, dropout=dropout, **size)
     else:
@@ -213,6 +215,8 @@ def run_child(cfg: dict, env: dict) -> dict:
 CONFIGS = [
     ("baseline", dict(impl="baseline"), "plain autograd, as the reference S4D example"),
     ("eager", dict(impl="edgessm", compile=False), "edgessm default: eager fp32"),
+    ("unfused", dict(impl="edgessm", compile=False, fused=False),
+     "edgessm eager fp32, the block tail as torch ops (EDGESSM_FUSED=0)"),
     ("compiled", dict(impl="edgessm", compile=True), "edgessm --compile (torch.compile, fp32)"),
     ("bf16", dict(impl="edgessm", compile=False, precision="bf16-mixed"), "edgessm, eager bf16-mixed"),
 ]
@@ -227,6 +231,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16-mixed configuration")
+    ap.add_argument("--unfused", action="store_true",
+                    help="also run the eager step with the block tail as torch ops (no fused kernels)")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     a = ap.parse_args()
     if a.child:
@@ -242,7 +248,7 @@ def main():
     plan = []
     for p in presets:
         for name, c, what in CONFIGS:
-            if name == "bf16" and a.no_bf16:
+            if (name == "bf16" and a.no_bf16) or (name == "unfused" and not a.unfused):
                 continue
             plan.append((p, name, what, dict(c, preset=p, threads=a.threads, batch=a.batch, iters=a.iters)))
         if p == "neuromorphic":

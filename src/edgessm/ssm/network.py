@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError, UnknownNameError
+from . import fused
 from .layer import S4D
 from .validate import all_finite, as_dtype, check_tensor
 
@@ -146,6 +147,8 @@ class Block(nn.Module):
             return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
         if dim == -1:
             return n(z)
+        if fused.usable(z):
+            return fused.layer_norm_ch(z, n.weight, n.bias, n.eps)
         # LayerNorm over axis 1, written out so that a compiled step fuses it into one pass
         mu = z.mean(1, keepdim=True)
         zc = z - mu
@@ -155,6 +158,10 @@ class Block(nn.Module):
     def _after_ssm(self, z: torch.Tensor, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """activation -> dropout -> mixing -> GLU or activation -> dropout -> residual -> post-norm,
         with the channels on axis `dim` (-1 or 1, as in ``_norm``)."""
+        if dim == 1 and fused.usable(z):
+            kind = self._fused_kind()
+            if kind is not None:
+                return self._after_ssm_fused(z, x, *kind)
         z = self.drop(self.act(z))
         if dim == -1:
             z = self.mix(z)
@@ -166,6 +173,33 @@ class Block(nn.Module):
             z = z + x
         if not self.prenorm:
             z = self._norm(z, dim)
+        return z
+
+    def _fused_kind(self) -> tuple[str, float] | None:
+        """(activation, dropout p in force) for the fused tail, None when a module was replaced
+        by one the kernels do not know (then the torch ops run)."""
+        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
+            act = "gelu"
+        elif isinstance(self.act, nn.ReLU):
+            act = "relu"
+        else:
+            return None
+        if isinstance(self.drop, nn.Identity):
+            return act, 0.0
+        if type(self.drop) is nn.Dropout:
+            return act, (self.drop.p if self.drop.training else 0.0)
+        return None
+
+    def _after_ssm_fused(self, z: torch.Tensor, x: torch.Tensor, act: str, p: float) -> torch.Tensor:
+        """``_after_ssm`` on channel-major (B, H, L) by the native kernels (``ssm.fused``):
+        activation and dropout in one pass, the mixing product, then its bias, GLU or the
+        activation, dropout and the residual in one pass."""
+        z = fused.act_dropout(z, act, p)
+        m = channel_linear(z, self.mix.weight, None)
+        z = fused.mix_tail(m, self.mix.bias, x if self.residual else None,
+                           glu=self.mixing == "glu", act=act, p=p)
+        if not self.prenorm:
+            z = self._norm(z, 1)
         return z
 
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:

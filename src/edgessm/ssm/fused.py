@@ -1,0 +1,352 @@
+"""The S4D block's tail on channel-major activations (B, H, L), fused into native passes with
+their own backward (fused.c): what ``Block.forward_hl`` runs after the FFT convolution on CPU.
+
+- ``act_dropout(x, act, p)``: dropout(act(x)), one pass each way;
+- ``mix_tail(m, bias, res, glu, act, p)``: after the mixing product m = W z (without its bias):
+  dropout(GLU(m + bias)) or dropout(act(m + bias)), plus the residual, one pass each way (the
+  bias gradient summed in the same pass);
+- ``layer_norm_ch(x, weight, bias, eps)``: LayerNorm over axis 1 (the channels), one pass
+  forward (two sweeps over a block of columns held in cache), one backward.
+
+Dropout draws its mask from a counter-based hash of (seed, row, position): the seed is one
+draw of torch's default CPU generator per call (so ``torch.manual_seed`` and a checkpoint's
+saved RNG state reproduce a run), the mask is the same for every thread count and the backward
+recomputes it (after a ReLU with nothing added, the backward reads the output instead: no
+mask, and the input can be freed). Keep probability 1 - p (p resolved to 2^-24), kept values
+scaled by 1 / (1 - p), as ``nn.Dropout``; a different mask from torch's for the same seed.
+
+The library is compiled once per machine (``edgessm.toolchain``); ``usable(x)`` says whether a
+tensor takes the fused path: CPU float32, no autocast, not under torch.compile or tracing, the
+library loaded. Without the library (no C compiler) the block runs its torch ops, with one
+warning saying why (``available()``). float64 runs the same kernels (C library exp and erfc),
+for gradient checks.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..toolchain import NativeLib, ptr
+
+_SRC = Path(__file__).with_name("fused.c")
+# FMA contraction on (the polynomials of exp and erf); no traps or errno: vectorized compares
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
+          "-fPIC", "-shared", "-std=c99"]
+ACTS = {"none": 0, "relu": 1, "gelu": 2}
+_warned = False
+_enabled = os.environ.get("EDGESSM_FUSED", "1") != "0"
+
+
+def _bind(lib):
+    I64, I32, U64, INT = ctypes.c_int64, ctypes.c_int32, ctypes.c_uint64, ctypes.c_int
+    f = lib.fb_dropout_mask
+    f.restype = None
+    f.argtypes = [I64, I64, U64, I32, ctypes.POINTER(ctypes.c_uint8), INT]
+    for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        P = ctypes.POINTER(T)
+        for name, args in (
+                ("fb_act_drop_fwd", [I64, I64, P, I64, P, INT, U64, I32, T, INT]),
+                ("fb_act_drop_bwd", [I64, I64, P, I64, P, I64, P, INT, U64, I32, T, INT]),
+                ("fb_mix_fwd", [I64, I64, I64, P, P, P, I64, P, INT, INT, U64, I32, T, INT]),
+                ("fb_mix_bwd", [I64, I64, I64, P, P, P, I64, P, P, P, INT, INT, U64, I32, T, INT]),
+                ("fb_ln_fwd", [I64, I64, I64, P, I64, P, P, P, P, P, ctypes.c_double, INT]),
+                ("fb_ln_bwd", [I64, I64, I64, P, I64, P, P, P, P, I64, P, P, P, P, INT]),
+                ("fb_relu_out_bwd", [I64, I64, I64, P, P, I64, P, P, P, T, INT])):
+            f = getattr(lib, f"{name}_{suf}")
+            f.restype = None
+            f.argtypes = args
+
+
+_LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # rows over threads; else one
+                 purpose="the fused S4D block kernels")
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when the fused kernels can run here, else (False, the reason)."""
+    return _LIB.available()
+
+
+def set_enabled(on: bool) -> bool:
+    """Turn the fused path of the blocks on or off (also: environment EDGESSM_FUSED=0);
+    returns the previous setting."""
+    global _enabled
+    prev, _enabled = _enabled, bool(on)
+    return prev
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def _autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled()
+    except TypeError:                      # older torch: no device argument
+        return torch.is_autocast_cpu_enabled() or torch.is_autocast_enabled()
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether the block tail of `x` (a (B, H, L) activation) runs fused: CPU float32, no
+    autocast, not compiling or tracing, the fused path on, the library loaded (else one warning)."""
+    global _warned
+    if not _enabled or x.device.type != "cpu" or x.dtype != torch.float32 or _autocast() \
+            or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if _LIB.get() is None:
+        if not _warned:
+            _warned = True
+            warnings.warn(f"S4D block: fused native kernels unavailable ({_LIB.why}); "
+                          f"using the torch ops (slower training step)", RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _lib_t(x: torch.Tensor):
+    if x.dtype == torch.float32:
+        return _LIB.require(), ctypes.c_float, "f32"
+    if x.dtype == torch.float64:
+        return _LIB.require(), ctypes.c_double, "f64"
+    raise InputError(f"the fused block kernels take float32 or float64 tensors, got {x.dtype}")
+
+
+def _p(t, T):
+    return ptr(t, T) if t is not None else ctypes.POINTER(T)()
+
+
+def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(x, its row stride) when x (..., L) is a stack of uniformly strided contiguous rows (e.g.
+    the first L columns of a wider buffer: read in place), else (a contiguous copy, L)."""
+    L = x.shape[-1]
+    if x.stride(-1) == 1 or L <= 1:
+        ld = x.stride(-2) if x.dim() >= 2 and x.shape[-2] > 1 else L
+        expect = ld
+        ok = ld >= L
+        for d in range(x.dim() - 2, -1, -1):
+            if x.shape[d] > 1 and x.stride(d) != expect:
+                ok = False
+                break
+            expect *= x.shape[d]
+        if ok:
+            return x, ld
+    return x.contiguous(), L
+
+
+def _check(x: torch.Tensor, name: str, ndim: int = 3) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise InputError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.device.type != "cpu":
+        raise InputError(f"the fused block kernels run on the CPU; {name} is on {x.device}")
+    if x.numel() == 0:
+        raise InputError(f"{name} is empty (shape {tuple(x.shape)})")
+    if x.shape[-1] >= 2**31:
+        raise InputError(f"{name}: sequences of 2^31 or more steps are not supported")
+    return x
+
+
+def _check_p(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise InputError(f"dropout p must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _check_act(act: str) -> int:
+    if act not in ACTS:
+        raise InputError(f"activation must be one of {', '.join(ACTS)}, got {act!r}")
+    return ACTS[act]
+
+
+def _param(t, n: int, name: str, like: torch.Tensor):
+    if t is None:
+        return None
+    if t.shape != (n,) or t.dtype != like.dtype or t.device != like.device:
+        raise InputError(f"{name} must be a ({n},) {like.dtype} tensor on {like.device}, "
+                         f"got {tuple(t.shape)} {t.dtype} on {t.device}")
+    return t.contiguous()
+
+
+def _drop(p: float, seed: int | None):
+    """(threshold on 24 bits, scale, seed) of dropout p; p = 0: no dropout."""
+    if p == 0.0:
+        return 0, 1.0, 0
+    thr = int(round(p * 2**24))
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())   # torch's default CPU generator
+    return thr, 1.0 / (1.0 - p), seed & (2**64 - 1)
+
+
+_GRAIN = 1 << 16          # elements below which a kernel runs on one thread (as torch's grain)
+
+
+def _nt(numel: int) -> int:
+    """Threads for a kernel over `numel` elements: torch's count, one for small tensors (the
+    results are the same for any count)."""
+    return 1 if numel < _GRAIN else max(1, torch.get_num_threads())
+
+
+def dropout_mask(shape, p: float, seed: int) -> torch.Tensor:
+    """The keep mask (bool, `shape` = (rows..., L)) the kernels draw for dropout p and `seed`."""
+    p = _check_p(p)
+    thr, _, seed = _drop(p, seed)
+    out = torch.empty(shape, dtype=torch.uint8)
+    L = shape[-1]
+    _LIB.require().fb_dropout_mask(out.numel() // max(L, 1), L, seed, thr,
+                                   ptr(out, ctypes.c_uint8), _nt(out.numel()))
+    return out.bool()
+
+
+# ---- autograd Functions ------------------------------------------------------------------------
+class _ActDrop(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, act, thr, scale, seed):
+        lib, T, suf = _lib_t(x)
+        x, ldx = _rows(x)
+        y = torch.empty(x.shape, dtype=x.dtype)
+        L = x.shape[-1]
+        getattr(lib, f"fb_act_drop_fwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(y, T), act,
+                                               seed, thr, scale, _nt(y.numel()))
+        # ReLU: its backward reads the output (kept anyway as the mixing product's input), so
+        # the input (the convolution's buffer) can be freed and no mask is recomputed
+        ctx.save_for_backward(y if act == ACTS["relu"] else x)
+        ctx.cfg = (act, thr, scale, seed, ldx)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        act, thr, scale, seed, ldx = ctx.cfg
+        lib, T, suf = _lib_t(x)
+        g, ldg = _rows(g)
+        gx = torch.empty(x.shape, dtype=x.dtype)
+        L = x.shape[-1]
+        if act == ACTS["relu"]:                                 # x is the output
+            getattr(lib, f"fb_relu_out_bwd_{suf}")(1, x.numel() // L, L, ptr(x, T), ptr(g, T), ldg,
+                                                   ptr(gx, T), _p(None, T), _p(None, T), scale,
+                                                   _nt(gx.numel()))
+            return gx, None, None, None, None
+        getattr(lib, f"fb_act_drop_bwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(g, T), ldg,
+                                               ptr(gx, T), act, seed, thr, scale, _nt(gx.numel()))
+        return gx, None, None, None, None
+
+
+class _MixTail(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, m, bias, res, glu, act, thr, scale, seed):
+        lib, T, suf = _lib_t(m)
+        m = m.contiguous()
+        B, C, L = m.shape
+        H = C // 2 if glu else C
+        out = torch.empty(B, H, L, dtype=m.dtype)
+        res, ldr = _rows(res) if res is not None else (None, L)
+        getattr(lib, f"fb_mix_fwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), _p(res, T), ldr,
+                                          ptr(out, T), int(glu), act, seed, thr, scale, _nt(m.numel()))
+        from_out = not glu and act == ACTS["relu"] and res is None   # backward from the output
+        ctx.save_for_backward(out if from_out else m, bias)
+        ctx.cfg = (glu, act, thr, scale, seed, res is not None, from_out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        m, bias = ctx.saved_tensors
+        glu, act, thr, scale, seed, has_res, from_out = ctx.cfg
+        lib, T, suf = _lib_t(m)
+        B, C, L = m.shape
+        H = C // 2 if glu else C
+        g, ldg = _rows(g)
+        gm = torch.empty_like(m)
+        want_b = bias is not None and ctx.needs_input_grad[1]
+        part = torch.empty(B, C, dtype=m.dtype) if want_b else None
+        gbias = torch.empty(C, dtype=m.dtype) if want_b else None
+        if from_out:                                            # m is the output
+            getattr(lib, f"fb_relu_out_bwd_{suf}")(B, C, L, ptr(m, T), ptr(g, T), ldg, ptr(gm, T),
+                                                   _p(part, T), _p(gbias, T), scale, _nt(gm.numel()))
+        else:
+            getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), ptr(g, T), ldg,
+                                              ptr(gm, T), _p(part, T), _p(gbias, T), int(glu), act,
+                                              seed, thr, scale, _nt(gm.numel()))
+        return gm, gbias, (g if has_res and ctx.needs_input_grad[2] else None), \
+            None, None, None, None, None
+
+
+class _LayerNormCh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        lib, T, suf = _lib_t(x)
+        x, ldx = _rows(x)
+        B, H, L = x.shape
+        y = torch.empty(x.shape, dtype=x.dtype)
+        mean = torch.empty(B, L, dtype=x.dtype)
+        rstd = torch.empty(B, L, dtype=x.dtype)
+        getattr(lib, f"fb_ln_fwd_{suf}")(B, H, L, ptr(x, T), ldx, _p(weight, T), _p(bias, T),
+                                         ptr(y, T), ptr(mean, T), ptr(rstd, T), float(eps), _nt(y.numel()))
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.has_bias, ctx.ldx = bias is not None, ldx
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, mean, rstd = ctx.saved_tensors
+        lib, T, suf = _lib_t(x)
+        B, H, L = x.shape
+        g, ldg = _rows(g)
+        gx = torch.empty(x.shape, dtype=x.dtype)
+        want_w = weight is not None and ctx.needs_input_grad[1]
+        want_b = ctx.has_bias and ctx.needs_input_grad[2]
+        nch = -(-L // 128)                                     # LN_CHUNK of fused.c
+        part = torch.empty(2, B * nch, H, dtype=x.dtype) if want_w or want_b else None
+        gw = torch.empty(H, dtype=x.dtype) if want_w else None
+        gb = torch.empty(H, dtype=x.dtype) if want_b else None
+        getattr(lib, f"fb_ln_bwd_{suf}")(B, H, L, ptr(x, T), ctx.ldx, _p(weight, T), ptr(mean, T),
+                                         ptr(rstd, T), ptr(g, T), ldg, ptr(gx, T), _p(part, T),
+                                         _p(gw, T), _p(gb, T), _nt(gx.numel()))
+        return gx, gw, gb, None
+
+
+# ---- the ops ---------------------------------------------------------------------------------
+def act_dropout(x: torch.Tensor, act: str = "gelu", p: float = 0.0, seed: int | None = None) -> torch.Tensor:
+    """dropout(act(x)) of a (B, C, L) tensor (act: none, relu, gelu (exact)); `seed` None: one
+    draw of torch's default generator (when p > 0)."""
+    a, p = _check_act(act), _check_p(p)
+    x = _check(x, "x")
+    _lib_t(x)
+    return _ActDrop.apply(x, a, *_drop(p, seed))
+
+
+def mix_tail(m: torch.Tensor, bias: torch.Tensor | None, res: torch.Tensor | None = None,
+             glu: bool = True, act: str = "gelu", p: float = 0.0, seed: int | None = None) -> torch.Tensor:
+    """dropout(GLU(m + bias)) (glu; m (B, 2H, L), GLU over axis 1) or dropout(act(m + bias))
+    (m (B, H, L)), plus `res` (B, H, L) when given."""
+    a, p = _check_act(act), _check_p(p)
+    m = _check(m, "m")
+    _lib_t(m)
+    B, C, L = m.shape
+    if glu and C % 2:
+        raise InputError(f"GLU needs an even number of channels in m, got {C}")
+    H = C // 2 if glu else C
+    bias = _param(bias, C, "bias", m)
+    if res is not None:
+        res = _check(res, "res")
+        if tuple(res.shape) != (B, H, L) or res.dtype != m.dtype:
+            raise InputError(f"res must be a ({B}, {H}, {L}) {m.dtype} tensor, got "
+                             f"{tuple(res.shape)} {res.dtype}")
+    return _MixTail.apply(m, bias, res, bool(glu), a, *_drop(p, seed))
+
+
+def layer_norm_ch(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                  eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm of x (B, H, L) over axis 1 (the channels), as ``F.layer_norm`` of x.transpose(1, 2)."""
+    x = _check(x, "x")
+    _lib_t(x)
+    if x.shape[1] < 1:
+        raise InputError("x must have at least one channel")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+        raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
+    return _LayerNormCh.apply(x, _param(weight, x.shape[1], "weight", x),
+                              _param(bias, x.shape[1], "bias", x), float(eps))

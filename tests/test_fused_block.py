@@ -1,0 +1,304 @@
+"""The fused S4D block tail (ssm/fused.c) against the torch ops it replaces."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import edgessm as es
+from edgessm.errors import InputError
+from edgessm.ssm import fused
+from edgessm.toolchain import NativeLib
+
+pytestmark = pytest.mark.skipif(not fused.available()[0],
+                                reason=f"fused block kernels unavailable: {fused.available()[1]}")
+ACT = {"gelu": F.gelu, "relu": F.relu, "none": lambda t: t}
+
+
+def _grads(y, inputs, g):
+    return torch.autograd.grad(y, inputs, g)
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu", "none"])
+def test_act_dropout_matches_torch_without_dropout(act):
+    torch.manual_seed(0)
+    x = (torch.randn(3, 8, 37) * 3).requires_grad_()
+    y = fused.act_dropout(x, act, 0.0)
+    ref = ACT[act](x)
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(y)
+    torch.testing.assert_close(_grads(y, x, g)[0], _grads(ref, x, g)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+def test_act_dropout_gradcheck_float64(act):
+    torch.manual_seed(1)
+    x = torch.randn(2, 5, 23, dtype=torch.float64)
+    x = (x + 0.1 * x.sign()).requires_grad_()              # away from ReLU's kink
+    assert torch.autograd.gradcheck(lambda t: fused.act_dropout(t, act, 0.3, seed=11), (x,))
+    y = fused.act_dropout(x, act, 0.0)
+    torch.testing.assert_close(y, ACT[act](x), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("glu,act,res", [(True, "gelu", True), (True, "gelu", False),
+                                         (False, "relu", False), (False, "gelu", True)])
+def test_mix_tail_matches_torch_without_dropout(glu, act, res):
+    torch.manual_seed(2)
+    H = 8
+    m = torch.randn(3, 2 * H if glu else H, 41, requires_grad=True)
+    bias = torch.randn(m.shape[1], requires_grad=True)
+    r = torch.randn(3, H, 41, requires_grad=True) if res else None
+    y = fused.mix_tail(m, bias, r, glu=glu, act=act, p=0.0)
+    z = m + bias.unsqueeze(-1)
+    ref = F.glu(z, dim=1) if glu else ACT[act](z)
+    if res:
+        ref = ref + r
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    inputs = (m, bias, r) if res else (m, bias)
+    g = torch.randn_like(y)
+    for a, b in zip(_grads(y, inputs, g), _grads(ref, inputs, g)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("glu", [True, False])
+def test_mix_tail_gradcheck_float64(glu):
+    torch.manual_seed(3)
+    m = torch.randn(2, 8, 19, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(2, 4 if glu else 8, 19, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: fused.mix_tail(a, b, c, glu=glu, act="gelu", p=0.25, seed=5), (m, bias, r))
+
+
+def test_relu_backward_from_the_output_gradcheck_float64():
+    torch.manual_seed(12)
+    m = torch.randn(2, 6, 21, dtype=torch.float64)
+    m = (m + 0.1 * m.sign()).requires_grad_()
+    bias = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    for p in (0.0, 0.35):
+        assert torch.autograd.gradcheck(
+            lambda a, b: fused.mix_tail(a, b, None, glu=False, act="relu", p=p, seed=4), (m, bias))
+    y = fused.mix_tail(m, bias, None, glu=False, act="relu", p=0.35, seed=4)
+    gm, gb = torch.autograd.grad(y, (m, bias), torch.ones_like(y))
+    torch.testing.assert_close(gm, (y > 0).double() / 0.65)
+    torch.testing.assert_close(gb, gm.sum((0, 2)))
+
+
+def test_layer_norm_matches_torch_and_gradcheck():
+    torch.manual_seed(4)
+    H, L = 12, 300                                  # L over two column blocks and a tail
+    x = (torch.randn(3, H, L) * 2 + 1).requires_grad_()
+    w = torch.randn(H, requires_grad=True)
+    b = torch.randn(H, requires_grad=True)
+    y = fused.layer_norm_ch(x, w, b, 1e-5)
+    ref = F.layer_norm(x.transpose(1, 2), (H,), w, b, 1e-5).transpose(1, 2)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    for a, c in zip(_grads(y, (x, w, b), g), _grads(ref, (x, w, b), g)):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+    x64 = torch.randn(1, 3, 131, dtype=torch.float64, requires_grad=True)   # two column blocks
+    w64 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b64 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, c, d: fused.layer_norm_ch(a, c, d), (x64, w64, b64))
+
+
+def test_strided_rows_are_read_in_place_and_other_layouts_copied():
+    torch.manual_seed(5)
+    wide = torch.randn(2, 6, 50)
+    x = wide[..., :30]                                     # rows with stride 50, read in place
+    assert fused._rows(x)[0] is x and fused._rows(x)[1] == 50
+    t = torch.randn(2, 30, 6).transpose(1, 2)              # not rows: copied
+    assert fused._rows(t)[1] == 30 and fused._rows(t)[0].is_contiguous()
+    for inp in (x, t):
+        torch.testing.assert_close(fused.act_dropout(inp, "gelu", 0.2, seed=3),
+                                   fused.act_dropout(inp.contiguous(), "gelu", 0.2, seed=3), rtol=0, atol=0)
+        torch.testing.assert_close(fused.layer_norm_ch(inp, None, None),
+                                   fused.layer_norm_ch(inp.contiguous(), None, None), rtol=0, atol=0)
+    xg = wide.clone().requires_grad_()
+    y = fused.layer_norm_ch(xg[..., :30], None, None)
+    g = torch.randn(2, 6, 60)[..., ::2]                    # a gradient with strided elements
+    gx, = torch.autograd.grad(y, xg, g)
+    xc = wide[..., :30].clone().requires_grad_()
+    gc, = torch.autograd.grad(fused.layer_norm_ch(xc, None, None), xc, g.contiguous())
+    torch.testing.assert_close(gx[..., :30], gc, rtol=0, atol=0)
+    assert (gx[..., 30:] == 0).all()
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+def test_dropout_rate_scale_and_seed():
+    p = 0.3
+    x = torch.ones(16, 32, 500)
+    y = fused.act_dropout(x, "none", p, seed=123)
+    n = x.numel()
+    dropped = (y == 0).sum().item()
+    assert abs(dropped / n - p) < 5 * math.sqrt(p * (1 - p) / n)
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    # every row and every position gets its own draws: no row or column always kept
+    assert (y == 0).any(-1).all() and (y == 0).any(0).any(0).all()
+    assert torch.equal(y, fused.act_dropout(x, "none", p, seed=123))
+    assert not torch.equal(y, fused.act_dropout(x, "none", p, seed=124))
+    assert torch.equal(fused.dropout_mask((16, 32, 500), p, 123), y != 0)
+    assert torch.equal(fused.act_dropout(x, "none", 0.0, seed=5), x)
+
+
+def test_dropout_does_not_depend_on_threads():
+    torch.manual_seed(6)
+    x = torch.randn(4, 64, 300)                            # over fused._GRAIN: threads used
+    assert x.numel() > fused._GRAIN
+    w, b = torch.randn(64), torch.randn(64)
+    m = torch.randn(4, 128, 300)
+    prev = torch.get_num_threads()
+    out = []
+    try:
+        for nt in (1, 2, 3):
+            torch.set_num_threads(nt)
+            out.append((fused.act_dropout(x, "gelu", 0.2, seed=9), fused.mix_tail(m, None, x, p=0.2, seed=9),
+                        fused.layer_norm_ch(x, w, b)))
+    finally:
+        torch.set_num_threads(prev)
+    for o in out[1:]:
+        for a, c in zip(out[0], o):
+            assert torch.equal(a, c)
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    x = (torch.rand(3, 8, 90) + 0.5).requires_grad_()
+    y = fused.act_dropout(x, "relu", 0.4, seed=77)
+    gx, = torch.autograd.grad(y, x, torch.ones_like(y))
+    torch.testing.assert_close(gx, y.detach() / x.detach())          # relu'(x) = 1, times mask/(1-p)
+    m = torch.rand(3, 16, 90, requires_grad=True)
+    y = fused.mix_tail(m, None, None, glu=True, p=0.4, seed=78)
+    gm, = torch.autograd.grad(y, m, torch.ones_like(y))
+    assert torch.equal(gm[:, :8] == 0, y == 0)
+
+
+def test_dropout_seed_comes_from_torchs_generator():
+    x = torch.ones(2, 4, 300)
+    torch.manual_seed(42)
+    a, b = fused.act_dropout(x, "none", 0.5), fused.act_dropout(x, "none", 0.5)
+    torch.manual_seed(42)
+    assert torch.equal(a, fused.act_dropout(x, "none", 0.5))
+    assert not torch.equal(a, b)
+
+
+# ---- the block's training path ---------------------------------------------------------------
+def _both(model, x, train=True):
+    """(output, grads) of `model` on x with the fused path on, then off."""
+    model.train(train)
+    out = []
+    for on in (True, False):
+        prev = fused.set_enabled(on)
+        try:
+            model.zero_grad()
+            y = model(x)
+            y.square().sum().backward()
+            out.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+        finally:
+            fused.set_enabled(prev)
+    return out
+
+
+@pytest.mark.parametrize("preset,over", [("standard", {}), ("neuromorphic", {}),
+                                         ("standard", dict(prenorm=False)),
+                                         ("standard", dict(activation="relu", mixing="linear"))])
+def test_model_without_dropout_equals_torch_path(preset, over):
+    torch.manual_seed(7)
+    m = es.SequenceModel.from_preset(preset, d_input=2, d_output=5, d_model=16, d_state=8, n_layers=2, **over)
+    for blk in m.blocks:
+        if blk.norm is not None:
+            torch.nn.init.normal_(blk.norm.weight)
+            torch.nn.init.normal_(blk.norm.bias)
+    (y1, g1), (y0, g0) = _both(m, torch.randn(3, 50, 2))
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_model_eval_with_dropout_is_identity_dropout():
+    torch.manual_seed(8)
+    m = es.SequenceModel.from_preset("standard", d_input=1, d_output=3, d_model=8, d_state=4, n_layers=2,
+                                     dropout=0.3)
+    x = torch.randn(2, 40, 1)
+    (y1, _), (y0, _) = _both(m, x, train=False)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m(x), m(x))
+
+
+def test_model_training_dropout_reproducible_and_recurrent_mode_unchanged():
+    torch.manual_seed(9)
+    m = es.SequenceModel.from_preset("standard", d_input=1, d_output=3, d_model=8, d_state=4, n_layers=2,
+                                     dropout=0.3)
+    x = torch.randn(2, 40, 1)
+    m.train()
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, m(x))
+    assert not torch.equal(a, m(x))
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m(x, mode="recurrent"), rtol=1e-4, atol=1e-5)
+        state = m.init_state(2)
+        for t in range(x.shape[1]):
+            y, state = m.step(x[:, t], state)
+        torch.testing.assert_close(y, m(x), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_path_under_autocast_other_dtypes_and_compile_guard():
+    x32 = torch.randn(2, 4, 10)
+    assert fused.usable(x32)
+    assert not fused.usable(x32.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.usable(x32)
+
+
+def test_missing_library_falls_back_with_one_warning(monkeypatch, tmp_path):
+    broken = NativeLib(tmp_path / "missing.c", ["-O2", "-shared", "-fPIC"], bind=lambda lib: None)
+    monkeypatch.setattr(fused, "_LIB", broken)
+    monkeypatch.setattr(fused, "_warned", False)
+    torch.manual_seed(10)
+    m = es.SequenceModel.from_preset("standard", d_input=1, d_output=3, d_model=8, d_state=4, n_layers=1)
+    x = torch.randn(2, 20, 1)
+    with pytest.warns(RuntimeWarning, match="fused native kernels unavailable"):
+        y = m(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m(x)                                                # once only
+    monkeypatch.setattr(fused, "_enabled", False)
+    torch.testing.assert_close(y, m(x))
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, True, "0.1", float("nan")])
+def test_bad_dropout_p(p):
+    with pytest.raises(InputError, match="dropout p"):
+        fused.act_dropout(torch.randn(2, 3, 4), "gelu", p)
+    with pytest.raises(InputError, match="dropout p"):
+        fused.mix_tail(torch.randn(2, 6, 4), None, p=p)
+
+
+def test_bad_shapes_and_types():
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(InputError, match="activation"):
+        fused.act_dropout(x, "tanh")
+    with pytest.raises(InputError, match="3 dimensions"):
+        fused.act_dropout(torch.randn(3, 4), "gelu")
+    with pytest.raises(InputError, match="float32 or float64"):
+        fused.act_dropout(x.half(), "gelu")
+    with pytest.raises(InputError, match="empty"):
+        fused.act_dropout(torch.randn(2, 3, 0), "gelu")
+    with pytest.raises(InputError, match="even number"):
+        fused.mix_tail(torch.randn(2, 5, 4), None, glu=True)
+    with pytest.raises(InputError, match="bias"):
+        fused.mix_tail(torch.randn(2, 6, 4), torch.randn(5), glu=True)
+    with pytest.raises(InputError, match="res must be"):
+        fused.mix_tail(torch.randn(2, 6, 4), None, torch.randn(2, 6, 4), glu=True)
+    with pytest.raises(InputError, match="weight"):
+        fused.layer_norm_ch(x, torch.randn(4), None)
+    with pytest.raises(InputError, match="eps"):
+        fused.layer_norm_ch(x, None, None, eps=-1.0)
