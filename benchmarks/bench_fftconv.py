@@ -6,8 +6,9 @@ process, interleaved round by round so a drifting machine speed hits them alike:
 
 Implementations: ``torch`` (kernel._FFTConv: torch.fft, torch products, F.pad), ``fused``
 (fftconv.FusedFFTConv: C products, pooled buffers) with torch.fft and, when installed, with
-ducc0.fft. A shape is batch x channels x length; the FFT length is the smallest 2,3,5,7-smooth
-n >= 2L - 1 unless --lengths lists others (each timed for the fused paths). Prints the median
+ducc0.fft. A shape is batch x channels x length; the FFT length is the smallest n >= 2L - 1
+of the torch path (2,3,5,7-smooth) and of each FFT library of the fused path
+(``fftconv.fft_primes``), and those in --lengths (each timed for the fused paths). Prints the median
 time per call (forward + backward with both gradients) and the ratio to the torch path.
 """
 from __future__ import annotations
@@ -48,8 +49,8 @@ def main(argv=None) -> int:
         K = torch.randn(H, L, requires_grad=True)
         g = torch.randn(B, H, L)
         n0 = kernel._fft_len(2 * L - 1)
-        lengths = [n0] + [int(v) for v in a.lengths.split(",") if v and int(v) != n0]
-        if any(n < 2 * L - 1 for n in lengths):
+        extra = [int(v) for v in a.lengths.split(",") if v]
+        if any(n < 2 * L - 1 for n in extra):
             print(f"every FFT length must be >= 2L - 1 = {2 * L - 1}", file=sys.stderr)
             return 2
 
@@ -66,7 +67,8 @@ def main(argv=None) -> int:
 
         cases = {"torch": run_torch}
         for lib in libs:
-            for n in lengths:
+            fftconv.USE_DUCC = lib == "ducc0"
+            for n in sorted({kernel._fft_len(2 * L - 1, fftconv.fft_primes()), *extra}):
                 cases[f"fused+{lib} n={n}"] = fused(lib, n)
         times = {k: [] for k in cases}
         for f in cases.values():          # warm-up: plans, the pool, the library build
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
                 times[k].append((time.perf_counter() - t0) / a.iters)
         fftconv.USE_DUCC = fftconv._DUCC is not None
         base = statistics.median(times["torch"])
-        print(f"\nshape B={B} H={H} L={L} (default n={n0})")
+        print(f"\nshape B={B} H={H} L={L} (torch path n={n0})")
         print(f"{'implementation':<26} {'ms/call':>8} {'vs torch':>9}")
         for k, ts in times.items():
             m = statistics.median(ts)

@@ -76,6 +76,13 @@ def fft_library() -> str:
     return "ducc0" if USE_DUCC and _DUCC is not None else "torch"
 
 
+def fft_primes() -> tuple[int, ...]:
+    """The factors of the fused path's FFT lengths: ducc0 is fastest on 2,3,5-smooth lengths
+    (L = 784: n = 1600 measured ~6% faster than 1568 = 2^5 7^2, benchmarks/RESULTS.md),
+    torch.fft on 2,3,5,7-smooth ones."""
+    return (2, 3, 5) if fft_library() == "ducc0" else (2, 3, 5, 7)
+
+
 def supports(u: torch.Tensor, K: torch.Tensor) -> bool:
     """Whether the fast path takes (u, K): CPU tensors of one dtype, float32 or float64, K (H, L)
     matching u's last two axes; the native library is built (else one warning)."""
