@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--lengths", default="", help="FFT lengths to time besides the default one")
+    ap.add_argument("--parts", action="store_true",
+                    help="also time the pieces: padding, r2c / c2r per FFT library (torch.fft, "
+                         "scipy.fft with workers, ducc0.fft), the products (torch vs C)")
     a = ap.parse_args(argv)
 
     import torch
@@ -80,13 +83,79 @@ def main(argv=None) -> int:
                     f()
                 times[k].append((time.perf_counter() - t0) / a.iters)
         fftconv.USE_DUCC = fftconv._DUCC is not None
+        if a.parts:
+            times.update(parts(B, H, L, sorted({n0, *extra, kernel._fft_len(2 * L - 1, (2, 3, 5))}),
+                               a.threads, a.rounds, a.iters))
         base = statistics.median(times["torch"])
         print(f"\nshape B={B} H={H} L={L} (torch path n={n0})")
-        print(f"{'implementation':<26} {'ms/call':>8} {'vs torch':>9}")
+        print(f"{'implementation (pieces: indented)':<34} {'ms/call':>8} {'vs torch':>9}")
         for k, ts in times.items():
             m = statistics.median(ts)
-            print(f"{k:<26} {m * 1e3:8.1f} {base / m:8.2f}x")
+            print(f"{k:<34} {m * 1e3:8.1f} {base / m:8.2f}x" if not k.startswith("  ")
+                  else f"{k:<34} {m * 1e3:8.1f}")
     return 0
+
+
+def parts(B, H, L, lengths, threads, rounds, iters) -> dict:
+    """Median-able times of the pieces, interleaved round by round (keys start with two spaces)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from edgessm.ssm import fftconv
+    try:
+        import scipy.fft as sfft
+    except ImportError:
+        sfft = None
+    u = torch.randn(B, H, L)
+    cases = {}
+    for n in lengths:
+        Fn = n // 2 + 1
+        pad = torch.zeros(B, H, n)
+        spec = torch.fft.rfft(F.pad(u, (0, n - L)))
+        full = torch.empty(B, H, n)
+        out = spec.clone()                          # the C backward's G^, updated in place:
+        K = torch.polar(torch.ones(H, Fn), torch.rand(H, Fn) * 6.28)   # |K^| = 1 keeps it finite
+        cases[f"  pad F.pad n={n}"] = lambda n=n: F.pad(u, (0, n - L))
+        cases[f"  pad into pooled n={n}"] = lambda pad=pad: pad[..., :L].copy_(u)
+        cases[f"  torch rfft(F.pad) n={n}"] = lambda n=n: torch.fft.rfft(F.pad(u, (0, n - L)))
+        cases[f"  torch rfft(n=) n={n}"] = lambda n=n: torch.fft.rfft(u, n=n)
+        cases[f"  torch rfft padded n={n}"] = lambda pad=pad: torch.fft.rfft(pad)
+        cases[f"  torch irfft n={n}"] = lambda spec=spec, n=n: torch.fft.irfft(spec, n=n)
+        if sfft is not None:
+            cases[f"  scipy rfft padded n={n}"] = lambda pad=pad: sfft.rfft(pad.numpy(), workers=threads)
+            cases[f"  scipy irfft n={n}"] = lambda spec=spec, n=n: sfft.irfft(spec.numpy(), n=n, workers=threads)
+        if fftconv._DUCC is not None:
+            d = fftconv._DUCC
+            cases[f"  ducc0 r2c padded n={n}"] = lambda pad=pad, out=out: d.r2c(
+                pad.numpy(), axes=(2,), out=out.numpy(), nthreads=threads)
+            cases[f"  ducc0 c2r n={n}"] = lambda spec=spec, full=full, n=n: d.c2r(
+                spec.numpy(), axes=(2,), lastsize=n, forward=False, inorm=2, out=full.numpy(),
+                nthreads=threads)
+        cases[f"  products torch fwd+bwd n={n}"] = lambda spec=spec, K=K: (
+            spec * K, (spec * spec.conj()).sum(0), spec * K.conj())
+        cases[f"  products C fwd+bwd n={n}"] = lambda spec=spec, K=K, out=out: _c_products(spec, K, out)
+    times = {k: [] for k in cases}
+    for f in cases.values():
+        f()
+    for _ in range(rounds):
+        for k, f in cases.items():
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                f()
+            times[k].append((time.perf_counter() - t0) / iters)
+    return times
+
+
+def _c_products(spec, K, out):
+    import torch
+    from edgessm.ssm import fftconv
+    Y = fftconv._mul_fwd(spec, K, torch.float32)
+    fftconv.POOL.give(Y)
+    dK = torch.empty_like(K)
+    f = fftconv._f
+    fftconv._LIB.require().fc_mul_bwd_f32(*spec.shape, f(out, torch.float32), f(spec, torch.float32),
+                                          f(K, torch.float32), f(dK, torch.float32), 1, 1,
+                                          torch.get_num_threads())
 
 
 if __name__ == "__main__":
