@@ -129,6 +129,24 @@ def test_retained_graph_backward_twice_and_pool_reuse(lib):
         assert torch.equal(a, b)
 
 
+def test_inference_mode_then_training(lib):
+    torch.manual_seed(7)
+    u = torch.randn(2, 3, 40, dtype=torch.float64)
+    K = torch.randn(3, 40, dtype=torch.float64)
+    fftconv.POOL.clear()
+    with torch.inference_mode():
+        y0 = _fused(u, K)
+    uu = u.clone().requires_grad_()
+    y = _fused(uu, K)                                  # the pool's buffers are writable here
+    (du,) = torch.autograd.grad(y, uu, torch.ones_like(y))
+    with torch.inference_mode():
+        y1 = _fused(u, K)
+    torch.testing.assert_close(y0, _naive(u, K), rtol=1e-10, atol=1e-10)
+    assert torch.equal(y, y1) and torch.equal(y0, y1)
+    torch.testing.assert_close(du, torch.autograd.grad(kernel._FFTConv.apply(uu, K), uu, torch.ones_like(y))[0],
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_length_zero_is_an_input_error():
     with pytest.raises(InputError, match="length 0"):
         kernel.fft_conv(torch.randn(2, 3, 0), torch.randn(3, 0))

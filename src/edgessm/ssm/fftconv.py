@@ -119,10 +119,11 @@ class _Pool:
             lst = self.free.get(key)
             if lst:
                 return lst.pop()
-        return torch.zeros(shape, dtype=dtype) if kind == "pad" else torch.empty(shape, dtype=dtype)
+        with torch.inference_mode(False):          # a normal tensor, writable in and out of it
+            return torch.zeros(shape, dtype=dtype) if kind == "pad" else torch.empty(shape, dtype=dtype)
 
     def give(self, t: torch.Tensor | None, kind: str = "") -> None:
-        if t is None:
+        if t is None or t.is_inference():          # made under inference_mode: not writable later
             return
         key = (tuple(t.shape), t.dtype, kind)
         with self.lock:
