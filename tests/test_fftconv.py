@@ -147,6 +147,15 @@ def test_inference_mode_then_training(lib):
                                rtol=1e-10, atol=1e-10)
 
 
+def test_lengths_sharing_one_fft_length(lib):
+    torch.manual_seed(8)
+    K = torch.randn(3, 52, dtype=torch.float64)
+    for L in (52, 50, 52, 51, 50):                     # one n for all: the pad buffers' tails
+        u = torch.randn(2, 3, L, dtype=torch.float64)
+        torch.testing.assert_close(fftconv.conv(u, K[:, :L].contiguous(), 108), _naive(u, K[:, :L]),
+                                   rtol=1e-10, atol=1e-10)
+
+
 def test_length_zero_is_an_input_error():
     with pytest.raises(InputError, match="length 0"):
         kernel.fft_conv(torch.randn(2, 3, 0), torch.randn(3, 0))

@@ -104,8 +104,8 @@ def _warn_fallback():
 
 
 class _Pool:
-    """Large buffers reused across calls, per (shape, dtype, kind). ``pad`` buffers keep a zero
-    tail (only their head is ever written); the others are scratch. A buffer kept for the
+    """Large buffers reused across calls, per (shape, dtype, kind). ``padL`` buffers are zero from
+    L on (only their head, the first L, is ever written); the others are scratch. A buffer kept for the
     backward comes back when its autograd node is freed; at most `keep` per key wait here."""
 
     def __init__(self, keep: int = 6):
@@ -120,7 +120,7 @@ class _Pool:
             if lst:
                 return lst.pop()
         with torch.inference_mode(False):          # a normal tensor, writable in and out of it
-            return torch.zeros(shape, dtype=dtype) if kind == "pad" else torch.empty(shape, dtype=dtype)
+            return torch.zeros(shape, dtype=dtype) if kind.startswith("pad") else torch.empty(shape, dtype=dtype)
 
     def give(self, t: torch.Tensor | None, kind: str = "") -> None:
         if t is None or t.is_inference():          # made under inference_mode: not writable later
@@ -147,14 +147,15 @@ def _rfft_padded(x: torch.Tensor, n: int) -> torch.Tensor:
     """rfft along the last axis of x zero-padded to n: x (R, H, L) any strides -> (R, H, F)
     complex, a pooled buffer (give it back when done)."""
     *lead, L = x.shape
-    buf = POOL.take((*lead, n), x.dtype, "pad")
+    kind = f"pad{L}"                       # zero from L on: one kind per L (n is shared by several)
+    buf = POOL.take((*lead, n), x.dtype, kind)
     buf[..., :L].copy_(x)
     if fft_library() == "ducc0":
         out = POOL.take((*lead, n // 2 + 1), _CTYPES[x.dtype])
         _DUCC.r2c(buf.numpy(), axes=(buf.dim() - 1,), out=out.numpy(), nthreads=_threads())
     else:
         out = torch.fft.rfft(buf)
-    POOL.give(buf, "pad")
+    POOL.give(buf, kind)
     return out
 
 
