@@ -2,7 +2,8 @@
 process, interleaved round by round so a drifting machine speed hits them alike:
 
     python benchmarks/bench_fftconv.py [--shapes 64x64x784,64x128x784] [--threads 1]
-                                       [--rounds 5] [--iters 3] [--lengths 1568,1600]
+                                       [--rounds 5] [--iters 3] [--lengths 1568,1600] [--parts]
+    python benchmarks/bench_fftconv.py --step neuromorphic,standard [--threads 2]
 
 Implementations: ``torch`` (kernel._FFTConv: torch.fft, torch products, F.pad), ``fused``
 (fftconv.FusedFFTConv: C products, pooled buffers) with torch.fft and, when installed, with
@@ -32,7 +33,12 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", action="store_true",
                     help="also time the pieces: padding, r2c / c2r per FFT library (torch.fft, "
                          "scipy.fft with workers, ducc0.fft), the products (torch vs C)")
+    ap.add_argument("--step", default="", help="instead: whole training steps of these presets "
+                    "(neuromorphic H=64 / standard H=128, N=64, 4 layers, batch 64, L=784) with the "
+                    "torch path and each fused variant, interleaved in one process")
     a = ap.parse_args(argv)
+    if a.step:
+        return steps(a)
 
     import torch
     from edgessm.ssm import fftconv, kernel
@@ -93,6 +99,53 @@ def main(argv=None) -> int:
             m = statistics.median(ts)
             print(f"{k:<34} {m * 1e3:8.1f} {base / m:8.2f}x" if not k.startswith("  ")
                   else f"{k:<34} {m * 1e3:8.1f}")
+    return 0
+
+
+def steps(a) -> int:
+    """Training steps (forward, backward, AdamW) with the convolution's torch path and the fused
+    path per FFT library, switched in one process, interleaved round by round."""
+    import torch
+    import torch.nn.functional as F
+    import edgessm as es
+    from edgessm.ssm import fftconv
+
+    torch.set_num_threads(a.threads)
+    variants = {"torch path": dict(ENABLED=False), "fused+torch.fft": dict(ENABLED=True, USE_DUCC=False)}
+    if fftconv._DUCC is not None:
+        variants["fused+ducc0"] = dict(ENABLED=True, USE_DUCC=True)
+    for preset in a.step.split(","):
+        torch.manual_seed(0)
+        H = {"neuromorphic": 64, "standard": 128}[preset]
+        model = es.SequenceModel.from_preset(preset, d_input=1, d_output=10, d_model=H, d_state=64,
+                                             n_layers=4, dropout=0.0 if preset == "neuromorphic" else 0.1)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        x, y = torch.rand(64, 784, 1), torch.randint(0, 10, (64,))
+
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        times = {k: [] for k in variants}
+        for r in range(a.rounds + 1):                   # round 0: warm-up
+            for k, v in variants.items():
+                for attr, val in v.items():
+                    setattr(fftconv, attr, val)
+                for _ in range(a.iters):
+                    t0 = time.perf_counter()
+                    step()
+                    if r:
+                        times[k].append(time.perf_counter() - t0)
+        fftconv.ENABLED, fftconv.USE_DUCC = True, fftconv._DUCC is not None
+        base = statistics.median(times["torch path"])
+        print(f"\ntraining step, {preset} H={H}, threads={a.threads}")
+        print(f"{'convolution':<20} {'s/step':>7} {'vs torch path':>14}")
+        for k, ts in times.items():
+            m = statistics.median(ts)
+            print(f"{k:<20} {m:7.3f} {base / m:13.2f}x")
     return 0
 
 
