@@ -8,6 +8,9 @@ import math
 
 import torch
 
+from . import fftconv
+from .validate import tracing
+
 
 def vandermonde_kernel(Cb: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
     """Cb = C * dB (H, N/2) complex, log_dA (H, N/2) complex -> K (H, L) real.
@@ -74,11 +77,15 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Causal convolution y_l = sum_{j<=l} K_j u_{l-j} along the last axis.
 
     u (..., H, L), K (H, L) -> (..., H, L). Zero-padded to n >= 2L - 1, so no wrap-around.
+    CPU float32/float64 tensors take the fused path of ``fftconv.py`` (C products, pooled
+    buffers, ducc0 FFTs when installed); other devices, dtypes and tracing take torch.fft.
     """
-    if u.requires_grad or K.requires_grad:
-        return _FFTConv.apply(u, K)
     L = u.shape[-1]
     n = _fft_len(2 * L - 1)
+    if not tracing() and fftconv.supports(u, K):
+        return fftconv.conv(u, K, _fft_len(2 * L - 1, fftconv.fft_primes()))
+    if u.requires_grad or K.requires_grad:
+        return _FFTConv.apply(u, K)
     return torch.fft.irfft(_rfft_padded(u, n) * torch.fft.rfft(K, n=n), n=n)[..., :L]
 
 
@@ -88,15 +95,16 @@ def _rfft_padded(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.fft.rfft(torch.nn.functional.pad(x, (0, n - x.shape[-1])))
 
 
-def _fft_len(n: int) -> int:
-    """Smallest length >= n with only factors 2, 3, 5, 7 (fast for MKL and pocketfft)."""
+def _fft_len(n: int, primes: tuple[int, ...] = (2, 3, 5, 7)) -> int:
+    """Smallest length >= n with only the factors `primes` (2, 3, 5, 7: fast for MKL and
+    pocketfft; the fused path's choice for its FFT library is ``fftconv.fft_primes()``)."""
     if not isinstance(n, int) or n < 1:
         from ..errors import InputError
         raise InputError(f"FFT length must be a positive integer, got {n!r} (a sequence of length 0?)")
     m = n
     while True:
         k = m
-        for p in (2, 3, 5, 7):
+        for p in primes:
             while k % p == 0:
                 k //= p
         if k == 1:

@@ -1,0 +1,251 @@
+"""The CPU fast path of the S4D layer's causal FFT convolution (``kernel.fft_conv``).
+
+The same mathematics as ``kernel._FFTConv`` (forward ``y = irfft(U^ K^)``, backward
+``du = irfft(G^ conj(K^))``, ``dK = irfft(sum_b G^ conj(U^))``), with three costs removed:
+
+* the FFT-domain products run in C (``fftconv.c``): the forward product in one pass, and both
+  backward products in one pass over G^ and U^ (du's product in place in G^'s buffer; the batch
+  sum of dK^ in a fixed order, so the gradients do not depend on the thread count), OpenMP over
+  channels with ``torch.get_num_threads()`` threads;
+* the large intermediate buffers (the zero-padded input, the spectra, the full-length inverse
+  transforms) come from a pool and are reused from one call and one training step to the
+  next, instead of fresh memory written once per call; the pad is a copy into a buffer whose
+  tail is kept zero;
+* the FFTs run with ``ducc0.fft`` when it is installed (the ``fast`` extra), in the pooled
+  buffers, with the same threads; else with ``torch.fft``.
+
+Used for CPU float32 and float64 tensors; other devices and dtypes, and tracing (ONNX export,
+torch.compile), take the torch path of ``kernel.py``. Without a C compiler the torch path is
+used, with one warning (``available()`` says why).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+import warnings
+import weakref
+from pathlib import Path
+
+import torch
+
+from ..toolchain import NativeLib, ptr
+
+_SRC = Path(__file__).with_name("fftconv.c")
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c99"]
+_warned = False
+
+
+def _bind(lib):
+    for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        P = ctypes.POINTER(T)
+        i64 = ctypes.c_int64
+        f = getattr(lib, f"fc_mul_fwd_{suf}")
+        f.restype = None
+        f.argtypes = [i64, i64, i64, P, P, P, ctypes.c_int]
+        g = getattr(lib, f"fc_mul_bwd_{suf}")
+        g.restype = None
+        g.argtypes = [i64, i64, i64, P, P, P, P, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+
+
+_LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
+                 purpose="the S4D layer's fused FFT-convolution products")
+_TYPES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
+_CTYPES = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when the native products can run here, else (False, the reason)."""
+    return _LIB.available()
+
+
+def _ducc():
+    try:
+        import ducc0.fft
+    except ImportError:
+        return None
+    return ducc0.fft
+
+
+_DUCC = _ducc()
+USE_DUCC = _DUCC is not None      # the FFT library of the fast path: ducc0.fft, else torch.fft
+ENABLED = True                    # False: every call takes the torch path (for comparisons)
+
+
+def fft_library() -> str:
+    """The FFT library of the fast path: "ducc0" or "torch"."""
+    return "ducc0" if USE_DUCC and _DUCC is not None else "torch"
+
+
+def fft_primes() -> tuple[int, ...]:
+    """The factors of the fused path's FFT lengths: ducc0 is fastest on 2,3,5-smooth lengths
+    (L = 784: n = 1600 measured ~6% faster than 1568 = 2^5 7^2, benchmarks/RESULTS.md),
+    torch.fft on 2,3,5,7-smooth ones."""
+    return (2, 3, 5) if fft_library() == "ducc0" else (2, 3, 5, 7)
+
+
+def supports(u: torch.Tensor, K: torch.Tensor) -> bool:
+    """Whether the fast path takes (u, K): CPU tensors of one dtype, float32 or float64, K (H, L)
+    matching u's last two axes; the native library is built (else one warning)."""
+    if not (ENABLED and u.device.type == "cpu" and K.device.type == "cpu" and u.dtype == K.dtype
+            and u.dtype in _TYPES and K.dim() == 2 and u.dim() >= 2 and u.shape[-2:] == K.shape):
+        return False
+    if _LIB.get() is None:
+        _warn_fallback()
+        return False
+    return True
+
+
+def _warn_fallback():
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"S4D FFT convolution: native kernel unavailable ({_LIB.why}); "
+                      f"using the torch.fft path (slower on CPU)", RuntimeWarning, stacklevel=4)
+
+
+class _Pool:
+    """Large buffers reused across calls, per (shape, dtype, kind). ``padL`` buffers are zero from
+    L on (only their head, the first L, is ever written); the others are scratch. A buffer kept for the
+    backward comes back when its autograd node is freed; at most `keep` per key wait here."""
+
+    def __init__(self, keep: int = 6):
+        self.keep = keep
+        self.free: dict = {}
+        self.lock = threading.Lock()
+
+    def take(self, shape, dtype, kind: str = "") -> torch.Tensor:
+        key = (tuple(shape), dtype, kind)
+        with self.lock:
+            lst = self.free.get(key)
+            if lst:
+                return lst.pop()
+        with torch.inference_mode(False):          # a normal tensor, writable in and out of it
+            return torch.zeros(shape, dtype=dtype) if kind.startswith("pad") else torch.empty(shape, dtype=dtype)
+
+    def give(self, t: torch.Tensor | None, kind: str = "") -> None:
+        if t is None or t.is_inference():          # made under inference_mode: not writable later
+            return
+        key = (tuple(t.shape), t.dtype, kind)
+        with self.lock:
+            lst = self.free.setdefault(key, [])
+            if len(lst) < self.keep and all(x is not t for x in lst):
+                lst.append(t)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.free.clear()
+
+
+POOL = _Pool()
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def _rfft_padded(x: torch.Tensor, n: int) -> torch.Tensor:
+    """rfft along the last axis of x zero-padded to n: x (R, H, L) any strides -> (R, H, F)
+    complex, a pooled buffer (give it back when done)."""
+    *lead, L = x.shape
+    kind = f"pad{L}"                       # zero from L on: one kind per L (n is shared by several)
+    buf = POOL.take((*lead, n), x.dtype, kind)
+    buf[..., :L].copy_(x)
+    if fft_library() == "ducc0":
+        out = POOL.take((*lead, n // 2 + 1), _CTYPES[x.dtype])
+        _DUCC.r2c(buf.numpy(), axes=(buf.dim() - 1,), out=out.numpy(), nthreads=_threads())
+    else:
+        out = torch.fft.rfft(buf)
+    POOL.give(buf, kind)
+    return out
+
+
+def _irfft_crop(X: torch.Tensor, n: int, L: int, pooled: bool = True) -> torch.Tensor:
+    """The first L samples of irfft(X, n) along the last axis, a fresh contiguous tensor.
+    X may be overwritten; it goes back to the pool when `pooled`."""
+    *lead, _ = X.shape
+    rdt = X.real.dtype
+    if fft_library() == "ducc0":
+        full = POOL.take((*lead, n), rdt)
+        _DUCC.c2r(X.numpy(), axes=(X.dim() - 1,), lastsize=n, forward=False, inorm=2,
+                  out=full.numpy(), nthreads=_threads(), allow_overwriting_input=True)
+    else:
+        full = torch.fft.irfft(X, n=n)
+    y = torch.empty((*lead, L), dtype=rdt)
+    y.copy_(full[..., :L])
+    POOL.give(full)
+    if pooled:
+        POOL.give(X)
+    return y
+
+
+def _f(t, dtype):
+    return ptr(t, _TYPES[dtype][1])
+
+
+def _mul_fwd(Uf: torch.Tensor, Kf: torch.Tensor, dtype) -> torch.Tensor:
+    """Y^ = U^ K^ (K^ broadcast over the batch): Uf (R, H, F), Kf (H, F) -> pooled (R, H, F)."""
+    R, H, F = Uf.shape
+    Yf = POOL.take(Uf.shape, Uf.dtype)
+    getattr(_LIB.require(), f"fc_mul_fwd_{_TYPES[dtype][0]}")(
+        R, H, F, _f(Uf, dtype), _f(Kf, dtype), _f(Yf, dtype), _threads())
+    return Yf
+
+
+class FusedFFTConv(torch.autograd.Function):
+    """Causal FFT convolution u (R, H, L), K (H, L) -> (R, H, L), zero-padded to n >= 2L - 1."""
+
+    @staticmethod
+    def forward(ctx, u, K, n):
+        L = u.shape[-1]
+        dtype = u.dtype
+        u, K = u.detach(), K.detach()
+        Uf = _rfft_padded(u, n)
+        Kp = _rfft_padded(K, n)
+        Kf = Kp.clone()                                  # small; kept out of the pool
+        POOL.give(Kp)
+        y = _irfft_crop(_mul_fwd(Uf, Kf, dtype), n, L)
+        if any(ctx.needs_input_grad[:2]):
+            ctx.Uf, ctx.Kf = Uf, Kf
+            weakref.finalize(ctx, POOL.give, Uf)          # back to the pool with the node
+        else:
+            POOL.give(Uf)
+        ctx.L, ctx.n, ctx.dtype_ = L, n, dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        L, n, dtype = ctx.L, ctx.n, ctx.dtype_
+        Uf, Kf = ctx.Uf, ctx.Kf
+        need_du, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        Gf = _rfft_padded(gy.to(dtype), n)
+        R, H, F = Gf.shape
+        dKf = torch.empty_like(Kf) if need_dk else None
+        getattr(_LIB.require(), f"fc_mul_bwd_{_TYPES[dtype][0]}")(
+            R, H, F, _f(Gf, dtype), _f(Uf, dtype), _f(Kf, dtype),
+            _f(dKf, dtype) if need_dk else ctypes.POINTER(_TYPES[dtype][1])(),
+            int(need_du), int(need_dk), _threads())
+        dK = _irfft_crop(dKf, n, L, pooled=False) if need_dk else None
+        if need_du:
+            du = _irfft_crop(Gf, n, L)
+        else:
+            du = None
+            POOL.give(Gf)
+        return du, dK, None
+
+
+def conv(u: torch.Tensor, K: torch.Tensor, n: int) -> torch.Tensor:
+    """The fast path of ``kernel.fft_conv``: u (..., H, L), K (H, L) -> (..., H, L) (call
+    ``supports(u, K)`` first)."""
+    shape = u.shape
+    u3 = u.reshape(-1, *shape[-2:]) if u.dim() != 3 else u
+    if u.requires_grad or K.requires_grad:
+        y = FusedFFTConv.apply(u3, K, n)
+    else:
+        with torch.no_grad():
+            Uf = _rfft_padded(u3, n)
+            Kf = _rfft_padded(K, n)
+            Yf = _mul_fwd(Uf, Kf, u.dtype)
+            POOL.give(Uf)
+            POOL.give(Kf)
+            y = _irfft_crop(Yf, n, shape[-1])
+    return y.reshape(shape) if u.dim() != 3 else y

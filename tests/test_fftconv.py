@@ -1,0 +1,183 @@
+"""The fused CPU path of the FFT convolution (ssm/fftconv.py, fftconv.c) against the torch path
+(kernel._FFTConv) and a direct causal convolution: outputs, both gradients, thread counts, the
+FFT libraries, the buffer pool and the explicit fallback."""
+import warnings
+
+import pytest
+import torch
+
+from edgessm.errors import InputError
+from edgessm.ssm import fftconv, kernel
+from edgessm.toolchain import NativeLib
+
+pytestmark = pytest.mark.skipif(not fftconv.available()[0], reason="no C compiler for fftconv.c")
+LIBS = ["torch"] + (["ducc0"] if fftconv._DUCC is not None else [])
+
+
+@pytest.fixture(params=LIBS)
+def lib(request, monkeypatch):
+    monkeypatch.setattr(fftconv, "USE_DUCC", request.param == "ducc0")
+    return request.param
+
+
+def _naive(u, K):
+    L = u.shape[-1]
+    y = torch.zeros_like(u)
+    for l in range(L):
+        y[..., l] = (u[..., : l + 1].flip(-1) * K[..., : l + 1]).sum(-1)
+    return y
+
+
+def _grads(f, u, K, g):
+    y = f(u, K)
+    return (y, *torch.autograd.grad(y, (u, K), g))
+
+
+def _fused(u, K):
+    return fftconv.conv(u, K, kernel._fft_len(2 * u.shape[-1] - 1))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1), (1, 4, 19), (3, 5, 50), (2, 2, 3, 33), (6, 101)])
+def test_fused_matches_torch_and_direct_float64(lib, shape):
+    torch.manual_seed(0)
+    u = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(*shape[-2:], dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape, dtype=torch.float64)
+    fused = _grads(_fused, u, K, g)
+    ref = _grads(kernel._FFTConv.apply, u, K, g)
+    direct = _grads(_naive, u, K, g)
+    for a, b, c in zip(fused, ref, direct):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a, c, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("B,H,L", [(1, 8, 77), (5, 16, 200), (4, 3, 784)])
+def test_fused_matches_torch_float32(lib, B, H, L):
+    torch.manual_seed(1)
+    u = torch.randn(B, H, L, requires_grad=True)
+    K = (torch.randn(H, L) * torch.exp(-torch.arange(L) / 50)).requires_grad_()
+    g = torch.randn(B, H, L)
+    for a, b in zip(_grads(_fused, u, K, g), _grads(kernel._FFTConv.apply, u, K, g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4 * b.abs().max().item())
+
+
+def test_fused_gradcheck_float64(lib):
+    torch.manual_seed(2)
+    u = torch.randn(3, 2, 23, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(2, 23, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u, K: fftconv.FusedFFTConv.apply(u, K, 48), (u, K))
+
+
+def test_fft_conv_dispatches_cpu_float_to_the_fused_path(monkeypatch):
+    calls = []
+    real = fftconv.conv
+    monkeypatch.setattr(fftconv, "conv", lambda *a: calls.append(a[0].dtype) or real(*a))
+    u, K = torch.randn(2, 3, 10), torch.randn(3, 10)
+    kernel.fft_conv(u, K)
+    kernel.fft_conv(u.double(), K.double().requires_grad_())
+    kernel.fft_conv(u, K.double())                            # mixed dtypes: torch path
+    assert calls == [torch.float32, torch.float64]
+
+
+def test_one_gradient_at_a_time_and_strided_inputs(lib):
+    torch.manual_seed(3)
+    u = torch.randn(4, 40, 6, dtype=torch.float64).transpose(1, 2)      # (4, 6, 40), strided
+    K = torch.randn(6, 40, dtype=torch.float64)
+    g = torch.randn(6, 4, 40, dtype=torch.float64).transpose(0, 1)      # strided gradient
+    for need_u in (True, False):
+        outs = []
+        for f in (_fused, kernel._FFTConv.apply):
+            uu, KK = u.clone().requires_grad_(need_u), K.clone().requires_grad_(not need_u)
+            y = f(uu, KK)
+            outs.append((y, *torch.autograd.grad(y, uu if need_u else KK, g)))
+        torch.testing.assert_close(outs[0][0], _naive(u, K), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-10, atol=1e-10)
+
+
+def test_results_do_not_depend_on_the_thread_count(lib):
+    torch.manual_seed(4)
+    u = torch.randn(7, 64, 300, requires_grad=True)
+    K = torch.randn(64, 300, requires_grad=True)
+    g = torch.randn(7, 64, 300)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _grads(_fused, u, K, g)
+        torch.set_num_threads(3)
+        three = _grads(_fused, u, K, g)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, three):
+        assert torch.equal(a, b)
+
+
+def test_retained_graph_backward_twice_and_pool_reuse(lib):
+    torch.manual_seed(5)
+    u = torch.randn(3, 4, 30, requires_grad=True)
+    K = torch.randn(4, 30, requires_grad=True)
+    g = torch.randn(3, 4, 30)
+    y = _fused(u, K)
+    first = torch.autograd.grad(y, (u, K), g, retain_graph=True)
+    for _ in range(3):                                   # other calls take buffers meanwhile
+        _fused(torch.randn(3, 4, 30), torch.randn(4, 30))
+    second = torch.autograd.grad(y, (u, K), g)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    del y
+    again = _grads(_fused, u, K, g)                      # buffers back from the freed graph
+    for a, b in zip(first, again[1:]):
+        assert torch.equal(a, b)
+
+
+def test_inference_mode_then_training(lib):
+    torch.manual_seed(7)
+    u = torch.randn(2, 3, 40, dtype=torch.float64)
+    K = torch.randn(3, 40, dtype=torch.float64)
+    fftconv.POOL.clear()
+    with torch.inference_mode():
+        y0 = _fused(u, K)
+    uu = u.clone().requires_grad_()
+    y = _fused(uu, K)                                  # the pool's buffers are writable here
+    (du,) = torch.autograd.grad(y, uu, torch.ones_like(y))
+    with torch.inference_mode():
+        y1 = _fused(u, K)
+    torch.testing.assert_close(y0, _naive(u, K), rtol=1e-10, atol=1e-10)
+    assert torch.equal(y, y1) and torch.equal(y0, y1)
+    torch.testing.assert_close(du, torch.autograd.grad(kernel._FFTConv.apply(uu, K), uu, torch.ones_like(y))[0],
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_lengths_sharing_one_fft_length(lib):
+    torch.manual_seed(8)
+    for L in (52, 50, 52, 51, 50):                     # one n for all: the pad buffers' tails
+        u = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)
+        K = torch.randn(3, L, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(2, 3, L, dtype=torch.float64)
+        fused = _grads(lambda u, K: fftconv.conv(u, K, 108), u, K, g)
+        for a, b in zip(fused, _grads(_naive, u, K, g)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_length_zero_is_an_input_error():
+    with pytest.raises(InputError, match="length 0"):
+        kernel.fft_conv(torch.randn(2, 3, 0), torch.randn(3, 0))
+
+
+def test_without_the_native_library_one_warning_and_the_torch_path(monkeypatch, tmp_path):
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(fftconv, "_LIB", NativeLib(broken, ["-O2", "-fPIC", "-shared"], bind=lambda lib: None,
+                                                   purpose="a broken test library"))
+    monkeypatch.setattr(fftconv, "_warned", False)
+    torch.manual_seed(6)
+    u = torch.randn(2, 3, 25, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(3, 25, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        y = kernel.fft_conv(u, K)
+        kernel.fft_conv(u, K)
+    msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "native kernel unavailable" in msgs[0] and "torch.fft" in msgs[0]
+    assert not fftconv.available()[0]
+    assert y.grad_fn.name().endswith("_FFTConvBackward")
+    torch.testing.assert_close(y, _naive(u, K), rtol=1e-10, atol=1e-10)
