@@ -108,6 +108,9 @@ def child(cfg: dict) -> dict:
     from edgessm.ssm import fused
     from edgessm.train import accel
     fused.set_enabled(cfg.get("fused", True))
+    from edgessm.ssm import fftconv
+    if not cfg.get("ducc", True):
+        fftconv.USE_DUCC = False          # torch.fft: what an install without the [fft] extra runs
     if cfg["impl"] == "baseline":
         model = ref_model(preset, dropout=dropout, **size)
     else:
@@ -142,7 +145,8 @@ def child(cfg: dict) -> dict:
         times.append(time.perf_counter() - t0)
     out = {"first_step_s": first, "step_s": statistics.median(times),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "compiled": fwd.compiled, "compile_error": fwd.error}
+           "compiled": fwd.compiled, "compile_error": fwd.error,
+           "fft": fftconv.fft_library() if cfg["impl"] != "baseline" else "torch.fft (autograd)"}
     if cfg.get("count"):
         out.update(count_step(model, opt, x, y))
     return out
@@ -220,6 +224,8 @@ def run_child(cfg: dict, env: dict) -> dict:
 CONFIGS = [
     ("baseline", dict(impl="baseline"), "plain autograd, as the reference S4D example"),
     ("eager", dict(impl="edgessm", compile=False), "edgessm default: eager fp32"),
+    ("eager-torchfft", dict(impl="edgessm", compile=False, ducc=False),
+     "edgessm eager fp32, FFTs by torch.fft (an install without the [fft] extra)"),
     ("unfused", dict(impl="edgessm", compile=False, fused=False),
      "edgessm eager fp32, the block tail as torch ops (EDGESSM_FUSED=0)"),
     ("compiled", dict(impl="edgessm", compile=True), "edgessm --compile (torch.compile, fp32)"),
@@ -250,10 +256,17 @@ def main():
     peaks = machine_peaks(a.threads)
     emit({"bench": "machine", **peaks})
     presets = a.preset.split(",")
+    try:            # with ducc0 installed, the default step uses it: also time the step without it
+        import ducc0  # noqa: F401
+        has_ducc = True
+    except ImportError:
+        has_ducc = False
+    emit({"bench": "fft_library", "default": "ducc0" if has_ducc else "torch.fft"})
     plan = []
     for p in presets:
         for name, c, what in CONFIGS:
-            if (name == "bf16" and a.no_bf16) or (name == "unfused" and not a.unfused):
+            if (name == "bf16" and a.no_bf16) or (name == "unfused" and not a.unfused) \
+                    or (name == "eager-torchfft" and not has_ducc):
                 continue
             plan.append((p, name, what, dict(c, preset=p, threads=a.threads, batch=a.batch, iters=a.iters)))
         if p == "neuromorphic":
@@ -282,6 +295,8 @@ def main():
             comp = " / ".join(f"{max(0.0, x['first_step_s'] - x['step_s']):.0f}" for x in recs[:2])
             if not recs[0].get("compiled"):
                 comp = f"failed ({recs[0].get('compile_error')}), ran eagerly"
+        if name == "eager":
+            what = f"{what}, FFTs by {recs[0].get('fft')}"
         rows.append(f"| {p} | {what} | {s:.3f} | {a.batch / s:.1f} | {statistics.median(ratios):.2f}x | "
                     f"{comp} | {max(x['peak_rss_mb'] for x in recs):.0f} |")
         summary.append({"preset": p, "config": name, "step_s": s, "vs_baseline": statistics.median(ratios)})

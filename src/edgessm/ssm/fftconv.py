@@ -11,7 +11,7 @@ The same mathematics as ``kernel._FFTConv`` (forward ``y = irfft(U^ K^)``, backw
   transforms) come from a pool and are reused from one call and one training step to the
   next, instead of fresh memory written once per call; the pad is a copy into a buffer whose
   tail is kept zero;
-* the FFTs run with ``ducc0.fft`` when it is installed (the ``fast`` extra), in the pooled
+* the FFTs run with ``ducc0.fft`` when it is installed (the ``fft`` extra), in the pooled
   buffers, with the same threads; else with ``torch.fft``.
 
 Used for CPU float32 and float64 tensors; other devices and dtypes, and tracing (ONNX export,
