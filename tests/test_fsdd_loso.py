@@ -299,3 +299,30 @@ def test_loso_nested_folds_validate_on_the_next_speaker(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "--nested picks each fold's val_speaker" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("value, match", [(-0.1, r"label_smoothing must be a finite number >= 0"),
+                                          (1.0, r"label_smoothing must be .* < 1"),
+                                          ("0.1", r"label_smoothing")])
+def test_label_smoothing_out_of_range_is_a_config_error(value, match):
+    with pytest.raises(es.ConfigError, match=match):
+        from_dict({"data": {"task": "fsdd-01"}, "train": {"label_smoothing": value}})
+
+
+def test_label_smoothing_is_the_training_loss(monkeypatch):
+    """The optimizer step's loss is the cross-entropy against the smoothed targets."""
+    from edgessm.train import loop
+    seen = []
+    real = loop.F.cross_entropy
+    monkeypatch.setattr(loop.F, "cross_entropy",
+                        lambda *a, **k: seen.append(k.get("label_smoothing", 0.0)) or real(*a, **k))
+    model = torch.nn.Linear(3, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 0])
+    t = from_dict({"train": {"label_smoothing": 0.2, "grad_clip": 0.0}}).train
+    with torch.no_grad():
+        want = real(model(x), y, label_smoothing=0.2).item()
+        plain = real(model(x), y).item()
+    _, loss = loop._step(model, model, opt, None, x, y, torch.device("cpu"), t)
+    assert seen == [0.2] and loss.item() == pytest.approx(want, rel=1e-6)
+    assert want != pytest.approx(plain, rel=1e-3)

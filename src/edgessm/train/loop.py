@@ -315,7 +315,7 @@ def _step(fwd, model, opt, scaler, x, y, device, t):
     redone eagerly and the run goes on uncompiled (``Compiled.fail`` logs it once)."""
     with accel.autocast(device, t.precision):
         logits = fwd(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
     opt.zero_grad(set_to_none=True)
     try:
         (scaler.scale(loss) if scaler is not None else loss).backward()
