@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import edgessm as es
 from edgessm.data import load_task
@@ -23,7 +24,8 @@ TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layer
         "data": {"task": "fsdd-01", "limit_train": 64, "limit_val": 16, "limit_test": 16,
                  "speaker_holdout": "theo", "val_speaker": "lucas", "normalize": "cmn",
                  "top_db": 50.0, "trim_db": 40.0, **AUG},
-        "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1}}
+        "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1,
+                  "label_smoothing": 0.1, "mixup": 0.4}}
 
 
 @pytest.mark.parametrize("key, value, match", [
@@ -313,3 +315,60 @@ def test_split_options_follow_the_task_registry():
     assert DataConfig(task="fsdd", normalize="cmn", trim_db=30.0).task_options() == {"normalize": "cmn", "trim_db": 30.0}
     assert DataConfig(task="smnist").task_options() == {}
     assert {t for t, i in TASKS.items() if i.augmentable} == {"fsdd", "fsdd-01"}
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("label_smoothing", -0.1, r"label_smoothing must be a finite number >= 0"),
+    ("label_smoothing", 1.0, r"label_smoothing must be .* < 1"),
+    ("label_smoothing", "0.1", r"label_smoothing"),
+    ("mixup", -0.2, r"mixup must be a finite number >= 0"),
+    ("mixup", 11.0, r"mixup must be .* <= 10"),
+])
+def test_train_option_out_of_range_is_a_config_error(key, value, match):
+    with pytest.raises(es.ConfigError, match=match):
+        from_dict({"data": {"task": "fsdd-01"}, "train": {key: value}})
+
+
+def test_mixup_batch_is_keyed_and_convex():
+    from edgessm.train.loop import mix_batch
+    x, y = torch.randn(6, 5, 3), torch.arange(6)
+    a, b = mix_batch(x, y, 0.4, (1, 2, 3, 0)), mix_batch(x, y, 0.4, (1, 2, 3, 0))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    xm, y2, lam = a
+    assert 0.0 <= lam <= 1.0 and sorted(y2.tolist()) == list(range(6))
+    assert torch.allclose(xm, lam * x + (1 - lam) * x[y2])
+    c = mix_batch(x, y, 0.4, (1, 2, 4, 0))
+    assert c[2] != lam or not torch.equal(c[1], y2)
+
+
+def test_mixup_loss_weights_both_targets():
+    from edgessm.train import loop
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y, y2 = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 0]), torch.tensor([3, 3, 1, 0, 2])
+    t = from_dict({"train": {"mixup": 0.4, "label_smoothing": 0.1, "grad_clip": 0.0}}).train
+    with torch.no_grad():
+        lg = model(x)
+        want = 0.3 * F.cross_entropy(lg, y, label_smoothing=0.1) + 0.7 * F.cross_entropy(lg, y2, label_smoothing=0.1)
+    _, loss = loop._step(model, model, opt, None, x, y, torch.device("cpu"), t, (y2, 0.3))
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_label_smoothing_is_the_training_loss(monkeypatch):
+    """The optimizer step's loss is the cross-entropy against the smoothed targets."""
+    from edgessm.train import loop
+    seen = []
+    real = loop.F.cross_entropy
+    monkeypatch.setattr(loop.F, "cross_entropy",
+                        lambda *a, **k: seen.append(k.get("label_smoothing", 0.0)) or real(*a, **k))
+    model = torch.nn.Linear(3, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 0])
+    t = from_dict({"train": {"label_smoothing": 0.2, "grad_clip": 0.0}}).train
+    with torch.no_grad():
+        want = real(model(x), y, label_smoothing=0.2).item()
+        plain = real(model(x), y).item()
+    _, loss = loop._step(model, model, opt, None, x, y, torch.device("cpu"), t)
+    assert seen == [0.2] and loss.item() == pytest.approx(want, rel=1e-6)
+    assert want != pytest.approx(plain, rel=1e-3)

@@ -73,6 +73,8 @@ class TrainConfig:
     precision: str = "fp32"       # fp32, bf16-mixed, fp16-mixed (CUDA only)
     compile: bool = False         # torch.compile the training step (see train/accel.py)
     select: str = "val_acc"       # OUT/best: val_acc (first epoch with the best), val_loss, last
+    label_smoothing: float = 0.0  # training loss: cross-entropy against (1 - x) one-hot + x / classes
+    mixup: float = 0.0            # mixup: pairs of training sequences and their targets mixed, weight ~ Beta(x, x); 0: off
 
 
 # One rule per field (type and valid range), checked when a config is loaded, before any
@@ -109,6 +111,8 @@ TRAIN_RULES = {
     "precision": Rule(str, choices=PRECISIONS),
     "compile": Rule(bool),
     "select": Rule(str, choices=("val_acc", "val_loss", "last")),
+    "label_smoothing": Rule(float, ge=0, lt=1, note="0: off"),
+    "mixup": Rule(float, ge=0, le=10, note="Beta(x, x); 0: off"),
 }
 SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 

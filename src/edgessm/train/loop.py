@@ -223,11 +223,15 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
             idx = perm[step * t.batch_size:(step + 1) * t.batch_size][rank * local:(rank + 1) * local]
             x = train_ds.batch(idx, (t.seed, epoch, step, rank)).to(device, non_blocking=True)
             y = train_ds.y[idx].to(device, non_blocking=True)
+            mix = None
+            if t.mixup > 0:
+                x, y2, lam = mix_batch(x, y, t.mixup, (t.seed, epoch, step, rank))
+                mix = (y2, lam)
             f = lr_factor(state["global_step"], total, warmup)
             for grp in opt.param_groups:
                 grp["lr"] = grp["base_lr"] * f
             t_step = time.perf_counter()
-            logits, loss = _step(fwd, model, opt, scaler, x, y, device, t)
+            logits, loss = _step(fwd, model, opt, scaler, x, y, device, t, mix)
             if first_step_s is None:
                 first_step_s = time.perf_counter() - t_step
                 if fwd.enabled:
@@ -309,14 +313,37 @@ def _better(select: str, val: dict, state: dict) -> bool:
     return val["accuracy"] > state["best_val"]
 
 
-def _step(fwd, model, opt, scaler, x, y, device, t):
+def mix_batch(x: torch.Tensor, y: torch.Tensor, alpha: float, key: tuple):
+    """Mixup [Zhang18]: (lam x + (1 - lam) x[perm], y[perm], lam) with lam ~ Beta(alpha, alpha)
+    and perm a permutation of the batch, both drawn from ``numpy.random.default_rng(key)`` (the
+    batch's key, so a resumed run redraws them exactly). The loss is then lam CE(y) +
+    (1 - lam) CE(y[perm]); the epoch's train accuracy counts the first targets, y.
+
+    [Zhang18] H. Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018."""
+    import numpy as np
+    rng = np.random.default_rng(tuple(int(k) for k in key) + (0x6d6978,))
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(len(y))).to(y.device)
+    return lam * x + (1.0 - lam) * x[perm], y[perm], lam
+
+
+def _loss(logits, y, t, mix=None):
+    ce = partial(F.cross_entropy, label_smoothing=t.label_smoothing)
+    if mix is None:
+        return ce(logits, y)
+    y2, lam = mix
+    return lam * ce(logits, y) + (1.0 - lam) * ce(logits, y2)
+
+
+def _step(fwd, model, opt, scaler, x, y, device, t, mix=None):
     """One optimizer step: forward under autocast, backward (scaled for fp16), clipping, update.
+    `mix`: (second targets, weight of y) of a mixup batch (``mix_batch``), or None.
 
     If the compiled forward fails in its backward (compilation finishes there), the step is
     redone eagerly and the run goes on uncompiled (``Compiled.fail`` logs it once)."""
     with accel.autocast(device, t.precision):
         logits = fwd(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = _loss(logits.float(), y, t, mix)
     opt.zero_grad(set_to_none=True)
     try:
         (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -324,7 +351,7 @@ def _step(fwd, model, opt, scaler, x, y, device, t):
         if not fwd.compiled or fwd.backward_done:
             raise
         fwd.fail(e)
-        return _step(fwd, model, opt, scaler, x, y, device, t)
+        return _step(fwd, model, opt, scaler, x, y, device, t, mix)
     fwd.backward_done = True
     if scaler is not None:
         scaler.unscale_(opt)
