@@ -182,6 +182,11 @@ def test_resources_and_cost(data):
         prog.cost(mode="warp")
     with pytest.raises(ConfigError, match="array_rows"):
         es.targets.get("crossbar").compile(m, array_rows=0)
+    # each constant names its source: the default device's, or the preset's that changed it
+    assert c.assumptions["g_max_us"] == (225.0, "uS", "[Milo21]")
+    other = es.targets.get("crossbar").compile(m, seed=0, g_max_us=300.0).cost(tokens=30)
+    value, unit, source = other.assumptions["g_max_us"]
+    assert value == 300.0 and source.startswith("set by the device preset or an override") and "[Milo21]" in source
 
 
 # ---- training and checkpoints ------------------------------------------------------------------------

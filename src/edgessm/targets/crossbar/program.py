@@ -578,7 +578,7 @@ class CrossbarProgram(Program):
         energy = e_x + e_adc + e_dac + e_dig
         latency = sum(w["time_s"] for w in works.values())
         t_token = latency if mode == "token" else max(w["time_s"] for w in works.values())
-        used = {k: (getattr(cfg, k), FIELDS[k][1], FIELDS[k][2]) for k in
+        used = {k: (getattr(cfg, k), FIELDS[k][1], _source(k, getattr(cfg, k))) for k in
                 ("g_min_us", "g_max_us", "read_voltage_v", "pulse_time_s", "adc_bits", "dac_bits",
                  "adc_fom_j", "dac_fom_j", "adc_time_s", "adc_share", "digital_add_j", "digital_mult_j",
                  "digital_op_time_s", "digital_lanes", "array_rows", "array_cols")}
@@ -636,3 +636,12 @@ class CrossbarTarget(Target):
     def hw_wrap(self, device=None, fields: dict | None = None):
         """Hardware-aware training through the crossbar numerics (:func:`.hw.hw_wrap`)."""
         return hw_wrap(device if device is not None else "default", **(fields or {}))
+
+
+def _source(field: str, value) -> str:
+    """Where a cost figure's constant comes from: the default device's source, or, for a value a
+    device preset (or an override) set, that, with the default's source beside it."""
+    default, _unit, source, _note = FIELDS[field]
+    if value == default:
+        return source
+    return f"set by the device preset or an override (the default device's {default!r} is from {source})"
