@@ -168,7 +168,6 @@ def test_without_the_native_library_one_warning_and_the_torch_path(monkeypatch, 
     broken.write_text("this is not C\n")
     monkeypatch.setattr(fftconv, "_LIB", NativeLib(broken, ["-O2", "-fPIC", "-shared"], bind=lambda lib: None,
                                                    purpose="a broken test library"))
-    monkeypatch.setattr(fftconv, "_warned", False)
     torch.manual_seed(6)
     u = torch.randn(2, 3, 25, dtype=torch.float64, requires_grad=True)
     K = torch.randn(3, 25, dtype=torch.float64, requires_grad=True)

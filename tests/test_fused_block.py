@@ -260,11 +260,10 @@ def test_torch_path_under_autocast_other_dtypes_and_compile_guard():
 def test_missing_library_falls_back_with_one_warning(monkeypatch, tmp_path):
     broken = NativeLib(tmp_path / "missing.c", ["-O2", "-shared", "-fPIC"], bind=lambda lib: None)
     monkeypatch.setattr(fused, "_LIB", broken)
-    monkeypatch.setattr(fused, "_warned", False)
     torch.manual_seed(10)
     m = es.SequenceModel.from_preset("standard", d_input=1, d_output=3, d_model=8, d_state=4, n_layers=1)
     x = torch.randn(2, 20, 1)
-    with pytest.warns(RuntimeWarning, match="fused native kernels unavailable"):
+    with pytest.warns(RuntimeWarning, match="fused tail: native kernel unavailable"):
         y = m(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

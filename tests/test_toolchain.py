@@ -54,6 +54,14 @@ def test_missing_compiler_names_what_was_looked_for(tmp_path, monkeypatch):
     assert not ok and why.startswith("the test library needs a C99 compiler")
     with pytest.raises(ToolchainError, match="the test library needs a C99 compiler"):
         lib.require()
+    import warnings
+    with warnings.catch_warnings(record=True) as w:       # a caller's fallback: one warning, ever
+        warnings.simplefilter("always")
+        for _ in range(3):
+            lib.warn_unavailable("the test kernel", "running the slow path", stacklevel=1)
+    assert [str(x.message) for x in w] == [
+        f"the test kernel: native kernel unavailable ({why}); running the slow path"]
+    assert w[0].category is RuntimeWarning and w[0].filename == __file__
 
 
 def test_cache_key_changes_with_flags_compiler_and_cpu(monkeypatch):

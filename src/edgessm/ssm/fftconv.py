@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import warnings
 import weakref
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from ..toolchain import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("fftconv.c")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c99"]
-_warned = False
 
 
 def _bind(lib):
@@ -90,17 +88,9 @@ def supports(u: torch.Tensor, K: torch.Tensor) -> bool:
             and u.dtype in _TYPES and K.dim() == 2 and u.dim() >= 2 and u.shape[-2:] == K.shape):
         return False
     if _LIB.get() is None:
-        _warn_fallback()
+        _LIB.warn_unavailable("S4D FFT convolution", "using the torch.fft path (slower on CPU)", stacklevel=3)
         return False
     return True
-
-
-def _warn_fallback():
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(f"S4D FFT convolution: native kernel unavailable ({_LIB.why}); "
-                      f"using the torch.fft path (slower on CPU)", RuntimeWarning, stacklevel=4)
 
 
 class _Pool:

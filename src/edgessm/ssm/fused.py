@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -38,7 +37,6 @@ _SRC = Path(__file__).with_name("fused.c")
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
           "-fPIC", "-shared", "-std=c99"]
 ACTS = {"none": 0, "relu": 1, "gelu": 2}
-_warned = False
 _enabled = os.environ.get("EDGESSM_FUSED", "1") != "0"
 
 
@@ -93,15 +91,11 @@ def _autocast() -> bool:
 def usable(x: torch.Tensor) -> bool:
     """Whether the block tail of `x` (a (B, H, L) activation) runs fused: CPU float32, no
     autocast, not compiling or tracing, the fused path on, the library loaded (else one warning)."""
-    global _warned
     if not _enabled or x.device.type != "cpu" or x.dtype != torch.float32 or _autocast() \
             or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     if _LIB.get() is None:
-        if not _warned:
-            _warned = True
-            warnings.warn(f"S4D block: fused native kernels unavailable ({_LIB.why}); "
-                          f"using the torch ops (slower training step)", RuntimeWarning, stacklevel=3)
+        _LIB.warn_unavailable("S4D block, fused tail", "using the torch ops (slower training step)", stacklevel=3)
         return False
     return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import warnings
 from pathlib import Path
 
 from ..errors import EdgessmError, ToolchainError
@@ -23,6 +24,7 @@ class NativeLib:
         self.fallback = fallback
         self._lib: ctypes.CDLL | None = None
         self.error: str | None = None
+        self._warned = False
         self._lock = threading.Lock()
 
     @property
@@ -59,6 +61,17 @@ class NativeLib:
     def available(self) -> tuple[bool, str]:
         """(True, "") when the library loads here, else (False, the reason)."""
         return self.get() is not None, self.why or ""
+
+    def warn_unavailable(self, what: str, instead: str, stacklevel: int = 3) -> None:
+        """The one RuntimeWarning of a caller that falls back because the library is not
+        available: "`what`: native kernel unavailable (why); `instead`". Later calls are silent.
+        stacklevel as for ``warnings.warn`` called where this is called (1: that line)."""
+        with self._lock:
+            if self._warned:
+                return
+            self._warned = True
+        warnings.warn(f"{what}: native kernel unavailable ({self.why}); {instead}", RuntimeWarning,
+                      stacklevel=stacklevel + 1)
 
 
 def ptr(t, T):

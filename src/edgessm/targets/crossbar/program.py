@@ -382,12 +382,9 @@ class CrossbarProgram(Program):
     def _native(self) -> bool:
         if self.engine != "c":
             return False
-        ok, why = simlib.available()
-        if not ok and not getattr(CrossbarProgram, "_warned", False):
-            CrossbarProgram._warned = True
-            import warnings
-            warnings.warn(f"crossbar simulator: C kernel unavailable ({why}); running on torch ops (slower)",
-                          RuntimeWarning, stacklevel=3)
+        ok, _why = simlib.available()
+        if not ok:
+            simlib.warn_fallback()
         return ok
 
     def _stream(self, name: str, rows: int) -> tuple[int, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import warnings
 import weakref
 from pathlib import Path
 
@@ -29,7 +28,6 @@ _SRC = Path(__file__).with_name("scan.c")
 # IEEE results: no -ffast-math (the converters' floor(x + 0.5) must match torch's exactly);
 # no traps and no errno let the compiler vectorize the compares and floor
 _FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
-_warned = False
 
 
 def _bind(lib):
@@ -71,11 +69,7 @@ def available() -> tuple[bool, str]:
 
 
 def warn_fallback():
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(f"crossbar hardware-aware scan: native kernel unavailable ({_LIB.why}); "
-                      f"using the Python loop over time (slow)", RuntimeWarning, stacklevel=3)
+    _LIB.warn_unavailable("crossbar hardware-aware scan", "using the Python loop over time (slow)", stacklevel=3)
 
 
 def _u8(t: torch.Tensor):

@@ -39,6 +39,11 @@ def _bind(lib):
 _LIB = NativeLib(_SRC, _FLAGS + _OMP, _FLAGS, bind=_bind, purpose="the crossbar simulator's native loops")
 
 
+def warn_fallback() -> None:
+    """The one warning of a simulator that runs on torch ops because the C kernel is unavailable."""
+    _LIB.warn_unavailable("crossbar simulator", "running on torch ops (slower)", stacklevel=4)
+
+
 def available() -> tuple[bool, str]:
     return _LIB.available()
 
