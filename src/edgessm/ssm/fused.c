@@ -132,6 +132,14 @@ static inline T rowsum_##SUF(const T *v, int64_t n)                             
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + s;   \
 }                                                                                                   \
                                                                                                     \
+/* gbias (C) = sum over b of part (B x C), added in order of b: the same bits for any thread count */ \
+static void bias_grad_##SUF(int64_t B, int64_t C, const T *part, T *gbias)                          \
+{                                                                                                   \
+    for (int64_t c = 0; c < C; c++) gbias[c] = 0;                                                   \
+    for (int64_t b = 0; b < B; b++)                                                                 \
+        for (int64_t c = 0; c < C; c++) gbias[c] += part[b * C + c];                                \
+}                                                                                                   \
+                                                                                                    \
 /* y = act(x) * keep / (1 - p) over rows x L */                                                     \
 void fb_act_drop_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *y, int act,        \
                            uint64_t seed, int32_t thr, T scale, int nt)                             \
@@ -194,11 +202,7 @@ void fb_relu_out_bwd_##SUF(int64_t B, int64_t C, int64_t L, const T *y, const T 
         for (int32_t l = 0; l < (int32_t)L; l++) o[l] = yr[l] <= 0 ? (T)0 : gr[l] * scale;                  \
         if (part) part[r] = rowsum_##SUF(o, L);                                                     \
     }                                                                                               \
-    if (part && gbias) {                                                                            \
-        for (int64_t c = 0; c < C; c++) gbias[c] = 0;                                               \
-        for (int64_t b = 0; b < B; b++)                                                             \
-            for (int64_t c = 0; c < C; c++) gbias[c] += part[b * C + c];                            \
-    }                                                                                               \
+    if (part && gbias) bias_grad_##SUF(B, C, part, gbias);                                          \
 }                                                                                                   \
                                                                                                     \
 /* out (B, H, L) = dropout(f(m + bias)) [+ res]; glu: m (B, 2H, L), else m (B, H, L), f = act.   \
@@ -258,11 +262,7 @@ void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias
             if (glu) part[b * C + H + h] = rowsum_##SUF(gg, L);                                     \
         }                                                                                           \
     }                                                                                               \
-    if (part && gbias) {                                                                            \
-        for (int64_t c = 0; c < C; c++) gbias[c] = 0;                                               \
-        for (int64_t b = 0; b < B; b++)                                                             \
-            for (int64_t c = 0; c < C; c++) gbias[c] += part[b * C + c];                            \
-    }                                                                                               \
+    if (part && gbias) bias_grad_##SUF(B, C, part, gbias);                                          \
 }                                                                                                   \
                                                                                                     \
 /* LayerNorm over axis 1 of x (B, H, L): y = (x - mean) rstd w + bias; mean, rstd (B, L) kept */   \
