@@ -84,6 +84,11 @@ class TaskInfo:
     augmentable: bool = False      # its train split takes an edgessm.data.fsdd.Augment
 
 
+def _is_set(option: str, value) -> bool:
+    """Whether a split option's value differs from its default (None and "" count as unset)."""
+    return value not in (None, "") and value != SPLIT_OPTION_DEFAULTS[option]
+
+
 def split_options(task: str, values) -> dict:
     """The :func:`load_task` keywords among `values` (a mapping, e.g. a run config's [data])
     that choose `task`'s splits and features: those the task accepts whose value is not the
@@ -94,7 +99,7 @@ def split_options(task: str, values) -> dict:
     out = {}
     for k in info.options:
         v = values.get(k)
-        if v not in (None, "") and v != SPLIT_OPTION_DEFAULTS[k]:
+        if _is_set(k, v):
             out[k] = v
     return out
 
@@ -288,7 +293,7 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     given = dict(speaker_holdout=speaker_holdout, val_speaker=val_speaker, normalize=normalize,
                  top_db=top_db, trim_db=trim_db)
     for k, v in given.items():
-        if v not in (None, "") and v != SPLIT_OPTION_DEFAULTS[k] and k not in info.options:
+        if _is_set(k, v) and k not in info.options:
             takers = [t for t, i in TASKS.items() if k in i.options]
             raise ConfigError(f"{k} applies to the tasks {', '.join(takers)} only, not {name!r}")
     if augment is not None:
