@@ -11,7 +11,7 @@ from conftest import needs_fsdd
 from edgessm.errors import ConfigError, InputError, UnknownNameError
 from edgessm.targets.crossbar import (CrossbarConfig, HwSequenceModel, hw_wrap, load_device,
                                       parse_options, project, save_hw, table_markdown)
-from edgessm.targets.crossbar.hw import block_matrix, projected_ranges
+from edgessm.targets.crossbar.hw import block_matrix, dither_offsets, fake_converter, projected_ranges
 
 torch.set_num_threads(1)
 
@@ -42,6 +42,8 @@ def data():
     (dict(weight_bits=8, levels=16), "levels"),
     (dict(state_mode="floating"), "state_mode"),
     (dict(write_noise_arrays="some"), "write_noise_arrays"),
+    (dict(state_dither=2), "state_dither = 2"),
+    (dict(state_dither=1, state_mode="analog"), "needs state_mode = 'digital'"),
 ])
 def test_bad_config_is_rejected(kw, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -92,6 +94,47 @@ def test_block_matrix_runs_the_s4d_recurrence():
         w, y = n[..., :6], n[..., 6] * r
         ys.append(y)
     assert torch.allclose(torch.stack(ys, 1), y_ref, atol=1e-9)
+
+
+def test_dither_offsets_are_uniform_reproducible_and_indexed_by_token():
+    U = dither_offsets(1, 8, 6, 0, 500)
+    assert U.shape == (500, 8, 6) and U.dtype == torch.float32
+    assert float(U.min()) > 0 and float(U.max()) < 1
+    assert abs(float(U.mean()) - 0.5) < 0.01 and abs(float(U.var()) - 1 / 12) < 0.005
+    hist = torch.histc(U, bins=10, min=0, max=1) / U.numel()
+    assert float((hist - 0.1).abs().max()) < 0.01
+    assert torch.equal(dither_offsets(1, 8, 6, 37, 5), U[37:42])            # a stream picks up at t
+    assert not torch.equal(dither_offsets(2, 8, 6, 0, 500), U)              # every layer its own
+    assert torch.equal(dither_offsets(1, 8, 6, 0, 500, torch.float64).float(), U)
+
+
+def test_dithered_state_rounding_leaves_no_dead_band():
+    """A slow mode w <- Q(a w) without input: rounding half up holds |w| at the dead band
+    (a few steps, never 0 again); the dithered rounding lets it decay like the exact recursion."""
+    a, bits, steps = 0.95, 8, 400
+    q = (1 << (bits - 1)) - 1
+    w0 = torch.full((64, 16), 0.3)
+    w, wd = w0.clone(), w0.clone()
+    U = dither_offsets(0, 64, 16, 0, steps)
+    for t in range(steps):
+        w = fake_converter(a * w, 1.0, bits)
+        wd = fake_converter(a * wd, 1.0, bits, U[t])
+    assert float(w.abs().min()) * q >= 5                   # stuck: 0.5 / (1 - a) = 10 steps wide
+    assert float(wd.abs().mean()) * q < 1.0                # decayed: a**400 * 0.3 is 0
+
+
+def test_state_gains_are_per_state_and_old_per_layer_ranges_load(data):
+    m = HwSequenceModel.from_float(tiny(), load_device("default", adc_bits=16, dac_bits=16))
+    m.calibrate(data)
+    assert m.rho.shape == (2, 6, 4)
+    assert float(m.rho[0].max() / m.rho[0].min()) > 1.5    # states of one layer get their own gain
+    rg = m.ranges()
+    old = dict(rg, rho=[2.0, 3.0])                          # ranges saved with one gain per layer
+    m2 = HwSequenceModel.from_float(tiny(), load_device("default"))
+    m2.load_ranges(old)
+    assert torch.equal(m2.rho[1], torch.full((6, 4), 3.0))
+    with pytest.raises(ConfigError, match="rho"):
+        m2.load_ranges(dict(rg, rho=[1.0, 2.0, 3.0]))
 
 
 def test_projection_is_the_quantized_network(data):

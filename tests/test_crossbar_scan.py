@@ -14,13 +14,13 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not available()[0], reason=f"native crossbar scan unavailable: {available()[1]}")
 
 
-def _pair(dtype, state_mode="digital", B=13, L=30, seed=0):
+def _pair(dtype, state_mode="digital", B=13, L=30, seed=0, dither=0):
     torch.manual_seed(seed)
     m = es.SequenceModel.from_preset("neuromorphic", d_input=3, d_output=4, d_model=6, d_state=8, n_layers=2,
                                      dt_min=0.1, dt_max=1.0)
     x = torch.randn(B, L, 3) * 2
     hw = HwSequenceModel.from_float(m, load_device("default", weight_bits=2, state_mode=state_mode,
-                                                   adc_bits=6, adc_headroom=0.9))
+                                                   adc_bits=6, adc_headroom=0.9, state_dither=dither))
     hw.scan = "loop"
     hw.calibrate(x)
     hw = hw.to(dtype)
@@ -39,9 +39,9 @@ def _run(hw, x, scan, train=True):
     return y.detach(), grads, h
 
 
-@pytest.mark.parametrize("state_mode", ["digital", "analog"])
-def test_native_scan_matches_the_loop_in_float64(state_mode):
-    hw, x = _pair(torch.float64, state_mode)
+@pytest.mark.parametrize("state_mode,dither", [("digital", 0), ("analog", 0), ("digital", 1)])
+def test_native_scan_matches_the_loop_in_float64(state_mode, dither):
+    hw, x = _pair(torch.float64, state_mode, dither=dither)
     ya, ga, ha = _run(hw, x, "loop")
     yb, gb, hb = _run(hw, x, "native")
     assert ha.saturations > 0                                 # the clipping paths are exercised
@@ -53,8 +53,9 @@ def test_native_scan_matches_the_loop_in_float64(state_mode):
         assert torch.allclose(ga[k], gb[k], rtol=1e-9, atol=1e-12), k
 
 
-def test_native_scan_calibration_and_eval_match_the_loop():
-    hw, x = _pair(torch.float64)
+@pytest.mark.parametrize("dither", [0, 1])
+def test_native_scan_calibration_and_eval_match_the_loop(dither):
+    hw, x = _pair(torch.float64, dither=dither)
     a, b = copy.deepcopy(hw), copy.deepcopy(hw)
     a.scan, b.scan = "loop", "native"
     ra, rb = a.calibrate(x), b.calibrate(x)
@@ -251,3 +252,23 @@ def test_layout_copies_are_the_permutation(dtype):
         t = _to_hlb(x, Bp)
         assert torch.equal(t[..., :B], x.permute(2, 1, 0)) and not t[..., B:].any()
         assert torch.equal(_to_blh(t, B), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dithered_scan_gives_the_bits_of_the_torch_ops(dtype):
+    """Eval mode, float32 too: the dithered state rounding of scan.c is floor(x q + U) / q with
+    the offsets U of dither_offsets, as the loop's torch ops."""
+    hw, x = _pair(dtype, dither=1, B=16, L=40)
+    ya, _, _ = _run(hw, x, "loop", train=False)
+    yb, _, _ = _run(hw, x, "native", train=False)
+    assert torch.equal(ya, yb)
+
+
+def test_block_scan_rejects_a_dither_of_the_wrong_shape_or_with_a_state_adc():
+    M = torch.zeros(2, 5, 5)
+    v = torch.zeros(3, 4, 2)
+    fs = torch.ones(2, 4)
+    with pytest.raises(es.EdgessmError, match="dither must be"):
+        block_scan(M, v, fs, None, 8, dither=torch.full((2, 3, 4), 0.5))
+    with pytest.raises(es.EdgessmError, match="no state ADC"):
+        block_scan(M, v, fs, 8, 8, dither=torch.full((2, 4, 4), 0.5))

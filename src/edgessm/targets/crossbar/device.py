@@ -72,6 +72,10 @@ REFERENCES = {
                'Nature 608, 504-512 (2022): the NeuRRAM chip, 48 cores of 256 x 256 RRAM arrays; its '
                'programming statistics as fitted by aihwkit (the `reram_wan2022` preset, '
                'configs/crossbar/reram_wan2022.toml)',
+    "[Wann00]": 'R. A. Wannamaker, S. P. Lipshitz, J. Vanderkooy, J. N. Wright, "A theory of nonsubtractive '
+                'dither", IEEE Transactions on Signal Processing 48(2), 499-516 (2000): a uniform dither of one '
+                'step width before a quantizer makes the mean of its error zero whatever the signal, which '
+                'removes the dead bands and limit cycles of quantized recursive filters',
 }
 
 # name: (default, unit, source, note)
@@ -138,6 +142,12 @@ FIELDS: dict[str, tuple] = {
     "ssm_bits": (6, "bit", "option", "the S4D block matrix [[dA, b], [c, d]] per channel"),
     "state_mode": ("digital", "-", "option", "'digital': the S4D state goes through ADC then DAC every "
                    "step; 'analog': it is held analog (sample and hold) and fed back without conversion"),
+    "state_dither": (0, "bool", "option (nonsubtractive dither [Wann00])",
+                     "1: the state is digitized once per step, at the DAC's resolution and range, after a "
+                     "uniform dither of one step (a pseudo-random offset per channel, state and token, the "
+                     "same for every sequence, from an on-chip generator): no ADC on the state columns, "
+                     "whose rounding without dither holds slow modes in dead bands and limit cycles; "
+                     "needs state_mode = 'digital'"),
     "calibrate": (256, "samples", "option", "training samples used to set DAC and ADC ranges"),
     "seed": (0, "-", "option", "device instance (random programming, faults, drift)"),
     "noise": (1, "bool", "option", "0: ideal devices (quantization and converters only)"),
@@ -260,6 +270,10 @@ def _validate(self):
         raise ConfigError(f"write_noise_arrays {self.write_noise_arrays!r}: expected one of {', '.join(NOISE_ARRAYS)}")
     if self.state_mode not in STATE_MODES:
         raise ConfigError(f"state_mode {self.state_mode!r}: expected one of {', '.join(STATE_MODES)}")
+    if self.state_dither not in (0, 1):
+        raise ConfigError(f"state_dither = {self.state_dither}: expected 0 or 1")
+    if self.state_dither and self.state_mode != "digital":
+        raise ConfigError("state_dither = 1 needs state_mode = 'digital' (an analog state is not quantized)")
     return self
 
 

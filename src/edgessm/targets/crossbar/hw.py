@@ -19,11 +19,15 @@ The S4D layer runs its recurrence token by token on one real block matrix per ch
     (x = r * sigma * rho * w,  sigma = |dB| / sqrt(1 - |dA|^2))
 
 i.e. the state x is normalized per complex state so the input coupling has the size of an
-RMS-stationary response and one gain rho per layer puts |w| <= 1 on the calibration data;
-every entry is then O(1) and the matrix does not depend on the DAC range r. Both rows of a
+RMS-stationary response and one gain rho per complex state puts |w| <= 1 on the calibration
+data (each state uses the whole converter range: a similarity transform of the diagonal
+recurrence, free on the array); every entry is then O(1) and the matrix does not depend on the
+DAC range r. Both rows of a
 complex state share one scale, so the quantized block is still a complex diagonal SSM
 (``project`` turns it back into plain S4D parameters). The state passes through the ADC
-and, in ``state_mode = "digital"``, through the DAC again every step.
+and, in ``state_mode = "digital"``, through the DAC again every step; with ``state_dither``
+the state skips the ADC and is rounded once, at the DAC, after the dither of
+:func:`dither_offsets`.
 """
 from __future__ import annotations
 
@@ -66,8 +70,43 @@ def quant_linear(W: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
     return wq / scale.unsqueeze(-1), scale
 
 
+_M32 = 0xFFFFFFFF
+_DITHER_CACHE: dict = {}
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply rounds) on int64 tensors holding 32-bit values."""
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def dither_offsets(layer: int, H: int, n2: int, t0: int, L: int, dtype=torch.float32) -> torch.Tensor:
+    """(L, H, n2): the offsets U in (0, 1) that the dithered state rounding floor(x q + U) / q
+    adds for tokens t0 .. t0+L-1 of S4D layer `layer` (round half up is U = 1/2): uniform
+    pseudo-random, a hash of (layer, token, channel, state), the same for every sequence and
+    device instance (an on-chip generator restarted per sequence), exact in float32."""
+    key = (layer, H, n2, t0, L, dtype)
+    hit = _DITHER_CACHE.get(key)
+    if hit is not None:
+        return hit
+    t = torch.arange(t0, t0 + L, dtype=torch.int64) & _M32
+    a = _mix32(t * 0x9E3779B1 + (int(layer) + 1) * 0x85EBCA77)
+    j = torch.arange(H * n2, dtype=torch.int64)
+    x = _mix32(a.unsqueeze(1) ^ _mix32(j * 0x27D4EB2F + 0x165667B1).unsqueeze(0))
+    u = ((x >> 9).double() * 2.0 ** -23 + 2.0 ** -24).to(dtype).reshape(L, H, n2)
+    if len(_DITHER_CACHE) > 64:
+        _DITHER_CACHE.clear()
+    _DITHER_CACHE[key] = u
+    return u
+
+
 def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> torch.Tensor:
     """The real block matrix per channel, (H, n2+1, n2+1) as (out, in), n2 = N = 2 * (N/2).
+    rho: the state gain, a number or one per complex state (H, N/2).
 
     fixed > 0: use the state scaling sigma * rho = fixed for every state instead of the RMS
     normalization (a projected checkpoint: its quantized block comes back exactly)."""
@@ -103,28 +142,30 @@ def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 class _Converter(torch.autograd.Function):
-    """floor(clamp(v / fs, -1, 1) * q + 1/2) / q * fs in place on one buffer; gradient: the
-    straight-through estimate, 1 where the clamp was inactive (|v / fs| <= 1), else 0."""
+    """floor(clamp(v / fs, -1, 1) * q + U) / q * fs in place on one buffer (U = 1/2, or the
+    dither offsets); gradient: the straight-through estimate, 1 where the clamp was inactive
+    (|v / fs| <= 1), else 0."""
 
     @staticmethod
-    def forward(ctx, v, fs, q):
+    def forward(ctx, v, fs, q, off):
         x = v / fs
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward((x >= -1) & (x <= 1))
-        return x.clamp_(-1, 1).mul_(q).add_(0.5).floor_().div_(q).mul_(fs)
+        return x.clamp_(-1, 1).mul_(q).add_(off).floor_().div_(q).mul_(fs)
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return g * mask, None, None
+        return g * mask, None, None, None
 
 
-def fake_converter(v: torch.Tensor, full_scale, bits: int) -> torch.Tensor:
+def fake_converter(v: torch.Tensor, full_scale, bits: int, offset=0.5) -> torch.Tensor:
     """Signed converter: clip to [-fs, fs], round half up to 2**(bits-1) - 1 steps per side
-    (straight-through gradient). full_scale: a number or a tensor without gradient."""
+    (straight-through gradient). full_scale: a number or a tensor without gradient; offset:
+    1/2, or dither offsets in (0, 1) broadcast against v (:func:`dither_offsets`)."""
     q = (1 << (bits - 1)) - 1
     fs = full_scale.detach() if isinstance(full_scale, torch.Tensor) else full_scale
-    return _Converter.apply(v, fs, float(q))
+    return _Converter.apply(v, fs, float(q), offset)
 
 
 def write_noise(q: torch.Tensor, cfg, generator=None, native: bool = True) -> torch.Tensor:
@@ -173,7 +214,7 @@ class HwSequenceModel(SequenceModel):
         self.register_buffer("r_s4d", nb(c.n_layers), persistent=False)
         self.register_buffer("r_mix", nb(c.n_layers), persistent=False)
         self.register_buffer("r_dec", nb(()), persistent=False)
-        self.register_buffer("rho", torch.ones(c.n_layers), persistent=False)
+        self.register_buffer("rho", torch.ones(c.n_layers, c.d_model, c.d_state // 2), persistent=False)
         self.register_buffer("norm_fixed", torch.zeros(c.n_layers), persistent=False)
         H, K = c.d_model, c.d_state + 1
         mo = 2 * H if c.mixing == "glu" else H
@@ -213,6 +254,8 @@ class HwSequenceModel(SequenceModel):
             if k not in d and k == "norm_fixed":
                 continue
             t = torch.as_tensor(d[k], dtype=getattr(self, k).dtype)
+            if k == "rho" and t.dim() == 1 and t.shape[0] == self.rho.shape[0]:
+                t = t.view(-1, 1, 1).expand_as(self.rho)      # one gain per layer (older ranges)
             if t.shape != getattr(self, k).shape:
                 raise ConfigError(f"hw ranges {k}: shape {tuple(t.shape)} does not fit the model "
                                   f"{tuple(getattr(self, k).shape)}")
@@ -236,7 +279,7 @@ class HwSequenceModel(SequenceModel):
         return quant_linear(lin.weight, self.hw.weight_bits)
 
     def qblock(self, i: int):
-        return quant_block(block_matrix(self.blocks[i].s4d, float(self.rho[i]), float(self.norm_fixed[i])),
+        return quant_block(block_matrix(self.blocks[i].s4d, self.rho[i], float(self.norm_fixed[i])),
                            self.hw.ssm_bits)
 
     def _noisy(self, q, kind: str = "linear"):
@@ -317,6 +360,7 @@ class HwSequenceModel(SequenceModel):
             return self._s4d_native(i, vu, Mq, fs, r, fixed)
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
+        dith = dither_offsets(i, H, n2, 0, L, u.dtype) if hw.state_dither else None
         w = torch.zeros(B, H, n2, dtype=u.dtype)
         ys, peak = [], torch.zeros(H, n2 + 1)
         for t in range(L):
@@ -324,6 +368,14 @@ class HwSequenceModel(SequenceModel):
             n = torch.einsum("bhi,hoi->bho", inp, Mq)
             if self._calib or self.training:
                 peak = torch.maximum(peak, n.detach().abs().amax(0))
+            if dith is not None:       # the state: one dithered rounding at the DAC, no ADC
+                w = fake_converter(n[..., :n2], 1.0, hw.dac_bits, dith[t])
+                n = n[..., n2:]
+                if not self._calib:
+                    self.saturations += int((n.detach().abs() > fs[:, n2:]).sum())
+                    n = fake_converter(n, fs[:, n2:], hw.adc_bits)
+                ys.append(n[..., 0])
+                continue
             if not self._calib:
                 self.saturations += int((n.detach().abs() > fs).sum())
                 n = fake_converter(n, fs, hw.adc_bits)
@@ -333,24 +385,23 @@ class HwSequenceModel(SequenceModel):
             ys.append(n[..., n2])
         peak[:, :n2] = 1.0
         self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        if self.training and not self._calib and not fixed:    # keep |w| <= 1 as weights move
-            wpk = float(peak[:, :n2].max())
-            self.rho[i] = (1 - _EMA) * self.rho[i] + _EMA * self.rho[i] * max(wpk, 1e-3)
         return torch.stack(ys, 1) * r
 
     def _s4d_native(self, i, vu, Mq, fs, r, fixed):
         """_s4d's loop over time as one native scan (scan.c) with its own backward."""
         hw = self.hw
         n2 = Mq.shape[-1] - 1
-        ny, sat = block_scan(Mq, vu, fs[:, :n2], None if self._calib else hw.adc_bits,
+        dith = None
+        if hw.state_dither:          # (H, L, n2), the layout of the scan
+            dith = dither_offsets(i, Mq.shape[0], n2, 0, vu.shape[1], vu.dtype).transpose(0, 1).contiguous()
+        ny, sat = block_scan(Mq, vu, fs[:, :n2], None if self._calib or dith is not None else hw.adc_bits,
                              hw.dac_bits if hw.state_mode == "digital" else None,
-                             pairs=True)     # Mq's other entries are block_matrix's constant zeros
+                             pairs=True,     # Mq's other entries are block_matrix's constant zeros
+                             dither=dith)
         if self._calib or self.training:
             peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
             peak[:, n2] = amax_abs(ny).to(peak.dtype)
             self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        # (the loop's rho update multiplies rho by its peak state, which is 1 after the fixed
-        # state full scale: a no-op, so none here)
         if self._calib:
             return ny * r
         y, out_sat = converter(ny, fs[:, n2], hw.adc_bits, post=r)     # output ADC and gain, one pass
@@ -359,16 +410,19 @@ class HwSequenceModel(SequenceModel):
 
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):
-        """rho: the largest |w| of the float recurrence with rho = 1, on u."""
+        """rho (H, N/2): per complex state the largest |Re w|, |Im w| of the float recurrence with
+        rho = 1, on u (a state that never moves keeps the largest gain of its channel)."""
         s4d = self.blocks[i].s4d
         dA, dB, _ = s4d.discrete()
         sig = dB.abs().clamp(min=_TINY) / torch.sqrt(1 - dA.abs().clamp(max=1 - 1e-6) ** 2)
         x = torch.zeros(u.shape[0], *dA.shape, dtype=dA.dtype)
-        m = torch.zeros(())
+        m = torch.zeros(dA.shape)
         for t in range(u.shape[1]):
             x = dA * x + dB * u[:, t].unsqueeze(-1)
-            m = torch.maximum(m, torch.view_as_real(x / (r * sig)).abs().max())
-        self.rho[i] = float(m.clamp(min=1e-6))
+            m = torch.maximum(m, torch.view_as_real(x / (r * sig)).abs().amax(-1).amax(0))
+        quiet = m < 1e-6
+        m = torch.where(quiet, m.amax(-1, keepdim=True).expand_as(m), m)
+        self.rho[i] = m.clamp(min=1e-6)
 
     # ---- the network -----------------------------------------------------------------------------
     def _block(self, i, b, x):
@@ -531,4 +585,4 @@ def hw_wrap(device: str = "default", **overrides):
 
 
 __all__ = ["HwSequenceModel", "hw_wrap", "project", "save_hw", "block_matrix",
-           "quant_block", "quant_linear", "fake_converter", "write_noise", "InputError"]
+           "quant_block", "quant_linear", "fake_converter", "write_noise", "dither_offsets", "InputError"]

@@ -35,7 +35,7 @@ from ..base import Cost, Program, Target, register
 from ..config import Capabilities
 from .device import FIELDS, CrossbarTargetConfig, load_device, program_devices
 from . import simlib
-from .hw import HwSequenceModel, hw_wrap
+from .hw import HwSequenceModel, dither_offsets, hw_wrap
 
 _TINY = 1e-12
 
@@ -333,33 +333,39 @@ class CrossbarProgram(Program):
         return ["encoder"] + [x for i in range(n) for x in (f"s4d{i}", f"mixing{i}")] + ["decoder"]
 
     # ---- execution ---------------------------------------------------------------------------
-    def _dac(self, x, r):
-        """:func:`_conv` of x / r at full scale 1 (the same arithmetic), saturations not counted."""
+    def _dac(self, x, r, offset=0.5):
+        """:func:`_conv` of x / r at full scale 1 (the same arithmetic), saturations not counted;
+        offset: the rounding's 1/2, or the state's dither offsets (``hw.dither_offsets``)."""
         q = (1 << (self.config.dac_bits - 1)) - 1
-        return (x / r).clamp_(-1, 1).mul_(q).add_(0.5).floor_().div_(q)
+        return (x / r).clamp_(-1, 1).mul_(q).add_(offset).floor_().div_(q)
+
+    def _state_cols(self, st):
+        """(A, C) True at the array columns that compute a state (not the output column) of an
+        S4D stage when the state skips the column ADC (analog state, or dithered rounding at the
+        DAC), else None."""
+        if self.config.state_mode != "analog" and not self.config.state_dither:
+            return None
+        K = st.n_in // self.model.config.d_model
+        flat = (torch.arange(st.n_in) % K) != K - 1
+        return torch.where(st.out_idx >= 0, flat[st.out_idx.clamp(min=0)],
+                           torch.zeros_like(st.out_idx, dtype=torch.bool))
 
     def _linear(self, name: str, x: torch.Tensor, r, lin) -> torch.Tensor:
         n = self.stages[name].mvm(self._dac(x, r), self.gen, self.config, self._stats)
         y = n * self.scales[name] * r
         return y + lin.bias if lin.bias is not None else y
 
-    def _s4d(self, i: int, u: torch.Tensor, w: torch.Tensor):
+    def _s4d(self, i: int, u: torch.Tensor, w: torch.Tensor, t: int = 0):
         cfg, st = self.config, self.stages[f"s4d{i}"]
         r = self.model.r_s4d[i]
         B, H = u.shape
         K = w.shape[-1] + 1
         vin = torch.cat([w, self._dac(u, r).unsqueeze(-1)], -1).reshape(B, H * K)
-        analog = None
-        if cfg.state_mode == "analog":
-            is_state = torch.ones(H, K, dtype=torch.bool)
-            is_state[:, -1] = False
-            flat = is_state.reshape(-1)
-            analog = torch.where(st.out_idx >= 0, flat[st.out_idx.clamp(min=0)], torch.zeros_like(st.out_idx, dtype=torch.bool))
-        n = st.mvm(vin, self.gen, cfg, self._stats, analog_cols=analog).reshape(B, H, K)
+        n = st.mvm(vin, self.gen, cfg, self._stats, analog_cols=self._state_cols(st)).reshape(B, H, K)
         out = n * self.scales[f"s4d{i}"]
         w_new = out[..., :-1]
         if cfg.state_mode == "digital":
-            w_new = self._dac(w_new, 1.0)
+            w_new = self._dac(w_new, 1.0, dither_offsets(i, H, K - 1, t, 1)[0] if cfg.state_dither else 0.5)
         else:
             w_new = w_new.clamp(-1.0, 1.0)
         return out[..., -1] * r, w_new
@@ -368,15 +374,8 @@ class CrossbarProgram(Program):
     def _compact(self):
         if getattr(self, "_compacted", False):
             return
-        H = self.model.config.d_model
         for name, st in self.stages.items():
-            analog = None
-            if st.kind == "s4d" and self.config.state_mode == "analog":
-                K = st.n_in // H
-                flat = (torch.arange(H * K) % K) != K - 1                 # the state columns
-                analog = torch.where(st.out_idx >= 0, flat[st.out_idx.clamp(min=0)],
-                                     torch.zeros_like(st.out_idx, dtype=torch.bool))
-            st.compact(analog)
+            st.compact(self._state_cols(st) if st.kind == "s4d" else None)
         self._compacted = True
 
     def _native(self) -> bool:
@@ -423,9 +422,10 @@ class CrossbarProgram(Program):
         K = self.model.config.d_state + 1
         vu = self._dac(u, r)                                            # (B, L, H)
         sc = self.scales[f"s4d{i}"]
+        dith = dither_offsets(i, H, K - 1, 0, L) if cfg.state_dither else None
         if self._native():
             seed, row0 = self._stream(f"s4d{i}", B)
-            y, sat, e = simlib.run_s4d(st, cfg, vu, sc, K, seed, row0)
+            y, sat, e = simlib.run_s4d(st, cfg, vu, sc, K, seed, row0, dither=dith)
             self._stats["adc_saturations"] += sat
             self._stats["crossbar_energy_j"] += e * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
             return y * r
@@ -435,7 +435,10 @@ class CrossbarProgram(Program):
             vin = torch.cat([w, vu[:, t].unsqueeze(-1)], -1).reshape(B, H * K)
             out = st.mvm_compact(vin, self.gen, cfg, self._stats).reshape(B, H, K) * sc
             w = out[..., :-1]
-            w = self._dac(w, 1.0) if cfg.state_mode == "digital" else w.clamp(-1.0, 1.0)
+            if cfg.state_mode == "digital":
+                w = self._dac(w, 1.0, dith[t] if dith is not None else 0.5)
+            else:
+                w = w.clamp(-1.0, 1.0)
             ys[:, t] = out[..., -1]
         return ys * r
 
@@ -494,7 +497,7 @@ class CrossbarProgram(Program):
         new = []
         for i, b in enumerate(m.blocks):
             z = b._norm(h) if b.prenorm else h
-            y, w = self._s4d(i, z, state.w[i])
+            y, w = self._s4d(i, z, state.w[i], state.t)
             new.append(w)
             h = self._block_tail(i, b, y, h, self._linear)
         t = state.t + 1

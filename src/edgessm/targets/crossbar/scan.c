@@ -10,6 +10,8 @@
        n_t = A w_(t-1) + bcol v_t
        m   = ADC(n_t)     if adc: clip n/fs to [-1, 1], round half up to qa steps, times fs
        w_t = DAC(m)       if dac: clip to [-1, 1], round half up to qd steps
+   With dither (no ADC then): w_t = floor(clip(n_t, -1, 1) * qd + U[h][t][row]) / qd, the
+   offsets U in (0, 1) given per channel, token and state row, the same for every lane.
    The converters give the bits of the torch ops (floor(clamp(v / fs, -1, 1) * q + 0.5) / q * fs):
    the same operations in the same order, the division by the step q as an exact product (QDIV);
    only the order of the sums of the products differs. Straight-through gradients: d w_t / d n_t
@@ -165,7 +167,7 @@ mvblk_##SUF(const T *mat, int K, int n2, int r0, const int R, const T *w, const 
    one block overlap the products of the next. */                                                \
 static inline __attribute__((always_inline)) int                                                \
 conv1_##SUF(T *restrict n, uint8_t *restrict m, int8_t *restrict cd, int nl, T fo, const int adc, \
-            const int dac, const int keep, const int fast, T fqa, T rqa, T fqd, T rqd)          \
+            const int dac, const int keep, const int fast, T fqa, T rqa, T fqd, T rqd, T hd)    \
 {                                                                                               \
     int s = 0, b0 = 0;                                                                          \
     if (VEC32_##SUF && adc && dac && fast)      /* by hand in SIMD, 32 lanes at a time */        \
@@ -187,7 +189,7 @@ conv1_##SUF(T *restrict n, uint8_t *restrict m, int8_t *restrict cd, int nl, T f
             ok &= ABS(x) <= 1;                                                                  \
             x = x > 1 ? 1 : x;                                                                  \
             x = x < -1 ? -1 : x;                                                                \
-            const T k = FLOOR(x * fqd + (T)0.5);                                                \
+            const T k = FLOOR(x * fqd + hd);                                                    \
             x = QDIV_##SUF(k, fqd, rqd, fast);                                                  \
             if (keep) cd[b] = (int8_t)k;                                                        \
         }                                                                                       \
@@ -198,8 +200,8 @@ conv1_##SUF(T *restrict n, uint8_t *restrict m, int8_t *restrict cd, int nl, T f
 }                                                                                               \
                                                                                                 \
 static inline __attribute__((always_inline)) int                                                \
-conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t B, int c0,     \
-           int nl, int adc, int dac, T fqa, T fqd)                                              \
+conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, const T *dh, int r0, int R, size_t B, \
+           int c0, int nl, int adc, int dac, T fqa, T fqd)                                      \
 {                                                                                               \
     const T rqa = (T)1 / fqa, rqd = (T)1 / fqd;                                                 \
     int s = 0;                                                                                  \
@@ -209,15 +211,21 @@ conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t
         int8_t *cd = code ? code + (size_t)(r0 + j) * B + c0 : NULL;                            \
         const T fo = f[r0 + j];                                                                 \
         const int fast = QFAST(fqa) && QFAST(fqd);                                              \
-        if (adc && dac && cd && fast)                                                           \
-            s += conv1_##SUF(n, m, cd, nl, fo, 1, 1, 1, 1, fqa, rqa, fqd, rqd);                 \
+        if (dh && !adc && dac && cd && QFAST(fqd))      /* the dithered state rounding */       \
+            s += conv1_##SUF(n, m, cd, nl, fo, 0, 1, 1, 1, fqa, rqa, fqd, rqd, dh[r0 + j]);     \
+        else if (dh && !adc && dac && QFAST(fqd))                                               \
+            s += conv1_##SUF(n, m, cd, nl, fo, 0, 1, 0, 1, fqa, rqa, fqd, rqd, dh[r0 + j]);     \
+        else if (dh && !adc && dac)                                                             \
+            s += conv1_##SUF(n, m, cd, nl, fo, 0, 1, cd != NULL, 0, fqa, rqa, fqd, rqd, dh[r0 + j]); \
+        else if (adc && dac && cd && fast)                                                      \
+            s += conv1_##SUF(n, m, cd, nl, fo, 1, 1, 1, 1, fqa, rqa, fqd, rqd, (T)0.5);         \
         else if (adc && dac && fast)                                                            \
-            s += conv1_##SUF(n, m, cd, nl, fo, 1, 1, 0, 1, fqa, rqa, fqd, rqd);                 \
+            s += conv1_##SUF(n, m, cd, nl, fo, 1, 1, 0, 1, fqa, rqa, fqd, rqd, (T)0.5);         \
         else if (adc && !dac && fast)                                                           \
-            s += conv1_##SUF(n, m, cd, nl, fo, 1, 0, 0, 1, fqa, rqa, fqd, rqd);                 \
+            s += conv1_##SUF(n, m, cd, nl, fo, 1, 0, 0, 1, fqa, rqa, fqd, rqd, (T)0.5);         \
         else if (adc || dac)          /* the rest: steps of more than 16 bits, digital state   \
                                          without ADC (calibration) */                           \
-            s += conv1_##SUF(n, m, cd, nl, fo, adc, dac, cd != NULL, 0, fqa, rqa, fqd, rqd);    \
+            s += conv1_##SUF(n, m, cd, nl, fo, adc, dac, cd != NULL, 0, fqa, rqa, fqd, rqd, (T)0.5); \
         else                                                                                    \
             memset(m, 1, nl);                                                                   \
     }                                                                                           \
@@ -226,7 +234,7 @@ conv_##SUF(T *rows, uint8_t *mk, int8_t *code, const T *f, int r0, int R, size_t
                                                                                                 \
 /* all K rows and all B lanes of the product above; with cv (the forward) each block of state  \
    rows goes through the converters right after its products. Returns the ADC saturations. */  \
-typedef struct { uint8_t *mk; int8_t *code; const T *f; int adc, dac; T fqa, fqd; } cv_##SUF;                 \
+typedef struct { uint8_t *mk; int8_t *code; const T *f; const T *dh; int adc, dac; T fqa, fqd; } cv_##SUF;   \
 static inline __attribute__((always_inline)) int                                                \
 mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_rows, T *out_last, \
          const cv_##SUF *cv)                                                                    \
@@ -247,7 +255,7 @@ mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_r
                 }                                                                               \
         }                                                                                       \
         if (cv && r < n2)                                                                       \
-            s += conv_##SUF(out_rows, cv->mk, cv->code, cv->f, r, (r + R <= n2 ? R : n2 - r), (size_t)B, 0, B, \
+            s += conv_##SUF(out_rows, cv->mk, cv->code, cv->f, cv->dh, r, (r + R <= n2 ? R : n2 - r), (size_t)B, 0, B, \
                             cv->adc, cv->dac, cv->fqa, cv->fqd);                                \
     }                                                                                           \
     return s;                                                                                   \
@@ -362,8 +370,8 @@ static void gmacc_##SUF(T *acc, const T *G, const T *S, int ns, int K, int B)   
 }                                                                                               \
                                                                                                 \
 int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
-                          int adc, int dac, int qa, int qd, T *Y, T *W, int8_t *codes,           \
-                          uint8_t *mask, int threads)                                            \
+                          int adc, int dac, int qa, int qd, const T *dith, T *Y, T *W,            \
+                          int8_t *codes, uint8_t *mask, int threads)                             \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
     int fail = 0;                                                                                \
@@ -379,13 +387,14 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
     for (int h = 0; h < H; h++) {                                                                \
         if (!ok) continue;                                                                       \
         const T *mh = M + (size_t)h * K * K;                                                    \
-        cv_##SUF cv = {NULL, NULL, fs + (size_t)h * n2, adc, dac, (T)qa, (T)qd};                \
+        cv_##SUF cv = {NULL, NULL, fs + (size_t)h * n2, NULL, adc, dac, (T)qa, (T)qd};          \
         const T *w = zero;                                                                       \
         for (int t = 0; t < L; t++) {                                                            \
             const size_t tb = (size_t)h * L + t;                                                 \
             T *wo = W ? W + tb * nb : zero + (1 + (t & 1)) * nb;                                 \
             cv.mk = mask ? mask + tb * nb : mscr;                                                \
             cv.code = codes && dac ? codes + tb * nb : NULL;                                     \
+            cv.dh = dith ? dith + tb * n2 : NULL;                                                \
             /* y and n = M [w_(t-1); v], blocked over rows and lanes (mv), each block of       \
                state rows through the converters as soon as it is computed */                   \
             sat += mv_##SUF(mh, K, n2, w, V + tb * B, B, wo, Y + tb * B, &cv);                  \

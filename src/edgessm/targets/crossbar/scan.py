@@ -37,7 +37,7 @@ def _bind(lib):
         P = ctypes.POINTER(T)
         f = getattr(lib, f"hw_scan_fwd_{suf}")
         f.restype = ctypes.c_int64
-        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, I8, U8, ctypes.c_int]
+        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, P, I8, U8, ctypes.c_int]
         g = getattr(lib, f"hw_scan_bwd_{suf}")
         g.restype = ctypes.c_int
         g.argtypes = [ctypes.c_int] * 4 + [P, P, P, I8, ctypes.c_int, U8, P, P, P, ctypes.c_int, ctypes.c_int]
@@ -146,7 +146,7 @@ class _Scan(torch.autograd.Function):
     (H, L, Bp) with the batch innermost, padded to Bp (a multiple of 8) lanes."""
 
     @staticmethod
-    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs):
+    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs, dith=None):
         B, L, H = v.shape
         n2 = M.shape[-1] - 1
         Bp = B + (-B % 8)                  # the kernel runs 8 batch rows per SIMD step
@@ -164,7 +164,7 @@ class _Scan(torch.autograd.Function):
         W = _POOL.take(shape, dt) if grad and codes is None else None
         mask = _POOL.take(shape, torch.uint8) if grad else None
         sat = getattr(lib, f"hw_scan_fwd_{suf}")(Bp, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
-                                                 int(adc), int(dac), int(qa), int(qd), ptr(Y, T),
+                                                 int(adc), int(dac), int(qa), int(qd), _p(dith, T), ptr(Y, T),
                                                  _p(W, T), _p(codes, ctypes.c_int8), _p(mask, ctypes.c_uint8),
                                                  torch.get_num_threads())
         if sat < 0:
@@ -194,11 +194,12 @@ class _Scan(torch.autograd.Function):
             raise MemoryError("native crossbar scan: out of memory")
         gv = _to_blh(gV, ctx.B)
         _POOL.give(gYc, gV)
-        return gM, gv, None, None, None, None, None, None, None
+        return gM, gv, None, None, None, None, None, None, None, None
 
 
 def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int | None,
-               dac_bits: int | None, pairs: bool = False) -> tuple[torch.Tensor, int]:
+               dac_bits: int | None, pairs: bool = False,
+               dither: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """The S4D layer's output column before its ADC, y (B, L, H), and the number of ADC
     saturations of the state columns.
 
@@ -209,7 +210,10 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     pairs: M's gradient only at the entries a block of complex pairs can have (``hw.block_matrix``:
     the 2 x 2 blocks of the states p and n2/2 + p, the b column, the c row, d), 0 elsewhere,
     for a caller whose M has constant zeros there (its gradient there goes nowhere): a quarter
-    of the products of the full gradient for n2 = 16."""
+    of the products of the full gradient for n2 = 16.
+
+    dither (H, L, n2): the state's rounding offsets U in (0, 1) (``hw.dither_offsets``), the
+    DAC rounding floor(x qd + U) instead of floor(x qd + 1/2); needs a DAC and no state ADC."""
     if _LIB.get() is None:
         raise EdgessmError(f"native crossbar scan unavailable: {_LIB.why}")
     if v.dtype not in (torch.float32, torch.float64) or M.dtype != v.dtype:
@@ -221,7 +225,15 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     counter: list[int] = []
     if pairs and (M.shape[-1] - 1) % 2:
         raise EdgessmError(f"native crossbar scan: pairs needs an even number of states, got {M.shape[-1] - 1}")
-    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter, bool(pairs))
+    if dither is not None:
+        H, L, n2 = M.shape[0], v.shape[1], M.shape[-1] - 1
+        if adc_bits is not None or dac_bits is None:
+            raise EdgessmError("native crossbar scan: a dithered state needs a DAC and no state ADC")
+        if tuple(dither.shape) != (H, L, n2) or dither.dtype != v.dtype:
+            raise EdgessmError(f"native crossbar scan: dither must be ({H}, {L}, {n2}) of {v.dtype}, got "
+                               f"{tuple(dither.shape)} of {dither.dtype}")
+        dither = dither.detach().contiguous()
+    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter, bool(pairs), dither)
     return Y, counter[0]
 
 

@@ -331,14 +331,15 @@ int64_t xbar_stage(STAGE_ARGS, int64_t R, const float *x, float *y, uint64_t see
 }
 
 /* An S4D stage over sequences: vu (B, L, H) DAC'd inputs; scale (H * K) the digital column
-   scales; state: digital (DAC, dac_q steps) or analog (clamp to [-1, 1]); y (B, L, H) the
+   scales; state: digital (DAC, dac_q steps; with dith (L, H, K - 1) the rounding offset of each
+   token, channel and state instead of 1/2) or analog (clamp to [-1, 1]); y (B, L, H) the
    output column (times scale, before the caller's range gain). Stream of sample b: row0 + b.
    Samples in chunks (at most SAMPLES, balanced over the threads), each chunk token by token,
    every array passing all samples of the chunk in turn. */
 #define SAMPLES 16
 int64_t xbar_s4d(STAGE_ARGS, int B, int L, int H, int K, const float *scale, const float *vu,
-                 int digital, int dac_q, float *y, uint64_t seed, uint64_t row0, double *energy,
-                 int threads)
+                 int digital, int dac_q, const float *dith, float *y, uint64_t seed, uint64_t row0,
+                 double *energy, int threads)
 {
     stage_t st = STAGE_INIT;
     const int N = H * K, NZ = nz_of(&st), S = A * Ru, C = A * Cu;
@@ -354,10 +355,10 @@ int64_t xbar_s4d(STAGE_ARGS, int B, int L, int H, int K, const float *scale, con
        for S4D blocks) is an error (-2). */
     int *cnt = calloc((size_t)N + 1, sizeof(int)), *opos = malloc(sizeof(int) * (N + 1));
     int *srcn = malloc(sizeof(int) * (S + 8)), *uslot = malloc(sizeof(int) * (S + 1)), *uh = malloc(sizeof(int) * (S + 1));
-    int *ysrc = malloc(sizeof(int) * (H + 1));
+    int *ysrc = malloc(sizeof(int) * (H + 1)), *doff = malloc(sizeof(int) * (S + 8));
     float *scl = malloc(sizeof(float) * (S + 8)), *ysc = malloc(sizeof(float) * (H + 1));
     double *eb = calloc(B > 0 ? B : 1, sizeof(double));
-    int64_t sat = 0, fail = !cnt || !opos || !srcn || !uslot || !uh || !ysrc || !scl || !ysc || !eb, dup = 0;
+    int64_t sat = 0, fail = !cnt || !opos || !srcn || !uslot || !uh || !ysrc || !doff || !scl || !ysc || !eb, dup = 0;
     int nu = 0;
     if (!fail) {
         for (int i = 0; i < C; i++) {
@@ -372,9 +373,10 @@ int64_t xbar_s4d(STAGE_ARGS, int B, int L, int H, int K, const float *scale, con
             const int64_t j = cin[i];
             srcn[i] = C;
             scl[i] = 0;
+            doff[i] = -1;                              /* dither offset of the state in the slot */
             if (j >= 0 && j < N) {
                 if (j % K == K - 1) { uslot[nu] = i; uh[nu++] = (int)(j / K); }
-                else { srcn[i] = opos[j]; scl[i] = scale[j]; }
+                else { srcn[i] = opos[j]; scl[i] = scale[j]; doff[i] = (int)(j / K * (K - 1) + j % K); }
             }
         }
         for (int h = 0; h < H; h++) {
@@ -405,12 +407,15 @@ int64_t xbar_s4d(STAGE_ARGS, int B, int L, int H, int K, const float *scale, con
                         const float *u = vu + ((size_t)(b0 + i) * L + t) * H;
                         float *Vi = V + (size_t)i * (S + 8);
                         for (int s = 0; s < S; s++) Vi[s] = src[srcn[s]];
+                        /* the state made at token t - 1 (0 before the first), rounded now */
+                        const float *dt = dith && t > 0 ? dith + (size_t)(t - 1) * H * (K - 1) : NULL;
                         if (digital)
                             for (int s = 0; s < S; s++) {
                                 float x = Vi[s] * scl[s];
                                 float zz = x / 1.0f;
                                 zz = zz > 1 ? 1 : (zz < -1 ? -1 : zz);
-                                Vi[s] = floorf(zz * qd + 0.5f) / qd * 1.0f;
+                                const float off = dt && doff[s] >= 0 ? dt[doff[s]] : 0.5f;
+                                Vi[s] = floorf(zz * qd + off) / qd * 1.0f;
                             }
                         else
                             for (int s = 0; s < S; s++) {
@@ -439,7 +444,7 @@ int64_t xbar_s4d(STAGE_ARGS, int B, int L, int H, int K, const float *scale, con
     }
     double en = 0;
     for (int b = 0; b < B && !fail; b++) en += eb[b];
-    free(cnt); free(opos); free(srcn); free(uslot); free(uh); free(ysrc); free(scl); free(ysc); free(eb);
+    free(cnt); free(opos); free(srcn); free(uslot); free(uh); free(ysrc); free(doff); free(scl); free(ysc); free(eb);
     *energy += en;
     return fail ? -1 : dup ? -2 : sat;
 }

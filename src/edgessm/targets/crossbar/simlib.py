@@ -29,7 +29,7 @@ def _bind(lib):
     lib.xbar_stage.argtypes = _STAGE + [ctypes.c_int64, _F, _F, ctypes.c_uint64, ctypes.c_uint64, _D,
                                         ctypes.c_int]
     lib.xbar_s4d.restype = ctypes.c_int64
-    lib.xbar_s4d.argtypes = _STAGE + [ctypes.c_int] * 4 + [_F, _F, ctypes.c_int, ctypes.c_int, _F,
+    lib.xbar_s4d.argtypes = _STAGE + [ctypes.c_int] * 4 + [_F, _F, ctypes.c_int, ctypes.c_int, _F, _F,
                                                        ctypes.c_uint64, ctypes.c_uint64, _D, ctypes.c_int]
     lib.xbar_normals.restype = None
     lib.xbar_normals.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint64, _D]
@@ -81,15 +81,21 @@ def run_stage(st, cfg, x: torch.Tensor, seed: int, row0: int) -> tuple[torch.Ten
     return y, int(sat), e.value
 
 
-def run_s4d(st, cfg, vu: torch.Tensor, scale: torch.Tensor, K: int, seed: int, row0: int):
-    """vu (B, L, H) DAC'd -> y (B, L, H) (scaled output column); saturations; energy sum."""
+def run_s4d(st, cfg, vu: torch.Tensor, scale: torch.Tensor, K: int, seed: int, row0: int, dither=None):
+    """vu (B, L, H) DAC'd -> y (B, L, H) (scaled output column); saturations; energy sum.
+    dither (L, H, K - 1): the digital state's rounding offsets (``hw.dither_offsets``), or None."""
     vu = vu.float().contiguous()
     B, L, H = vu.shape
+    if dither is not None:
+        if tuple(dither.shape) != (L, H, K - 1):
+            raise ValueError(f"crossbar simulator: dither must be ({L}, {H}, {K - 1}), got {tuple(dither.shape)}")
+        dither = dither.float().contiguous()
     sc = scale.float().contiguous().reshape(-1)
     y = torch.empty(B, L, H)
     e = ctypes.c_double(0.0)
     sat = _LIB.get().xbar_s4d(*stage_args(st, cfg), B, L, H, K, ptr(sc, ctypes.c_float), ptr(vu, ctypes.c_float),
                         int(cfg.state_mode == "digital"), (1 << (cfg.dac_bits - 1)) - 1,
+                        None if dither is None else ptr(dither, ctypes.c_float),
                         ptr(y, ctypes.c_float), seed & _MASK, row0 & _MASK, ctypes.byref(e),
                         torch.get_num_threads())
     if sat == -2:
