@@ -73,9 +73,9 @@ REFERENCES = {
                'programming statistics as fitted by aihwkit (the `reram_wan2022` preset, '
                'configs/crossbar/reram_wan2022.toml)',
     "[Wann00]": 'R. A. Wannamaker, S. P. Lipshitz, J. Vanderkooy, J. N. Wright, "A theory of nonsubtractive '
-                'dither", IEEE Transactions on Signal Processing 48(2), 499-516 (2000): a uniform dither of one '
-                'step width before a quantizer makes the mean of its error zero whatever the signal, which '
-                'removes the dead bands and limit cycles of quantized recursive filters',
+                'dither", IEEE Transactions on Signal Processing 48(2), 499-516 (2000): with a uniform dither '
+                'of one step width added before a quantizer, the mean of the total error is zero whatever '
+                'the input signal',
 }
 
 # name: (default, unit, source, note)
