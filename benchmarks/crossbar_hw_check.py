@@ -6,8 +6,11 @@ several device settings side by side (which part of the hardware breaks a model)
         --variant "weight_bits=3 ssm_bits=7" --variant "weight_bits=3 ssm_bits=7 adc_bits=12 dac_bits=12"
 
 Each --variant is a list of crossbar device fields (`edgessm deploy --target crossbar --set`
-names) on the default device. Prints one JSON line per variant: accuracy on the first --limit
-validation samples and the largest logit magnitude.
+names) on the default device, plus ``gain=layer`` for one state gain per layer (the largest of
+the layer's per-state gains, as calibrated before the gains were per state). Prints one JSON
+line per variant: accuracy on the first --limit validation samples and the largest logit
+magnitude; with --trace also, per S4D layer, the relative error (||y - y_float|| / ||y_float||)
+of the layer's input and output against the float model on the same samples.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="default", help="crossbar device preset or TOML")
     ap.add_argument("--variant", action="append", required=True, help='"field=value field=value ..."')
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trace", action="store_true", help="relative error of every S4D layer vs float")
     a = ap.parse_args(argv)
     import edgessm as es
     from edgessm import targets
@@ -38,18 +42,36 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     model = es.load(a.checkpoint)
     val = load_task(a.task, "val", limit=a.limit)
+    ref = []
+    hooks = [b.s4d.register_forward_hook(lambda mod, inp, out: ref.append((inp[0].detach(), out.detach())))
+             for b in model.blocks]
     with torch.no_grad():
-        acc = (model(val.x).argmax(-1) == val.y).float().mean().item()
+        acc = (model(val.x, mode="chunked").argmax(-1) == val.y).float().mean().item()   # block by block
+    for h in hooks:
+        h.remove()
     print(json.dumps({"variant": "float", "accuracy": acc}), flush=True)
     T = targets.get("crossbar")
+    rel = lambda x, r: round(float((x - r).norm() / r.norm().clamp(min=1e-30)), 4)   # noqa: E731
     for v in a.variant:
         fields = dict(kv.split("=", 1) for kv in v.split())
+        gain = fields.pop("gain", "state")
+        if gain not in ("state", "layer"):
+            raise ConfigError(f"--variant {v!r}: gain must be 'state' or 'layer'")
         hm = T.hw_wrap(a.device, T.config(**fields).overrides())(model)
         hm.eval()
+        if gain == "layer":
+            for i in range(hm.rho.shape[0]):
+                hm.rho[i].fill_(float(hm.rho[i].max()))
+        got, inner = [], hm._s4d
+        hm._s4d = lambda i, u: got.append((u.detach(), inner(i, u))) or got[-1][1]
         with torch.no_grad():
             out = hm(val.x)
-        print(json.dumps({"variant": v, "accuracy": (out.argmax(-1) == val.y).float().mean().item(),
-                          "max_abs_logit": out.abs().max().item()}), flush=True)
+        rec = {"variant": v, "accuracy": (out.argmax(-1) == val.y).float().mean().item(),
+               "max_abs_logit": out.abs().max().item()}
+        if a.trace:
+            rec["s4d_in_relerr"] = [rel(u, r[0]) for (u, _), r in zip(got, ref)]
+            rec["s4d_out_relerr"] = [rel(y, r[1]) for (_, y), r in zip(got, ref)]
+        print(json.dumps(rec), flush=True)
     return 0
 
 
