@@ -10,7 +10,9 @@ names) on the default device, plus ``gain=layer`` for one state gain per layer (
 the layer's per-state gains, as calibrated before the gains were per state). Prints one JSON
 line per variant: accuracy on the first --limit validation samples and the largest logit
 magnitude; with --trace also, per S4D layer, the relative error (||y - y_float|| / ||y_float||)
-of the layer's input and output against the float model on the same samples.
+of the layer's input and output against the float model on the same samples, and the RMS over
+the layer's complex states of their largest |w| under one gain per layer (the share of the
+converter range a typical state would use).
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ def main(argv=None) -> int:
             raise ConfigError(f"--variant {v!r}: gain must be 'state' or 'layer'")
         hm = T.hw_wrap(a.device, T.config(**fields).overrides())(model)
         hm.eval()
+        share = [round(float((g / g.max()).pow(2).mean().sqrt()), 4) for g in hm.rho]   # before gain=layer
         if gain == "layer":
             for i in range(hm.rho.shape[0]):
                 hm.rho[i].fill_(float(hm.rho[i].max()))
@@ -71,6 +74,7 @@ def main(argv=None) -> int:
         if a.trace:
             rec["s4d_in_relerr"] = [rel(u, r[0]) for (u, _), r in zip(got, ref)]
             rec["s4d_out_relerr"] = [rel(y, r[1]) for (_, y), r in zip(got, ref)]
+            rec["state_range_share"] = share
         print(json.dumps(rec), flush=True)
     return 0
 
