@@ -52,6 +52,7 @@ HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
 _TINY = 1e-12
 _EMA = 0.05
+_RHO_FLOOR = 0.01      # the smallest state gain, relative to its layer's largest
 
 
 def weight_spec(bits: int) -> TensorSpec:
@@ -108,6 +109,11 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
     """The real block matrix per channel, (H, n2+1, n2+1) as (out, in), n2 = N = 2 * (N/2).
     rho: the state gain, a number or one per complex state (H, N/2).
 
+    The gain of a state is at least sqrt(2 (1 - |dA|^2)) / |dA| (so |b| <= |dA| / sqrt(2)): the
+    two rows of a complex state share one quantization scale, the largest of their entries, and
+    an input coupling b larger than the recurrence's entries would make that scale coarse for
+    dA (a quantized |dA| above 1 is an unstable recurrence).
+
     fixed > 0: use the state scaling sigma * rho = fixed for every state instead of the RMS
     normalization (a projected checkpoint: its quantized block comes back exactly)."""
     dA, dB, C = s4d.discrete()
@@ -116,7 +122,10 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
         sr = torch.full(dA.shape, float(fixed), dtype=dA.real.dtype)
     else:
         mag = dA.abs().clamp(max=1 - 1e-6)
-        sr = dB.abs().clamp(min=_TINY) / torch.sqrt(1 - mag ** 2) * rho
+        root = torch.sqrt(1 - mag ** 2)
+        with torch.no_grad():
+            cap = root * math.sqrt(2.0) / mag.clamp(min=1e-3)
+        sr = dB.abs().clamp(min=_TINY) / root * torch.maximum(torch.as_tensor(rho, dtype=cap.dtype), cap)
     b = dB / sr
     c = 2 * C * dA * sr
     d = 2 * (C * dB).real.sum(-1) + s4d.D
@@ -411,7 +420,9 @@ class HwSequenceModel(SequenceModel):
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):
         """rho (H, N/2): per complex state the largest |Re w|, |Im w| of the float recurrence with
-        rho = 1, on u (a state that never moves keeps the largest gain of its channel)."""
+        rho = 1, on u; at least 1/100 of the layer's largest (a state, or a whole channel, that
+        barely moves on the calibration data would otherwise get an input coupling that explodes
+        once training moves it), 1 for a layer that never moves."""
         s4d = self.blocks[i].s4d
         dA, dB, _ = s4d.discrete()
         sig = dB.abs().clamp(min=_TINY) / torch.sqrt(1 - dA.abs().clamp(max=1 - 1e-6) ** 2)
@@ -420,9 +431,8 @@ class HwSequenceModel(SequenceModel):
         for t in range(u.shape[1]):
             x = dA * x + dB * u[:, t].unsqueeze(-1)
             m = torch.maximum(m, torch.view_as_real(x / (r * sig)).abs().amax(-1).amax(0))
-        quiet = m < 1e-6
-        m = torch.where(quiet, m.amax(-1, keepdim=True).expand_as(m), m)
-        self.rho[i] = m.clamp(min=1e-6)
+        top = float(m.max())
+        self.rho[i] = m.clamp(min=_RHO_FLOOR * top) if top > 1e-6 else torch.ones_like(m)
 
     # ---- the network -----------------------------------------------------------------------------
     def _block(self, i, b, x):
