@@ -137,6 +137,30 @@ def test_state_gains_are_per_state_and_old_per_layer_ranges_load(data):
         m2.load_ranges(dict(rg, rho=[1.0, 2.0, 3.0]))
 
 
+def test_state_gains_keep_the_quantized_recurrence_stable(data):
+    """However small a state's calibrated gain, its input coupling b stays below the recurrence's
+    entries, so the shared row scale keeps dA fine (a quantized |dA| above 1 would make the
+    recurrence and its gradient explode over long sequences); gains are floored per layer."""
+    m = HwSequenceModel.from_float(tiny(), load_device("default", ssm_bits=5))
+    m.calibrate(data)
+    for i in range(2):
+        assert float(m.rho[i].min()) >= 0.01 * float(m.rho[i].max()) * (1 - 1e-6)
+        m.rho[i].fill_(1e-6)                                   # as if every state were quiet
+        M = block_matrix(m.blocks[i].s4d, m.rho[i]).detach()
+        n = 4
+        dA = torch.complex(M[:, :n, :n].diagonal(dim1=1, dim2=2), M[:, n:2 * n, :n].diagonal(dim1=1, dim2=2))
+        b = torch.complex(M[:, :n, 2 * n], M[:, n:2 * n, 2 * n])
+        assert bool((b.abs() <= dA.abs() / 2 ** 0.5 * (1 + 1e-5)).all())
+        q, sc = m.qblock(i)
+        Mq = (q * sc.unsqueeze(-1)).detach()
+        dAq = torch.complex(Mq[:, :n, :n].diagonal(dim1=1, dim2=2), Mq[:, n:2 * n, :n].diagonal(dim1=1, dim2=2))
+        assert float(dAq.abs().max()) < 1
+    m.train()
+    x = torch.randn(4, 200, 3, generator=torch.Generator().manual_seed(3))
+    torch.nn.functional.cross_entropy(m(x), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(bool(p.grad.isfinite().all()) for p in m.parameters() if p.grad is not None)
+
+
 def test_projection_is_the_quantized_network(data):
     net = tiny()
     hi = load_device("default", adc_bits=16, dac_bits=16, weight_bits=5, ssm_bits=6)
