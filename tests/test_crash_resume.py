@@ -18,7 +18,7 @@ from conftest import needs_mnist
 
 TINY = {"model": {"preset": "neuromorphic", "d_model": 8, "d_state": 4, "n_layers": 1, "dropout": 0.1},
         "data": {"task": "smnist", "limit_train": 32, "limit_val": 16, "limit_test": 16},
-        "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1}}
+        "train": {"epochs": 2, "batch_size": 16, "seed": 3, "warmup_epochs": 0.5, "threads": 1, "ema": 0.9}}
 
 
 @needs_mnist

@@ -61,6 +61,54 @@ def test_time_budget_then_resume_equals_uninterrupted(tmp_path):
     assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
 
 
+def _ema_cfg(decay=0.9):
+    c = json.loads(json.dumps(TINY))
+    c["train"]["ema"] = decay
+    c["train"]["select"] = "last"              # OUT/best: the average at the end
+    return from_dict(c)
+
+
+@needs_mnist
+def test_ema_keeps_the_average_as_best_and_resumes_exactly(tmp_path):
+    """[train] ema: OUT/best and the test are the averaged weights, OUT/last the trained ones
+    with the average beside them; a run stopped mid-epoch resumes to the same average."""
+    from edgessm.train.checkpoint import load_trainer
+    from edgessm.train.ema import WeightEMA
+    from edgessm.train.loop import make_optimizer
+    full = train(_ema_cfg(), tmp_path / "full", progress=False)
+    best, last = _weights(tmp_path / "full" / "best"), _weights(tmp_path / "full" / "last")
+    assert not _same(best, last)                       # the average is not the trained weights
+    net = es.load(tmp_path / "full" / "last")
+    info = load_trainer(tmp_path / "full" / "last", make_optimizer(net, _ema_cfg()))
+    assert set(info["ema"]) == set(best) and _same(info["ema"], best)
+    # the average is the formula's: one more step by hand moves it toward the weights
+    avg = WeightEMA(net, 0.9)
+    avg.load(info["ema"], "here")
+    step = info["global_step"]
+    avg.update(net, step)
+    d = min(0.9, (1 + step) / (10 + step))
+    for k, p in avg.model.named_parameters():
+        assert torch.allclose(p, d * best[k] + (1 - d) * last[k], rtol=0, atol=1e-6)
+    stopped = train(_ema_cfg(), tmp_path / "part", max_minutes=1e-6, progress=False)
+    assert stopped["stopped"]
+    resumed = train(_ema_cfg(), tmp_path / "part", resume=True, progress=False)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert _same(_weights(tmp_path / "full" / "best"), _weights(tmp_path / "part" / "best"))
+    assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
+    # a run saved without an average cannot resume with one: a clear error, nothing written
+    train(from_dict(TINY), tmp_path / "plain", max_minutes=1e-6, progress=False)
+    before = (tmp_path / "plain" / "last" / "trainer.json").read_text()
+    with pytest.raises(es.CheckpointError, match="no averaged weights"):
+        train(_ema_cfg(), tmp_path / "plain", resume=True, progress=False)
+    assert (tmp_path / "plain" / "last" / "trainer.json").read_text() == before
+
+
+@pytest.mark.parametrize("decay,msg", [(1.0, r"ema must be .* < 1"), (-0.1, r"ema must be a finite number >= 0")])
+def test_ema_decay_out_of_range(decay, msg):
+    with pytest.raises(es.ConfigError, match=msg):
+        _ema_cfg(decay)
+
+
 @needs_mnist
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(es.CheckpointError, match="nothing to resume"):

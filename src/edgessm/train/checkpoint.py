@@ -9,9 +9,9 @@ the new checkpoint, never a mixture.
 
 ``OUT/last`` also holds the trainer state: the optimizer state, the position in the
 schedule (epoch, step in epoch, global step), the best validation accuracy so far, the
-running sums of a partial epoch, and every random-number stream (torch CPU, CUDA when
-present, numpy's and Python's global generators), so ``--resume`` continues exactly as if
-the run had not been interrupted.
+running sums of a partial epoch, the averaged weights of ``[train] ema``, and every
+random-number stream (torch CPU, CUDA when present, numpy's and Python's global generators),
+so ``--resume`` continues exactly as if the run had not been interrupted.
 """
 from __future__ import annotations
 
@@ -106,11 +106,14 @@ def set_rng_state(tensors: dict, values: dict) -> None:
 
 
 # ---- trainer state --------------------------------------------------------------------
-def save_trainer(path: Path, opt: torch.optim.Optimizer, info: dict) -> None:
-    """Optimizer state, schedule position and random streams into directory `path`."""
+def save_trainer(path: Path, opt: torch.optim.Optimizer, info: dict, ema: dict | None = None) -> None:
+    """Optimizer state, schedule position, random streams and (``ema``: name -> tensor) the
+    averaged weights into directory `path`."""
     from safetensors.torch import save_file
     sd = opt.state_dict()
     tensors, rng_values = rng_state()
+    for k, v in (ema or {}).items():
+        tensors[f"ema.{k}"] = v.detach().cpu()
     for idx, st in sd["state"].items():
         for k, v in st.items():
             tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
@@ -120,7 +123,8 @@ def save_trainer(path: Path, opt: torch.optim.Optimizer, info: dict) -> None:
 
 
 def load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
-    """Restore what :func:`save_trainer` wrote; returns the schedule position and counters."""
+    """Restore what :func:`save_trainer` wrote; returns the schedule position and counters,
+    and under "ema" the averaged weights (name -> tensor) when there are any."""
     from safetensors.torch import load_file
     try:
         info = json.loads((path / TRAINER_JSON).read_text())
@@ -129,6 +133,7 @@ def load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
         raise CheckpointError(f"cannot resume from {path}: trainer state unreadable ({e}); "
                               f"start without --resume or point at another run") from None
     state: dict = {}
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, idx, name = k.split(".", 2)
@@ -138,16 +143,19 @@ def load_trainer(path: Path, opt: torch.optim.Optimizer) -> dict:
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"cannot resume from {path}: optimizer state does not fit ({e})") from None
     set_rng_state(tensors, info.pop("rng", {}))
+    if ema:
+        info["ema"] = ema
     return info
 
 
-def write_checkpoint(path, save_model: Callable[[Path], object], opt=None, info: dict | None = None) -> Path:
+def write_checkpoint(path, save_model: Callable[[Path], object], opt=None, info: dict | None = None,
+                     ema: dict | None = None) -> Path:
     """One checkpoint directory, whole: the model (`save_model(dir)`) and, with `opt`, the
-    trainer state."""
+    trainer state (with ``ema``, the averaged weights)."""
     def fill(tmp: Path):
         save_model(tmp)
         if opt is not None:
-            save_trainer(tmp, opt, info or {})
+            save_trainer(tmp, opt, info or {}, ema)
     return replace_dir(path, fill)
 
 

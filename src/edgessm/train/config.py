@@ -75,6 +75,7 @@ class TrainConfig:
     select: str = "val_acc"       # OUT/best: val_acc (first epoch with the best), val_loss, last
     label_smoothing: float = 0.0  # training loss: cross-entropy against (1 - x) one-hot + x / classes
     mixup: float = 0.0            # mixup: pairs of training sequences and their targets mixed, weight ~ Beta(x, x); 0: off
+    ema: float = 0.0              # weight averaging: validation, OUT/best and the test use an exponential moving average of the weights, this decay per step; 0: off
 
 
 # One rule per field (type and valid range), checked when a config is loaded, before any
@@ -113,6 +114,7 @@ TRAIN_RULES = {
     "select": Rule(str, choices=("val_acc", "val_loss", "last")),
     "label_smoothing": Rule(float, ge=0, lt=1, note="0: off"),
     "mixup": Rule(float, ge=0, le=10, note="Beta(x, x); 0: off"),
+    "ema": Rule(float, ge=0, lt=1, note="decay per step; 0: off"),
 }
 SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 

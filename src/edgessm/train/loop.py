@@ -36,6 +36,7 @@ from ..ssm.network import SequenceModel
 from . import accel
 from .checkpoint import load_trainer, recover_dir, trim_metrics, write_checkpoint
 from .config import RunConfig
+from .ema import WeightEMA
 
 
 # ---- distributed --------------------------------------------------------------------
@@ -152,6 +153,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         model = wrap(model)
     model.to(device)
     opt = make_optimizer(model, cfg)
+    ema = WeightEMA(model, t.ema) if t.ema > 0 else None
     steps_per_epoch = len(train_ds) // t.batch_size
     if steps_per_epoch == 0:
         raise CheckpointError(f"train split has {len(train_ds)} samples, fewer than one batch of {t.batch_size}")
@@ -169,7 +171,11 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
             raise CheckpointError(f"nothing to resume in {out}: {last}/trainer.json is missing")
         io.load(last, model)
         model.train()
-        state.update(load_trainer(last, opt))
+        saved = load_trainer(last, opt)
+        averaged = saved.pop("ema", None)
+        if ema is not None:
+            ema.load(averaged, last)
+        state.update(saved)
         log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
     if rank == 0:   # a fresh run starts its metrics over; a resumed one drops what it will redo
         trim_metrics(out / "metrics.jsonl", state["epoch"])
@@ -189,9 +195,12 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         f"{'compiled' if fwd.enabled else 'eager'}")
 
     def checkpoint(name: str, metrics: dict, trainer: bool = False):
+        """OUT/name: the trained weights with the trainer state (`trainer`: OUT/last), else the
+        weights that are evaluated (the average under ``[train] ema``)."""
         if rank == 0:
-            write_checkpoint(out / name, partial(io.save, model, metrics=metrics, extra={"run": cfg.to_dict()}),
-                             opt if trainer else None, state)
+            m = model if trainer or ema is None else ema.model
+            write_checkpoint(out / name, partial(io.save, m, metrics=metrics, extra={"run": cfg.to_dict()}),
+                             opt if trainer else None, state, ema.state() if trainer and ema is not None else None)
 
     def write_metrics(rec: dict):
         if rank == 0:
@@ -232,6 +241,8 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
                 grp["lr"] = grp["base_lr"] * f
             t_step = time.perf_counter()
             logits, loss = _step(fwd, model, opt, scaler, x, y, device, t, mix)
+            if ema is not None:
+                ema.update(model, state["global_step"])
             if first_step_s is None:
                 first_step_s = time.perf_counter() - t_step
                 if fwd.enabled:
@@ -266,7 +277,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         if bar is not None:
             bar.close()
         elapsed_epoch = before + time.time() - t0      # this epoch's training time, over stops
-        val = evaluate(model, val_ds, t.eval_batch_size)
+        val = evaluate(model if ema is None else ema.model, val_ds, t.eval_batch_size)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                "train_acc": correct / max(seen, 1), "val_loss": val["loss"], "val_acc": val["accuracy"],
                "lr": opt.param_groups[0]["lr"],
