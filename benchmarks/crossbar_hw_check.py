@@ -12,7 +12,9 @@ line per variant: accuracy on the first --limit validation samples and the large
 magnitude; with --trace also, per S4D layer, the relative error (||y - y_float|| / ||y_float||)
 of the layer's input and output against the float model on the same samples, and the RMS over
 the layer's complex states of their largest |w| under one gain per layer (the share of the
-converter range a typical state would use).
+converter range a typical state would use). --train-mode evaluates the wrapped model as a
+training step's forward sees it (write noise drawn, seed 0) and adds the cross-entropy and the
+number of converter saturations.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", action="append", required=True, help='"field=value field=value ..."')
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--trace", action="store_true", help="relative error of every S4D layer vs float")
+    ap.add_argument("--train-mode", action="store_true", help="the training forward: write noise drawn")
     a = ap.parse_args(argv)
     import edgessm as es
     from edgessm import targets
@@ -60,7 +63,9 @@ def main(argv=None) -> int:
         if gain not in ("state", "layer"):
             raise ConfigError(f"--variant {v!r}: gain must be 'state' or 'layer'")
         hm = T.hw_wrap(a.device, T.config(**fields).overrides())(model)
-        hm.eval()
+        hm.train(a.train_mode)
+        hm.saturations = 0
+        torch.manual_seed(0)
         share = [round(float((g / g.max()).pow(2).mean().sqrt()), 4) for g in hm.rho]   # before gain=layer
         if gain == "layer":
             for i in range(hm.rho.shape[0]):
@@ -71,6 +76,8 @@ def main(argv=None) -> int:
             out = hm(val.x)
         rec = {"variant": v, "accuracy": (out.argmax(-1) == val.y).float().mean().item(),
                "max_abs_logit": out.abs().max().item()}
+        if a.train_mode:
+            rec.update(loss=torch.nn.functional.cross_entropy(out, val.y).item(), saturations=int(hm.saturations))
         if a.trace:
             rec["s4d_in_relerr"] = [rel(u, r[0]) for (u, _), r in zip(got, ref)]
             rec["s4d_out_relerr"] = [rel(y, r[1]) for (_, y), r in zip(got, ref)]
