@@ -54,7 +54,12 @@ def main(argv=None) -> int:
         acc = (model(val.x, mode="chunked").argmax(-1) == val.y).float().mean().item()   # block by block
     for h in hooks:
         h.remove()
-    print(json.dumps({"variant": "float", "accuracy": acc}), flush=True)
+    rec = {"variant": "float", "accuracy": acc}
+    if a.trace:       # how close to 1 each layer's modes are (the memory the recurrence must hold)
+        with torch.no_grad():
+            rec["abs_dA_min_max"] = [[round(float(m), 4) for m in (d.min(), d.max())]
+                                     for d in (b.s4d.discrete()[0].abs() for b in model.blocks)]
+    print(json.dumps(rec), flush=True)
     T = targets.get("crossbar")
     rel = lambda x, r: round(float((x - r).norm() / r.norm().clamp(min=1e-30)), 4)   # noqa: E731
     for v in a.variant:
