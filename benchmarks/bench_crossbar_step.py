@@ -68,7 +68,7 @@ def main(argv=None):
     for v in variants:
         m = HwSequenceModel.from_float(base, dev.replace(state_dither=1) if v == "hw-dither" else dev)
         m.calibrate(x)
-        m.scan = "native" if v == "hw-native" else "loop"
+        m.scan = "loop" if v == "hw-loop" else "native"
         models[v] = m
     if a.qat:
         import copy
