@@ -7,7 +7,9 @@ several device settings side by side (which part of the hardware breaks a model)
 
 Each --variant is a list of crossbar device fields (`edgessm deploy --target crossbar --set`
 names) on the default device, plus ``gain=layer`` for one state gain per layer (the largest of
-the layer's per-state gains, as calibrated before the gains were per state). Prints one JSON
+the layer's per-state gains, as calibrated before the gains were per state) and ``cap_dA=X``
+(every S4D mode of the float model made at least as fast as |dA| = X before wrapping, A's real
+part moved, nothing retrained). Prints one JSON
 line per variant: accuracy on the first --limit validation samples and the largest logit
 magnitude; with --trace also, per S4D layer, the relative error (||y - y_float|| / ||y_float||)
 of the layer's input and output against the float model on the same samples, and the RMS over
@@ -67,7 +69,10 @@ def main(argv=None) -> int:
         gain = fields.pop("gain", "state")
         if gain not in ("state", "layer"):
             raise ConfigError(f"--variant {v!r}: gain must be 'state' or 'layer'")
-        hm = T.hw_wrap(a.device, T.config(**fields).overrides())(model)
+        net = model
+        if "cap_dA" in fields:
+            net = _cap_modes(model, float(fields.pop("cap_dA")))
+        hm = T.hw_wrap(a.device, T.config(**fields).overrides())(net)
         hm.train(a.train_mode)
         hm.saturations = 0
         torch.manual_seed(0)
@@ -89,6 +94,22 @@ def main(argv=None) -> int:
             rec["state_range_share"] = share
         print(json.dumps(rec), flush=True)
     return 0
+
+
+def _cap_modes(model, cap: float):
+    """A copy of `model` whose modes all have |dA| <= cap: -Re A raised to -ln(cap) / dt."""
+    import copy
+    import math
+    from edgessm.errors import ConfigError
+    if not 0 < cap < 1:
+        raise ConfigError(f"cap_dA = {cap}: expected a value in (0, 1)")
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for b in m.blocks:
+            s = b.s4d
+            need = -math.log(cap) / torch.exp(s.log_dt).unsqueeze(-1)
+            s.log_A_real.copy_(torch.log(torch.maximum(torch.exp(s.log_A_real), need)))
+    return m
 
 
 if __name__ == "__main__":
