@@ -64,3 +64,33 @@ def test_table_lists_models_values_and_threshold(tmp_path, capsys):
     assert lines[3] == "| b | 0.900 +- 0.010 | - | not reached |"
     with pytest.raises(SystemExit):
         bench.main(["table", "--json", path, "--task", "smnist", "--param", "write_noise_sigma_us"])
+
+
+# ---- benchmarks/crossbar_hw_check.py: the wrapped model per device setting ----------------------
+_hw_spec = importlib.util.spec_from_file_location(
+    "crossbar_hw_check", Path(__file__).resolve().parents[1] / "benchmarks" / "crossbar_hw_check.py")
+hwcheck = importlib.util.module_from_spec(_hw_spec)
+_hw_spec.loader.exec_module(hwcheck)
+
+
+def test_hw_check_cap_moves_only_the_slow_modes():
+    import torch
+    import edgessm as es
+    torch.manual_seed(0)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=10, d_model=8, d_state=6, n_layers=2,
+                                     dt_min=0.001, dt_max=0.1)
+    c = hwcheck._cap_modes(m, 0.9)
+    for b, bc in zip(m.blocks, c.blocks):
+        before, after = b.s4d.discrete()[0].abs(), bc.s4d.discrete()[0].abs()
+        assert float(after.max()) <= 0.9 + 1e-6
+        fast = before <= 0.9
+        assert torch.allclose(after[fast], before[fast])               # fast modes unchanged
+    with pytest.raises(Exception, match=r"cap_dA = 1.5"):
+        hwcheck._cap_modes(m, 1.5)
+
+
+@pytest.mark.parametrize("variant", ["weight_bits", ""])
+def test_hw_check_rejects_a_malformed_variant_before_any_work(variant):
+    import edgessm as es
+    with pytest.raises(es.ConfigError, match="field=value"):
+        hwcheck.main(["nowhere", "--task", "smnist", "--variant", variant])
