@@ -369,7 +369,7 @@ class HwSequenceModel(SequenceModel):
             return self._s4d_native(i, vu, Mq, fs, r, fixed)
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
-        dith = dither_offsets(i, H, n2, 0, L, u.dtype) if hw.state_dither else None
+        dith = dither_offsets(i, H, n2, 0, L, u.dtype).to(u.device) if hw.state_dither else None
         w = torch.zeros(B, H, n2, dtype=u.dtype)
         ys, peak = [], torch.zeros(H, n2 + 1)
         for t in range(L):
@@ -426,8 +426,8 @@ class HwSequenceModel(SequenceModel):
         s4d = self.blocks[i].s4d
         dA, dB, _ = s4d.discrete()
         sig = dB.abs().clamp(min=_TINY) / torch.sqrt(1 - dA.abs().clamp(max=1 - 1e-6) ** 2)
-        x = torch.zeros(u.shape[0], *dA.shape, dtype=dA.dtype)
-        m = torch.zeros(dA.shape)
+        x = torch.zeros(u.shape[0], *dA.shape, dtype=dA.dtype, device=dA.device)
+        m = torch.zeros(dA.shape, device=dA.device)
         for t in range(u.shape[1]):
             x = dA * x + dB * u[:, t].unsqueeze(-1)
             m = torch.maximum(m, torch.view_as_real(x / (r * sig)).abs().amax(-1).amax(0))
