@@ -4,9 +4,9 @@ After every optimizer step each averaged parameter moves toward the trained one:
 
     avg <- d avg + (1 - d) w,     d = min(decay, (1 + n) / (10 + n))
 
-with n the number of steps so far (the warm-up form of [Pol92]'s averaging as TensorFlow's
-ExponentialMovingAverage applies it with num_updates: early steps are not dominated by the
-initial weights). Buffers (e.g. running ranges of a quantization- or hardware-aware model) are
+with n the number of steps so far: an exponentially weighted form of [Pol92]'s iterate
+averaging, with the warm-up of TensorFlow's ExponentialMovingAverage (its num_updates), so the
+early average is not dominated by the initial weights. Buffers (e.g. running ranges of a quantization- or hardware-aware model) are
 copied, not averaged. Validation, ``OUT/best`` and the final test use the averaged model; the
 optimizer keeps training the raw weights, which ``OUT/last`` holds with the average beside them
 (``train.checkpoint``), so a resume continues both exactly.
@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 
 class WeightEMA:
@@ -29,7 +29,7 @@ class WeightEMA:
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0 < decay < 1:
-            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"ema decay must be in (0, 1), got {decay}")
         self.decay = float(decay)
         self.model = copy.deepcopy(model)
         self.model.eval()

@@ -99,7 +99,7 @@ def dither_offsets(layer: int, H: int, n2: int, t0: int, L: int, dtype=torch.flo
     j = torch.arange(H * n2, dtype=torch.int64)
     x = _mix32(a.unsqueeze(1) ^ _mix32(j * 0x27D4EB2F + 0x165667B1).unsqueeze(0))
     u = ((x >> 9).double() * 2.0 ** -23 + 2.0 ** -24).to(dtype).reshape(L, H, n2)
-    if len(_DITHER_CACHE) > 64:
+    if len(_DITHER_CACHE) > 16:
         _DITHER_CACHE.clear()
     _DITHER_CACHE[key] = u
     return u
