@@ -89,9 +89,11 @@ def dither_offsets(layer: int, H: int, n2: int, t0: int, L: int, dtype=torch.flo
     """(L, H, n2): the offsets U in (0, 1) that the dithered state rounding floor(x q + U) / q
     adds for tokens t0 .. t0+L-1 of S4D layer `layer` (round half up is U = 1/2): uniform
     pseudo-random, a hash of (layer, token, channel, state), the same for every sequence and
-    device instance (an on-chip generator restarted per sequence), exact in float32."""
-    key = (layer, H, n2, t0, L, dtype)
-    hit = _DITHER_CACHE.get(key)
+    device instance (an on-chip generator restarted per sequence), exact in float32. Whole
+    sequences (t0 = 0) are cached; a streaming step's single token is computed, so that it does
+    not push the training tables out of the cache."""
+    key = (layer, H, n2, L, dtype)
+    hit = _DITHER_CACHE.get(key) if t0 == 0 else None
     if hit is not None:
         return hit
     t = torch.arange(t0, t0 + L, dtype=torch.int64) & _M32
@@ -99,9 +101,10 @@ def dither_offsets(layer: int, H: int, n2: int, t0: int, L: int, dtype=torch.flo
     j = torch.arange(H * n2, dtype=torch.int64)
     x = _mix32(a.unsqueeze(1) ^ _mix32(j * 0x27D4EB2F + 0x165667B1).unsqueeze(0))
     u = ((x >> 9).double() * 2.0 ** -23 + 2.0 ** -24).to(dtype).reshape(L, H, n2)
-    if len(_DITHER_CACHE) > 16:
-        _DITHER_CACHE.clear()
-    _DITHER_CACHE[key] = u
+    if t0 == 0:
+        if len(_DITHER_CACHE) > 16:
+            _DITHER_CACHE.clear()
+        _DITHER_CACHE[key] = u
     return u
 
 
