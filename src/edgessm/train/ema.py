@@ -6,8 +6,8 @@ After every optimizer step each averaged parameter moves toward the trained one:
 
 with n the number of steps so far: an exponentially weighted form of [Pol92]'s iterate
 averaging, with the warm-up of TensorFlow's ExponentialMovingAverage (its num_updates), so the
-early average is not dominated by the initial weights. Buffers (e.g. running ranges of a quantization- or hardware-aware model) are
-copied, not averaged. Validation, ``OUT/best`` and the final test use the averaged model; the
+early average is not dominated by the initial weights. Buffers (e.g. running ranges of a
+quantization- or hardware-aware model) are copied, not averaged. Validation, ``OUT/best`` and the final test use the averaged model; the
 optimizer keeps training the raw weights, which ``OUT/last`` holds with the average beside them
 (``train.checkpoint``), so a resume continues both exactly.
 
@@ -47,7 +47,7 @@ class WeightEMA:
 
     def state(self) -> dict:
         """name -> tensor of the averaged parameters and buffers."""
-        return {k: v for k, v in self.model.state_dict(keep_vars=False).items()}
+        return dict(self.model.state_dict())
 
     def load(self, state: dict | None, where) -> None:
         """Restore :meth:`state` from the checkpoint at `where`."""
