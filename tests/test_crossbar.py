@@ -44,6 +44,11 @@ def data():
     (dict(write_noise_arrays="some"), "write_noise_arrays"),
     (dict(state_dither=2), "state_dither = 2"),
     (dict(state_dither=1, state_mode="analog"), "needs state_mode = 'digital'"),
+    (dict(recurrence="fpga"), "recurrence 'fpga'"),
+    (dict(recurrence="digital", state_mode="analog"), "digital words"),
+    (dict(recurrence="digital", write_noise_arrays="s4d"), "needs recurrence = 'array'"),
+    (dict(digital_state_bits=30), "digital_state_bits = 30"),
+    (dict(ssm_bits=12), "levels = 64"),
 ])
 def test_bad_config_is_rejected(kw, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -77,6 +82,37 @@ def test_array_too_small_for_a_block(data):
         es.targets.get("crossbar").compile(net, calibration=data, array_rows=8, array_cols=64)
     with pytest.raises(ConfigError, match="calibration"):
         es.targets.get("crossbar").compile(net)
+
+
+def test_digital_recurrence_runs_the_blocks_in_the_periphery(data):
+    """recurrence = 'digital': the blocks need no array (one larger than an array compiles), take
+    no write noise, and cost digital work only; the ideal simulator is the hw model's network;
+    ssm_bits are coefficient words, not device levels."""
+    net = tiny(N=8)                                         # block 9 x 9 on 8-row arrays
+    T = es.targets.get("crossbar")
+    sets = dict(recurrence="digital", ssm_bits=12, array_rows=8, array_cols=64)
+    prog = T.compile(net, calibration=data, **sets)
+    res = prog.resources()
+    assert res["recurrence"] == "digital" and res["stages"]["s4d0"]["arrays"] == 0
+    assert res["arrays"] == sum(res["stages"][n]["arrays"] for n in ("encoder", "mixing0", "mixing1", "decoder"))
+    w = prog._digital_work("s4d0")
+    assert (w["mults"], w["adds"], w["adc"], w["dac"]) == (6 * (8 * 4 + 3), 6 * (6 * 4 + 1), 0, 0)
+    arr = T.compile(net, calibration=data, ssm_bits=6)
+    assert prog.cost().breakdown["adc"] < arr.cost().breakdown["adc"]
+    from edgessm.report.sections.crossbar import programming, tiling
+    kinds = {r["layer"]: (r["kind"], r["arrays"]) for r in tiling(prog)}
+    assert kinds["s4d1"] == ("digital", 0) and kinds["mixing1"][0] == "linear"
+    assert "s4d0" not in programming(prog)["maps"]
+    ideal = T.compile(net, calibration=data, noise=0, **sets)
+    with torch.no_grad():
+        ref = ideal.model.forward_tokens(data)
+    assert (ideal.run(data) - ref).abs().max() < 1e-5 * (1 + ref.abs().max())
+    # training: the linear arrays draw write noise, the digital blocks do not
+    m = HwSequenceModel.from_float(net, load_device("default", **sets))
+    m.calibrate(data)
+    m.train()
+    q, s = m.qblock(0)
+    assert torch.equal(m._noisy(q, "s4d"), q) and not torch.equal(m._noisy(q, "linear"), q)
 
 
 # ---- numerics ------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def _compile(m, X, **sets):
 
 @pytest.mark.parametrize("engine", ["c", "torch"])
 @pytest.mark.parametrize("sets", [dict(), dict(state_mode="analog"), dict(state_dither="1"),
-                                  dict(array_rows="32", array_cols="24")])
+                                  dict(array_rows="32", array_cols="24"),
+                                  dict(recurrence="digital", ssm_bits="12", state_dither="1")])
 def test_run_equals_step_without_read_noise(X, engine, sets):
     """Write noise, stuck devices and drift are programmed the same; without read noise the
     layer-by-layer run is the token-by-token network exactly, with the same statistics."""

@@ -25,6 +25,12 @@ def tiling(prog) -> list[dict]:
     cells = cfg.array_rows * cfg.signed_cols
     rows, first = [], 0
     for name in prog.order():
+        if name not in prog.stages:         # an S4D layer in the digital periphery (no arrays)
+            rows.append({"layer": name, "kind": "digital", "first_array": first, "arrays": 0,
+                         "array_indices": [], "rows_used": 0, "cols_used": 0, "utilization": 0.0,
+                         "array_utilization": [], "nonzero_weights": 0, "row_tiles": 0,
+                         "channels_per_array": None})
+            continue
         st = prog.stages[name]
         per = []
         for a in range(st.arrays):
@@ -64,7 +70,7 @@ def programming(prog) -> dict:
     conductance ranges; and the heat maps of the first S4D array and the first mixing array."""
     cfg = prog.config
     errs, prog_all, tgt_all = [], [], []
-    for name in prog.order():
+    for name in [n for n in prog.order() if n in prog.stages]:
         st = prog.stages[name]
         tp, tm = targets_us(st, cfg)
         gp, gm = st.g_plus_s.double() * 1e6, st.g_minus_s.double() * 1e6
@@ -76,7 +82,7 @@ def programming(prog) -> dict:
     sig = [cfg.write_sigma_us(cfg.g_min_us), cfg.write_sigma_us(cfg.g_max_us)]
     core = np.abs(e) <= 5 * max(sig + [1e-9])
     maps = {}
-    for name in [n for n in prog.order() if prog.stages[n].kind == "s4d"][:1] + \
+    for name in [n for n in prog.order() if n in prog.stages and prog.stages[n].kind == "s4d"][:1] + \
                 [n for n in prog.order() if n.startswith("mixing")][:1]:
         st = prog.stages[name]
         tp, tm = targets_us(st, cfg)

@@ -139,7 +139,8 @@ FIELDS: dict[str, tuple] = {
     "digital_lanes": (32, "lanes", "assumption", "parallel digital periphery lanes per array"),
     # ---- mapping / model precision -----------------------------------------------------------
     "weight_bits": (5, "bit", "option", "encoder / mixing / decoder weights; 2 = ternary {-1, 0, +1}"),
-    "ssm_bits": (6, "bit", "option", "the S4D block matrix [[dA, b], [c, d]] per channel"),
+    "ssm_bits": (6, "bit", "option", "the S4D block matrix [[dA, b], [c, d]] per channel (device levels "
+                 "with recurrence = 'array', coefficient words with 'digital')"),
     "state_mode": ("digital", "-", "option", "'digital': the S4D state goes through ADC then DAC every "
                    "step; 'analog': it is held analog (sample and hold) and fed back without conversion"),
     "state_dither": (0, "bool", "option (nonsubtractive dither [Wann00])",
@@ -148,6 +149,13 @@ FIELDS: dict[str, tuple] = {
                      "same for every sequence, from an on-chip generator): no ADC on the state columns, "
                      "whose rounding without dither holds slow modes in dead bands and limit cycles; "
                      "needs state_mode = 'digital'"),
+    "recurrence": ("array", "-", "option", "where each S4D layer's block [[dA, b], [c, d]] runs: 'array' (one "
+                   "block per channel on the crossbar arrays, as [IMSSA]) or 'digital' (in the digital periphery: "
+                   "the block's nonzero products, 4 per complex state and token, at ssm_bits coefficients, the "
+                   "state word digital_state_bits wide; no devices, converters or write noise; only the "
+                   "encoder, mixing and decoder on arrays)"),
+    "digital_state_bits": (16, "bit", "assumption", "signed state word of a digital recurrence (the state's "
+                           "range of 1 after its gain); rounded half up, or dithered with state_dither"),
     "calibrate": (256, "samples", "option", "training samples used to set DAC and ADC ranges"),
     "seed": (0, "-", "option", "device instance (random programming, faults, drift)"),
     "noise": (1, "bool", "option", "0: ideal devices (quantization and converters only)"),
@@ -156,6 +164,7 @@ FIELDS: dict[str, tuple] = {
 }
 
 STATE_MODES = ("digital", "analog")
+RECURRENCES = ("array", "digital")
 NOISE_ARRAYS = ("all", "linear", "s4d")
 
 
@@ -259,7 +268,11 @@ def _validate(self):
     if not (math.isfinite(self.verify_tolerance_us) and self.verify_tolerance_us >= 0):
         raise ConfigError(f"verify_tolerance_us = {self.verify_tolerance_us} must be a finite band >= 0 uS "
                           f"(0 = no write-verify loop)")
-    for k in ("weight_bits", "ssm_bits"):
+    if self.recurrence not in RECURRENCES:
+        raise ConfigError(f"recurrence {self.recurrence!r}: expected one of {', '.join(RECURRENCES)}")
+    if not 2 <= self.digital_state_bits <= 24:
+        raise ConfigError(f"digital_state_bits = {self.digital_state_bits} must be between 2 and 24 bits")
+    for k in ("weight_bits", "ssm_bits") if self.recurrence == "array" else ("weight_bits",):
         need = 1 << (getattr(self, k) - 1)
         if need > self.levels:
             raise ConfigError(f"{k} = {getattr(self, k)} needs {need} levels per device, the device has "
@@ -272,6 +285,11 @@ def _validate(self):
         raise ConfigError(f"state_mode {self.state_mode!r}: expected one of {', '.join(STATE_MODES)}")
     if self.state_dither not in (0, 1):
         raise ConfigError(f"state_dither = {self.state_dither}: expected 0 or 1")
+    if self.recurrence == "digital" and self.state_mode != "digital":
+        raise ConfigError("recurrence = 'digital' keeps its state in digital words: it needs state_mode = 'digital'")
+    if self.recurrence == "digital" and self.write_noise_arrays == "s4d":
+        raise ConfigError("write_noise_arrays = 's4d' needs recurrence = 'array' (a digital recurrence has no "
+                          "devices to program)")
     if self.state_dither and self.state_mode != "digital":
         raise ConfigError("state_dither = 1 needs state_mode = 'digital' (an analog state is not quantized)")
     return self

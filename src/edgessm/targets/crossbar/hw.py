@@ -27,7 +27,9 @@ complex state share one scale, so the quantized block is still a complex diagona
 (``project`` turns it back into plain S4D parameters). The state passes through the ADC
 and, in ``state_mode = "digital"``, through the DAC again every step; with ``state_dither``
 the state skips the ADC and is rounded once, at the DAC, after the dither of
-:func:`dither_offsets`.
+:func:`dither_offsets`. With ``recurrence = "digital"`` the same quantized block runs in the
+digital periphery: no DAC on its input, no write noise, the state rounded to a
+``digital_state_bits`` word (dithered or half up), the output column exact.
 """
 from __future__ import annotations
 
@@ -295,6 +297,8 @@ class HwSequenceModel(SequenceModel):
                            self.hw.ssm_bits)
 
     def _noisy(self, q, kind: str = "linear"):
+        if kind == "s4d" and self.hw.recurrence == "digital":
+            return q
         if self.training and self.hw.noise and not self._calib \
                 and self.hw.write_noise_arrays in ("all", kind):
             return write_noise(q, self.hw, native=self.scan == "native")
@@ -363,7 +367,11 @@ class HwSequenceModel(SequenceModel):
         Mq = self._noisy(q, "s4d") * s.unsqueeze(-1)                               # (H, K, K)
         B, L, H = u.shape
         n2 = s4d.d_state
-        vu = converter(u, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(u / r, 1.0, hw.dac_bits)
+        digital = hw.recurrence == "digital"    # the block in the periphery: no DAC, ADC or noise
+        if digital:
+            vu = u / r
+        else:
+            vu = converter(u, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(u / r, 1.0, hw.dac_bits)
         with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
             self.fs_s4d[i, :, :n2] = hw.adc_headroom
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
@@ -373,6 +381,7 @@ class HwSequenceModel(SequenceModel):
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
         dith = dither_offsets(i, H, n2, 0, L, u.dtype).to(u.device) if hw.state_dither else None
+        sbits = hw.digital_state_bits if digital else hw.dac_bits
         w = torch.zeros(B, H, n2, dtype=u.dtype)
         ys, peak = [], torch.zeros(H, n2 + 1)
         for t in range(L):
@@ -380,6 +389,10 @@ class HwSequenceModel(SequenceModel):
             n = torch.einsum("bhi,hoi->bho", inp, Mq)
             if self._calib or self.training:
                 peak = torch.maximum(peak, n.detach().abs().amax(0))
+            if digital:                # the state word rounded once, the output exact
+                w = fake_converter(n[..., :n2], 1.0, sbits, dith[t] if dith is not None else 0.5)
+                ys.append(n[..., n2])
+                continue
             if dith is not None:       # the state: one dithered rounding at the DAC, no ADC
                 w = fake_converter(n[..., :n2], 1.0, hw.dac_bits, dith[t])
                 n = n[..., n2:]
@@ -406,15 +419,17 @@ class HwSequenceModel(SequenceModel):
         dith = None
         if hw.state_dither:          # (H, L, n2), the layout of the scan
             dith = dither_offsets(i, Mq.shape[0], n2, 0, vu.shape[1], vu.dtype).transpose(0, 1).contiguous()
-        ny, sat = block_scan(Mq, vu, fs[:, :n2], None if self._calib or dith is not None else hw.adc_bits,
-                             hw.dac_bits if hw.state_mode == "digital" else None,
+        digital = hw.recurrence == "digital"
+        ny, sat = block_scan(Mq, vu, fs[:, :n2],
+                             None if self._calib or dith is not None or digital else hw.adc_bits,
+                             hw.digital_state_bits if digital else hw.dac_bits if hw.state_mode == "digital" else None,
                              pairs=True,     # Mq's other entries are block_matrix's constant zeros
                              dither=dith)
         if self._calib or self.training:
             peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
             peak[:, n2] = amax_abs(ny).to(peak.dtype)
             self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        if self._calib:
+        if self._calib or digital:         # (a digital output column has no ADC)
             return ny * r
         y, out_sat = converter(ny, fs[:, n2], hw.adc_bits, post=r)     # output ADC and gain, one pass
         self.saturations += sat + out_sat

@@ -8,6 +8,9 @@ each tile with its own ADCs); each S4D layer is one real block matrix per channe
 [w_(k-1); u_k] to [w_k; y_k] (see hw.py), packed block-diagonally, as many channels per
 array as fit (a block larger than an array is an error). Cells outside the blocks hold a
 zero weight (both devices at G_min) and still see the faults and noise of every device.
+With ``recurrence = "digital"`` the S4D blocks run in the digital periphery instead (the
+quantized block's nonzero products, the state a ``digital_state_bits`` word, no devices and no
+converters), and only the encoder, mixings and decoder are on arrays.
 
 Per device instance (``seed``): write noise (program-and-verify), stuck devices, drift to
 ``drift_time_s``; per read: read noise; DAC and ADC on every array.
@@ -16,7 +19,8 @@ Cost per token (mode "token": a token passes every stage before the next enters)
     crossbar   sum over driven rows of V_i^2 * (sum of the row's conductances) * pulse_time,
                from the voltages of the tokens run (or all rows at read_voltage_v if none)
     DAC / ADC  conversions * fom * 2^bits
-    digital    partial-sum adds, bias adds, column-scale multiplies, activations
+    digital    partial-sum adds, bias adds, column-scale multiplies, activations; a digital
+               recurrence's products (8 multiplies and 6 adds per complex state and channel)
     latency    sum over stages of (pulse + ADC conversions per ADC * adc_time + digital)
 "pipelined": a new token every max-stage time.
 """
@@ -36,6 +40,7 @@ from ..config import Capabilities
 from .device import FIELDS, CrossbarTargetConfig, load_device, program_devices
 from . import simlib
 from .hw import HwSequenceModel, dither_offsets, hw_wrap
+from .scan import available as scan_available, block_scan
 
 _TINY = 1e-12
 
@@ -307,6 +312,7 @@ class CrossbarProgram(Program):
         self._rows: dict[str, int] = {}
         self.stages: dict[str, Stage] = {}
         self.scales: dict[str, torch.Tensor] = {}
+        self.digital: dict[str, torch.Tensor] = {}   # S4D blocks in the periphery: (H, K, K) q * scale
         with torch.no_grad():
             self._lower()
         for st in self.stages.values():
@@ -325,6 +331,9 @@ class CrossbarProgram(Program):
             self.scales[name] = s.detach()
         for i in range(len(m.blocks)):
             q, s = m.qblock(i)
+            if cfg.recurrence == "digital":           # the same product as the hw model's
+                self.digital[f"s4d{i}"] = (q * s.unsqueeze(-1)).detach()
+                continue
             self.stages[f"s4d{i}"] = _block_stage(f"s4d{i}", q.detach(), m.fs_s4d[i], s.detach(), cfg)
             self.scales[f"s4d{i}"] = s.detach()
 
@@ -355,7 +364,23 @@ class CrossbarProgram(Program):
         y = n * self.scales[name] * r
         return y + lin.bias if lin.bias is not None else y
 
+    def _round_state(self, w, dith):
+        """A digital recurrence's state word: ``digital_state_bits``, dithered or half up."""
+        q = (1 << (self.config.digital_state_bits - 1)) - 1
+        return w.clamp(-1, 1).mul_(q).add_(0.5 if dith is None else dith).floor_().div_(q)
+
+    def _s4d_digital(self, i: int, u: torch.Tensor, w: torch.Tensor, dith=None):
+        """One token of a digital recurrence: u (B, H) -> (y (B, H), new state (B, H, N))."""
+        r = self.model.r_s4d[i]
+        inp = torch.cat([w, (u / r).unsqueeze(-1)], -1)                       # (B, H, K)
+        n = torch.einsum("bhi,hoi->bho", inp, self.digital[f"s4d{i}"])
+        return n[..., -1] * r, self._round_state(n[..., :-1], dith)
+
     def _s4d(self, i: int, u: torch.Tensor, w: torch.Tensor, t: int = 0):
+        if self.config.recurrence == "digital":
+            H, n2 = w.shape[1], w.shape[2]
+            return self._s4d_digital(i, u, w, dither_offsets(i, H, n2, t, 1)[0] if self.config.state_dither
+                                     else None)
         cfg, st = self.config, self.stages[f"s4d{i}"]
         r = self.model.r_s4d[i]
         B, H = u.shape
@@ -416,6 +441,8 @@ class CrossbarProgram(Program):
 
     def _s4d_seq(self, i: int, u: torch.Tensor) -> torch.Tensor:
         """An S4D stage over the whole sequence (B, L, H): one MVM per token, as step()."""
+        if self.config.recurrence == "digital":
+            return self._s4d_digital_seq(i, u)
         cfg, st = self.config, self.stages[f"s4d{i}"]
         r = self.model.r_s4d[i]
         B, L, H = u.shape
@@ -441,6 +468,25 @@ class CrossbarProgram(Program):
                 w = w.clamp(-1.0, 1.0)
             ys[:, t] = out[..., -1]
         return ys * r
+
+    def _s4d_digital_seq(self, i: int, u: torch.Tensor) -> torch.Tensor:
+        """A digital recurrence over the whole sequence: the hw model's native scan (scan.c,
+        the training forward's bits) with the C engine, else step()'s token loop."""
+        cfg, M = self.config, self.digital[f"s4d{i}"]
+        B, L, H = u.shape
+        n2 = M.shape[-1] - 1
+        r = self.model.r_s4d[i]
+        dith = dither_offsets(i, H, n2, 0, L) if cfg.state_dither else None
+        if self._native() and scan_available()[0]:
+            d = None if dith is None else dith.transpose(0, 1).contiguous()
+            y, _ = block_scan(M, (u / r).contiguous(), torch.ones(H, n2), None, cfg.digital_state_bits,
+                              pairs=True, dither=d)
+            return y * r
+        w = u.new_zeros(B, H, n2)
+        ys = u.new_empty(B, L, H)
+        for t in range(L):
+            ys[:, t], w = self._s4d_digital(i, u[:, t], w, None if dith is None else dith[t])
+        return ys
 
     @torch.no_grad()
     def run(self, X: torch.Tensor) -> torch.Tensor:
@@ -515,6 +561,9 @@ class CrossbarProgram(Program):
         cells = cfg.array_rows * cfg.signed_cols
         per = {}
         for name in self.order():
+            if name in self.digital:
+                per[name] = {"arrays": 0, "digital": True, **self._digital_work(name)}
+                continue
             st = self.stages[name]
             per[name] = {"arrays": st.arrays, "rows_used": st.rows_used, "cols_used": st.cols_used,
                          "utilization": st.mapped / (st.arrays * cells),
@@ -541,7 +590,19 @@ class CrossbarProgram(Program):
                 "verify_tolerance_us": cfg.verify_tolerance_us,
                 "verify_unconverged": sum(s.verify_unconverged for s in self.stages.values()),
                 "stuck_compensated": sum(s.stuck_compensated for s in self.stages.values()),
-                "state_mode": cfg.state_mode, "weight_bits": cfg.weight_bits, "ssm_bits": cfg.ssm_bits}
+                "state_mode": cfg.state_mode, "recurrence": cfg.recurrence,
+                "weight_bits": cfg.weight_bits, "ssm_bits": cfg.ssm_bits}
+
+    def _digital_work(self, name: str) -> dict:
+        """Per token, a digital recurrence: per complex state 6 multiplies and 4 adds for the
+        new state (Re, Im), 2 and 2 for its share of the output; per channel the input's and
+        the output's gain, d u and the output's add."""
+        M = self.digital[name]
+        H, n = M.shape[0], (M.shape[-1] - 1) // 2
+        mults, adds = H * (8 * n + 3), H * (6 * n + 1)
+        cfg = self.config
+        t = math.ceil((adds + mults) / cfg.digital_lanes) * cfg.digital_op_time_s
+        return {"adc": 0, "dac": 0, "adds": adds, "mults": mults, "time_s": t}
 
     def _stage_work(self, st: Stage) -> dict:
         cfg = self.config
@@ -568,7 +629,8 @@ class CrossbarProgram(Program):
             e_x = sum(float(s.row_g_s[s.in_idx >= 0].sum())
                       for s in self.stages.values()) * cfg.read_voltage_v ** 2 * cfg.pulse_time_s
             src = "worst case: every used row at read_voltage_v (nothing run yet)"
-        works = {n: self._stage_work(self.stages[n]) for n in self.order()}
+        works = {n: self._digital_work(n) if n in self.digital else self._stage_work(self.stages[n])
+                 for n in self.order()}
         adc = sum(w["adc"] for w in works.values())
         dac = sum(w["dac"] for w in works.values())
         e_adc = adc * cfg.adc_fom_j * 2 ** cfg.adc_bits
