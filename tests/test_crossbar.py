@@ -307,8 +307,9 @@ def test_hw_training_step_reaches_the_s4d_parameters(data):
     assert set(m.state_dict()) == set(tiny().state_dict())
 
 
-def test_save_load_and_compile_without_data(tmp_path, data):
-    m = HwSequenceModel.from_float(tiny(), load_device("default", weight_bits=2))
+@pytest.mark.parametrize("dev", [dict(), dict(recurrence="digital", ssm_bits=12, state_dither=1)])
+def test_save_load_and_compile_without_data(tmp_path, data, dev):
+    m = HwSequenceModel.from_float(tiny(), load_device("default", weight_bits=2, **dev))
     m.calibrate(data)
     m.eval()
     save_hw(m, tmp_path / "m")
@@ -318,6 +319,7 @@ def test_save_load_and_compile_without_data(tmp_path, data):
     p1 = T.compile(m, seed="4")
     p2 = T.compile(loaded, seed="4")                  # ranges and precisions from the checkpoint
     assert p2.config.weight_bits == 2
+    assert {k: getattr(p2.config, k) for k in dev} == dev
     a, b = p1.run(data), p2.run(data)
     # the same device instance; float32 round-off of the projection may flip a converter step
     assert (a - b).abs().mean() < 0.01 * a.abs().mean()
