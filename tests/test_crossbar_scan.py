@@ -272,3 +272,35 @@ def test_block_scan_rejects_a_dither_of_the_wrong_shape_or_with_a_state_adc():
         block_scan(M, v, fs, None, 8, dither=torch.full((2, 3, 4), 0.5))
     with pytest.raises(es.EdgessmError, match="no state ADC"):
         block_scan(M, v, fs, 8, 8, dither=torch.full((2, 4, 4), 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("conv", ["adc+dac", "dac", "dither", "none"])
+def test_sparse_scan_gives_the_dense_scan_bits(dtype, conv):
+    """sparse (the zeros outside the complex pairs skipped): the same outputs, saturations and
+    gradients, bit for bit, as the dense products; a block with other entries is refused."""
+    from edgessm.errors import EdgessmError
+    from edgessm.targets.crossbar.scan import pair_structure
+    from edgessm.targets.crossbar.hw import dither_offsets
+    g = torch.Generator().manual_seed(3)
+    H, n2, B, L = 5, 8, 11, 40
+    M0 = (torch.randn(H, n2 + 1, n2 + 1, generator=g) * 0.45 * pair_structure(n2 + 1)).to(dtype)
+    v0 = (torch.randn(B, L, H, generator=g) * 0.6).to(dtype)
+    fs = torch.full((H, n2), 0.8, dtype=dtype)
+    adc = 6 if conv == "adc+dac" else None
+    dac = None if conv == "none" else (8 if conv != "dither" else 10)
+    dith = dither_offsets(0, H, n2, 0, L, dtype).transpose(0, 1).contiguous() if conv == "dither" else None
+    out = []
+    for sparse in (False, True):
+        M, v = M0.clone().requires_grad_(), v0.clone().requires_grad_()
+        y, sat = block_scan(M, v, fs, adc, dac, pairs=True, dither=dith, sparse=sparse)
+        (y * torch.linspace(-1, 1, L, dtype=dtype).view(1, -1, 1)).sum().backward()
+        out.append((y.detach(), sat, M.grad, v.grad))
+    (ya, sa, gma, gva), (yb, sb, gmb, gvb) = out
+    assert torch.equal(ya, yb) and sa == sb and torch.equal(gma, gmb) and torch.equal(gva, gvb)
+    if conv == "adc+dac":
+        assert sa > 0
+    bad = M0.clone()
+    bad[0, 0, 1] = 0.1                                      # couples two states: not a pair entry
+    with pytest.raises(EdgessmError, match="outside the complex-pair structure"):
+        block_scan(bad, v0, fs, adc, dac, pairs=True, dither=dith, sparse=True)

@@ -364,7 +364,8 @@ class HwSequenceModel(SequenceModel):
         if self._calib and not fixed:
             self._calibrate_rho(i, u, float(r))
         q, s = self.qblock(i)
-        Mq = self._noisy(q, "s4d") * s.unsqueeze(-1)                               # (H, K, K)
+        qn = self._noisy(q, "s4d")
+        Mq = qn * s.unsqueeze(-1)                                                  # (H, K, K)
         B, L, H = u.shape
         n2 = s4d.d_state
         digital = hw.recurrence == "digital"    # the block in the periphery: no DAC, ADC or noise
@@ -377,7 +378,7 @@ class HwSequenceModel(SequenceModel):
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
         if self.scan == "native" and Mq.dtype == vu.dtype and vu.device.type == "cpu" \
                 and vu.dtype in (torch.float32, torch.float64) and scan_available()[0]:
-            return self._s4d_native(i, vu, Mq, fs, r, fixed)
+            return self._s4d_native(i, vu, Mq, fs, r, fixed, sparse=qn is q)
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
         dith = dither_offsets(i, H, n2, 0, L, u.dtype).to(u.device) if hw.state_dither else None
@@ -412,8 +413,9 @@ class HwSequenceModel(SequenceModel):
         self._track(self.fs_s4d, peak * hw.adc_headroom, i)
         return torch.stack(ys, 1) * r
 
-    def _s4d_native(self, i, vu, Mq, fs, r, fixed):
-        """_s4d's loop over time as one native scan (scan.c) with its own backward."""
+    def _s4d_native(self, i, vu, Mq, fs, r, fixed, sparse=False):
+        """_s4d's loop over time as one native scan (scan.c) with its own backward; sparse: Mq
+        is the quantized block itself (no write noise), zero outside its complex pairs."""
         hw = self.hw
         n2 = Mq.shape[-1] - 1
         dith = None
@@ -424,7 +426,7 @@ class HwSequenceModel(SequenceModel):
                              None if self._calib or dith is not None or digital else hw.adc_bits,
                              hw.digital_state_bits if digital else hw.dac_bits if hw.state_mode == "digital" else None,
                              pairs=True,     # Mq's other entries are block_matrix's constant zeros
-                             dither=dith)
+                             dither=dith, sparse=sparse)
         if self._calib or self.training:
             peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
             peak[:, n2] = amax_abs(ny).to(peak.dtype)

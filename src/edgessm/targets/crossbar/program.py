@@ -480,7 +480,7 @@ class CrossbarProgram(Program):
         if self._native() and scan_available()[0]:
             d = None if dith is None else dith.transpose(0, 1).contiguous()
             y, _ = block_scan(M, (u / r).contiguous(), torch.ones(H, n2), None, cfg.digital_state_bits,
-                              pairs=True, dither=d)
+                              pairs=True, dither=d, sparse=True)
             return y * r
         w = u.new_zeros(B, H, n2)
         ys = u.new_empty(B, L, H)

@@ -23,7 +23,9 @@
    states, as the DAC's int8 codes when there is a DAC of at most 8 bits (w = code / qd), else
    as floats. Backward: back over the tokens the state gradient (M^T [gn; gy], the same mv); the
    gradient of M as one tiled product G S^T per chunk of tokens (gmacc), or with pairs only at
-   the entries of a block of complex pairs (gmpairs).
+   the entries of a block of complex pairs (gmpairs). With sparse (M exactly zero outside the
+   complex-pair structure: a digital recurrence, or a block without write noise) both products
+   skip the zeros (mvpairs): 3 products per state row instead of K, the same values.
 
    Layout (contiguous), batch innermost so that every inner loop runs over b in SIMD lanes:
    v, Y, gY, gv (H, L, B); W, codes, mask (H, L, n2, B); M, gM (H, K, K); fs (H, n2).
@@ -261,6 +263,40 @@ mv_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_r
     return s;                                                                                   \
 }                                                                                               \
                                                                                                 \
+/* mv for a block made of complex pairs only (hw.block_matrix, or its transpose): state row r   \
+   has its lead coefficient and two more, at the columns p and n2/2 + p (p = r mod n2/2); every   \
+   other entry of the state rows must be exactly 0. The same sums as mv (lead term first, then   \
+   the two products in column order: the skipped products are 0 and leave each sum's value      \
+   unchanged, without FMA contraction), the last row in full. */                               \
+static inline __attribute__((always_inline)) int                                                \
+mvpairs_##SUF(const T *mat, int K, int n2, const T *w, const T *lead, int B, T *out_rows,       \
+              T *out_last, const cv_##SUF *cv)                                                  \
+{                                                                                               \
+    int s = 0;                                                                                  \
+    const int n = n2 / 2;                                                                       \
+    for (int r = 0; r < n2; r++) {                                                              \
+        const int p = r < n ? r : r - n;                                                        \
+        const T m0 = mat[(size_t)r * K + n2], m1 = mat[(size_t)r * K + p];                     \
+        const T m2 = mat[(size_t)r * K + n + p];                                                \
+        const T *restrict w1 = w + (size_t)p * B, *restrict w2 = w + (size_t)(n + p) * B;       \
+        T *restrict o = out_rows + (size_t)r * B;                                               \
+        for (int b = 0; b < B; b++) {                                                           \
+            T a = m0 * lead[b];                                                                 \
+            a += m1 * w1[b];                                                                    \
+            a += m2 * w2[b];                                                                    \
+            o[b] = a;                                                                           \
+        }                                                                                       \
+        if (cv)                                                                                 \
+            s += conv_##SUF(out_rows, cv->mk, cv->code, cv->f, cv->dh, r, 1, (size_t)B, 0, B,   \
+                            cv->adc, cv->dac, cv->fqa, cv->fqd);                                \
+    }                                                                                           \
+    for (int c = 0; c < B; c += 2 * VL) {                                                       \
+        if (c + 2 * VL <= B) mvblk_##SUF(mat, K, n2, n2, 1, w, lead, (size_t)B, c, 2, out_rows, out_last); \
+        else mvblk_##SUF(mat, K, n2, n2, 1, w, lead, (size_t)B, c, 1, out_rows, out_last);     \
+    }                                                                                           \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
 /* acc[o][i] (VL lanes each) += sum over the ns tokens s and the lane groups c of              \
    G[s][o][c..] * S[s][i][c..] for the rows o0 .. o0+R-1 and the columns i0 .. i0+C-1: a tile    \
    of R x C accumulators in registers, each G vector loaded once for C columns and each S vector \
@@ -371,7 +407,7 @@ static void gmacc_##SUF(T *acc, const T *G, const T *S, int ns, int K, int B)   
                                                                                                 \
 int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *fs,      \
                           int adc, int dac, int qa, int qd, const T *dith, T *Y, T *W,            \
-                          int8_t *codes, uint8_t *mask, int threads)                             \
+                          int8_t *codes, uint8_t *mask, int sparse, int threads)                 \
 {                                                                                                \
     int64_t sat = 0;                                                                             \
     int fail = 0;                                                                                \
@@ -397,7 +433,8 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
             cv.dh = dith ? dith + tb * n2 : NULL;                                                \
             /* y and n = M [w_(t-1); v], blocked over rows and lanes (mv), each block of       \
                state rows through the converters as soon as it is computed */                   \
-            sat += mv_##SUF(mh, K, n2, w, V + tb * B, B, wo, Y + tb * B, &cv);                  \
+            sat += sparse ? mvpairs_##SUF(mh, K, n2, w, V + tb * B, B, wo, Y + tb * B, &cv)      \
+                          : mv_##SUF(mh, K, n2, w, V + tb * B, B, wo, Y + tb * B, &cv);         \
             w = wo;                                                                              \
         }                                                                                        \
     }                                                                                            \
@@ -413,7 +450,7 @@ int64_t hw_scan_fwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, c
    (n2 even): only the entries of the complex-pair structure (gmpairs), the others 0. */        \
 int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const T *W,           \
                       const int8_t *codes, int qd, const uint8_t *mask, const T *gY, T *gV,      \
-                      T *gM, int pairs, int threads)                                             \
+                      T *gM, int pairs, int sparse, int threads)                                 \
 {                                                                                                \
     const int K = n2 + 1;                                                                        \
     const size_t slot = (size_t)K * B;                                                           \
@@ -465,7 +502,8 @@ int hw_scan_bwd_##SUF(int B, int L, int H, int n2, const T *M, const T *V, const
             memcpy(sv + (size_t)n2 * B, V + tb * B, sizeof(T) * B);                              \
             /* [gw; gv] = M^T [gn; gy]: gradient at w_(t-1) (c gy + A^T gn) and at v_t          \
                (d gy + bcol . gn), the same blocked product over the transposed matrix */       \
-            mv_##SUF(mt, K, n2, g, g + (size_t)n2 * B, B, gw, gV + tb * B, NULL);                \
+            if (sparse) mvpairs_##SUF(mt, K, n2, g, g + (size_t)n2 * B, B, gw, gV + tb * B, NULL); \
+            else mv_##SUF(mt, K, n2, g, g + (size_t)n2 * B, B, gw, gV + tb * B, NULL);           \
             if (++ns == TC_##SUF || t == 0) {                                                    \
                 if (pairs) gmpairs_##SUF(acc, Gc, Sc, ns, K, B, n2 / 2);                         \
                 else gmacc_##SUF(acc, Gc, Sc, ns, K, B);                                         \

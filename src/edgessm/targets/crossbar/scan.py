@@ -37,10 +37,10 @@ def _bind(lib):
         P = ctypes.POINTER(T)
         f = getattr(lib, f"hw_scan_fwd_{suf}")
         f.restype = ctypes.c_int64
-        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, P, I8, U8, ctypes.c_int]
+        f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, P, I8, U8] + [ctypes.c_int] * 2
         g = getattr(lib, f"hw_scan_bwd_{suf}")
         g.restype = ctypes.c_int
-        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, I8, ctypes.c_int, U8, P, P, P, ctypes.c_int, ctypes.c_int]
+        g.argtypes = [ctypes.c_int] * 4 + [P, P, P, I8, ctypes.c_int, U8, P, P, P] + [ctypes.c_int] * 3
         for name in ("hw_to_hlb", "hw_to_blh"):
             f = getattr(lib, f"{name}_{suf}")
             f.restype = None
@@ -146,7 +146,7 @@ class _Scan(torch.autograd.Function):
     (H, L, Bp) with the batch innermost, padded to Bp (a multiple of 8) lanes."""
 
     @staticmethod
-    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs, dith=None):
+    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs, dith=None, sparse=False):
         B, L, H = v.shape
         n2 = M.shape[-1] - 1
         Bp = B + (-B % 8)                  # the kernel runs 8 batch rows per SIMD step
@@ -166,7 +166,7 @@ class _Scan(torch.autograd.Function):
         sat = getattr(lib, f"hw_scan_fwd_{suf}")(Bp, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
                                                  int(adc), int(dac), int(qa), int(qd), _p(dith, T), ptr(Y, T),
                                                  _p(W, T), _p(codes, ctypes.c_int8), _p(mask, ctypes.c_uint8),
-                                                 torch.get_num_threads())
+                                                 int(sparse), torch.get_num_threads())
         if sat < 0:
             raise MemoryError("native crossbar scan: out of memory")
         counter.append(int(sat))
@@ -175,7 +175,7 @@ class _Scan(torch.autograd.Function):
             weakref.finalize(ctx, _POOL.give, Vc, W, codes, mask)     # back to the pool with the node
         else:
             _POOL.give(Vc)
-        ctx.B, ctx.qd, ctx.pairs = B, int(qd), bool(pairs)
+        ctx.B, ctx.qd, ctx.pairs, ctx.sparse = B, int(qd), bool(pairs), bool(sparse)
         y = _to_blh(Y, B)
         _POOL.give(Y)
         return y
@@ -190,16 +190,32 @@ class _Scan(torch.autograd.Function):
         gM = torch.empty_like(M)
         if getattr(lib, f"hw_scan_bwd_{suf}")(Bp, L, H, n2, ptr(M, T), ptr(V, T), _p(W, T),
                                               _p(codes, ctypes.c_int8), ctx.qd, _u8(mask), ptr(gYc, T),
-                                              ptr(gV, T), ptr(gM, T), int(ctx.pairs), torch.get_num_threads()):
+                                              ptr(gV, T), ptr(gM, T), int(ctx.pairs), int(ctx.sparse),
+                                              torch.get_num_threads()):
             raise MemoryError("native crossbar scan: out of memory")
         gv = _to_blh(gV, ctx.B)
         _POOL.give(gYc, gV)
-        return gM, gv, None, None, None, None, None, None, None, None
+        return gM, gv, None, None, None, None, None, None, None, None, None
+
+
+def pair_structure(K: int) -> torch.Tensor:
+    """(K, K) bool: the entries a block of complex pairs can have (``hw.block_matrix``): the
+    2 x 2 blocks of the states p and n2/2 + p, the input column, the output row."""
+    n2 = K - 1
+    n = n2 // 2
+    m = torch.zeros(K, K, dtype=torch.bool)
+    r = torch.arange(n2)
+    p = r % n
+    m[r, p] = True
+    m[r, n + p] = True
+    m[:, n2] = True
+    m[n2, :] = True
+    return m
 
 
 def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int | None,
                dac_bits: int | None, pairs: bool = False,
-               dither: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+               dither: torch.Tensor | None = None, sparse: bool = False) -> tuple[torch.Tensor, int]:
     """The S4D layer's output column before its ADC, y (B, L, H), and the number of ADC
     saturations of the state columns.
 
@@ -213,7 +229,11 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     of the products of the full gradient for n2 = 16.
 
     dither (H, L, n2): the state's rounding offsets U in (0, 1) (``hw.dither_offsets``), the
-    DAC rounding floor(x qd + U) instead of floor(x qd + 1/2); needs a DAC and no state ADC."""
+    DAC rounding floor(x qd + U) instead of floor(x qd + 1/2); needs a DAC and no state ADC.
+
+    sparse: M is exactly 0 outside the complex-pair structure (:func:`pair_structure`; a
+    digital recurrence, or blocks without write noise): forward and backward skip those zeros,
+    3 products per state row instead of K, the same values. Checked; needs pairs."""
     if _LIB.get() is None:
         raise EdgessmError(f"native crossbar scan unavailable: {_LIB.why}")
     if v.dtype not in (torch.float32, torch.float64) or M.dtype != v.dtype:
@@ -225,6 +245,12 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
     counter: list[int] = []
     if pairs and (M.shape[-1] - 1) % 2:
         raise EdgessmError(f"native crossbar scan: pairs needs an even number of states, got {M.shape[-1] - 1}")
+    if sparse:
+        if not pairs:
+            raise EdgessmError("native crossbar scan: sparse needs pairs (a block of complex pairs)")
+        if bool((M.detach()[:, ~pair_structure(M.shape[-1])] != 0).any()):
+            raise EdgessmError("native crossbar scan: sparse, but M has entries outside the complex-pair "
+                               "structure (write noise on the block?)")
     if dither is not None:
         H, L, n2 = M.shape[0], v.shape[1], M.shape[-1] - 1
         if adc_bits is not None or dac_bits is None:
@@ -233,7 +259,8 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
             raise EdgessmError(f"native crossbar scan: dither must be ({H}, {L}, {n2}) of {v.dtype}, got "
                                f"{tuple(dither.shape)} of {dither.dtype}")
         dither = dither.detach().contiguous()
-    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter, bool(pairs), dither)
+    Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter, bool(pairs), dither,
+                    bool(sparse))
     return Y, counter[0]
 
 
