@@ -2,7 +2,7 @@
 the same on torch ops), side by side on the same device instance and samples.
 
     python benchmarks/bench_crossbar_sim.py --model fsdd-ternary --task fsdd --samples 100
-    python benchmarks/bench_crossbar_sim.py --config configs/smnist_crossbar.toml --task smnist \
+    python benchmarks/bench_crossbar_sim.py --config configs/smnist_crossbar_arrays.toml --task smnist \
         --samples 100 --threads 2 --full 10000 --devices 3 [--skip-tokens] [--baseline REF]
 
 --baseline REF: also time run() with sim.c as of git revision REF (same C interface), built

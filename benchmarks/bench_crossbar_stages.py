@@ -2,7 +2,7 @@
 sample) and a mixing stage (per token row) of a model, with sim.c now and as of git revision
 --baseline, alternately on the same device instance and inputs.
 
-    python benchmarks/bench_crossbar_stages.py --config configs/smnist_crossbar.toml --task smnist \
+    python benchmarks/bench_crossbar_stages.py --config configs/smnist_crossbar_arrays.toml --task smnist \
         --samples 16 --baseline 600a301
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import edgessm as es
-from conftest import needs_fsdd
+from conftest import needs_fsdd, needs_mnist
 from edgessm.errors import ConfigError, InputError, UnknownNameError
 from edgessm.targets.crossbar import (CrossbarConfig, HwSequenceModel, hw_wrap, load_device,
                                       parse_options, project, save_hw, table_markdown)
@@ -383,3 +383,18 @@ ssm_bits = 6
     # a config with an [hw] table is not silently trained as a float model
     assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--no-progress"]) == 2
     assert "--hw crossbar" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_shipped_smnist_crossbar_deploys_with_its_digital_recurrence(capsys):
+    """smnist-crossbar carries its mapping: the S4D layers in the periphery, the linear layers on
+    arrays of the default device (its figure over the full test set is in benchmarks/RESULTS.md)."""
+    from edgessm.cli import main
+    rc = main(["deploy", "smnist-crossbar", "--target", "crossbar", "--task", "smnist", "--limit", "24",
+               "--threads", "1", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    res = out["resources"]
+    assert res["recurrence"] == "digital" and res["ssm_bits"] == 16 and res["weight_bits"] == 5
+    assert res["stages"]["s4d0"]["arrays"] == 0 and res["arrays"] == 11
+    assert out["accuracy"]["mean"] >= 0.9
