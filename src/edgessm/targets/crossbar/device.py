@@ -151,7 +151,7 @@ FIELDS: dict[str, tuple] = {
                      "needs state_mode = 'digital'"),
     "recurrence": ("array", "-", "option", "where each S4D layer's block [[dA, b], [c, d]] runs: 'array' (one "
                    "block per channel on the crossbar arrays, as [IMSSA]) or 'digital' (in the digital periphery: "
-                   "the block's nonzero products, 4 per complex state and token, at ssm_bits coefficients, the "
+                   "the block's nonzero products, 8 multiplies and 6 adds per complex state and token, at ssm_bits coefficients, the "
                    "state word digital_state_bits wide; no devices, converters or write noise; only the "
                    "encoder, mixing and decoder on arrays)"),
     "digital_state_bits": (16, "bit", "assumption", "signed state word of a digital recurrence (the state's "
