@@ -7,9 +7,10 @@ After every optimizer step each averaged parameter moves toward the trained one:
 with n the number of steps so far: an exponentially weighted form of [Pol92]'s iterate
 averaging, with the warm-up of TensorFlow's ExponentialMovingAverage (its num_updates), so the
 early average is not dominated by the initial weights. Buffers (e.g. running ranges of a
-quantization- or hardware-aware model) are copied, not averaged. Validation, ``OUT/best`` and the final test use the averaged model; the
-optimizer keeps training the raw weights, which ``OUT/last`` holds with the average beside them
-(``train.checkpoint``), so a resume continues both exactly.
+quantization- or hardware-aware model) are copied, not averaged. Validation, ``OUT/best`` and
+the final test use the averaged model; the optimizer keeps training the raw weights, which
+``OUT/last`` holds with the average beside them (``train.checkpoint``), so a resume continues
+both exactly.
 
 [Pol92] B. T. Polyak, A. B. Juditsky, "Acceleration of stochastic approximation by averaging",
 SIAM J. Control and Optimization 30(4), 838-855 (1992).

@@ -342,10 +342,11 @@ class CrossbarProgram(Program):
         return ["encoder"] + [x for i in range(n) for x in (f"s4d{i}", f"mixing{i}")] + ["decoder"]
 
     # ---- execution ---------------------------------------------------------------------------
-    def _dac(self, x, r, offset=0.5):
+    def _dac(self, x, r, offset=0.5, bits=None):
         """:func:`_conv` of x / r at full scale 1 (the same arithmetic), saturations not counted;
-        offset: the rounding's 1/2, or the state's dither offsets (``hw.dither_offsets``)."""
-        q = (1 << (self.config.dac_bits - 1)) - 1
+        offset: the rounding's 1/2, or the state's dither offsets (``hw.dither_offsets``);
+        bits: the DAC's (default) or another word width (a digital recurrence's state)."""
+        q = (1 << ((bits or self.config.dac_bits) - 1)) - 1
         return (x / r).clamp_(-1, 1).mul_(q).add_(offset).floor_().div_(q)
 
     def _state_cols(self, st):
@@ -364,17 +365,13 @@ class CrossbarProgram(Program):
         y = n * self.scales[name] * r
         return y + lin.bias if lin.bias is not None else y
 
-    def _round_state(self, w, dith):
-        """A digital recurrence's state word: ``digital_state_bits``, dithered or half up."""
-        q = (1 << (self.config.digital_state_bits - 1)) - 1
-        return w.clamp(-1, 1).mul_(q).add_(0.5 if dith is None else dith).floor_().div_(q)
-
     def _s4d_digital(self, i: int, u: torch.Tensor, w: torch.Tensor, dith=None):
         """One token of a digital recurrence: u (B, H) -> (y (B, H), new state (B, H, N))."""
         r = self.model.r_s4d[i]
         inp = torch.cat([w, (u / r).unsqueeze(-1)], -1)                       # (B, H, K)
         n = torch.einsum("bhi,hoi->bho", inp, self.digital[f"s4d{i}"])
-        return n[..., -1] * r, self._round_state(n[..., :-1], dith)
+        w_new = self._dac(n[..., :-1], 1.0, 0.5 if dith is None else dith, bits=self.config.digital_state_bits)
+        return n[..., -1] * r, w_new
 
     def _s4d(self, i: int, u: torch.Tensor, w: torch.Tensor, t: int = 0):
         if self.config.recurrence == "digital":
