@@ -1,6 +1,7 @@
 """The crossbar target: device config, hardware-aware model, simulator, cost, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -245,6 +246,23 @@ def test_ideal_program_matches_hw_model_and_is_streaming(data):
         prog.step(data[:, 0, :2], s1)
     y2, _ = prog.step(data[:, 1], s1)
     assert torch.allclose(y2, Y[:, 1], atol=1e-6)
+
+
+def test_mixing_batch_norm_is_folded_onto_the_arrays(data):
+    net = tiny()
+    net = es.SequenceModel(dataclasses.replace(net.config, mix_norm=True))
+    net.train()
+    with torch.no_grad():
+        net(data)                                   # running statistics away from (0, 1)
+    net.eval()
+    m = HwSequenceModel.from_float(net, None)
+    assert not m.config.mix_norm and all(b.mix_norm is None for b in m.blocks) and not m.training
+    m.calibrate(data)
+    m.eval()
+    Y = es.targets.get("crossbar").compile(net, calibration=data, noise=0).run(data)
+    with torch.no_grad():
+        ref = net.forward_tokens(data)
+    assert (Y.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
 
 
 def test_device_instances_are_seeded_and_faults_hurt(data):

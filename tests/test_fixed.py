@@ -260,6 +260,71 @@ def test_c_backend_equals_numpy_and_model(spec):
         assert st["overflows"]["input"] > 0 and len(st["overflow_detail"]) >= 3
 
 
+def residual_model(seed=5, layers=3):
+    """A neuromorphic model with residual connections and a mixing batch norm whose running
+    statistics have moved (so the fold into the mixing weights is not the identity)."""
+    torch.manual_seed(seed)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=10, d_model=16, d_state=8,
+                                     n_layers=layers, residual=True, mix_norm=True)
+    X = torch.randn(12, 50, 2)
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(X)
+    return m.eval(), X
+
+
+@needs_cc
+@pytest.mark.parametrize("spec", ["loihi2", "w4", "ternary", "wrap"])
+def test_residual_and_mix_norm_c_equals_numpy_and_model(spec):
+    m, X = residual_model()
+    if spec == "wrap":
+        q = quantize(m, QuantSpec.from_dict(WRAP), calibration=X[:2])
+        X = X * 4
+    else:
+        q = quantize(m, spec, calibration=X)
+        X = torch.cat([X[:6], 3 * X[6:]])
+    assert q.config.residual and not q.config.mix_norm          # folded by from_float
+    net = q.integer_network()
+    assert all(mix.res_w is not None and (mix.res_w == 1).all() for _, mix in net.layers)
+    _, st = assert_same_run(both_backends(q), q, X)
+    if spec == "wrap":
+        assert st["overflow_detail"].get("mixing0.activations", 0) > 0
+    if spec == "loihi2":                                         # the integer net tracks the float one
+        with torch.no_grad():
+            f, i = m(X[:6]), q(X[:6])
+        assert (f - i).abs().max() < 0.05 * f.abs().max()
+
+
+def test_residual_synapses_are_counted():
+    """A block input drives its S4D and, through the residual synapse, its mixing neuron: the
+    counted synaptic operations of the encoder equal a hand count."""
+    m, X = residual_model(layers=1)
+    p = compile_fixed(m, "loihi2", X, backend="numpy")
+    net = p.engine.net
+    p.reset_stats()
+    h = p.engine._dense(p.encode(X[:1, 0].numpy()), net.encoder)     # the encoder's spikes, token 0
+    s, mix = net.layers[0]
+    per_spike = np.count_nonzero(s.br, 1) + np.count_nonzero(s.bi, 1) + (s.dm != 0) + 1
+    p.run_int(X[:1, :1])
+    assert p.engine.synops["encoder"] == int(((h[0] != 0) * per_spike).sum())
+
+
+@needs_cc
+@pytest.mark.parametrize("specialize", [True, False])
+def test_residual_export_verifies(tmp_path, specialize):
+    from edgessm.targets.fixed.cgen import generate
+    from edgessm.targets.fixed.verify import verify_c
+    m, X = residual_model()
+    net = quantize(m, "loihi2", calibration=X).integer_network()
+    code = generate(net, "net", specialize=specialize)
+    assert "plus the residual" in code["c"]
+    (tmp_path / "net.h").write_text(code["h"])
+    (tmp_path / "net.c").write_text(code["c"])
+    r = verify_c(net, tmp_path, "net", X * 2, min_seconds=0.0)
+    assert r["verified"] and r["mismatches"] == 0 and r["compared"] == 12 * 50 * 10
+
+
 @needs_cc
 @pytest.mark.parametrize("threshold", [0, 5])
 def test_c_backend_sigma_delta_equals_numpy(threshold):

@@ -35,6 +35,8 @@ def test_streaming_equals_forward(preset):
     dict(norm="layer", prenorm=False), dict(activation="relu", mixing="glu", residual=False),
     dict(activation="gelu", mixing="linear", readout="last", norm="none"),
     dict(init="inv", discretization="bilinear", learn_B=True), dict(init="real"),
+    dict(activation="relu", mixing="linear", norm="none", residual=True, mix_norm=True, readout="last"),
+    dict(mix_norm=True),
 ])
 def test_block_options_stream(opts):
     torch.manual_seed(1)
@@ -48,6 +50,28 @@ def test_block_options_stream(opts):
         full = net(x)
         streamed, _ = _stream(net, x)
     torch.testing.assert_close(streamed[:, -1], full, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_fold_norms_is_the_same_network(residual):
+    torch.manual_seed(2)
+    net = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_model=8, d_state=4, n_layers=2,
+                                       residual=residual, mix_norm=True)
+    x = torch.randn(5, 40, 2)
+    net.train()
+    for _ in range(3):
+        net(x)                                   # running statistics away from (0, 1)
+    net.metrics = {"test_acc": 0.5}
+    net.eval()
+    f = net.fold_norms()
+    assert f is not net and not f.config.mix_norm and f.config.residual == residual
+    assert all(b.mix_norm is None for b in f.blocks) and f.metrics == {"test_acc": 0.5}
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(f.forward_tokens(x, mode="recurrent"), net.forward_tokens(x), rtol=1e-5, atol=1e-5)
+    assert not net.training and net.blocks[0].mix_norm is not None       # the original unchanged
+    plain = es.SequenceModel.from_preset("neuromorphic", d_model=8, d_state=4, n_layers=1)
+    assert plain.fold_norms() is plain
 
 
 def test_presets_as_specified():
@@ -98,7 +122,8 @@ def test_network_rejects_bad_input_and_keeps_state():
 
 
 @pytest.mark.parametrize("bad", [dict(d_model=0), dict(activation="tanh"), dict(norm="group"),
-                                 dict(dropout=1.0), dict(readout="max"), dict(n_layers=True)])
+                                 dict(dropout=1.0), dict(readout="max"), dict(n_layers=True),
+                                 dict(mix_norm="yes")])
 def test_config_errors(bad):
     with pytest.raises(es.ConfigError):
         es.ModelConfig(**bad)

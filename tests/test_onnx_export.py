@@ -19,6 +19,12 @@ needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="onnx/onnxruntime not instal
 
 def _small(preset):
     torch.manual_seed(0)
+    if preset == "residual-mixnorm":          # neuromorphic, residual, a mixing batch norm with moved statistics
+        m = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=5, d_model=16, d_state=8,
+                                         n_layers=2, residual=True, mix_norm=True)
+        with torch.no_grad():
+            m(torch.randn(8, 25, 2) * 2 + 1)
+        return m.eval()
     return es.SequenceModel.from_preset(preset, d_input=2, d_output=5, d_model=16, d_state=8, n_layers=2).eval()
 
 
@@ -53,7 +59,7 @@ def test_torch_export_forward_and_step(preset):
 
 
 @needs_ort
-@pytest.mark.parametrize("preset", ["neuromorphic", "standard"])
+@pytest.mark.parametrize("preset", ["neuromorphic", "standard", "residual-mixnorm"])
 def test_onnx_step_and_sequence_match_pytorch(preset, tmp_path):
     from edgessm.export.onnx import export_onnx, verify_onnx
     m = _small(preset)

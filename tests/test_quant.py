@@ -204,6 +204,32 @@ def test_eval_is_integer_stream_equals_sequence_and_train_close(preset):
     assert (yq - yf).abs().max() < (0.05 if preset == "loihi2" else 0.6) * scale
 
 
+def test_residual_mix_norm_model_streams_exactly_and_fake_quant_tracks_it():
+    torch.manual_seed(4)
+    m = es.SequenceModel.from_preset("neuromorphic", d_model=16, d_state=8, n_layers=2, residual=True,
+                                     mix_norm=True)
+    X = torch.randn(16, 40, 1)
+    m.train()
+    with torch.no_grad():
+        m(X)
+    m.eval()
+    with pytest.raises(ConfigError, match="from_float"):
+        QuantSequenceModel(m.config, "loihi2")
+    q = quantize(m, "loihi2", calibration=X)
+    yq = q.forward_tokens(X[:6])
+    st, ys = q.init_state(6), []
+    for t in range(40):
+        y, st = q.step(X[:6, t], st)
+        ys.append(y)
+    assert torch.equal(torch.stack(ys, 1), yq)
+    q.train()
+    yt = q.forward_tokens(X[:6])
+    q.eval()
+    scale = m.forward_tokens(X[:6]).abs().max()
+    assert (yt - yq).abs().max() < 0.02 * scale
+    assert (yq - m.forward_tokens(X[:6])).abs().max() < 0.05 * scale
+
+
 def test_quantized_model_save_load_roundtrip(tmp_path):
     m = small_model()
     X = torch.randn(8, 30, 1)

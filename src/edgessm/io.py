@@ -199,7 +199,7 @@ def _block_config(block) -> dict:
     return {"d_model": s.d_model, "d_state": s.d_state, "activation": type(block.act).__name__.lower(),
             "mixing": block.mixing, "residual": block.residual, "norm": block.norm_kind,
             "prenorm": block.prenorm, "init": s.init, "discretization": s.discretization,
-            "learn_B": isinstance(s.B, torch.nn.Parameter)}
+            "learn_B": isinstance(s.B, torch.nn.Parameter), "mix_norm": block.mix_norm is not None}
 
 
 def save_block(block, path) -> Path:

@@ -59,7 +59,7 @@ def _needs_calibration(model, spec) -> bool:
 
 def check_runnable(model) -> None:
     """Raise the integer targets' error for a model the integer engine cannot run (LayerNorm,
-    GELU, GLU, residual, mean readout) before any data is loaded."""
+    GELU, GLU, mean readout) before any data is loaded."""
     if isinstance(model, IntNet):
         return
     from ..quant.model import unsupported

@@ -63,7 +63,7 @@ class StepGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
         _check_exportable(model)
-        self.model = model
+        self.model = model = model.fold_norms()      # a mixing batch norm: into the mixing weights
         self.mean = model.config.readout == "mean"
         for i, b in enumerate(model.blocks):
             for k, t in zip(("dA", "dB", "C"), _real_coeffs(b)):
@@ -97,7 +97,8 @@ class SequenceGraph(nn.Module):
     def __init__(self, model, seq_len: int):
         super().__init__()
         _check_exportable(model)
-        self.model, self.L = model, int(seq_len)
+        self.model, self.L = model.fold_norms(), int(seq_len)
+        model = self.model
         for i, b in enumerate(model.blocks):
             with torch.no_grad():
                 K = b.s4d.kernel(self.L).float()                     # (H, L)

@@ -7,6 +7,8 @@ execute it, so the two can be compared integer for integer. Per token::
     x_m   = sat(round_half_up(x * 2**-e_in))                       host-side encoding
     Dense:  acc = W_m @ a_m                     -> sat/wrap to accumulator bits
             out = sat(rshift_round(acc * g, s) + b)  (ReLU where the layer has one)
+            out = sat(out + rshift_round(r_m * h_m, s_r))   mixing with a residual connection:
+                                                     h_m the block input, s_r = e_out - e_h
     S4D:    xr' = sat(rshift_round(ar*xr - ai*xi, sA) + rshift_round(br*u, sB))
             xi' = sat(rshift_round(ar*xi + ai*xr, sA) + rshift_round(bi*u, sB))
             y   = sat(rshift_round(sum_n(cr*xr' - ci*xi'), sC) + rshift_round(dm*u, sD))
@@ -40,11 +42,18 @@ class DenseInt:
     out_mode: str
     acc_bits: int
     acc_mode: str
+    res_w: np.ndarray | None = None       # (C,) residual weight mantissas (a mixing layer with a
+    res_shift: np.ndarray | None = None   # residual connection; None without), and their shifts
 
     @property
     def fan_out(self) -> np.ndarray:
         """Synapses (non-zero weights) driven by each input (K,)."""
         return np.count_nonzero(self.W, axis=0).astype(np.int64)
+
+    @property
+    def res_fan_out(self) -> np.ndarray | int:
+        """Residual synapses driven by each neuron of the block input (C,), 0 without."""
+        return 0 if self.res_w is None else (self.res_w != 0).astype(np.int64)
 
 
 @dataclass

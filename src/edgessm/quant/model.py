@@ -9,8 +9,10 @@
   state. The integer engine (``targets/fixed``) executes the same network in numpy and
   must agree integer for integer (``tests/test_fixed.py``).
 
-Only what a neuromorphic core can do is quantizable: ReLU, Linear mixing, no norm, no
-residual, last-token readout (the ``neuromorphic`` preset).
+Only what a neuromorphic core can do is quantizable: ReLU, Linear mixing, no block norm,
+last-token readout (the ``neuromorphic`` preset), optionally with residual connections (the
+block input added to the mixing layer's graded spikes: one synapse per neuron) and a batch
+norm of the mixing product (``mix_norm``, folded into the mixing weights by ``from_float``).
 """
 from __future__ import annotations
 
@@ -47,8 +49,6 @@ def unsupported(config: ModelConfig) -> list[str]:
     if config.norm != "none":
         why.append(f"norm {config.norm!r}: normalization needs a per-token mean/variance, "
                    f"division and square root across channels; use norm='none'")
-    if config.residual:
-        why.append("residual=True: not supported by the integer network; use residual=false")
     if config.readout != "last":
         why.append(f"readout {config.readout!r}: a running mean needs a division per token; "
                    f"use readout='last'")
@@ -79,6 +79,10 @@ class QuantSequenceModel(SequenceModel):
     """A SequenceModel quantized per a QuantSpec; see the module docstring."""
 
     def __init__(self, config: ModelConfig, spec="loihi2"):
+        if config.mix_norm:
+            raise ConfigError("a quantized model has its mixing batch norm folded into the mixing "
+                              "weights: build it with QuantSequenceModel.from_float(model), which folds "
+                              "(SequenceModel.fold_norms), or set mix_norm=False")
         super().__init__(config)
         check_quantizable(config)
         self.spec = QuantSpec.load(spec).validate()
@@ -107,7 +111,10 @@ class QuantSequenceModel(SequenceModel):
     # ---- construction --------------------------------------------------------------------
     @classmethod
     def from_float(cls, model: SequenceModel, spec="loihi2") -> "QuantSequenceModel":
-        """A quantized copy of `model`'s float weights (not yet calibrated)."""
+        """A quantized copy of `model`'s float weights (not yet calibrated); a mixing batch norm
+        (``mix_norm``) is folded into the mixing weights first (``SequenceModel.fold_norms``)."""
+        training = model.training
+        model = model.fold_norms()
         q = cls(model.config, spec)
         sd = {k: v for k, v in model.state_dict().items() if not k.startswith(("exp_", "lsq.", "calibrated"))}
         missing, unexpected = q.load_state_dict(sd, strict=False)
@@ -115,7 +122,7 @@ class QuantSequenceModel(SequenceModel):
         if bad or unexpected:
             raise ConfigError(f"cannot copy weights into the quantized model: missing {bad[:5]}, "
                               f"unexpected {list(unexpected)[:5]}")
-        q.train(model.training)
+        q.train(training)
         q.metrics = dict(getattr(model, "metrics", {}) or {})
         q.checkpoint_meta = dict(getattr(model, "checkpoint_meta", {}) or {})
         return q
@@ -152,8 +159,8 @@ class QuantSequenceModel(SequenceModel):
                     mx["x"][i] = max(mx["x"][i], self._max_state(b.s4d, h[:state_samples - s]))
                 y = b.s4d(h)
                 mx["y"][i] = max(mx["y"][i], float(F.relu(y).max()))
-                h = F.relu(b.mix(F.relu(y)))
-                mx["z"][i] = max(mx["z"][i], float(h.max()))
+                h = F.relu(b.mix(F.relu(y))) + (h if b.residual else 0)
+                mx["z"][i] = max(mx["z"][i], float(h.abs().max()))
             mx["out"] = max(mx["out"], float(self.decoder(h).abs().max()))
         sp = self.spec
         act, st = sp["activations"], sp["state"]
@@ -211,7 +218,8 @@ class QuantSequenceModel(SequenceModel):
         for i, b in enumerate(self.blocks):
             s4 = self._s4d_int(i, b.s4d, e_u)
             mix = self._dense_int(f"mixing{i}", "mixing", b.mix, int(self.exp_y[i]),
-                                  sp["activations"].bits, int(self.exp_z[i]), relu=True, comp=comp)
+                                  sp["activations"].bits, int(self.exp_z[i]), relu=True, comp=comp,
+                                  res_exp=e_u if b.residual else None)
             layers.append((s4, mix))
             e_u = int(self.exp_z[i])
         dec = self._dense_int("decoder", "decoder", self.decoder, e_u, sp["activations"].bits,
@@ -223,7 +231,9 @@ class QuantSequenceModel(SequenceModel):
         return net
 
     def _dense_int(self, key, kind, lin: nn.Linear, in_exp: int, in_bits: int, out_exp: int,
-                   relu: bool, comp: dict) -> DenseInt:
+                   relu: bool, comp: dict, res_exp: int | None = None) -> DenseInt:
+        """The integer form of `lin`; with `res_exp` (the exponent of the block input) a residual
+        connection: the input added after the ReLU with weight 1 (``DenseInt.res_w``)."""
         sp = self.spec
         ts, act, acc = sp[kind], sp["activations"], sp["accumulator"]
         qw = quantize_weight(lin.weight, ts, self.lsq[key] if key in self.lsq else None)
@@ -242,9 +252,13 @@ class QuantSequenceModel(SequenceModel):
         if bound > 62:
             raise ConfigError(f"{key}: the descaled accumulator needs {bound:.0f} bits, more than the "
                               f"int64 engine's 62; narrow [accumulator] or [{kind}] descale_bits")
+        res = {}
+        if res_exp is not None:
+            C = qw.m.shape[0]
+            res = {"res_w": np.ones(C, np.int64), "res_shift": np.full(C, out_exp - res_exp, np.int64)}
         return DenseInt(name=key, W=_np(qw.m), g=_np(qw.g), shift=_np(shift), bias=_np(bm),
                         relu=relu, out_exp=out_exp, out_bits=act.bits, out_mode=act.overflow,
-                        acc_bits=acc.bits, acc_mode=acc.overflow)
+                        acc_bits=acc.bits, acc_mode=acc.overflow, **res)
 
     def _s4d_int(self, i: int, s4d, e_u: int) -> S4DInt:
         sp = self.spec
@@ -277,7 +291,8 @@ class QuantSequenceModel(SequenceModel):
         net = self.integer_network()
         if self._int_t is None:
             T = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-            dense = lambda d: {k: T(getattr(d, k)) for k in ("W", "g", "shift", "bias")}  # noqa: E731
+            dense = lambda d: {k: T(getattr(d, k)) for k in ("W", "g", "shift", "bias", "res_w", "res_shift")  # noqa: E731
+                               if getattr(d, k) is not None}
             ssm = lambda s: {k: T(getattr(s, k)) for k in ("ar", "ai", "br", "bi", "cr", "ci", "dm",  # noqa: E731
                                                             "sA", "sB", "sC", "sD")}
             self._int_t = {"enc": dense(net.encoder), "dec": dense(net.decoder),
@@ -285,14 +300,19 @@ class QuantSequenceModel(SequenceModel):
         return net, self._int_t
 
     # ---- eval mode: the integer network in torch int64 -------------------------------------
-    def _dense_t(self, a, d: DenseInt, t: dict):
+    def _dense_t(self, a, d: DenseInt, t: dict, res=None):
         acc = a @ t["W"].T
         acc, o = saturate_t(acc, d.acc_bits, d.acc_mode)
         self.overflows["accumulator"] += o
         v = rshift_round_t(acc * t["g"], t["shift"]) + t["bias"]
         v, o = saturate_t(v, d.out_bits, d.out_mode)
         self.overflows["activations"] += o
-        return v.clamp(min=0) if d.relu else v
+        v = v.clamp(min=0) if d.relu else v
+        if d.res_w is not None:
+            v = v + rshift_round_t(t["res_w"] * res, t["res_shift"])
+            v, o = saturate_t(v, d.out_bits, d.out_mode)
+            self.overflows["activations"] += o
+        return v
 
     def _s4d_step_t(self, u, xr, xi, s: S4DInt, t: dict):
         uu = u.unsqueeze(-1)
@@ -325,7 +345,7 @@ class QuantSequenceModel(SequenceModel):
             ys = torch.empty(B, L, H, dtype=torch.int64, device=h.device)
             for k in range(L):
                 ys[:, k], xr, xi = self._s4d_step_t(h[:, k], xr, xi, s, ts)
-            h = self._dense_t(ys.clamp_(min=0), m, tm)
+            h = self._dense_t(ys.clamp_(min=0), m, tm, res=h)
         return self._dense_t(h if all_tokens else h[:, -1], net.decoder, T["dec"])
 
     def _to_float(self, m: torch.Tensor) -> torch.Tensor:
@@ -363,7 +383,10 @@ class QuantSequenceModel(SequenceModel):
         for i, b in enumerate(self.blocks):
             y = F.relu(fake_quant_act(self._fq_s4d(b.s4d, h), int(self.exp_y[i]), ab))
             z = self._fq_linear(f"mixing{i}", "mixing", b.mix, b.drop(y))
-            h = F.relu(fake_quant_act(z, int(self.exp_z[i]), ab))
+            z = F.relu(fake_quant_act(z, int(self.exp_z[i]), ab))
+            if b.residual:      # the block input rounded to the output's grid, the sum saturated
+                z = fake_quant_act(z + fake_quant_act(h, int(self.exp_z[i]), ab), int(self.exp_z[i]), ab)
+            h = z
         return h
 
     def _fq_decoder(self, h):
@@ -422,7 +445,7 @@ class QuantSequenceModel(SequenceModel):
         for (s, m), (ts, tm), (xr, xi) in zip(net.layers, T["layers"], state.layers):
             y, xr, xi = self._s4d_step_t(h, xr, xi, s, ts)
             new.append((xr, xi))
-            h = self._dense_t(y.clamp(min=0), m, tm)
+            h = self._dense_t(y.clamp(min=0), m, tm, res=h)
         out = self._dense_t(h, net.decoder, T["dec"])
         return self._to_float(out), IntState(new, {}, state.t + 1)
 

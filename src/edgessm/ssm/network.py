@@ -2,7 +2,8 @@
 
 Block (pre/post norm optional):
     z = norm(x)            if prenorm
-    z = S4D(z) -> activation -> dropout -> mixing -> dropout
+    z = S4D(z) -> activation -> dropout -> mixing [-> batch norm if mix_norm] -> GLU or
+        activation -> dropout
     z = z + x              if residual
     z = norm(z)            if postnorm
 mixing ``glu``: Linear(H, 2H) then GLU; ``linear``: Linear(H, H) then the activation.
@@ -52,6 +53,7 @@ class ModelConfig:
     dt_min: float = 1e-3
     dt_max: float = 1e-1
     learn_B: bool = False
+    mix_norm: bool = False
     preset: str = "custom"
 
     def __post_init__(self):
@@ -77,7 +79,7 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
         if self.dt_min > self.dt_max:
             raise ConfigError(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
-        for name in ("residual", "prenorm", "learn_B"):
+        for name in ("residual", "prenorm", "learn_B", "mix_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         H = self.d_model
@@ -119,13 +121,16 @@ class Block(nn.Module):
 
     def __init__(self, d_model: int, d_state: int = 64, activation: str = "gelu",
                  mixing: str = "glu", residual: bool = True, norm: str = "layer",
-                 prenorm: bool = True, dropout: float = 0.0, **s4d_kwargs):
+                 prenorm: bool = True, dropout: float = 0.0, mix_norm: bool = False, **s4d_kwargs):
         super().__init__()
         self.s4d = S4D(d_model, d_state, **s4d_kwargs)
         self.act = ACTIVATIONS[activation]()
         self.mixing, self.residual, self.prenorm = mixing, residual, prenorm
         self.mix = nn.Linear(d_model, 2 * d_model if mixing == "glu" else d_model)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # batch norm of the mixing product, before its GLU or activation: an affine map per
+        # channel at inference, so it folds into the mixing weights and bias (integer targets)
+        self.mix_norm = nn.BatchNorm1d(self.mix.out_features) if mix_norm else None
         self.norm_kind = norm
         if norm == "layer":
             self.norm = nn.LayerNorm(d_model)
@@ -167,6 +172,7 @@ class Block(nn.Module):
             z = self.mix(z)
         else:
             z = channel_linear(z, self.mix.weight, self.mix.bias)
+        z = self._mix_bn(z, dim)
         z = F.glu(z, dim=dim) if self.mixing == "glu" else self.act(z)
         z = self.drop(z)
         if self.residual:
@@ -174,6 +180,16 @@ class Block(nn.Module):
         if not self.prenorm:
             z = self._norm(z, dim)
         return z
+
+    def _mix_bn(self, z: torch.Tensor, dim: int) -> torch.Tensor:
+        """The batch norm of the mixing product (identity without ``mix_norm``); channels on
+        axis `dim`. One token (B, C) uses the running statistics, as does eval mode."""
+        n = self.mix_norm
+        if n is None:
+            return z
+        if z.dim() == 2:
+            return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+        return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
 
     def _fused_kind(self) -> tuple[str, float] | None:
         """(activation, dropout p in force) for the fused tail, None when a module was replaced
@@ -196,7 +212,10 @@ class Block(nn.Module):
         activation, dropout and the residual in one pass."""
         z = fused.act_dropout(z, act, p)
         m = channel_linear(z, self.mix.weight, None)
-        z = fused.mix_tail(m, self.mix.bias, x if self.residual else None,
+        bias = self.mix.bias
+        if self.mix_norm is not None:
+            m, bias = self.mix_norm(m + bias.unsqueeze(-1)), None
+        z = fused.mix_tail(m, bias, x if self.residual else None,
                            glu=self.mixing == "glu", act=act, p=p)
         if not self.prenorm:
             z = self._norm(z, 1)
@@ -255,7 +274,7 @@ class SequenceModel(nn.Module):
             Block(c.d_model, c.d_state, activation=c.activation, mixing=c.mixing,
                   residual=c.residual, norm=c.norm, prenorm=c.prenorm, dropout=c.dropout,
                   init=c.init, discretization=c.discretization, dt_min=c.dt_min,
-                  dt_max=c.dt_max, learn_B=c.learn_B)
+                  dt_max=c.dt_max, learn_B=c.learn_B, mix_norm=c.mix_norm)
             for _ in range(c.n_layers))
         self.decoder = nn.Linear(c.d_model, c.d_output)
 
@@ -264,6 +283,30 @@ class SequenceModel(nn.Module):
         if name not in PRESETS:
             raise UnknownNameError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
         return cls(ModelConfig(**{**PRESETS[name], "preset": name, **overrides}))
+
+    def fold_norms(self) -> "SequenceModel":
+        """An equivalent inference model with each block's ``mix_norm`` (batch norm of the
+        mixing product, running statistics) folded into its mixing layer: W' = a W,
+        b' = a (b - mean) + beta with a = gamma / sqrt(var + eps). ``self`` when there is none;
+        otherwise a copy in eval mode (the same outputs as ``self.eval()``, to rounding), with
+        ``mix_norm=False``, the metrics and checkpoint metadata carried over. What integer,
+        analog and C targets lower."""
+        if not self.config.mix_norm:
+            return self
+        out = type(self)(dataclasses.replace(self.config, mix_norm=False)).to(self.encoder.weight)
+        sd = {k: v for k, v in self.state_dict().items() if ".mix_norm." not in k}
+        with torch.no_grad():
+            for i, b in enumerate(self.blocks):
+                n = b.mix_norm
+                a = n.weight / torch.sqrt(n.running_var + n.eps)
+                sd[f"blocks.{i}.mix.weight"] = b.mix.weight * a.unsqueeze(-1)
+                sd[f"blocks.{i}.mix.bias"] = (b.mix.bias - n.running_mean) * a + n.bias
+        out.load_state_dict(sd)
+        out.eval()
+        for attr in ("metrics", "checkpoint_meta"):
+            if hasattr(self, attr):
+                setattr(out, attr, dict(getattr(self, attr) or {}))
+        return out
 
     def ssm_parameters(self) -> list[nn.Parameter]:
         return [p for b in self.blocks for p in b.s4d.ssm_parameters()]

@@ -178,6 +178,7 @@ class FastProgram(Program):
 
     def __init__(self, model, max_abs: float = MAX_ABS):
         check_model(model)
+        model = model.fold_norms()
         self.max_abs = check_max_abs(max_abs)
         c = model.config
         self.config = c

@@ -246,6 +246,8 @@ class HwSequenceModel(SequenceModel):
     # ---- construction / export ---------------------------------------------------------------
     @classmethod
     def from_float(cls, model: SequenceModel, hw=None) -> "HwSequenceModel":
+        training = model.training
+        model = model.fold_norms()          # a mixing batch norm becomes the mixing weights
         m = cls(model.config, hw)
         m.load_state_dict(model.state_dict())
         meta = (getattr(model, "checkpoint_meta", {}) or {}).get("hw")
@@ -255,7 +257,7 @@ class HwSequenceModel(SequenceModel):
             m.load_ranges(meta["ranges"])
         m.metrics = dict(getattr(model, "metrics", {}) or {})
         m.checkpoint_meta = copy.deepcopy(getattr(model, "checkpoint_meta", {}) or {})
-        m.train(model.training)
+        m.train(training)
         return m
 
     _RANGE_KEYS = ("r_enc", "r_s4d", "r_mix", "r_dec", "rho", "norm_fixed", "fs_enc", "fs_s4d", "fs_mix", "fs_dec")

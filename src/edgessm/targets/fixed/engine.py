@@ -109,14 +109,16 @@ class Engine:
         net = self.net
         pops = [{"name": "input", "size": net.d_input, "fan_out": net.encoder.fan_out, "kind": "host"}]
         nxt = [s for s, _ in net.layers]
+        # a block input drives the next S4D and, with a residual connection, its mixing layer
+        res = [m.res_fan_out for _, m in net.layers]
         pops.append({"name": "encoder", "size": net.d_model,
-                     "fan_out": _ssm_fan_out(nxt[0]) if nxt else net.decoder.fan_out, "kind": "dense"})
+                     "fan_out": _ssm_fan_out(nxt[0]) + res[0] if nxt else net.decoder.fan_out, "kind": "dense"})
         for i, (s, m) in enumerate(net.layers):
             pops.append({"name": f"{s.name}.state", "size": 2 * s.d_model * s.n, "kind": "state",
                          "fan_out": np.ones(2 * s.d_model * s.n, dtype=np.int64),
                          "synops_per_step": int(np.count_nonzero(s.cr) + np.count_nonzero(s.ci))})
             pops.append({"name": s.name, "size": s.d_model, "fan_out": m.fan_out, "kind": "ssm_out"})
-            fo = _ssm_fan_out(nxt[i + 1]) if i + 1 < len(nxt) else net.decoder.fan_out
+            fo = _ssm_fan_out(nxt[i + 1]) + res[i + 1] if i + 1 < len(nxt) else net.decoder.fan_out
             pops.append({"name": m.name, "size": m.W.shape[0], "fan_out": fo, "kind": "dense"})
         pops.append({"name": "decoder", "size": net.d_output,
                      "fan_out": np.zeros(net.d_output, dtype=np.int64), "kind": "dense"})
@@ -177,14 +179,19 @@ class Engine:
         self.synops[name] += int((sent.astype(np.int64) @ pop["fan_out"]).sum())
         return seen
 
-    def _dense(self, a: np.ndarray, d: DenseInt) -> np.ndarray:
+    def _dense(self, a: np.ndarray, d: DenseInt, res: np.ndarray | None = None) -> np.ndarray:
+        """A dense layer on graded spikes `a`; `res`: the block input a residual connection adds."""
         acc = a @ d.W.T
         acc, o = saturate_np(acc, d.acc_bits, d.acc_mode)
         self._over("accumulator", d.name, o)
         v = rshift_round_np(acc * d.g, d.shift) + d.bias
         v, o = saturate_np(v, d.out_bits, d.out_mode)
         self._over("activations", d.name, o)
-        return np.maximum(v, 0) if d.relu else v
+        v = np.maximum(v, 0) if d.relu else v
+        if d.res_w is not None:
+            v, o = saturate_np(v + rshift_round_np(d.res_w * res, d.res_shift), d.out_bits, d.out_mode)
+            self._over("activations", d.name, o)
+        return v
 
     def _s4d(self, u: np.ndarray, xr: np.ndarray, xi: np.ndarray, s: S4DInt):
         uu = u[:, :, None]
@@ -263,7 +270,7 @@ class Engine:
             self.synops[sp["name"]] += sp["synops_per_step"] * xm.shape[0]
             layers.append((xr, xi))
             a = self._send(P[s.name], np.maximum(y, 0), state.refs, refs)
-            h = self._send(P[m.name], self._dense(a, m), state.refs, refs)
+            h = self._send(P[m.name], self._dense(a, m, h), state.refs, refs)
         out = self._dense(h, self.net.decoder)
         self._send(P["decoder"], out, state.refs, refs)
         self.stream_tokens += xm.shape[0]

@@ -4,6 +4,10 @@ Mapping. The network is a chain of neuron populations, each on its own neuro cor
 ``encoder -> [s4d.state -> s4d (ReLU) -> mixing (ReLU)] x n_layers -> decoder``. A complex
 S4D state is two neurons (real, imaginary); its dB synapses come from the previous
 population, its C synapses go to the layer's output neuron, D is a synapse from the input.
+A residual connection is one more synapse per mixing neuron, from the block input; the block
+input reaches it two algorithmic steps before the same token's branch does (through the state
+and output populations), so those synapses carry a delay of two steps in a pipelined stream
+(their work is counted; a delay line's memory is not).
 A population is split over enough cores that neurons, synaptic memory (weights of the
 incoming synapses plus neuron state) and synaptic work per step fit one core
 (``constants.CONSTANTS``); cores are laid out row by row on the 8 x 16 mesh.
@@ -75,8 +79,6 @@ def unmappable_layers(model) -> list[str]:
         if b.mixing != "linear":
             why.append(f"blocks.{i}.mix (GLU mixing): the gate multiplies one neuron's output by "
                        f"the sigmoid of another's; synapses only add weighted spikes")
-        if b.residual:
-            why.append(f"blocks.{i} residual connection: not supported by the integer network")
     if c.readout != "last":
         why.append(f"readout {c.readout!r}: a running mean needs a division by the token count "
                    f"every step; use readout='last'")
@@ -119,8 +121,11 @@ class Loihi2Program(FixedProgram):
             pops.append({"name": s.name, "neurons": s.d_model,
                          "synapses": int(nz(s.cr) + nz(s.ci) + nz(s.dm)), "w_bits": sp["dC"].bits,
                          "max_fan_in": 2 * s.n + 1, "from": f"{s.name}.state"})
-            pops.append({"name": m.name, "neurons": m.W.shape[0], "synapses": int(nz(m.W)),
-                         "w_bits": sp["mixing"].bits, "max_fan_in": m.W.shape[1], "from": s.name})
+            # a residual connection: one more synapse per neuron, from the block input (`prev`)
+            res = 0 if m.res_w is None else int(nz(m.res_w))
+            pops.append({"name": m.name, "neurons": m.W.shape[0], "synapses": int(nz(m.W)) + res,
+                         "w_bits": sp["mixing"].bits, "max_fan_in": m.W.shape[1] + (res > 0),
+                         "from": s.name})
             prev = m.name
         pops.append({"name": "decoder", "neurons": net.d_output, "synapses": int(nz(net.decoder.W)),
                      "w_bits": sp["decoder"].bits, "max_fan_in": net.decoder.W.shape[1], "from": prev})
@@ -224,8 +229,8 @@ class Loihi2Target(FixedTarget):
         why = unmappable_layers(model)
         if why:
             raise ConfigError("loihi2 cannot map this model: " + "; ".join(why)
-                              + ". Use the 'neuromorphic' preset (ReLU, linear mixing, no norm, "
-                                "no residual, last-token readout).")
+                              + ". Use the 'neuromorphic' preset (ReLU, linear mixing, no block norm, "
+                                "last-token readout; residual connections and mix_norm are allowed).")
         spec = config.quant_spec
         s = spec if spec is not None else (
             model.spec if isinstance(model, QuantSequenceModel) else QuantSpec.preset("loihi2"))

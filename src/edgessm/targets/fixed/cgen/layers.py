@@ -20,18 +20,24 @@ def dense_general(g: Arrays, p: str, d: DenseInt, over=export_counter) -> str:
     b = g.tensor(f"{d.name}_bias", d.bias)
     bias = "" if b("c") == "0" else f" + {b('c')}"
     relu = "\n        if (v < 0) v = 0;                                  /* ReLU */" if d.relu else ""
+    res_in, res = "", ""
+    if d.res_w is not None:
+        rw, rs = g.tensor(f"{d.name}_res_w", d.res_w), g.tensor(f"{d.name}_res_shift", d.res_shift)
+        res_in = "\n        const int64_t xres = out[c];                       /* the block input */"
+        res = (f"\n        v = {p}_fit(v + {p}_rsr((int64_t){rw('c')} * xres, {rs('c')}), "
+               f"{range_args(d.out_bits, d.out_mode)}, {over('activations')});   /* residual */")
     return f"""/* {d.name}: {K} -> {C}, {d.acc_bits}-bit accumulator ({d.acc_mode}), {d.out_bits}-bit output \
-({d.out_mode}){', ReLU' if d.relu else ''} */
+({d.out_mode}){', ReLU' if d.relu else ''}{', plus the residual (out holds the block input)' if res else ''} */
 static void {p}_{d.name}({p}_state *s, const int32_t *in, int32_t *out)
 {{
     int c, k;
     for (c = 0; c < {C}; ++c) {{
-        int64_t acc = 0, v;
+        int64_t acc = 0, v;{res_in}
         for (k = 0; k < {K}; ++k)
             acc += (int64_t){W('c', 'k')} * in[k];
         acc = {p}_fit(acc, {range_args(d.acc_bits, d.acc_mode)}, {over('accumulator')});
         v = {p}_rsr(acc * {gg('c')}, {sh('c')}){bias};
-        v = {p}_fit(v, {range_args(d.out_bits, d.out_mode)}, {over('activations')});{relu}
+        v = {p}_fit(v, {range_args(d.out_bits, d.out_mode)}, {over('activations')});{relu}{res}
         out[c] = (int32_t)v;
     }}
 }}

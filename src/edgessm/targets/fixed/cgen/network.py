@@ -27,6 +27,7 @@ def check_net(net: IntNet) -> None:
     if net.in_bits > 32:
         raise ConfigError(f"{net.in_bits}-bit inputs do not fit the int32_t API")
     shifts = [(d.name, d.shift) for d in dense] + \
+        [(f"{d.name}.res_shift", d.res_shift) for d in dense if d.res_shift is not None] + \
         [(f"{s.name}.{k}", getattr(s, k)) for s, _ in net.layers for k in ("sA", "sB", "sC", "sD")]
     for where, a in shifts:
         if a.size and (int(a.min()) < -MAX_SHIFT or int(a.max()) > MAX_SHIFT):
@@ -78,12 +79,12 @@ def generate(net: IntNet, name: str, source: str = "", *, engine_pops: list | No
     in_lo, in_hi = int_range(min(net.in_bits, 32))
     rng = Range(in_lo, in_hi)
 
-    def dense(d):
+    def dense(d, rres=None):
         nonlocal rng
-        fast = dense_fast(g, p, d, rng, counters(d.name), branchless) if specialize else None
+        fast = dense_fast(g, p, d, rng, counters(d.name), branchless, rres) if specialize else None
         if fast is None:
             lo, hi = int_range(d.out_bits)
-            rng = Range(0 if d.relu else lo, hi)
+            rng = Range(0 if d.relu and (d.res_w is None or rres is not None and rres.lo >= 0) else lo, hi)
             return dense_general(g, p, d, counters(d.name))
         code, rng = fast
         return code
@@ -98,8 +99,9 @@ def generate(net: IntNet, name: str, source: str = "", *, engine_pops: list | No
         return code
     fns = [dense(net.encoder)]
     for s, m in net.layers:
+        block_in = rng
         fns.append(s4d(s))
-        fns.append(dense(m))
+        fns.append(dense(m, block_in))
     fns.append(dense(net.decoder))
     engine = engine_section(g, p, net, engine_pops, slots, W) if engine_pops is not None else None
     in_lo, in_hi = int_range(net.in_bits)
@@ -247,6 +249,7 @@ static void {p}_count({fit_counter} *over, uint32_t n)
  *
  * Per token (quant/intnet.py), every intermediate in int64_t:
  *   Dense: acc = W a -> fit(acc bits); v = rsr(acc * g, shift) + bias -> fit(out bits) [ReLU]
+ *          [residual: v = fit(v + rsr(res_w h, res_shift)), h the block input]
  *   S4D:   xr' = fit(rsr(ar xr - ai xi, sA) + rsr(br u, sB)),  xi' = fit(rsr(ar xi + ai xr, sA) + rsr(bi u, sB))
  *          y = fit(rsr(sum_n cr xr' - ci xi', sC) + rsr(dm u, sD));  a = ReLU(y)
  * rsr(x, s) = floor((x + 2^(s-1)) / 2^s) for s > 0 (round half up), x * 2^-s for s <= 0;

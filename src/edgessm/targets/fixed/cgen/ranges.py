@@ -102,9 +102,11 @@ def _ty(r: Range) -> str:
     return "int32_t" if r.fits32() else "int64_t"
 
 
-def dense_fast(g: Arrays, p: str, d: DenseInt, rin: Range, over, branchless: bool) -> tuple[str, Range] | None:
+def dense_fast(g: Arrays, p: str, d: DenseInt, rin: Range, over, branchless: bool,
+               rres: Range | None = None) -> tuple[str, Range] | None:
     """The dense layer for inputs in rin, range-specialized (and its output range); None: use
-    the general form."""
+    the general form. rres: the range of the block input a residual connection adds (which
+    `out` holds on entry)."""
     C, K = d.W.shape
     Wabs = np.abs(d.W.astype(object)).sum(1)
     acc_r = Range(-int(Wabs.max()) * rin.mag, int(Wabs.max()) * rin.mag)
@@ -133,7 +135,26 @@ def dense_fast(g: Arrays, p: str, d: DenseInt, rin: Range, over, branchless: boo
         out_r = Range(max(out_r.lo, 0), max(out_r.hi, 0))
     bias = "" if b("c") == "0" else f" + {b('c')}"
     relu = "        if (v < 0) v = 0;                                  /* ReLU */\n" if d.relu else ""
-    used = [c for c in ("o_acc", "o_act") if re.search(rf"\b{c}\b", fit_acc + fit_out)]
+    res_in, res_tail = "", ""
+    if d.res_w is not None:
+        if rres is None:
+            return None
+        rw, rs = g.tensor(f"{d.name}_res_w", d.res_w), g.tensor(f"{d.name}_res_shift", d.res_shift)
+        rp = Range(-rres.mag * _mag(d.res_w), rres.mag * _mag(d.res_w))
+        if rp.mag >= 1 << 62:
+            return None
+        r_term, _ = _rsr_expr(f"(int64_t){rw('c')} * xres", rp, np.asarray(d.res_shift), rs("c"), p)
+        rr = _rsr_range(rp, np.asarray(d.res_shift))
+        sum_r = Range(out_r.lo + rr.lo, out_r.hi + rr.hi)
+        if sum_r.mag >= 1 << 62:
+            return None
+        fit_res, out_r = _fit_code("r", sum_r, d.out_bits, d.out_mode, "o_act", p, over, "activations",
+                                   "        ", branchless)
+        res_in = "        const int32_t xres = out[c];                       /* the block input */\n"
+        res_tail = (f"        {{\n            {_ty(sum_r)} r = ({_ty(sum_r)})v + ({_ty(sum_r)}){r_term};   /* residual */\n"
+                    + fit_res.replace("        ", "            ") + "            v = r;\n        }\n")
+        vt = "int64_t" if not sum_r.fits32() else vt
+    used = [c for c in ("o_acc", "o_act") if re.search(rf"\b{c}\b", fit_acc + fit_out + res_tail)]
     decl = f"    uint32_t {' = 0, '.join(used)} = 0;\n" if used else ""
     counts = "".join(f"    {p}_count({over(k)}, {c});\n" for k, c in (("accumulator", "o_acc"), ("activations", "o_act"))
                      if c in used)
@@ -153,7 +174,8 @@ def dense_fast(g: Arrays, p: str, d: DenseInt, rin: Range, over, branchless: boo
     else:
         mac = f"        for (k = 0; k < {K}; ++k)\n            acc += ({at}){W('c', 'k')} * in[k];\n"
     code = f"""/* {d.name}: {K} -> {C}, {d.acc_bits}-bit accumulator ({d.acc_mode}), {d.out_bits}-bit output \
-({d.out_mode}){', ReLU' if d.relu else ''}; inputs in [{rin.lo}, {rin.hi}]: {at} sums */
+({d.out_mode}){', ReLU' if d.relu else ''}{', plus the residual (out holds the block input)' if res_in else ''}; \
+inputs in [{rin.lo}, {rin.hi}]: {at} sums */
 static void {p}_{d.name}({p}_state *s, const int32_t *in, int32_t *out)
 {{
     int c, k;
@@ -162,9 +184,9 @@ static void {p}_{d.name}({p}_state *s, const int32_t *in, int32_t *out)
         {pt} prod;
         {vt} v;
         const int sh = {sh('c')};
-{mac}{fit_acc}        prod = ({pt})acc * {gg('c')};
+{res_in}{mac}{fit_acc}        prod = ({pt})acc * {gg('c')};
         v = ({vt}){r_expr}{bias};
-{fit_out}{relu}        out[c] = (int32_t)v;
+{fit_out}{relu}{res_tail}        out[c] = (int32_t)v;
         (void)sh;
     }}
 {counts}    (void)s;
