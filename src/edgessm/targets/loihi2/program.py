@@ -7,7 +7,8 @@ population, its C synapses go to the layer's output neuron, D is a synapse from 
 A residual connection is one more synapse per mixing neuron, from the block input; the block
 input reaches it two algorithmic steps before the same token's branch does (through the state
 and output populations), so those synapses carry a delay of two steps in a pipelined stream
-(their work is counted; a delay line's memory is not).
+(Lava's dense process with per-synapse delays, lava-nc/lava ``proc/dense``, buffers delay + 1
+inputs per neuron; the synapses' work is counted, that buffer's memory is not).
 A population is split over enough cores that neurons, synaptic memory (weights of the
 incoming synapses plus neuron state) and synaptic work per step fit one core
 (``constants.CONSTANTS``); cores are laid out row by row on the 8 x 16 mesh.
