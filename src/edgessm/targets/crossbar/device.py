@@ -175,8 +175,17 @@ def _make_cls():
     return dataclasses.make_dataclass("CrossbarConfig", fields, namespace={
         "validate": _validate, "g_window_s": property(lambda s: (s.g_max_us - s.g_min_us) * 1e-6),
         "signed_cols": property(lambda s: s.array_cols // (2 * s.devices_per_weight)),
+        "state_word_bits": property(_state_word_bits),
         "write_sigma_us": _write_sigma_us, "replace": lambda s, **kw: parse_options(kw, base=s),
         "to_dict": lambda s: dataclasses.asdict(s)})
+
+
+def _state_word_bits(self):
+    """The width an S4D state is rounded to every step: the periphery's word with a digital
+    recurrence, the DAC's with a digital state on the array, None for an analog state."""
+    if self.recurrence == "digital":
+        return self.digital_state_bits
+    return self.dac_bits if self.state_mode == "digital" else None
 
 
 def _write_sigma_us(self, g_us):

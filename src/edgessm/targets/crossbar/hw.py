@@ -384,7 +384,7 @@ class HwSequenceModel(SequenceModel):
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
         dith = dither_offsets(i, H, n2, 0, L, u.dtype).to(u.device) if hw.state_dither else None
-        sbits = hw.digital_state_bits if digital else hw.dac_bits
+        sbits = hw.state_word_bits
         w = torch.zeros(B, H, n2, dtype=u.dtype)
         ys, peak = [], torch.zeros(H, n2 + 1)
         for t in range(L):
@@ -397,7 +397,7 @@ class HwSequenceModel(SequenceModel):
                 ys.append(n[..., n2])
                 continue
             if dith is not None:       # the state: one dithered rounding at the DAC, no ADC
-                w = fake_converter(n[..., :n2], 1.0, hw.dac_bits, dith[t])
+                w = fake_converter(n[..., :n2], 1.0, sbits, dith[t])
                 n = n[..., n2:]
                 if not self._calib:
                     self.saturations += int((n.detach().abs() > fs[:, n2:]).sum())
@@ -408,8 +408,8 @@ class HwSequenceModel(SequenceModel):
                 self.saturations += int((n.detach().abs() > fs).sum())
                 n = fake_converter(n, fs, hw.adc_bits)
             w = n[..., :n2]
-            if hw.state_mode == "digital":
-                w = fake_converter(w, 1.0, hw.dac_bits)
+            if sbits is not None:
+                w = fake_converter(w, 1.0, sbits)
             ys.append(n[..., n2])
         peak[:, :n2] = 1.0
         self._track(self.fs_s4d, peak * hw.adc_headroom, i)
@@ -426,7 +426,7 @@ class HwSequenceModel(SequenceModel):
         digital = hw.recurrence == "digital"
         ny, sat = block_scan(Mq, vu, fs[:, :n2],
                              None if self._calib or dith is not None or digital else hw.adc_bits,
-                             hw.digital_state_bits if digital else hw.dac_bits if hw.state_mode == "digital" else None,
+                             hw.state_word_bits,
                              pairs=True,     # Mq's other entries are block_matrix's constant zeros
                              dither=dith, sparse=sparse)
         if self._calib or self.training:

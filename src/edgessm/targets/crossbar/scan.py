@@ -15,6 +15,7 @@ warning (``available()`` says why).
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 import weakref
 from pathlib import Path
@@ -198,9 +199,11 @@ class _Scan(torch.autograd.Function):
         return gM, gv, None, None, None, None, None, None, None, None, None
 
 
+@functools.lru_cache(maxsize=8)
 def pair_structure(K: int) -> torch.Tensor:
     """(K, K) bool: the entries a block of complex pairs can have (``hw.block_matrix``): the
-    2 x 2 blocks of the states p and n2/2 + p, the input column, the output row."""
+    2 x 2 blocks of the states p and n2/2 + p, the input column, the output row. Cached per K:
+    do not modify the result."""
     n2 = K - 1
     n = n2 // 2
     m = torch.zeros(K, K, dtype=torch.bool)
