@@ -257,6 +257,8 @@ def test_mixing_batch_norm_is_folded_onto_the_arrays(data):
     net.eval()
     m = HwSequenceModel.from_float(net, None)
     assert not m.config.mix_norm and all(b.mix_norm is None for b in m.blocks) and not m.training
+    with pytest.raises(es.ConfigError, match="from_float"):
+        HwSequenceModel(net.config, None)
     m.calibrate(data)
     m.eval()
     Y = es.targets.get("crossbar").compile(net, calibration=data, noise=0).run(data)

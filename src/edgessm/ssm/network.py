@@ -293,7 +293,7 @@ class SequenceModel(nn.Module):
         analog and C targets lower."""
         if not self.config.mix_norm:
             return self
-        out = type(self)(dataclasses.replace(self.config, mix_norm=False)).to(self.encoder.weight)
+        out = SequenceModel(dataclasses.replace(self.config, mix_norm=False)).to(self.encoder.weight)
         sd = {k: v for k, v in self.state_dict().items() if ".mix_norm." not in k}
         with torch.no_grad():
             for i, b in enumerate(self.blocks):

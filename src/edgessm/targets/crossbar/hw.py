@@ -220,6 +220,10 @@ class HwSequenceModel(SequenceModel):
     """
 
     def __init__(self, config, hw=None):
+        if config.mix_norm:
+            raise ConfigError("the crossbar programs the mixing batch norm folded into the mixing "
+                              "weights: build with HwSequenceModel.from_float(model), which folds "
+                              "(SequenceModel.fold_norms), or set mix_norm=False")
         super().__init__(config)
         self.hw = hw if isinstance(hw, CrossbarConfig) else load_device(hw or "default")
         c = config
