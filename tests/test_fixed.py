@@ -326,10 +326,15 @@ def test_residual_export_verifies(tmp_path, specialize):
 
 
 @needs_cc
-@pytest.mark.parametrize("threshold", [0, 5])
-def test_c_backend_sigma_delta_equals_numpy(threshold):
-    m = small_model(12)
-    X = torch.randn(6, 40, 1)
+@pytest.mark.parametrize("threshold, residual", [(0, False), (5, False), (0, True), (5, True)])
+def test_c_backend_sigma_delta_equals_numpy(threshold, residual):
+    """Sigma-delta messaging on both backends; with residual connections the mixing layer adds
+    what its neurons saw of the block input (the last value sent)."""
+    if residual:
+        m, X = residual_model()
+        X = X[:6, :40]
+    else:
+        m, X = small_model(12), torch.randn(6, 40, 1)
     X[:, 20:] = X[:, 19:20]
     q = quantize(m, "loihi2", calibration=X)
     ps = both_backends(q, sigma_delta_threshold=threshold)
