@@ -124,6 +124,29 @@ def test_loihi2_is_bit_exact_and_counts():
     assert st["stream_tokens"] == 6 * 40 and 0 < st["spike_sparsity"] < 1
 
 
+def test_residual_synapses_and_messages_are_charged_where_they_land():
+    """A residual connection: the block input's spikes also go to the mixing population (one
+    message and one synapse each); the work moves there from the S4D state population, and the
+    totals equal the engine's counts."""
+    torch.manual_seed(1)
+    X = torch.randn(4, 30, 1)
+    res = compile_l2(model(seed=2, residual=True, mix_norm=True), X=X)
+    plain = compile_l2(model(seed=2), X=X)
+    pops = {q["name"]: q for q in res.resources()["populations"]}
+    assert pops["mixing0"]["synapses"] == plain.resources()["populations"][3]["synapses"] + 16
+    assert res.mapping["populations"][3]["res_from"] == "encoder"
+    res.reset_stats()
+    res.run(X)
+    st, w = res.stats(), res.work()["populations"]
+    enc_msgs = st["messages_per_token"]["encoder"]
+    assert w["mixing0"]["res_messages_in"] == pytest.approx(enc_msgs) and enc_msgs > 0
+    assert w["mixing0"]["synops"] == pytest.approx(st["synops_per_token"]["s4d0"] + enc_msgs)
+    assert w["s4d0.state"]["synops"] == pytest.approx(st["synops_per_token"]["encoder"] - enc_msgs)
+    assert sum(v["synops"] for v in w.values()) == pytest.approx(sum(st["synops_per_token"].values()))
+    e_res = res.cost(mode="pipelined").breakdown
+    assert e_res["messages"] > 0 and "res_messages_in" not in plain.work()["populations"]["mixing0"]
+
+
 def test_timing_terms_add_up_and_match_cost():
     p = compile_l2(model())
     tm = p.timing()

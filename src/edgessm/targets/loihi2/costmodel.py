@@ -7,9 +7,11 @@ layers with given activity) both call these, with the constants of :mod:`.consta
 
 A population is a dict: ``name``, ``neurons``, ``synapses`` (non-zero incoming weights),
 ``w_bits``, ``max_fan_in`` (the widest neuron's incoming synapses) and ``from`` (the sending
-population's name, or ``"input"`` for the host). Its per-step work is a dict: ``synops`` (synaptic
-ops its incoming graded spikes cause), ``neurons`` (neuron updates), ``messages_in`` (graded
-spikes it receives), ``hops`` and ``cores`` (from the mapping).
+population's name, or ``"input"`` for the host); optionally ``res_from``, a second sender (a
+residual connection's block input). Its per-step work is a dict: ``synops`` (synaptic ops its
+incoming graded spikes cause), ``neurons`` (neuron updates), ``messages_in`` (graded spikes it
+receives from ``from``), ``hops`` and ``cores`` (from the mapping), and with a second sender
+``res_messages_in`` and ``res_hops``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def map_populations(pops: list[dict], c) -> dict:
     A population gets enough cores that its neurons, its memory (incoming synapses x weight bits +
     neurons x neuron_state_bytes) and its synaptic work per step (at most max_synops_per_core
     synapses) fit one core. Adds ``memory_bytes``, ``cores``, ``first_core`` and ``hops`` (mesh
-    distance from its sender; 1 from the host) to each population dict, in place. Returns
+    distance from its sender; 1 from the host; ``res_hops`` likewise from ``res_from``) to each
+    population dict, in place. Returns
     ``{"populations", "cores", "chips", "depth"}``; a network larger than ``max_chips`` chips, or
     a neuron whose synapses overflow one core, is a ConfigError naming the populations."""
     core = 0
@@ -59,13 +62,17 @@ def map_populations(pops: list[dict], c) -> dict:
         r, col = divmod(i % c.neuro_cores_per_chip, c.mesh_cols)
         return r, col
     by = {p["name"]: p for p in pops}
-    for p in pops:
-        src = by.get(p["from"])
+
+    def hops(sender, p):
+        src = by.get(sender)
         if src is None:
-            p["hops"] = 1   # from the host / embedded core at the mesh edge
-        else:
-            (r1, c1), (r2, c2) = pos(src["first_core"]), pos(p["first_core"])
-            p["hops"] = max(1, abs(r1 - r2) + abs(c1 - c2))
+            return 1        # from the host / embedded core at the mesh edge
+        (r1, c1), (r2, c2) = pos(src["first_core"]), pos(p["first_core"])
+        return max(1, abs(r1 - r2) + abs(c1 - c2))
+    for p in pops:
+        p["hops"] = hops(p["from"], p)
+        if p.get("res_from"):
+            p["res_hops"] = hops(p["res_from"], p)
     return {"populations": pops, "cores": core, "chips": chips, "depth": len(pops)}
 
 
@@ -80,7 +87,7 @@ def step_timing(P: dict, cores: int, depth: int, c) -> dict:
             + p["neurons"] / p["cores"] * c.time_neuron_update_s for name, p in P.items()}
     slowest = max(busy, key=busy.get)
     sync = c.barrier_sync_min_s + (c.barrier_sync_max_s - c.barrier_sync_min_s) * (cores - 1) / 31
-    hops = max(p["hops"] for p in P.values()) * c.latency_hop_s
+    hops = max(max(p["hops"], p.get("res_hops", 0)) for p in P.values()) * c.latency_hop_s
     t_step = busy[slowest] + sync + hops + c.latency_spike_in_tile_s
     return {"busy_s": busy, "slowest_population": slowest, "busy_max_s": busy[slowest],
             "barrier_sync_s": sync, "hops_s": hops, "spike_s": c.latency_spike_in_tile_s,
@@ -89,10 +96,12 @@ def step_timing(P: dict, cores: int, depth: int, c) -> dict:
 
 def dynamic_energy(P: dict, messages_out: float, c) -> dict:
     """Dynamic energy of one step's work, J by component: synaptic ops, neuron updates, graded-spike
-    messages (received by each population, plus `messages_out` leaving the chain) and mesh hops."""
+    messages (received by each population from each of its senders, plus `messages_out` leaving
+    the chain) and mesh hops."""
     syn = sum(p["synops"] for p in P.values())
     neu = sum(p["neurons"] for p in P.values())
-    msgs = sum(p["messages_in"] for p in P.values()) + messages_out
-    hop_msgs = sum(p["messages_in"] * p["hops"] for p in P.values())
+    msgs = sum(p["messages_in"] + p.get("res_messages_in", 0.0) for p in P.values()) + messages_out
+    hop_msgs = sum(p["messages_in"] * p["hops"] + p.get("res_messages_in", 0.0) * p.get("res_hops", 0)
+                   for p in P.values())
     return {"synaptic": syn * c.energy_synop_j, "neurons": neu * c.energy_neuron_update_j,
             "messages": msgs * c.energy_spike_in_tile_j, "hops": hop_msgs * c.energy_hop_j}

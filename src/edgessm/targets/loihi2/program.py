@@ -126,7 +126,7 @@ class Loihi2Program(FixedProgram):
             res = 0 if m.res_w is None else int(nz(m.res_w))
             pops.append({"name": m.name, "neurons": m.W.shape[0], "synapses": int(nz(m.W)) + res,
                          "w_bits": sp["mixing"].bits, "max_fan_in": m.W.shape[1] + (res > 0),
-                         "from": s.name})
+                         "from": s.name, "res_from": prev if res else None})
             prev = m.name
         pops.append({"name": "decoder", "neurons": net.d_output, "synapses": int(nz(net.decoder.W)),
                      "w_bits": sp["decoder"].bits, "max_fan_in": net.decoder.W.shape[1], "from": prev})
@@ -155,16 +155,26 @@ class Loihi2Program(FixedProgram):
         counted = e.stream_tokens > 0
         st = e.stats() if counted else None
         out = {}
+        res_syn = {}        # sender -> residual synops per token (one synapse per message)
+        for p in pops:
+            if p.get("res_from"):
+                n = p["res_from"]
+                res_syn[n] = st["messages_per_token"].get(n, 0.0) if counted else float(self._sender_size(n))
         for p in pops:
             # synops are counted at the sender (its fan-out); the D synapses of an S4D output
-            # neuron are counted with the dB synapses of the same input, under the state population
+            # neuron are counted with the dB synapses of the same input, under the state population;
+            # a residual synapse's under the mixing population it belongs to
             if counted:
-                syn = st["synops_per_token"].get(p["from"], 0.0)
+                syn = st["synops_per_token"].get(p["from"], 0.0) - res_syn.get(p["from"], 0.0)
                 msg_in = st["messages_per_token"].get(p["from"], 0.0)
             else:
-                syn, msg_in = float(p["synapses"]), float(self._sender_size(p["from"]))
+                syn = float(p["synapses"]) - (res_syn[p["res_from"]] if p.get("res_from") else 0.0)
+                msg_in = float(self._sender_size(p["from"]))
             out[p["name"]] = {"synops": syn, "neurons": p["neurons"], "messages_in": msg_in,
                               "hops": p["hops"], "cores": p["cores"]}
+            if p.get("res_from"):
+                r = res_syn[p["res_from"]]
+                out[p["name"]].update(synops=syn + r, res_messages_in=r, res_hops=p["res_hops"])
         out_msgs = self.net.d_output
         return {"populations": out, "messages_out": out_msgs,
                 "source": "counted over %d stream tokens" % e.stream_tokens if counted
