@@ -91,6 +91,23 @@ def test_other_cores_bit_exact(tmp_path, fsdd, mcu, board):
 
 
 @needs_arm
+@needs_arm
+def test_residual_network_bit_exact_on_cortex_m0plus(tmp_path):
+    """Residual connections and a folded mixing batch norm, cross-compiled for the smallest core
+    (32-bit, no DSP) and compared with the integer engine."""
+    torch.manual_seed(6)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=4, d_model=8, d_state=4,
+                                     n_layers=2, residual=True, mix_norm=True)
+    X = torch.randn(6, 12, 2)
+    with torch.no_grad():
+        m(X)
+    q = quantize(m.eval(), "loihi2", calibration=X)
+    r = export_c(q, tmp_path, name="res", verify=X[:2], min_seconds=0.01, mcu="cortex-m0plus",
+                 trace_tokens=1)
+    assert r["mcu"]["verified"] == 2 and r["mcu"]["mismatches"] == 0
+    assert "plus the residual" in (tmp_path / "res.c").read_text()
+
+
 def test_budget_miss_names_the_largest_arrays(tmp_path):
     torch.manual_seed(0)
     m = es.SequenceModel.from_preset("neuromorphic", d_input=3, d_output=10, d_model=24, d_state=8, n_layers=2)
