@@ -50,6 +50,7 @@ CONFIG_FIELDS = {
     "model": {"preset": ["neuromorphic", "standard", "bogus", 3], "d_model": [4, 8, 0, -2, 10**7, 2.5, "x"],
               "d_state": [2, 4, 3, 0, 10**6], "n_layers": [1, 2, 0, 10**7], "dropout": [0.0, 0.1, 1.5, float("nan")],
               "dt_min": [1e-3, 0.0, -1.0, float("inf")], "activation": ["relu", "tanh"], "residual": [True, 2],
+              "mix_norm": [True, "yes"],
               "nosuch": [1]},
     "data": {"task": ["smnist", "psmnist", "nope"], "val_fraction": [0.1, 1.0, -0.5, float("nan")],
              "limit_train": [32, 48, -1, "x"], "limit_val": [16, -3], "limit_test": [16, 2.5]},
