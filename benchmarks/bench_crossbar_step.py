@@ -1,7 +1,7 @@
 """Hardware-aware (crossbar) training step vs the float step of the same model, side by side.
 
     python benchmarks/bench_crossbar_step.py [--d-model 32 --d-state 16 --layers 2 --batch 32
-        --length 226 --threads 2 --reps 10 --weight-bits 2] [--loop] [--qat] [--dither]
+        --length 226 --threads 2 --reps 10 --weight-bits 2] [--loop] [--qat] [--dither] [--digital]
 
 One step = forward, cross-entropy, backward, AdamW step, on random inputs. The variants run
 interleaved (A, B, A, B, ...) in one process so that a shared machine slows them alike:
@@ -11,6 +11,9 @@ interleaved (A, B, A, B, ...) in one process so that a shared machine slows them
   hw-loop     the same with the reference Python loop over time (--loop; slow)
   qat         the quantization-aware model of the same float model (loihi2 spec, --qat)
   hw-dither   hw-native with the dithered state rounding (state_dither = 1, --dither)
+  hw-digital  the S4D recurrences in the digital periphery (recurrence = "digital", --digital;
+              --ssm-bits are then coefficient words), trained by the native scan
+  hw-digital-fft  the same trained by FFT convolution (digital_train = "fft")
 Prints one JSON object: median ms per step of each and the ratios to float. --profile (with
 --threads 1) adds where the hardware-aware step's time goes: the CPU time of the calling thread
 in each native kernel and torch-side stage of the crossbar code, and the rest (the network's
@@ -45,6 +48,8 @@ def main(argv=None):
     p.add_argument("--loop", action="store_true", help="also time the reference Python loop")
     p.add_argument("--qat", action="store_true", help="also time the quantization-aware step (loihi2 spec)")
     p.add_argument("--dither", action="store_true", help="also time the step with state_dither = 1")
+    p.add_argument("--digital", action="store_true",
+                   help="also time a digital recurrence, trained by its scan and by FFT convolution")
     p.add_argument("--cpu-time", action="store_true", help="CPU time of this process, not wall time (--threads 1)")
     p.add_argument("--profile", action="store_true", help="split of the hardware-aware step's time (--threads 1)")
     a = p.parse_args(argv)
@@ -64,9 +69,13 @@ def main(argv=None):
     y = torch.randint(0, a.classes, (a.batch,))
     dev = load_device("default", weight_bits=a.weight_bits, ssm_bits=a.ssm_bits)
     models = {"float": base}
-    variants = ["hw-native"] + (["hw-loop"] if a.loop else []) + (["hw-dither"] if a.dither else [])
+    variants = ["hw-native"] + (["hw-loop"] if a.loop else []) + (["hw-dither"] if a.dither else []) \
+        + (["hw-digital", "hw-digital-fft"] if a.digital else [])
+    digital = dev.replace(recurrence="digital") if a.digital else None
+    devs = {"hw-dither": dev.replace(state_dither=1) if a.dither else None, "hw-digital": digital,
+            "hw-digital-fft": digital.replace(digital_train="fft") if a.digital else None}
     for v in variants:
-        m = HwSequenceModel.from_float(base, dev.replace(state_dither=1) if v == "hw-dither" else dev)
+        m = HwSequenceModel.from_float(base, devs.get(v) or dev)
         m.calibrate(x)
         m.scan = "loop" if v == "hw-loop" else "native"
         models[v] = m

@@ -49,6 +49,8 @@ def data():
     (dict(recurrence="digital", state_mode="analog"), "digital words"),
     (dict(recurrence="digital", write_noise_arrays="s4d"), "needs recurrence = 'array'"),
     (dict(digital_state_bits=30), "digital_state_bits = 30"),
+    (dict(recurrence="digital", digital_train="svd"), "digital_train 'svd'"),
+    (dict(digital_train="fft"), "needs recurrence = 'digital'"),
     (dict(ssm_bits=12), "levels = 64"),
 ])
 def test_bad_config_is_rejected(kw, msg):
@@ -403,6 +405,33 @@ ssm_bits = 6
     # a config with an [hw] table is not silently trained as a float model
     assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--no-progress"]) == 2
     assert "--hw crossbar" in capsys.readouterr().err
+
+
+def test_digital_recurrence_trains_by_fft_as_by_its_scan():
+    """digital_train = 'fft': the training forward convolves with the quantized block's impulse
+    response; where no state word saturates it is the scan without the word's rounding (24-bit
+    words here: equal to 1e-9, gradients to 1e-4); evaluation still runs the scan."""
+    torch.manual_seed(0)
+    base = es.SequenceModel.from_preset("neuromorphic", d_input=3, d_output=4, d_model=6, d_state=8,
+                                        n_layers=2, dt_min=0.01, dt_max=0.1).double()
+    x = torch.randn(5, 60, 3, dtype=torch.float64)
+    y = torch.randint(0, 4, (5,))
+    dev = load_device("default", recurrence="digital", ssm_bits=12, noise=0, digital_state_bits=24)
+    out, grads, ev = {}, {}, {}
+    for mode in ("scan", "fft"):
+        m = HwSequenceModel.from_float(base, dev.replace(digital_train=mode)).double()
+        m.calibrate(3 * x)                           # state gains with room: no word saturates
+        m.eval()
+        with torch.no_grad():
+            ev[mode] = m(x)
+        m.train()
+        o = m(x)
+        torch.nn.functional.cross_entropy(o, y).backward()
+        out[mode], grads[mode] = o.detach(), {n: p.grad for n, p in m.named_parameters()}
+    assert (out["scan"] - out["fft"]).abs().max() < 1e-9
+    for n, g in grads["scan"].items():
+        assert (g - grads["fft"][n]).norm() <= 1e-4 * g.norm() + 1e-12, n
+    assert torch.equal(ev["scan"], ev["fft"])        # evaluation: the scan in both
 
 
 @needs_mnist

@@ -156,6 +156,11 @@ FIELDS: dict[str, tuple] = {
                    "encoder, mixing and decoder on arrays)"),
     "digital_state_bits": (16, "bit", "assumption", "signed state word of a digital recurrence (the state's "
                            "range of 1 after its gain); rounded half up, or dithered with state_dither"),
+    "digital_train": ("scan", "-", "option", "how hardware-aware training runs a digital recurrence: 'scan' "
+                      "rounds the state word every step, as the periphery does; 'fft' convolves with the "
+                      "quantized block's impulse response (the float step's FFT convolution), leaving out "
+                      "the word's rounding (2^-(digital_state_bits - 1) of the state's range) and its "
+                      "saturation at +-1; deployment and evaluation always run the word"),
     "calibrate": (256, "samples", "option", "training samples used to set DAC and ADC ranges"),
     "seed": (0, "-", "option", "device instance (random programming, faults, drift)"),
     "noise": (1, "bool", "option", "0: ideal devices (quantization and converters only)"),
@@ -165,6 +170,7 @@ FIELDS: dict[str, tuple] = {
 
 STATE_MODES = ("digital", "analog")
 RECURRENCES = ("array", "digital")
+DIGITAL_TRAIN = ("scan", "fft")
 NOISE_ARRAYS = ("all", "linear", "s4d")
 
 
@@ -296,6 +302,11 @@ def _validate(self):
         raise ConfigError(f"state_dither = {self.state_dither}: expected 0 or 1")
     if self.recurrence == "digital" and self.state_mode != "digital":
         raise ConfigError("recurrence = 'digital' keeps its state in digital words: it needs state_mode = 'digital'")
+    if self.digital_train not in DIGITAL_TRAIN:
+        raise ConfigError(f"digital_train {self.digital_train!r}: expected one of {', '.join(DIGITAL_TRAIN)}")
+    if self.digital_train == "fft" and self.recurrence != "digital":
+        raise ConfigError("digital_train = 'fft' needs recurrence = 'digital' (an array recurrence has "
+                          "converters and write noise every step: it trains by its scan)")
     if self.recurrence == "digital" and self.write_noise_arrays == "s4d":
         raise ConfigError("write_noise_arrays = 's4d' needs recurrence = 'array' (a digital recurrence has no "
                           "devices to program)")

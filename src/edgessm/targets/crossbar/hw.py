@@ -44,6 +44,7 @@ from torch import nn
 from ...errors import ConfigError, InputError
 from ...quant.quantizers import fake_quant_weight_descale, round_ste
 from ...quant.spec import TensorSpec
+from ...ssm.kernel import fft_conv, vandermonde_kernel
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
@@ -375,6 +376,8 @@ class HwSequenceModel(SequenceModel):
         B, L, H = u.shape
         n2 = s4d.d_state
         digital = hw.recurrence == "digital"    # the block in the periphery: no DAC, ADC or noise
+        if digital and hw.digital_train == "fft" and self.training and not self._calib:
+            return self._s4d_fft(i, u, Mq, r)
         if digital:
             vu = u / r
         else:
@@ -418,6 +421,30 @@ class HwSequenceModel(SequenceModel):
         peak[:, :n2] = 1.0
         self._track(self.fs_s4d, peak * hw.adc_headroom, i)
         return torch.stack(ys, 1) * r
+
+    def _s4d_fft(self, i, u, Mq, r):
+        """A digital recurrence in training (``digital_train = "fft"``): the quantized block as a
+        linear system, its output y_t = d v_t + sum_{l >= 1} Re(sum_p g_p l_p^(l-1) b_p) v_(t-l)
+        with the complex pole l_p = A[p, p] + i A[n+p, p], input b_p = A[p, n2] + i A[n+p, n2]
+        and output g_p = A[n2, p] - i A[n2, n+p] of the pair p (the block's 2 x 2 rotations),
+        by FFT convolution. The same as the scan without its state word (no rounding, no
+        saturation at +-1)."""
+        H, K, _ = Mq.shape
+        n2 = K - 1
+        n = n2 // 2
+        p = torch.arange(n)
+        lam = torch.complex(Mq[:, p, p], Mq[:, n + p, p])
+        b = torch.complex(Mq[:, p, n2], Mq[:, n + p, n2])
+        g = torch.complex(Mq[:, n2, p], -Mq[:, n2, n + p])
+        L = u.shape[1]
+        log_lam = torch.complex(torch.log(lam.abs().clamp(min=1e-12)), torch.angle(lam))
+        k = vandermonde_kernel(g * b / 2, log_lam, L - 1)                    # (H, L - 1)
+        Kt = torch.cat([Mq[:, n2, n2].unsqueeze(-1), k], -1)                 # (H, L): d first
+        ny = fft_conv((u / r).transpose(1, 2), Kt).transpose(1, 2)          # (B, L, H)
+        peak = torch.ones(H, n2 + 1, dtype=self.fs_s4d.dtype)
+        peak[:, n2] = ny.detach().abs().amax((0, 1)).to(peak.dtype)
+        self._track(self.fs_s4d, peak * self.hw.adc_headroom, i)
+        return ny * r
 
     def _s4d_native(self, i, vu, Mq, fs, r, fixed, sparse=False):
         """_s4d's loop over time as one native scan (scan.c) with its own backward; sparse: Mq
