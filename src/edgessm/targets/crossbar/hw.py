@@ -432,7 +432,7 @@ class HwSequenceModel(SequenceModel):
         H, K, _ = Mq.shape
         n2 = K - 1
         n = n2 // 2
-        p = torch.arange(n)
+        p = torch.arange(n, device=Mq.device)
         lam = torch.complex(Mq[:, p, p], Mq[:, n + p, p])
         b = torch.complex(Mq[:, p, n2], Mq[:, n + p, n2])
         g = torch.complex(Mq[:, n2, p], -Mq[:, n2, n + p])
@@ -441,7 +441,7 @@ class HwSequenceModel(SequenceModel):
         k = vandermonde_kernel(g * b / 2, log_lam, L - 1)                    # (H, L - 1)
         Kt = torch.cat([Mq[:, n2, n2].unsqueeze(-1), k], -1)                 # (H, L): d first
         ny = fft_conv((u / r).transpose(1, 2), Kt).transpose(1, 2)          # (B, L, H)
-        peak = torch.ones(H, n2 + 1, dtype=self.fs_s4d.dtype)
+        peak = torch.ones(H, n2 + 1, dtype=self.fs_s4d.dtype, device=self.fs_s4d.device)
         peak[:, n2] = ny.detach().abs().amax((0, 1)).to(peak.dtype)
         self._track(self.fs_s4d, peak * self.hw.adc_headroom, i)
         return ny * r
