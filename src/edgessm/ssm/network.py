@@ -116,6 +116,15 @@ def channel_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return y if bias is None else y + bias.unsqueeze(-1)
 
 
+def _batch_norm_ch(n: nn.BatchNorm1d, z: torch.Tensor, dim: int) -> torch.Tensor:
+    """BatchNorm `n` over the channels of z, which are axis `dim` (-1: (B, L, C) or (B, C); 1:
+    channel-major (B, C, L)). One token (B, C) uses the running statistics: a per-token
+    statistic is meaningless."""
+    if z.dim() == 2:
+        return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+    return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
+
+
 class Block(nn.Module):
     """One S4D block; (B, L, H) -> (B, L, H), with init_state/step for streaming."""
 
@@ -146,10 +155,7 @@ class Block(nn.Module):
             return z
         n = self.norm
         if self.norm_kind == "batch":
-            if z.dim() == 2:
-                # one token: a per-token statistic is meaningless, use the running statistics
-                return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
-            return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
+            return _batch_norm_ch(n, z, dim)
         if dim == -1:
             return n(z)
         if fused.usable(z):
@@ -184,12 +190,7 @@ class Block(nn.Module):
     def _mix_bn(self, z: torch.Tensor, dim: int) -> torch.Tensor:
         """The batch norm of the mixing product (identity without ``mix_norm``); channels on
         axis `dim`. One token (B, C) uses the running statistics, as does eval mode."""
-        n = self.mix_norm
-        if n is None:
-            return z
-        if z.dim() == 2:
-            return F.batch_norm(z, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
-        return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
+        return z if self.mix_norm is None else _batch_norm_ch(self.mix_norm, z, dim)
 
     def _fused_kind(self) -> tuple[str, float] | None:
         """(activation, dropout p in force) for the fused tail, None when a module was replaced

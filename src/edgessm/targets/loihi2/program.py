@@ -161,20 +161,20 @@ class Loihi2Program(FixedProgram):
                 n = p["res_from"]
                 res_syn[n] = st["messages_per_token"].get(n, 0.0) if counted else float(self._sender_size(n))
         for p in pops:
+            r = res_syn[p["res_from"]] if p.get("res_from") else 0.0
             # synops are counted at the sender (its fan-out); the D synapses of an S4D output
             # neuron are counted with the dB synapses of the same input, under the state population;
-            # a residual synapse's under the mixing population it belongs to
+            # a residual synapse's under the mixing population it belongs to (p["synapses"] of a
+            # mixing population already holds them)
             if counted:
-                syn = st["synops_per_token"].get(p["from"], 0.0) - res_syn.get(p["from"], 0.0)
+                syn = st["synops_per_token"].get(p["from"], 0.0) - res_syn.get(p["from"], 0.0) + r
                 msg_in = st["messages_per_token"].get(p["from"], 0.0)
             else:
-                syn = float(p["synapses"]) - (res_syn[p["res_from"]] if p.get("res_from") else 0.0)
-                msg_in = float(self._sender_size(p["from"]))
+                syn, msg_in = float(p["synapses"]), float(self._sender_size(p["from"]))
             out[p["name"]] = {"synops": syn, "neurons": p["neurons"], "messages_in": msg_in,
                               "hops": p["hops"], "cores": p["cores"]}
             if p.get("res_from"):
-                r = res_syn[p["res_from"]]
-                out[p["name"]].update(synops=syn + r, res_messages_in=r, res_hops=p["res_hops"])
+                out[p["name"]].update(res_messages_in=r, res_hops=p["res_hops"])
         out_msgs = self.net.d_output
         return {"populations": out, "messages_out": out_msgs,
                 "source": "counted over %d stream tokens" % e.stream_tokens if counted

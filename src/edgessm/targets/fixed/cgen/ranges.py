@@ -153,7 +153,6 @@ def dense_fast(g: Arrays, p: str, d: DenseInt, rin: Range, over, branchless: boo
         res_in = "        const int32_t xres = out[c];                       /* the block input */\n"
         res_tail = (f"        {{\n            {_ty(sum_r)} r = ({_ty(sum_r)})v + ({_ty(sum_r)}){r_term};   /* residual */\n"
                     + fit_res.replace("        ", "            ") + "            v = r;\n        }\n")
-        vt = "int64_t" if not sum_r.fits32() else vt
     used = [c for c in ("o_acc", "o_act") if re.search(rf"\b{c}\b", fit_acc + fit_out + res_tail)]
     decl = f"    uint32_t {' = 0, '.join(used)} = 0;\n" if used else ""
     counts = "".join(f"    {p}_count({over(k)}, {c});\n" for k, c in (("accumulator", "o_acc"), ("activations", "o_act"))
