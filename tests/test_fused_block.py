@@ -105,6 +105,85 @@ def test_layer_norm_matches_torch_and_gradcheck():
     assert torch.autograd.gradcheck(lambda a, c, d: fused.layer_norm_ch(a, c, d), (x64, w64, b64))
 
 
+def _bn(C, dtype=torch.float32, momentum=0.1):
+    n = torch.nn.BatchNorm1d(C, momentum=momentum).to(dtype)
+    with torch.no_grad():
+        n.weight.uniform_(0.5, 1.5)
+        n.bias.normal_()
+        n.running_mean.normal_()
+        n.running_var.uniform_(0.5, 2.0)
+    return n
+
+
+@pytest.mark.parametrize("glu,act,p,res,momentum", [(False, "relu", 0.0, True, 0.1),
+                                                    (False, "relu", 0.2, True, 0.1),
+                                                    (True, "gelu", 0.1, False, 0.1),
+                                                    (False, "gelu", 0.0, False, None)])
+def test_norm_mix_tail_matches_batch_norm_then_mix_tail(glu, act, p, res, momentum):
+    import copy
+    torch.manual_seed(13)
+    H, L = 6, 45
+    C = 2 * H if glu else H
+    m = (torch.randn(3, C, L) * 3 + 1).requires_grad_()
+    bias = torch.randn(C, requires_grad=True)
+    r = torch.randn(3, H, L, requires_grad=True) if res else None
+    n1 = _bn(C, momentum=momentum)
+    n2 = copy.deepcopy(n1)
+    y = fused.norm_mix_tail(m, bias, n1, r, glu=glu, act=act, p=p, seed=21)
+    ref = fused.mix_tail(n2(m + bias.unsqueeze(-1)), None, r, glu=glu, act=act, p=p, seed=21)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    inputs = [m, bias, r] if res else [m, bias]
+    g = torch.randn_like(y)
+    got = _grads(y, inputs + [n1.weight, n1.bias], g)
+    want = _grads(ref, inputs + [n2.weight, n2.bias], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert torch.equal(got[1], torch.zeros(C))           # the mean removes the mixing bias
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(n1, name), getattr(n2, name), rtol=1e-6, atol=1e-7)
+
+
+def test_norm_mix_tail_gradcheck_float64():
+    torch.manual_seed(14)
+    for glu in (True, False):
+        m = torch.randn(2, 8, 19, dtype=torch.float64, requires_grad=True)
+        r = torch.randn(2, 4 if glu else 8, 19, dtype=torch.float64, requires_grad=True)
+        w = torch.empty(8, dtype=torch.float64).uniform_(0.5, 1.5).requires_grad_()
+        b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+        n = _bn(8, torch.float64)
+
+        def f(m_, r_, w_, b_):
+            with torch.no_grad():                    # the module holds the values of w_, b_
+                n.weight.copy_(w_)
+                n.bias.copy_(b_)
+            return fused.norm_mix_tail(m_, None, n, r_, glu=glu, act="gelu", p=0.25, seed=6)
+
+        def g(m_, r_, w_, b_):                       # the same with w_, b_ kept in the graph
+            mean, var = fused.channel_stats(m_.detach())
+            return fused._NormMixTail.apply(m_, mean, var, w_, b_, None, r_, n.eps, glu, fused.ACTS["gelu"],
+                                            *fused._drop(0.25, 6))
+        assert torch.autograd.gradcheck(g, (m, r, w, b))
+        torch.testing.assert_close(f(m, r, w, b), g(m, r, w, b), rtol=1e-13, atol=1e-13)
+
+
+def test_channel_stats_match_torch_for_any_thread_count():
+    torch.manual_seed(15)
+    m = torch.randn(5, 7, 300) * 4 + 100                  # a large mean: the centred sum matters
+    var, mean = torch.var_mean(m.double(), dim=(0, 2), correction=0)
+    prev = torch.get_num_threads()
+    try:
+        out = []
+        for nt in (1, 2, 3):
+            torch.set_num_threads(nt)
+            out.append(fused.channel_stats(m))
+    finally:
+        torch.set_num_threads(prev)
+    torch.testing.assert_close(out[0][0], mean.float(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[0][1], var.float(), rtol=1e-5, atol=1e-6)
+    for mu, v in out[1:]:
+        assert torch.equal(mu, out[0][0]) and torch.equal(v, out[0][1])
+
+
 def test_strided_rows_are_read_in_place_and_other_layouts_copied():
     torch.manual_seed(5)
     wide = torch.randn(2, 6, 50)
@@ -202,6 +281,8 @@ def _both(model, x, train=True):
 
 
 @pytest.mark.parametrize("preset,over", [("standard", {}), ("neuromorphic", {}),
+                                         ("neuromorphic", dict(residual=True, mix_norm=True)),
+                                         ("standard", dict(mix_norm=True)),
                                          ("standard", dict(prenorm=False)),
                                          ("standard", dict(activation="relu", mixing="linear"))])
 def test_model_without_dropout_equals_torch_path(preset, over):
@@ -301,3 +382,25 @@ def test_bad_shapes_and_types():
         fused.layer_norm_ch(x, torch.randn(4), None)
     with pytest.raises(InputError, match="eps"):
         fused.layer_norm_ch(x, None, None, eps=-1.0)
+
+
+def test_norm_mix_tail_bad_input_changes_nothing():
+    n = _bn(6)
+    before = {k: v.clone() for k, v in n.state_dict().items()}
+    m = torch.randn(2, 6, 4)
+    with pytest.raises(InputError, match="BatchNorm1d of 6"):
+        fused.norm_mix_tail(m, None, torch.nn.BatchNorm1d(5), glu=False)
+    with pytest.raises(InputError, match="BatchNorm1d of 6"):
+        fused.norm_mix_tail(m, None, torch.nn.LayerNorm(6), glu=False)
+    with pytest.raises(InputError, match="training mode"):
+        fused.norm_mix_tail(m, None, _bn(6).eval(), glu=False)
+    with pytest.raises(InputError, match="more than one value"):
+        fused.norm_mix_tail(torch.randn(1, 6, 1), None, n, glu=False)
+    with pytest.raises(InputError, match="bias"):
+        fused.norm_mix_tail(m, torch.randn(5), n, glu=False)
+    with pytest.raises(InputError, match="res must be"):
+        fused.norm_mix_tail(m, None, n, torch.randn(2, 3, 4), glu=False)
+    with pytest.raises(InputError, match="even number"):
+        fused.norm_mix_tail(torch.randn(2, 5, 4), None, _bn(5), glu=True)
+    after = n.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

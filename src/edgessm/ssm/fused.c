@@ -2,9 +2,11 @@
    per job, forward and backward (see fused.py):
 
      act_drop:  y = dropout(act(x))                                  (after the convolution)
-     mix:       y = dropout(f(m + bias)) [+ res]                     (after the mixing product)
+     mix:       y = dropout(f(m gain + bias)) [+ res]                (after the mixing product)
                 f = GLU over the channels (m has 2H rows: a | gate, y = a * sigmoid(gate))
-                    or the activation (m has H rows)
+                    or the activation (m has H rows); gain per channel (NULL: 1)
+     chstat:    mean and biased variance per channel c of m over (b, l)  (batch norm statistics)
+     affine2:   y = A_c y + B_c x + C_c in place, per channel         (batch norm backward)
      ln:        LayerNorm over the channel axis 1, per (b, l) column
 
    act: 0 none, 1 ReLU, 2 GELU (exact: x Phi(x)).
@@ -132,6 +134,18 @@ static inline T rowsum_##SUF(const T *v, int64_t n)                             
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + s;   \
 }                                                                                                   \
                                                                                                     \
+/* sum over l of g[l] (x[l] - mu) rs, in eight lanes as rowsum */                                    \
+static inline T centered_dot_##SUF(const T *g, const T *x, T mu, T rs, int64_t n)                    \
+{                                                                                                   \
+    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                            \
+    int64_t i = 0;                                                                                  \
+    for (; i + 8 <= n; i += 8)                                                                      \
+        for (int j = 0; j < 8; j++) acc[j] += g[i + j] * (x[i + j] - mu);                           \
+    T s = 0;                                                                                        \
+    for (; i < n; i++) s += g[i] * (x[i] - mu);                                                     \
+    return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + s) * rs; \
+}                                                                                                   \
+                                                                                                    \
 /* gbias (C) = sum over b of part (B x C), added in order of b: the same bits for any thread count */ \
 static void bias_grad_##SUF(int64_t B, int64_t C, const T *part, T *gbias)                          \
 {                                                                                                   \
@@ -205,11 +219,11 @@ void fb_relu_out_bwd_##SUF(int64_t B, int64_t C, int64_t L, const T *y, const T 
     if (part && gbias) bias_grad_##SUF(B, C, part, gbias);                                          \
 }                                                                                                   \
                                                                                                     \
-/* out (B, H, L) = dropout(f(m + bias)) [+ res]; glu: m (B, 2H, L), else m (B, H, L), f = act.   \
-   bias (C) may be NULL, res (B, H, L) may be NULL. */                                              \
-void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias, const T *res,    \
-                      int64_t ldr, T *out, int glu, int act, uint64_t seed, int32_t thr, T scale,   \
-                      int nt)                                                                       \
+/* out (B, H, L) = dropout(f(m gain + bias)) [+ res]; glu: m (B, 2H, L), else m (B, H, L),        \
+   f = act. gain and bias (C) may be NULL (1, 0), res (B, H, L) may be NULL. */                                              \
+void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain, const T *bias,   \
+                      const T *res, int64_t ldr, T *out, int glu, int act, uint64_t seed, int32_t thr, \
+                      T scale, int nt)                                                              \
 {                                                                                                   \
     const int64_t C = glu ? 2 * H : H;                                                              \
     OMP_PAR_FOR(nt)                                                                                 \
@@ -219,10 +233,12 @@ void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias
         const T *rr = res ? res + r * ldr : 0;                                                      \
         T *o = out + r * L;                                                                         \
         const T ba = bias ? bias[h] : 0, bg = bias && glu ? bias[H + h] : 0;                        \
-        if (glu) for (int32_t l = 0; l < (int32_t)L; l++) o[l] = (a[l] + ba) * sigmoid_##SUF(gt[l] + bg);    \
-        else if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) o[l] = gelu_##SUF(a[l] + ba);            \
-        else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) { T v = a[l] + ba; o[l] = RELU(v); }     \
-        else for (int32_t l = 0; l < (int32_t)L; l++) o[l] = a[l] + ba;                                      \
+        const T ka = gain ? gain[h] : 1, kg = gain && glu ? gain[H + h] : 1;                        \
+        if (glu) for (int32_t l = 0; l < (int32_t)L; l++)                                                    \
+            o[l] = (a[l] * ka + ba) * sigmoid_##SUF(gt[l] * kg + bg);                               \
+        else if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) o[l] = gelu_##SUF(a[l] * ka + ba);       \
+        else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) { T v = a[l] * ka + ba; o[l] = RELU(v); } \
+        else for (int32_t l = 0; l < (int32_t)L; l++) o[l] = a[l] * ka + ba;                                 \
         if (thr > 0) {                                                                              \
             ROW_KEYS(seed, r, k0, k1);                                                              \
             for (int32_t l = 0; l < (int32_t)L; l++) o[l] *= DROP_BITS(k0, k1, l) >= thr ? scale : (T)0;     \
@@ -231,11 +247,14 @@ void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
-/* gm = d out / d m for the upstream gradient g (B, H, L); gbias (C) = its sum over b and l,      \
-   from part (B x C scratch) added in order of b. */                                                \
-void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias, const T *g,      \
-                      int64_t ldg, T *gm, T *part, T *gbias, int glu, int act, uint64_t seed, int32_t thr, \
-                      T scale, int nt)                                                              \
+/* gm = d out / d (m gain + bias) for the upstream gradient g (B, H, L) (the gradient of the       \
+   pre-activation; with gain NULL that of m); gbias (C) = its sum over b and l, from part (B x C   \
+   scratch) added in order of b. With xmean and xrstd (C) given, also gxh (C) = the sum of gm       \
+   (m - xmean) xrstd over b and l, from part2 (B x C scratch): the batch-norm weight gradient. */   \
+void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain, const T *bias,   \
+                      const T *g, int64_t ldg, T *gm, T *part, T *gbias, const T *xmean,            \
+                      const T *xrstd, T *part2, T *gxh, int glu, int act, uint64_t seed,            \
+                      int32_t thr, T scale, int nt)                                                 \
 {                                                                                                   \
     const int64_t C = glu ? 2 * H : H;                                                              \
     OMP_PAR_FOR(nt)                                                                                 \
@@ -245,24 +264,81 @@ void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *bias
         const T *gr = g + r * ldg;                                                                  \
         T *ga = gm + (b * C + h) * L, *gg = ga + H * L;                                             \
         const T ba = bias ? bias[h] : 0, bg = bias && glu ? bias[H + h] : 0;                        \
+        const T ka = gain ? gain[h] : 1, kg = gain && glu ? gain[H + h] : 1;                        \
         /* ga first holds the gradient after the dropout */                                         \
         if (thr > 0) {                                                                              \
             ROW_KEYS(seed, r, k0, k1);                                                              \
             for (int32_t l = 0; l < (int32_t)L; l++) ga[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0); \
         } else memcpy(ga, gr, (size_t)L * sizeof(T));                                               \
         if (glu) for (int32_t l = 0; l < (int32_t)L; l++) {                                                  \
-            T s = sigmoid_##SUF(gt[l] + bg), d = ga[l];                                             \
+            T s = sigmoid_##SUF(gt[l] * kg + bg), d = ga[l];                                        \
             ga[l] = d * s;                                                                          \
-            gg[l] = d * (a[l] + ba) * s * (1 - s);                                                  \
+            gg[l] = d * (a[l] * ka + ba) * s * (1 - s);                                             \
         }                                                                                           \
-        else if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) ga[l] *= gelu_grad_##SUF(a[l] + ba);     \
-        else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) ga[l] *= (T)RELU_GRAD(a[l] + ba);        \
+        else if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++) ga[l] *= gelu_grad_##SUF(a[l] * ka + ba); \
+        else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) ga[l] *= (T)RELU_GRAD(a[l] * ka + ba);  \
         if (part) {                                                                                 \
             part[b * C + h] = rowsum_##SUF(ga, L);                                                  \
             if (glu) part[b * C + H + h] = rowsum_##SUF(gg, L);                                     \
         }                                                                                           \
+        if (part2) {                                                                                \
+            part2[b * C + h] = centered_dot_##SUF(ga, a, xmean[h], xrstd[h], L);                    \
+            if (glu) part2[b * C + H + h] = centered_dot_##SUF(gg, gt, xmean[H + h], xrstd[H + h], L); \
+        }                                                                                           \
     }                                                                                               \
     if (part && gbias) bias_grad_##SUF(B, C, part, gbias);                                          \
+    if (part2 && gxh) bias_grad_##SUF(B, C, part2, gxh);                                            \
+}                                                                                                   \
+                                                                                                    \
+/* Batch-norm statistics of m (B, C, L) per channel over (b, l): mean and biased variance (C).     \
+   Each row's mean and sum of squared deviations in two sweeps (the row is in cache), the rows     \
+   of a channel combined in order of b in double (Chan et al.): the same bits for any thread     \
+   count. part: B x C x 2 doubles of scratch. */                                                    \
+void fb_chstat_##SUF(int64_t B, int64_t C, int64_t L, const T *m, double *part, T *mean, T *var,   \
+                     int nt)                                                                        \
+{                                                                                                   \
+    OMP_PAR_FOR(nt)                                                                                 \
+    for (int64_t r = 0; r < B * C; r++) {                                                           \
+        const T *x = m + r * L;                                                                     \
+        double mu = (double)rowsum_##SUF(x, L) / (double)L;                                         \
+        T mt = (T)mu, acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                            \
+        int64_t l = 0;                                                                              \
+        for (; l + 8 <= L; l += 8)                                                                  \
+            for (int j = 0; j < 8; j++) { T d = x[l + j] - mt; acc[j] += d * d; }                   \
+        T s = 0;                                                                                    \
+        for (; l < L; l++) { T d = x[l] - mt; s += d * d; }                                         \
+        s += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));     \
+        /* the sweep was centred on mu rounded to T: correct the sum to the exact row mean */       \
+        double dm = mu - (double)mt;                                                                \
+        part[2 * r] = mu;                                                                           \
+        part[2 * r + 1] = (double)s - (double)L * dm * dm;                                          \
+    }                                                                                               \
+    for (int64_t c = 0; c < C; c++) {                                                               \
+        double n = 0, mu = 0, m2 = 0;                                                               \
+        for (int64_t b = 0; b < B; b++) {                                                           \
+            const double mb = part[2 * (b * C + c)], m2b = part[2 * (b * C + c) + 1];               \
+            const double nn = n + (double)L, d = mb - mu;                                           \
+            mu += d * (double)L / nn;                                                               \
+            m2 += m2b + d * d * n * (double)L / nn;                                                 \
+            n = nn;                                                                                 \
+        }                                                                                           \
+        mean[c] = (T)mu;                                                                            \
+        var[c] = (T)(m2 > 0 ? m2 / n : 0);                                                          \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* y (B, C, L) = A_c y + Bx_c x + Cc_c in place, x (B, C, L): the batch-norm input gradient */      \
+void fb_affine2_##SUF(int64_t B, int64_t C, int64_t L, T *y, const T *x, const T *A, const T *Bx,  \
+                      const T *Cc, int nt)                                                          \
+{                                                                                                   \
+    OMP_PAR_FOR(nt)                                                                                 \
+    for (int64_t r = 0; r < B * C; r++) {                                                           \
+        const int64_t c = r % C;                                                                    \
+        const T a = A[c], bx = Bx[c], cc = Cc[c];                                                   \
+        T *yr = y + r * L;                                                                          \
+        const T *xr = x + r * L;                                                                    \
+        for (int32_t l = 0; l < (int32_t)L; l++) yr[l] = a * yr[l] + bx * xr[l] + cc;                        \
+    }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 /* LayerNorm over axis 1 of x (B, H, L): y = (x - mean) rstd w + bias; mean, rstd (B, L) kept */   \

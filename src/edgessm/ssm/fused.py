@@ -5,6 +5,10 @@ their own backward (fused.c): what ``Block.forward_hl`` runs after the FFT convo
 - ``mix_tail(m, bias, res, glu, act, p)``: after the mixing product m = W z (without its bias):
   dropout(GLU(m + bias)) or dropout(act(m + bias)), plus the residual, one pass each way (the
   bias gradient summed in the same pass);
+- ``norm_mix_tail(m, bias, norm, res, glu, act, p)``: ``mix_tail`` after a batch norm of the
+  mixing product in training mode (``mix_norm``): the statistics in one pass, then one pass
+  each way as ``mix_tail`` (the norm's gain and shift applied in it), and one more backward
+  pass for the gradient through the statistics;
 - ``layer_norm_ch(x, weight, bias, eps)``: LayerNorm over axis 1 (the channels), one pass
   forward (two sweeps over a block of columns held in cache), one backward.
 
@@ -50,8 +54,11 @@ def _bind(lib):
         for name, args in (
                 ("fb_act_drop_fwd", [I64, I64, P, I64, P, INT, U64, I32, T, INT]),
                 ("fb_act_drop_bwd", [I64, I64, P, I64, P, I64, P, INT, U64, I32, T, INT]),
-                ("fb_mix_fwd", [I64, I64, I64, P, P, P, I64, P, INT, INT, U64, I32, T, INT]),
-                ("fb_mix_bwd", [I64, I64, I64, P, P, P, I64, P, P, P, INT, INT, U64, I32, T, INT]),
+                ("fb_mix_fwd", [I64, I64, I64, P, P, P, P, I64, P, INT, INT, U64, I32, T, INT]),
+                ("fb_mix_bwd", [I64, I64, I64, P, P, P, P, I64, P, P, P, P, P, P, P, INT, INT, U64, I32,
+                                T, INT]),
+                ("fb_chstat", [I64, I64, I64, P, ctypes.POINTER(ctypes.c_double), P, P, INT]),
+                ("fb_affine2", [I64, I64, I64, P, P, P, P, P, INT]),
                 ("fb_ln_fwd", [I64, I64, I64, P, I64, P, P, P, P, P, ctypes.c_double, INT]),
                 ("fb_ln_bwd", [I64, I64, I64, P, I64, P, P, P, P, I64, P, P, P, P, INT]),
                 ("fb_relu_out_bwd", [I64, I64, I64, P, P, I64, P, P, P, T, INT])):
@@ -239,7 +246,7 @@ class _MixTail(torch.autograd.Function):
         H = C // 2 if glu else C
         out = torch.empty(B, H, L, dtype=m.dtype)
         res, ldr = _rows(res) if res is not None else (None, L)
-        getattr(lib, f"fb_mix_fwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), _p(res, T), ldr,
+        getattr(lib, f"fb_mix_fwd_{suf}")(B, H, L, ptr(m, T), _p(None, T), _p(bias, T), _p(res, T), ldr,
                                           ptr(out, T), int(glu), act, seed, thr, scale, _nt(m.numel()))
         from_out = not glu and act == ACTS["relu"] and res is None   # backward from the output
         ctx.save_for_backward(out if from_out else m, bias)
@@ -262,11 +269,63 @@ class _MixTail(torch.autograd.Function):
             getattr(lib, f"fb_relu_out_bwd_{suf}")(B, C, L, ptr(m, T), ptr(g, T), ldg, ptr(gm, T),
                                                    _p(part, T), _p(gbias, T), scale, _nt(gm.numel()))
         else:
-            getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), _p(bias, T), ptr(g, T), ldg,
-                                              ptr(gm, T), _p(part, T), _p(gbias, T), int(glu), act,
+            getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), _p(None, T), _p(bias, T), ptr(g, T),
+                                              ldg, ptr(gm, T), _p(part, T), _p(gbias, T), _p(None, T),
+                                              _p(None, T), _p(None, T), _p(None, T), int(glu), act,
                                               seed, thr, scale, _nt(gm.numel()))
         return gm, gbias, (g if has_res and ctx.needs_input_grad[2] else None), \
             None, None, None, None, None
+
+
+class _NormMixTail(torch.autograd.Function):
+    """dropout(f(batch_norm(m))) [+ res] in training mode, the batch statistics (mean, var) of m
+    given: f GLU or an activation. The gradient flows through the statistics (as a batch norm's)."""
+
+    @staticmethod
+    def forward(ctx, m, mean, var, weight, beta, mix_bias, res, eps, glu, act, thr, scale, seed):
+        lib, T, suf = _lib_t(m)
+        B, C, L = m.shape
+        H = C // 2 if glu else C
+        rstd = torch.rsqrt(var + eps)
+        gain = rstd if weight is None else weight * rstd
+        shift = -mean * gain if beta is None else beta - mean * gain
+        out = torch.empty(B, H, L, dtype=m.dtype)
+        res, ldr = _rows(res) if res is not None else (None, L)
+        getattr(lib, f"fb_mix_fwd_{suf}")(B, H, L, ptr(m, T), ptr(gain, T), ptr(shift, T), _p(res, T),
+                                          ldr, ptr(out, T), int(glu), act, seed, thr, scale, _nt(m.numel()))
+        ctx.save_for_backward(m, mean, rstd, gain, shift)
+        ctx.cfg = (glu, act, thr, scale, seed, res is not None, weight is not None, beta is not None,
+                   mix_bias is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        m, mean, rstd, gain, shift = ctx.saved_tensors
+        glu, act, thr, scale, seed, has_res, has_w, has_b, has_mb = ctx.cfg
+        lib, T, suf = _lib_t(m)
+        B, C, L = m.shape
+        H = C // 2 if glu else C
+        g, ldg = _rows(g)
+        gz = torch.empty_like(m)                      # first d out / d (normalized m)
+        part, part2 = torch.empty(B, C, dtype=m.dtype), torch.empty(B, C, dtype=m.dtype)
+        s_g, s_gx = torch.empty(C, dtype=m.dtype), torch.empty(C, dtype=m.dtype)
+        getattr(lib, f"fb_mix_bwd_{suf}")(B, H, L, ptr(m, T), ptr(gain, T), ptr(shift, T), ptr(g, T), ldg,
+                                          ptr(gz, T), ptr(part, T), ptr(s_g, T), ptr(mean, T), ptr(rstd, T),
+                                          ptr(part2, T), ptr(s_gx, T), int(glu), act, seed, thr, scale,
+                                          _nt(m.numel()))
+        # d m = gain (gz - mean(gz) - xhat mean(gz xhat)), xhat = (m - mean) rstd: as A gz + Bx m + Cc
+        n = float(B * L)
+        k2 = gain * rstd * s_gx / n
+        A, Bx = gain.contiguous(), (-k2).contiguous()
+        Cc = (mean * k2 - gain * s_g / n).contiguous()
+        getattr(lib, f"fb_affine2_{suf}")(B, C, L, ptr(gz, T), ptr(m, T), ptr(A, T), ptr(Bx, T), ptr(Cc, T),
+                                          _nt(m.numel()))
+        gw = s_gx if has_w and ctx.needs_input_grad[3] else None
+        gb = s_g if has_b and ctx.needs_input_grad[4] else None
+        # the mixing bias before a batch norm in training: the mean removes it, its gradient is 0
+        gmb = torch.zeros(C, dtype=m.dtype) if has_mb and ctx.needs_input_grad[5] else None
+        return gz, None, None, gw, gb, gmb, (g if has_res and ctx.needs_input_grad[6] else None), \
+            None, None, None, None, None, None
 
 
 class _LayerNormCh(torch.autograd.Function):
@@ -331,6 +390,59 @@ def mix_tail(m: torch.Tensor, bias: torch.Tensor | None, res: torch.Tensor | Non
             raise InputError(f"res must be a ({B}, {H}, {L}) {m.dtype} tensor, got "
                              f"{tuple(res.shape)} {res.dtype}")
     return _MixTail.apply(m, bias, res, bool(glu), a, *_drop(p, seed))
+
+
+def channel_stats(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased variance) per channel of m (B, C, L) over (b, l), as a batch norm's training
+    statistics (accumulated in double; the same bits for any thread count)."""
+    m = _check(m, "m")
+    lib, T, suf = _lib_t(m)
+    m = m.contiguous()
+    B, C, L = m.shape
+    mean, var = torch.empty(C, dtype=m.dtype), torch.empty(C, dtype=m.dtype)
+    part = torch.empty(B * C * 2, dtype=torch.float64)
+    getattr(lib, f"fb_chstat_{suf}")(B, C, L, ptr(m, T), ptr(part, ctypes.c_double), ptr(mean, T),
+                                     ptr(var, T), _nt(m.numel()))
+    return mean, var
+
+
+def norm_mix_tail(m: torch.Tensor, bias: torch.Tensor | None, norm: torch.nn.BatchNorm1d,
+                  res: torch.Tensor | None = None, glu: bool = True, act: str = "gelu", p: float = 0.0,
+                  seed: int | None = None) -> torch.Tensor:
+    """``mix_tail`` after a batch norm of the mixing product in training mode:
+    dropout(f(norm(m + bias))) [+ res], m (B, C, L) without its bias. The statistics are the
+    batch's (over b and l); `norm`'s running statistics are updated as ``nn.BatchNorm1d``'s
+    (the mean of m + bias, the unbiased variance). In eval mode, or for a norm without running
+    statistics, use the module itself."""
+    a, p = _check_act(act), _check_p(p)
+    m = _check(m, "m")
+    _lib_t(m)
+    B, C, L = m.shape
+    if glu and C % 2:
+        raise InputError(f"GLU needs an even number of channels in m, got {C}")
+    if not isinstance(norm, torch.nn.BatchNorm1d) or norm.num_features != C:
+        raise InputError(f"norm must be a BatchNorm1d of {C} features, got {norm!r}")
+    if not norm.training or not norm.track_running_stats:
+        raise InputError("norm_mix_tail runs a batch norm in training mode with running statistics")
+    if B * L < 2:
+        raise InputError(f"a batch norm in training needs more than one value per channel, got {B * L}")
+    H = C // 2 if glu else C
+    bias = _param(bias, C, "bias", m)
+    if res is not None:
+        res = _check(res, "res")
+        if tuple(res.shape) != (B, H, L) or res.dtype != m.dtype:
+            raise InputError(f"res must be a ({B}, {H}, {L}) {m.dtype} tensor, got "
+                             f"{tuple(res.shape)} {res.dtype}")
+    m = m.contiguous()
+    mean, var = channel_stats(m.detach())
+    with torch.no_grad():
+        norm.num_batches_tracked.add_(1)
+        f = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+        norm.running_mean.mul_(1 - f).add_(mean if bias is None else mean + bias.detach(), alpha=f)
+        norm.running_var.mul_(1 - f).add_(var * (B * L / (B * L - 1)), alpha=f)
+    w = _param(norm.weight, C, "norm weight", m) if norm.affine else None
+    b = _param(norm.bias, C, "norm bias", m) if norm.affine else None
+    return _NormMixTail.apply(m, mean, var, w, b, bias, res, float(norm.eps), bool(glu), a, *_drop(p, seed))
 
 
 def layer_norm_ch(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,

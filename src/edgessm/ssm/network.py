@@ -209,15 +209,19 @@ class Block(nn.Module):
 
     def _after_ssm_fused(self, z: torch.Tensor, x: torch.Tensor, act: str, p: float) -> torch.Tensor:
         """``_after_ssm`` on channel-major (B, H, L) by the native kernels (``ssm.fused``):
-        activation and dropout in one pass, the mixing product, then its bias, GLU or the
-        activation, dropout and the residual in one pass."""
+        activation and dropout in one pass, the mixing product, then its bias (or, training with
+        ``mix_norm``, the batch norm from the product's statistics), GLU or the activation,
+        dropout and the residual in one pass."""
         z = fused.act_dropout(z, act, p)
         m = channel_linear(z, self.mix.weight, None)
-        bias = self.mix.bias
-        if self.mix_norm is not None:
-            m, bias = self.mix_norm(m + bias.unsqueeze(-1)), None
-        z = fused.mix_tail(m, bias, x if self.residual else None,
-                           glu=self.mixing == "glu", act=act, p=p)
+        bias, n = self.mix.bias, self.mix_norm
+        res, glu = (x if self.residual else None), self.mixing == "glu"
+        if n is not None and n.training and n.track_running_stats and type(n) is nn.BatchNorm1d:
+            z = fused.norm_mix_tail(m, bias, n, res, glu=glu, act=act, p=p)
+        else:
+            if n is not None:
+                m, bias = n(m + bias.unsqueeze(-1)), None
+            z = fused.mix_tail(m, bias, res, glu=glu, act=act, p=p)
         if not self.prenorm:
             z = self._norm(z, 1)
         return z

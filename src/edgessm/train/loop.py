@@ -32,6 +32,7 @@ from .. import io
 from ..data import load_task
 from ..errors import CheckpointError
 from ..fields import json_text
+from ..ssm import fftconv
 from ..ssm.network import SequenceModel
 from . import accel
 from .checkpoint import load_trainer, recover_dir, trim_metrics, write_checkpoint
@@ -192,7 +193,8 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         f"model {model.config.preset} H={model.config.d_model} N={model.config.d_state} "
         f"layers={model.config.n_layers}, {n_params} parameters; {world} process(es), "
         f"{torch.get_num_threads()} threads each; device {device}, {t.precision}, "
-        f"{'compiled' if fwd.enabled else 'eager'}")
+        f"{'compiled' if fwd.enabled else 'eager'}"
+        f"{f', FFTs by {fftconv.fft_library()}' if device.type == 'cpu' else ''}")
 
     def checkpoint(name: str, metrics: dict, trainer: bool = False):
         """OUT/name: the trained weights with the trainer state (`trainer`: OUT/last), else the
