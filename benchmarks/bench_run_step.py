@@ -1,0 +1,108 @@
+"""The training step of a run's model, with the CPU step's options switched in one process.
+
+    python benchmarks/bench_run_step.py --config configs/psmnist_h128_res.toml --threads 1,2
+                                        [--rounds 5] [--iters 2] [--batch 64]
+
+The model of a training config (its task's input width, classes and length; its dropout), one
+AdamW step on a random batch. Variants, interleaved round by round in the same process so that
+the machine's drift falls on all of them alike:
+
+- FFTs by torch.fft or by ducc0 (the ``[fft]`` extra; skipped when it is not installed);
+- a training-mode ``mix_norm`` as torch's BatchNorm1d before the fused tail, or fused into it
+  (``fused.norm_mix_tail``; only for a config with ``mix_norm``).
+
+Per round, each variant's time is the median of `iters` steps; its ratio to the first variant
+(torch.fft, torch's batch norm: the step without either change) is taken per round, and the
+table gives the medians over rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from common import emit, machine, run_main
+
+import edgessm as es
+from edgessm.data.tasks import TASKS
+from edgessm.ssm import fftconv, fused
+from edgessm.train.config import load_config
+
+
+def _torch_norm(m, bias, norm, res=None, glu=True, act="gelu", p=0.0, seed=None):
+    """The training-mode ``mix_norm`` as before ``fused.norm_mix_tail``: torch's BatchNorm1d of
+    m + bias, then the fused tail."""
+    return fused.mix_tail(norm(m + bias.unsqueeze(-1)), None, res, glu=glu, act=act, p=p, seed=seed)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config)
+    info = TASKS[cfg.data.task]
+    torch.manual_seed(0)
+    model = es.SequenceModel(cfg.model_config(info.d_input, info.d_output))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    x = torch.rand(a.batch, info.seq_len, info.d_input)
+    y = torch.randint(0, info.d_output, (a.batch,))
+
+    ffts = ["torch"] + (["ducc0"] if fftconv.fft_library() == "ducc0" else [])
+    norms = ["torch", "fused"] if model.config.mix_norm else ["fused"]
+    variants = [(f, n) for f in ffts for n in norms]
+    fused_norm = fused.norm_mix_tail
+
+    def setup(fft, norm):
+        fftconv.USE_DUCC = fft == "ducc0"
+        fused.norm_mix_tail = fused_norm if norm == "fused" else _torch_norm
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    print(f"{a.config}: {model.config.preset} H={model.config.d_model} N={model.config.d_state} "
+          f"layers={model.config.n_layers}, batch {a.batch}, L={info.seq_len}; {machine()['cpu']}")
+    rows = []
+    try:
+        for threads in [int(t) for t in a.threads.split(",")]:
+            torch.set_num_threads(threads)
+            for v in variants:                     # warm-up: pools, libraries, plans
+                setup(*v)
+                step()
+            times = {v: [] for v in variants}
+            for _ in range(a.rounds):
+                for v in variants:
+                    setup(*v)
+                    ts = []
+                    for _ in range(a.iters):
+                        t0 = time.perf_counter()
+                        step()
+                        ts.append(time.perf_counter() - t0)
+                    times[v].append(statistics.median(ts))
+            base = variants[0]
+            for v in variants:
+                ratio = statistics.median(b / t for b, t in zip(times[base], times[v]))
+                rec = {"config": a.config, "threads": threads, "fft": v[0], "mix_norm": v[1],
+                       "s_per_step": statistics.median(times[v]), "speedup": ratio,
+                       "rounds": [round(t, 4) for t in times[v]]}
+                emit(rec)
+                rows.append(rec)
+    finally:
+        setup("ducc0" if "ducc0" in ffts else "torch", "fused")
+    print("\n| threads | FFTs | mix_norm in training | s/step | speed-up vs the first row of its thread count |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['threads']} | {r['fft']} | {r['mix_norm']} | {r['s_per_step']:.3f} | {r['speedup']:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
