@@ -180,3 +180,43 @@ def test_without_the_native_library_one_warning_and_the_torch_path(monkeypatch, 
     assert not fftconv.available()[0]
     assert y.grad_fn.name().endswith("_FFTConvBackward")
     torch.testing.assert_close(y, _naive(u, K), rtol=1e-10, atol=1e-10)
+
+
+# ---- the last output alone (a last-token readout's last layer) ----------------------------------
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 7), (4, 5, 50), (3, 16, 131)])
+def test_last_output_is_the_convolutions_last_sample(shape):
+    torch.manual_seed(9)
+    u = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(*shape[1:], dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape[:2], dtype=torch.float64)
+    got = _grads(fftconv.last_output, u, K, g)
+    want = _grads(lambda a, b: _naive(a, b)[..., -1], u, K, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fftconv.last_output, (u, K))
+    u32, K32 = u.detach().float(), K.detach().float()
+    torch.testing.assert_close(kernel.conv_last(u32, K32), kernel.fft_conv(u32, K32)[..., -1],
+                               rtol=1e-4, atol=1e-4)
+    with torch.no_grad():                                     # no graph: no gradient buffers
+        torch.testing.assert_close(kernel.conv_last(u, K), want[0])
+
+
+def test_last_output_one_gradient_and_any_thread_count():
+    torch.manual_seed(10)
+    u = torch.randn(9, 32, 200, requires_grad=True)
+    K = torch.randn(32, 200, requires_grad=True)
+    g = torch.randn(9, 32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _grads(fftconv.last_output, u, K, g)
+        torch.set_num_threads(3)
+        three = _grads(fftconv.last_output, u, K, g)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, three):
+        assert torch.equal(a, b)
+    (dK,) = torch.autograd.grad(fftconv.last_output(u.detach(), K), (K,), g)
+    assert torch.equal(dK, one[2])
+    (du,) = torch.autograd.grad(fftconv.last_output(u, K.detach()), (u,), g)
+    assert torch.equal(du, one[1])

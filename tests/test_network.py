@@ -52,6 +52,57 @@ def test_block_options_stream(opts):
     torch.testing.assert_close(streamed[:, -1], full, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("opts", [dict(), dict(residual=True), dict(mixing="glu", activation="gelu"),
+                                  dict(norm="layer", prenorm=True), dict(norm="layer", prenorm=False),
+                                  dict(residual=True, mix_norm=True), dict(norm="batch", prenorm=False)])
+@pytest.mark.parametrize("train", [True, False])
+def test_last_token_readout_computes_the_last_block_at_the_last_position(opts, train):
+    torch.manual_seed(3)
+    net = es.SequenceModel.from_preset("neuromorphic", d_input=2, d_output=4, d_model=8, d_state=4,
+                                       n_layers=3, **opts).double()
+    x = torch.randn(3, 45, 2, dtype=torch.float64)
+    net.train(train)
+    last = net.blocks[-1]
+    batch_stats = train and (opts.get("mix_norm") or opts.get("norm") == "batch")
+    assert last.last_token_ok() == (not batch_stats)
+    calls = []
+    orig = last.s4d.conv_last_hl
+    last.s4d.conv_last_hl = lambda u: (calls.append("last"), orig(u))[1]
+    try:
+        y = net(x)
+    finally:
+        del last.s4d.conv_last_hl
+    assert calls == ([] if batch_stats else ["last"])
+    h = x.transpose(1, 2)
+    h = torch.einsum("hd,bdl->bhl", net.encoder.weight, h) + net.encoder.bias.unsqueeze(-1)
+    for b in net.blocks:
+        h = b.forward_hl(h)
+    ref = net.decoder(h[..., -1])
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    params = [p for p in net.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(y.square().sum(), params, allow_unused=True),
+                    torch.autograd.grad(ref.square().sum(), params, allow_unused=True)):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_last_token_readout_with_dropout_is_reproducible():
+    torch.manual_seed(4)
+    net = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=3, d_model=8, d_state=4,
+                                       n_layers=2, dropout=0.3)
+    net.train()
+    x = torch.randn(2, 30, 1)
+    torch.manual_seed(7)
+    a = net(x)
+    torch.manual_seed(7)
+    assert torch.equal(a, net(x))
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net.features(x)[:, -1] @ net.decoder.weight.T + net.decoder.bias)
+
+
 @pytest.mark.parametrize("residual", [False, True])
 def test_fold_norms_is_the_same_network(residual):
     torch.manual_seed(2)

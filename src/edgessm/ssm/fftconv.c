@@ -7,6 +7,11 @@
  * in one pass over G^ and U^. The batch sum runs over b in order for every bin, whatever the
  * number of threads: the threads split channels and blocks of bins, never the batch, so the
  * result does not depend on the thread count.
+ *
+ * The last output alone (a last-token readout's last layer), in the time domain, with the
+ * kernel reversed, R[h, j] = K[h, L-1-j]:
+ *   fc_last_fwd:  y[b,h] = sum_j u[b,h,j] R[h,j]                       (one pass over u)
+ *   fc_last_bwd:  du[b,h,j] = g[b,h] R[h,j];   dR[h,j] = sum_b g[b,h] u[b,h,j]  (b in order)
  */
 #include <stdint.h>
 #include <string.h>
@@ -69,5 +74,43 @@ void fc_mul_bwd_##SUF(int64_t B, int64_t H, int64_t F, T *restrict G, const T *r
     }                                                                                        \
 }
 
+#define DEFINE_LAST(T, SUF)                                                                  \
+void fc_last_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *restrict u,                 \
+                       const T *restrict R, T *restrict y, int nthreads)                     \
+{                                                                                            \
+    (void)nthreads;                                                                          \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                       \
+    for (int64_t r = 0; r < B * H; r++) {                                                    \
+        const T *x = u + r * L, *k = R + (r % H) * L;                                        \
+        T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                          \
+        int64_t j = 0;                                                                       \
+        for (; j + 8 <= L; j += 8)                                                           \
+            for (int i = 0; i < 8; i++) acc[i] += x[j + i] * k[j + i];                       \
+        for (; j < L; j++) s += x[j] * k[j];                                                 \
+        y[r] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + s; \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+void fc_last_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *restrict g,                 \
+                       const T *restrict u, const T *restrict R, T *restrict du,             \
+                       T *restrict dR, int nthreads)                                         \
+{                                                                                            \
+    (void)nthreads;                                                                          \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                       \
+    for (int64_t h = 0; h < H; h++) {                                                        \
+        const T *k = R + h * L;                                                              \
+        T *dk = dR ? dR + h * L : 0;                                                         \
+        if (dk) memset(dk, 0, (size_t)L * sizeof(T));                                        \
+        for (int64_t b = 0; b < B; b++) {                                                    \
+            const T gb = g[b * H + h];                                                       \
+            const T *x = u + (b * H + h) * L;                                                \
+            if (du) { T *o = du + (b * H + h) * L; for (int64_t j = 0; j < L; j++) o[j] = gb * k[j]; } \
+            if (dk) for (int64_t j = 0; j < L; j++) dk[j] += gb * x[j];                      \
+        }                                                                                    \
+    }                                                                                        \
+}
+
 DEFINE(float, f32)
 DEFINE(double, f64)
+DEFINE_LAST(float, f32)
+DEFINE_LAST(double, f64)

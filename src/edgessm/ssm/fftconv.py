@@ -43,6 +43,12 @@ def _bind(lib):
         g = getattr(lib, f"fc_mul_bwd_{suf}")
         g.restype = None
         g.argtypes = [i64, i64, i64, P, P, P, P, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        f = getattr(lib, f"fc_last_fwd_{suf}")
+        f.restype = None
+        f.argtypes = [i64, i64, i64, P, P, P, ctypes.c_int]
+        g = getattr(lib, f"fc_last_bwd_{suf}")
+        g.restype = None
+        g.argtypes = [i64, i64, i64, P, P, P, P, P, ctypes.c_int]
 
 
 _LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
@@ -221,6 +227,46 @@ class FusedFFTConv(torch.autograd.Function):
             du = None
             POOL.give(Gf)
         return du, dK, None
+
+
+class LastOutput(torch.autograd.Function):
+    """The last output of the causal convolution, u (B, H, L), K (H, L) -> (B, H):
+    y = sum_j u_j K_{L-1-j}, in C (``fc_last_*``): one pass over u forward; backward one pass
+    writing du and one reading u for dK (its batch sum in order of b, for any thread count)."""
+
+    @staticmethod
+    def forward(ctx, u, K):
+        B, H, L = u.shape
+        dtype = u.dtype
+        u = u.detach().contiguous()
+        R = K.detach().flip(-1).contiguous()
+        y = torch.empty(B, H, dtype=dtype)
+        getattr(_LIB.require(), f"fc_last_fwd_{_TYPES[dtype][0]}")(B, H, L, _f(u, dtype), _f(R, dtype),
+                                                                 _f(y, dtype), _threads())
+        ctx.save_for_backward(u if ctx.needs_input_grad[1] else None, R)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        u, R = ctx.saved_tensors
+        H, L = R.shape
+        dtype = R.dtype
+        g = g.contiguous()
+        B = g.shape[0]
+        need_du, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        du = torch.empty(B, H, L, dtype=dtype) if need_du else None
+        dR = torch.empty(H, L, dtype=dtype) if need_dk else None
+        null = ctypes.POINTER(_TYPES[dtype][1])()
+        getattr(_LIB.require(), f"fc_last_bwd_{_TYPES[dtype][0]}")(
+            B, H, L, _f(g, dtype), _f(u, dtype) if need_dk else null, _f(R, dtype),
+            _f(du, dtype) if need_du else null, _f(dR, dtype) if need_dk else null, _threads())
+        return du, (dR.flip(-1) if need_dk else None)
+
+
+def last_output(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """The fast path of ``kernel.conv_last``: u (B, H, L), K (H, L) -> (B, H) (call
+    ``supports(u, K)`` first)."""
+    return LastOutput.apply(u, K)
 
 
 def conv(u: torch.Tensor, K: torch.Tensor, n: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from .discretize import DISCRETIZATIONS, discretize, log_dA
 from .init import INITS, init_A, init_log_dt
-from .kernel import fft_conv, vandermonde_kernel
+from .kernel import conv_last, fft_conv, vandermonde_kernel
 from .validate import check_tensor
 
 MODES = ("conv", "recurrent", "chunked")
@@ -132,6 +132,14 @@ class S4D(nn.Module):
         if u.dtype != self.D.dtype:
             u = u.to(self.D.dtype)
         return fft_conv(u, self.skip_kernel(u.shape[-1]))
+
+    def conv_last_hl(self, u: torch.Tensor) -> torch.Tensor:
+        """The last output of ``conv_hl``: u (B, H, L) -> y_{L-1} (B, H) =
+        sum_k (K + D delta)_k u_{L-1-k}, one pass over u instead of a whole FFT convolution
+        (what a last-token readout needs from the last layer)."""
+        if u.dtype != self.D.dtype:
+            u = u.to(self.D.dtype)
+        return conv_last(u, self.skip_kernel(u.shape[-1]))
 
     def skip_kernel(self, L: int) -> torch.Tensor:
         """The kernel with the skip term folded in, K + D delta (H, L): y = K * u + D u in one

@@ -238,6 +238,19 @@ class Block(nn.Module):
         z = self._norm(x, 1) if self.prenorm else x
         return self._after_ssm(self.s4d.conv_hl(z), x, 1)
 
+    def forward_last_hl(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output at the last position only, x (B, H, L) -> (B, H): the last output
+        of the convolution (one pass over its input), then the rest of the block on that token.
+        Equal to ``forward_hl(x)[..., -1]`` unless a batch norm of the block trains on batch
+        statistics (``last_token_ok``)."""
+        z = self._norm(x, 1) if self.prenorm else x
+        return self._after_ssm(self.s4d.conv_last_hl(z), x[..., -1])
+
+    def last_token_ok(self) -> bool:
+        """Whether ``forward_last_hl`` equals the last position of ``forward_hl``: not when a
+        batch norm (``mix_norm``, norm = "batch") trains on the statistics of every position."""
+        return not (self.training and (self.mix_norm is not None or self.norm_kind == "batch"))
+
     def init_state(self, batch: int = 1) -> torch.Tensor:
         return self.s4d.init_state(batch)
 
@@ -340,9 +353,20 @@ class SequenceModel(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, mode: str = "conv") -> torch.Tensor:
-        """(B, L, d_input) -> logits (B, d_output) after the last token."""
+        """(B, L, d_input) -> logits (B, d_output) after the last token.
+
+        With a last-token readout the last block computes its last position only (one pass
+        over its input instead of an FFT convolution, its tail on one token), unless its batch
+        norm trains on the statistics of every position."""
         if mode == "conv":
-            h = self._features_hl(self._input(x))
+            x = self._input(x)
+            last = self.blocks[-1] if self.config.readout == "last" and len(self.blocks) else None
+            if last is not None and last.last_token_ok():
+                h = channel_linear(x.transpose(1, 2), self.encoder.weight, self.encoder.bias)
+                for block in self.blocks[:-1]:
+                    h = block.forward_hl(h)
+                return self.decoder(last.forward_last_hl(h))
+            h = self._features_hl(x)
             h = h.mean(-1) if self.config.readout == "mean" else h[..., -1]
             return self.decoder(h)
         h = self.features(x, mode)
