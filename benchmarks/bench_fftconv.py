@@ -69,15 +69,15 @@ def main(argv=None) -> int:
 
         def fused(lib, n):
             def run():
-                fftconv.USE_DUCC = lib == "ducc0"
-                y = fftconv.FusedFFTConv.apply(u, K, n)
+                fftconv.FFT = lib
+                y = fftconv.FusedFFTConv.apply(u, K, n, lib)
                 torch.autograd.grad(y, (u, K), g)
             return run
 
         cases = {"torch": run_torch}
         for lib in libs:
-            fftconv.USE_DUCC = lib == "ducc0"
-            for n in sorted({kernel._fft_len(2 * L - 1, fftconv.fft_primes()), *extra}):
+            fftconv.FFT = lib
+            for n in sorted({kernel._fft_len(2 * L - 1, fftconv.fft_primes(lib)), *extra}):
                 cases[f"fused+{lib} n={n}"] = fused(lib, n)
         times = {k: [] for k in cases}
         for f in cases.values():          # warm-up: plans, the pool, the library build
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                 for _ in range(a.iters):
                     f()
                 times[k].append((time.perf_counter() - t0) / a.iters)
-        fftconv.USE_DUCC = fftconv._DUCC is not None
+        fftconv.FFT = "auto"
         if a.parts:
             times.update(parts(B, H, L, sorted({n0, *extra, kernel._fft_len(2 * L - 1, (2, 3, 5))}),
                                a.threads, a.rounds, a.iters))
@@ -111,9 +111,9 @@ def steps(a) -> int:
     from edgessm.ssm import fftconv
 
     torch.set_num_threads(a.threads)
-    variants = {"torch path": dict(ENABLED=False), "fused+torch.fft": dict(ENABLED=True, USE_DUCC=False)}
+    variants = {"torch path": dict(ENABLED=False), "fused+torch.fft": dict(ENABLED=True, FFT="torch")}
     if fftconv._DUCC is not None:
-        variants["fused+ducc0"] = dict(ENABLED=True, USE_DUCC=True)
+        variants["fused+ducc0"] = dict(ENABLED=True, FFT="ducc0")
     for preset in a.step.split(","):
         torch.manual_seed(0)
         H = {"neuromorphic": 64, "standard": 128}[preset]
@@ -139,7 +139,7 @@ def steps(a) -> int:
                     step()
                     if r:
                         times[k].append(time.perf_counter() - t0)
-        fftconv.ENABLED, fftconv.USE_DUCC = True, fftconv._DUCC is not None
+        fftconv.ENABLED, fftconv.FFT = True, "auto"
         base = statistics.median(times["torch path"])
         print(f"\ntraining step, {preset} H={H}, threads={a.threads}")
         print(f"{'convolution':<20} {'s/step':>7} {'vs torch path':>14}")

@@ -54,13 +54,13 @@ def main(argv=None) -> int:
     x = torch.rand(a.batch, info.seq_len, info.d_input)
     y = torch.randint(0, info.d_output, (a.batch,))
 
-    ffts = ["torch"] + (["ducc0"] if fftconv.fft_library() == "ducc0" else [])
+    ffts = ["torch"] + (["ducc0"] if fftconv._DUCC is not None else [])
     norms = ["torch", "fused"] if model.config.mix_norm else ["fused"]
     variants = [(f, n) for f in ffts for n in norms]
     fused_norm = fused.norm_mix_tail
 
     def setup(fft, norm):
-        fftconv.USE_DUCC = fft == "ducc0"
+        fftconv.FFT = fft
         fused.norm_mix_tail = fused_norm if norm == "fused" else _torch_norm
 
     def step():
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                 emit(rec)
                 rows.append(rec)
     finally:
-        setup("ducc0" if "ducc0" in ffts else "torch", "fused")
+        setup("auto", "fused")
     print("\n| threads | FFTs | mix_norm in training | s/step | speed-up vs the first row of its thread count |")
     print("|---|---|---|---|---|")
     for r in rows:

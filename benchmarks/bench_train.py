@@ -110,7 +110,7 @@ def child(cfg: dict) -> dict:
     fused.set_enabled(cfg.get("fused", True))
     from edgessm.ssm import fftconv
     if not cfg.get("ducc", True):
-        fftconv.USE_DUCC = False          # torch.fft: what an install without the [fft] extra runs
+        fftconv.FFT = "torch"             # torch.fft: what an install without the [fft] extra runs
     if cfg["impl"] == "baseline":
         model = ref_model(preset, dropout=dropout, **size)
     else:
@@ -146,7 +146,7 @@ def child(cfg: dict) -> dict:
     out = {"first_step_s": first, "step_s": statistics.median(times),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "compiled": fwd.compiled, "compile_error": fwd.error,
-           "fft": fftconv.fft_library() if cfg["impl"] != "baseline" else "torch.fft (autograd)"}
+           "fft": fftconv.describe() if cfg["impl"] != "baseline" else "torch.fft (autograd)"}
     if cfg.get("count"):
         out.update(count_step(model, opt, x, y))
     return out
@@ -256,12 +256,12 @@ def main():
     peaks = machine_peaks(a.threads)
     emit({"bench": "machine", **peaks})
     presets = a.preset.split(",")
-    try:            # with ducc0 installed, the default step uses it: also time the step without it
+    try:            # with ducc0 installed, the default step may use it: also time the step without it
         import ducc0  # noqa: F401
         has_ducc = True
     except ImportError:
         has_ducc = False
-    emit({"bench": "fft_library", "default": "ducc0" if has_ducc else "torch.fft"})
+    emit({"bench": "fft_library", "default": "auto: ducc0 at one thread or for large transforms" if has_ducc else "torch.fft"})
     plan = []
     for p in presets:
         for name, c, what in CONFIGS:

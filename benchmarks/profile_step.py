@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     fused.set_enabled(not a.unfused)
     if a.fft == "torch":
-        fftconv.USE_DUCC = False
+        fftconv.FFT = "torch"
     torch.manual_seed(0)
     if a.config:
         cfg = load_config(a.config)
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         step()
         times.append(time.perf_counter() - t0)
     print(f"{label}, {'torch ops' if a.unfused else 'fused'} block tail, {a.norm} mix_norm, "
-          f"FFTs by {fftconv.fft_library()}, "
+          f"FFTs by {fftconv.describe()}, "
           f"{a.threads} thread(s): {statistics.median(times):.3f} s/step (unprofiled, median of {len(times)})")
     if a.top <= 0:
         return 0

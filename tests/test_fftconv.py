@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from edgessm.errors import InputError
+from edgessm.errors import ConfigError, InputError
 from edgessm.ssm import fftconv, kernel
 from edgessm.toolchain import NativeLib
 
@@ -16,7 +16,7 @@ LIBS = ["torch"] + (["ducc0"] if fftconv._DUCC is not None else [])
 
 @pytest.fixture(params=LIBS)
 def lib(request, monkeypatch):
-    monkeypatch.setattr(fftconv, "USE_DUCC", request.param == "ducc0")
+    monkeypatch.setattr(fftconv, "FFT", request.param)
     return request.param
 
 
@@ -65,7 +65,7 @@ def test_fused_gradcheck_float64(lib):
     torch.manual_seed(2)
     u = torch.randn(3, 2, 23, dtype=torch.float64, requires_grad=True)
     K = torch.randn(2, 23, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda u, K: fftconv.FusedFFTConv.apply(u, K, 48), (u, K))
+    assert torch.autograd.gradcheck(lambda u, K: fftconv.FusedFFTConv.apply(u, K, 48, lib), (u, K))
 
 
 def test_fft_conv_dispatches_cpu_float_to_the_fused_path(monkeypatch):
@@ -220,3 +220,32 @@ def test_last_output_one_gradient_and_any_thread_count():
     assert torch.equal(dK, one[2])
     (du,) = torch.autograd.grad(fftconv.last_output(u, K.detach()), (u,), g)
     assert torch.equal(du, one[1])
+
+
+def test_fft_library_choice(monkeypatch):
+    monkeypatch.setattr(fftconv, "_DUCC", object())            # the rule, whether or not ducc0 is here
+    threads = torch.get_num_threads()
+    big, small = fftconv.DUCC_AUTO_MIN, fftconv.DUCC_AUTO_MIN - 1
+    try:
+        monkeypatch.setattr(fftconv, "FFT", "auto")
+        torch.set_num_threads(1)
+        assert fftconv.fft_library(small) == "ducc0" and fftconv.describe() == "ducc0"
+        torch.set_num_threads(2)
+        assert fftconv.fft_library(small) == "torch" and fftconv.fft_library(big) == "ducc0"
+        assert "else torch.fft" in fftconv.describe()
+        monkeypatch.setattr(fftconv, "FFT", "torch")
+        assert fftconv.fft_library(big) == "torch" and fftconv.describe() == "torch.fft"
+        monkeypatch.setattr(fftconv, "FFT", "ducc0")
+        assert fftconv.fft_library(small) == "ducc0"
+        assert fftconv.fft_primes("ducc0") == (2, 3, 5) and fftconv.fft_primes("torch") == (2, 3, 5, 7)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(fftconv, "_DUCC", None)
+    monkeypatch.setattr(fftconv, "FFT", "auto")
+    assert fftconv.fft_library(big) == "torch" and "not installed" in fftconv.describe()
+    monkeypatch.setattr(fftconv, "FFT", "ducc0")
+    with pytest.raises(ConfigError, match="not installed"):
+        fftconv.fft_library(big)
+    monkeypatch.setattr(fftconv, "FFT", "fftw")
+    with pytest.raises(ConfigError, match="auto, ducc0, torch"):
+        fftconv.fft_library(big)

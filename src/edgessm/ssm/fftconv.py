@@ -11,8 +11,9 @@ The same mathematics as ``kernel._FFTConv`` (forward ``y = irfft(U^ K^)``, backw
   transforms) come from a pool and are reused from one call and one training step to the
   next, instead of fresh memory written once per call; the pad is a copy into a buffer whose
   tail is kept zero;
-* the FFTs run with ``ducc0.fft`` when it is installed (the ``fft`` extra), in the pooled
-  buffers, with the same threads; else with ``torch.fft``.
+* the FFTs run with ``ducc0.fft`` when it is installed (the ``fft`` extra) and measured faster
+  (``fft_library``: at one thread, or for large transforms; ``EDGESSM_FFT`` chooses), in the
+  pooled buffers, with the same threads; else with ``torch.fft``.
 
 Used for CPU float32 and float64 tensors; other devices and dtypes, and tracing (ONNX export,
 torch.compile), take the torch path of ``kernel.py``. Without a C compiler the torch path is
@@ -21,12 +22,14 @@ used, with one warning (``available()`` says why).
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import weakref
 from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..toolchain import NativeLib, ptr
 
 _SRC = Path(__file__).with_name("fftconv.c")
@@ -71,20 +74,52 @@ def _ducc():
 
 
 _DUCC = _ducc()
-USE_DUCC = _DUCC is not None      # the FFT library of the fast path: ducc0.fft, else torch.fft
+FFT_CHOICES = ("auto", "ducc0", "torch")
+# the FFT library of the fast path (environment EDGESSM_FFT): "auto" (ducc0 where it measured
+# faster, see fft_library), "ducc0" (when installed), "torch" (torch.fft)
+FFT = os.environ.get("EDGESSM_FFT", "auto")
+# auto, more than one thread: ducc0 from this many elements (rows x padded length) per transform.
+# Measured on a 2-core CPU at 2 threads (benchmarks/RESULTS.md): torch.fft 6% faster on
+# 64 x 64 x 1600, ducc0 1.2-1.3x faster on 64 x 128 x 1600; at one thread ducc0 1.4-2x faster on both.
+DUCC_AUTO_MIN = 1 << 23
 ENABLED = True                    # False: every call takes the torch path (for comparisons)
 
 
-def fft_library() -> str:
-    """The FFT library of the fast path: "ducc0" or "torch"."""
-    return "ducc0" if USE_DUCC and _DUCC is not None else "torch"
+def _check_fft(name) -> str:
+    if name not in FFT_CHOICES:
+        raise ConfigError(f"EDGESSM_FFT / fftconv.FFT must be one of {', '.join(FFT_CHOICES)}, got {name!r}")
+    if name == "ducc0" and _DUCC is None:
+        raise ConfigError("EDGESSM_FFT=ducc0 but ducc0 is not installed (pip install 'edgessm[fft]')")
+    return name
 
 
-def fft_primes() -> tuple[int, ...]:
-    """The factors of the fused path's FFT lengths: ducc0 is fastest on 2,3,5-smooth lengths
-    (L = 784: n = 1600 measured ~6% faster than 1568 = 2^5 7^2, benchmarks/RESULTS.md),
-    torch.fft on 2,3,5,7-smooth ones."""
-    return (2, 3, 5) if fft_library() == "ducc0" else (2, 3, 5, 7)
+def fft_library(numel: int | None = None) -> str:
+    """The FFT library of the fast path for transforms of `numel` elements (rows x padded
+    length): "ducc0" or "torch". With FFT = "auto": ducc0 when installed and either one thread
+    runs or the transform has at least DUCC_AUTO_MIN elements (numel None: a large one)."""
+    choice = _check_fft(FFT)
+    if _DUCC is None or choice == "torch":
+        return "torch"
+    if choice == "ducc0" or numel is None or torch.get_num_threads() == 1:
+        return "ducc0"
+    return "ducc0" if numel >= DUCC_AUTO_MIN else "torch"
+
+
+def describe() -> str:
+    """The fast path's FFT library in words (for logs)."""
+    choice = _check_fft(FFT)
+    if _DUCC is None or choice == "torch":
+        return "torch.fft" + (" (ducc0 not installed)" if _DUCC is None and choice == "auto" else "")
+    if choice == "ducc0" or torch.get_num_threads() == 1:
+        return "ducc0"
+    return f"ducc0 for transforms of >= {DUCC_AUTO_MIN} elements, else torch.fft"
+
+
+def fft_primes(lib: str | None = None) -> tuple[int, ...]:
+    """The factors of the fused path's FFT lengths for library `lib` (None: fft_library()):
+    ducc0 is fastest on 2,3,5-smooth lengths (L = 784: n = 1600 measured ~6% faster than
+    1568 = 2^5 7^2, benchmarks/RESULTS.md), torch.fft on 2,3,5,7-smooth ones."""
+    return (2, 3, 5) if (lib or fft_library()) == "ducc0" else (2, 3, 5, 7)
 
 
 def supports(u: torch.Tensor, K: torch.Tensor) -> bool:
@@ -139,14 +174,14 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _rfft_padded(x: torch.Tensor, n: int) -> torch.Tensor:
+def _rfft_padded(x: torch.Tensor, n: int, lib: str) -> torch.Tensor:
     """rfft along the last axis of x zero-padded to n: x (R, H, L) any strides -> (R, H, F)
-    complex, a pooled buffer (give it back when done)."""
+    complex, a pooled buffer (give it back when done); by `lib` (ducc0 or torch)."""
     *lead, L = x.shape
     kind = f"pad{L}"                       # zero from L on: one kind per L (n is shared by several)
     buf = POOL.take((*lead, n), x.dtype, kind)
     buf[..., :L].copy_(x)
-    if fft_library() == "ducc0":
+    if lib == "ducc0":
         out = POOL.take((*lead, n // 2 + 1), _CTYPES[x.dtype])
         _DUCC.r2c(buf.numpy(), axes=(buf.dim() - 1,), out=out.numpy(), nthreads=_threads())
     else:
@@ -155,12 +190,12 @@ def _rfft_padded(x: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def _irfft_crop(X: torch.Tensor, n: int, L: int, pooled: bool = True) -> torch.Tensor:
-    """The first L samples of irfft(X, n) along the last axis, a fresh contiguous tensor.
-    X may be overwritten; it goes back to the pool when `pooled`."""
+def _irfft_crop(X: torch.Tensor, n: int, L: int, lib: str, pooled: bool = True) -> torch.Tensor:
+    """The first L samples of irfft(X, n) along the last axis, a fresh contiguous tensor, by
+    `lib`. X may be overwritten; it goes back to the pool when `pooled`."""
     *lead, _ = X.shape
     rdt = X.real.dtype
-    if fft_library() == "ducc0":
+    if lib == "ducc0":
         full = POOL.take((*lead, n), rdt)
         _DUCC.c2r(X.numpy(), axes=(X.dim() - 1,), lastsize=n, forward=False, inorm=2,
                   out=full.numpy(), nthreads=_threads(), allow_overwriting_input=True)
@@ -191,42 +226,42 @@ class FusedFFTConv(torch.autograd.Function):
     """Causal FFT convolution u (R, H, L), K (H, L) -> (R, H, L), zero-padded to n >= 2L - 1."""
 
     @staticmethod
-    def forward(ctx, u, K, n):
+    def forward(ctx, u, K, n, lib):
         L = u.shape[-1]
         dtype = u.dtype
         u, K = u.detach(), K.detach()
-        Uf = _rfft_padded(u, n)
-        Kp = _rfft_padded(K, n)
+        Uf = _rfft_padded(u, n, lib)
+        Kp = _rfft_padded(K, n, lib)
         Kf = Kp.clone()                                  # small; kept out of the pool
         POOL.give(Kp)
-        y = _irfft_crop(_mul_fwd(Uf, Kf, dtype), n, L)
+        y = _irfft_crop(_mul_fwd(Uf, Kf, dtype), n, L, lib)
         if any(ctx.needs_input_grad[:2]):
             ctx.Uf, ctx.Kf = Uf, Kf
             weakref.finalize(ctx, POOL.give, Uf)          # back to the pool with the node
         else:
             POOL.give(Uf)
-        ctx.L, ctx.n, ctx.dtype_ = L, n, dtype
+        ctx.L, ctx.n, ctx.dtype_, ctx.lib = L, n, dtype, lib
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        L, n, dtype = ctx.L, ctx.n, ctx.dtype_
+        L, n, dtype, lib = ctx.L, ctx.n, ctx.dtype_, ctx.lib
         Uf, Kf = ctx.Uf, ctx.Kf
         need_du, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        Gf = _rfft_padded(gy.to(dtype), n)
+        Gf = _rfft_padded(gy.to(dtype), n, lib)
         R, H, F = Gf.shape
         dKf = torch.empty_like(Kf) if need_dk else None
         getattr(_LIB.require(), f"fc_mul_bwd_{_TYPES[dtype][0]}")(
             R, H, F, _f(Gf, dtype), _f(Uf, dtype), _f(Kf, dtype),
             _f(dKf, dtype) if need_dk else ctypes.POINTER(_TYPES[dtype][1])(),
             int(need_du), int(need_dk), _threads())
-        dK = _irfft_crop(dKf, n, L, pooled=False) if need_dk else None
+        dK = _irfft_crop(dKf, n, L, lib, pooled=False) if need_dk else None
         if need_du:
-            du = _irfft_crop(Gf, n, L)
+            du = _irfft_crop(Gf, n, L, lib)
         else:
             du = None
             POOL.give(Gf)
-        return du, dK, None
+        return du, dK, None, None
 
 
 class LastOutput(torch.autograd.Function):
@@ -269,19 +304,30 @@ def last_output(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return LastOutput.apply(u, K)
 
 
-def conv(u: torch.Tensor, K: torch.Tensor, n: int) -> torch.Tensor:
+def plan(u: torch.Tensor) -> tuple[int, str]:
+    """(padded length n, FFT library) of the fast path's convolution of u (..., H, L)."""
+    L = u.shape[-1]
+    lib = fft_library(u.numel() // max(L, 1) * 2 * L)
+    from .kernel import _fft_len
+    return _fft_len(2 * L - 1, fft_primes(lib)), lib
+
+
+def conv(u: torch.Tensor, K: torch.Tensor, n: int | None = None, lib: str | None = None) -> torch.Tensor:
     """The fast path of ``kernel.fft_conv``: u (..., H, L), K (H, L) -> (..., H, L) (call
-    ``supports(u, K)`` first)."""
+    ``supports(u, K)`` first); padded to n by library `lib` (None: ``plan(u)``'s)."""
+    if n is None or lib is None:
+        n0, lib0 = plan(u)
+        n, lib = n or n0, lib or lib0
     shape = u.shape
     u3 = u.reshape(-1, *shape[-2:]) if u.dim() != 3 else u
     if u.requires_grad or K.requires_grad:
-        y = FusedFFTConv.apply(u3, K, n)
+        y = FusedFFTConv.apply(u3, K, n, lib)
     else:
         with torch.no_grad():
-            Uf = _rfft_padded(u3, n)
-            Kf = _rfft_padded(K, n)
+            Uf = _rfft_padded(u3, n, lib)
+            Kf = _rfft_padded(K, n, lib)
             Yf = _mul_fwd(Uf, Kf, u.dtype)
             POOL.give(Uf)
             POOL.give(Kf)
-            y = _irfft_crop(Yf, n, shape[-1])
+            y = _irfft_crop(Yf, n, shape[-1], lib)
     return y.reshape(shape) if u.dim() != 3 else y

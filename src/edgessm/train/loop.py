@@ -194,7 +194,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         f"layers={model.config.n_layers}, {n_params} parameters; {world} process(es), "
         f"{torch.get_num_threads()} threads each; device {device}, {t.precision}, "
         f"{'compiled' if fwd.enabled else 'eager'}"
-        f"{f', FFTs by {fftconv.fft_library()}' if device.type == 'cpu' else ''}")
+        f"{f', FFTs by {fftconv.describe()}' if device.type == 'cpu' else ''}")
 
     def checkpoint(name: str, metrics: dict, trainer: bool = False):
         """OUT/name: the trained weights with the trainer state (`trainer`: OUT/last), else the
