@@ -282,6 +282,26 @@ def test_qat_trains_every_parameter_and_lowers_loss():
     assert acc > 0.6
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_qat_forward_computes_the_last_block_at_the_last_position(residual):
+    torch.manual_seed(5)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=5, d_model=16, d_state=8,
+                                     n_layers=3, residual=residual)
+    x = torch.rand(4, 60, 1)
+    q = qat_wrap("loihi2", calibration=x)(m)
+    q.train()
+    params = [p for p in q.parameters() if p.requires_grad]
+    y = q(x)                                              # the last block at the last position
+    ref = q._fq_decoder(q._fq_features(x)[..., -1])      # every position, then the last
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(y.square().sum(), params, allow_unused=True),
+                    torch.autograd.grad(ref.square().sum(), params, allow_unused=True)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert q._fq_features(x, last=True).shape == (4, 16, 1)
+
+
 def test_qat_wrap_lazy_calibration_on_first_batch():
     q = qat_wrap("loihi2")(small_model(H=8, N=4, layers=1))
     assert not bool(q.calibrated) and not q.exact_eval   # fast fake-quant validation in training

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..ssm.kernel import fft_conv, vandermonde_kernel
+from ..ssm.kernel import conv_last, fft_conv, vandermonde_kernel
 from ..ssm.network import ModelConfig, SequenceModel, channel_linear
 from ..ssm.validate import check_tensor
 from .fixedpoint import (exponent_for, int_range, quantize_input_t, round_half_up,
@@ -360,8 +360,9 @@ class QuantSequenceModel(SequenceModel):
         w = fake_quant_weight(lin.weight, self.spec[kind], self.lsq[key] if key in self.lsq else None)
         return channel_linear(x, w, lin.bias)
 
-    def _fq_s4d(self, s4d, u):
-        """Fake-quantized S4D on channel-major u (B, H, L), by FFT convolution."""
+    def _fq_s4d(self, s4d, u, last: bool = False):
+        """Fake-quantized S4D on channel-major u (B, H, L), by FFT convolution; `last`: its last
+        output only, (B, H, 1), in one pass over u."""
         sp = self.spec
         dA, dB, C = s4d.discrete()
         dAq = fake_quant_coeff(dA, sp["dA"].bits, sp["dA"].per_channel)
@@ -370,10 +371,14 @@ class QuantSequenceModel(SequenceModel):
         Dq = fake_quant_coeff(s4d.D, sp["D"].bits, sp["D"].per_channel)
         logA = torch.complex(torch.log(dAq.abs().clamp(min=1e-12)), torch.angle(dAq))
         K = vandermonde_kernel(Cq2 / 2 * dBq, logA, u.shape[-1])
+        if last:
+            return (conv_last(u, K) + Dq * u[..., -1]).unsqueeze(-1)
         return fft_conv(u, K) + Dq.unsqueeze(-1) * u
 
-    def _fq_features(self, x):
-        """(B, L, d_in) -> the last block's fake-quantized output, channel-major (B, H, L)."""
+    def _fq_features(self, x, last: bool = False):
+        """(B, L, d_in) -> the last block's fake-quantized output, channel-major (B, H, L);
+        `last`: its last position only, (B, H, 1) (the last block's convolution reduced to its
+        last output; every quantizer is elementwise, so the values are the same)."""
         if not bool(self.calibrated):  # QAT from a wrap without data: calibrate on the first batch
             self.calibrate(x.detach())
         sp = self.spec
@@ -381,7 +386,11 @@ class QuantSequenceModel(SequenceModel):
         x = fake_quant_act(x, int(self.exp_in), sp["input"].bits).transpose(1, 2)
         h = fake_quant_act(self._fq_linear("encoder", "encoder", self.encoder, x), int(self.exp_enc), ab)
         for i, b in enumerate(self.blocks):
-            y = F.relu(fake_quant_act(self._fq_s4d(b.s4d, h), int(self.exp_y[i]), ab))
+            if last and i == len(self.blocks) - 1:
+                y, h = self._fq_s4d(b.s4d, h, last=True), h[..., -1:]
+            else:
+                y = self._fq_s4d(b.s4d, h)
+            y = F.relu(fake_quant_act(y, int(self.exp_y[i]), ab))
             z = self._fq_linear(f"mixing{i}", "mixing", b.mix, b.drop(y))
             z = F.relu(fake_quant_act(z, int(self.exp_z[i]), ab))
             if b.residual:      # the block input rounded to the output's grid, the sum saturated
@@ -405,7 +414,7 @@ class QuantSequenceModel(SequenceModel):
         """(B, L, d_in) -> logits (B, d_out): fake-quantized in train mode, integer-exact in eval."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.training or not self.exact_eval:
-            return self._fq_decoder(self._fq_features(x)[..., -1])
+            return self._fq_decoder(self._fq_features(x, last=True)[..., -1])
         return self._to_float(self.int_forward(x, all_tokens=False))
 
     def forward_tokens(self, x: torch.Tensor, mode=None) -> torch.Tensor:
