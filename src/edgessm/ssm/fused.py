@@ -377,6 +377,12 @@ def mix_tail(m: torch.Tensor, bias: torch.Tensor | None, res: torch.Tensor | Non
     """dropout(GLU(m + bias)) (glu; m (B, 2H, L), GLU over axis 1) or dropout(act(m + bias))
     (m (B, H, L)), plus `res` (B, H, L) when given."""
     a, p = _check_act(act), _check_p(p)
+    m, bias, res = _check_mix(m, bias, res, glu)
+    return _MixTail.apply(m, bias, res, bool(glu), a, *_drop(p, seed))
+
+
+def _check_mix(m, bias, res, glu):
+    """(m, bias, res) of a mix tail checked: m (B, C, L), C even for GLU, bias (C,), res (B, H, L)."""
     m = _check(m, "m")
     _lib_t(m)
     B, C, L = m.shape
@@ -389,7 +395,7 @@ def mix_tail(m: torch.Tensor, bias: torch.Tensor | None, res: torch.Tensor | Non
         if tuple(res.shape) != (B, H, L) or res.dtype != m.dtype:
             raise InputError(f"res must be a ({B}, {H}, {L}) {m.dtype} tensor, got "
                              f"{tuple(res.shape)} {res.dtype}")
-    return _MixTail.apply(m, bias, res, bool(glu), a, *_drop(p, seed))
+    return m, bias, res
 
 
 def channel_stats(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,24 +421,14 @@ def norm_mix_tail(m: torch.Tensor, bias: torch.Tensor | None, norm: torch.nn.Bat
     (the mean of m + bias, the unbiased variance). In eval mode, or for a norm without running
     statistics, use the module itself."""
     a, p = _check_act(act), _check_p(p)
-    m = _check(m, "m")
-    _lib_t(m)
+    m, bias, res = _check_mix(m, bias, res, glu)
     B, C, L = m.shape
-    if glu and C % 2:
-        raise InputError(f"GLU needs an even number of channels in m, got {C}")
     if not isinstance(norm, torch.nn.BatchNorm1d) or norm.num_features != C:
         raise InputError(f"norm must be a BatchNorm1d of {C} features, got {norm!r}")
     if not norm.training or not norm.track_running_stats:
         raise InputError("norm_mix_tail runs a batch norm in training mode with running statistics")
     if B * L < 2:
         raise InputError(f"a batch norm in training needs more than one value per channel, got {B * L}")
-    H = C // 2 if glu else C
-    bias = _param(bias, C, "bias", m)
-    if res is not None:
-        res = _check(res, "res")
-        if tuple(res.shape) != (B, H, L) or res.dtype != m.dtype:
-            raise InputError(f"res must be a ({B}, {H}, {L}) {m.dtype} tensor, got "
-                             f"{tuple(res.shape)} {res.dtype}")
     m = m.contiguous()
     mean, var = channel_stats(m.detach())
     with torch.no_grad():
