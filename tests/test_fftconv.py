@@ -34,7 +34,7 @@ def _grads(f, u, K, g):
 
 
 def _fused(u, K):
-    return fftconv.conv(u, K, kernel._fft_len(2 * u.shape[-1] - 1))
+    return fftconv.conv(u, K, kernel._fft_len(2 * u.shape[-1] - 1), fftconv.fft_library())
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 1), (1, 4, 19), (3, 5, 50), (2, 2, 3, 33), (6, 101)])
@@ -153,7 +153,7 @@ def test_lengths_sharing_one_fft_length(lib):
         u = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)
         K = torch.randn(3, L, dtype=torch.float64, requires_grad=True)
         g = torch.randn(2, 3, L, dtype=torch.float64)
-        fused = _grads(lambda u, K: fftconv.conv(u, K, 108), u, K, g)
+        fused = _grads(lambda u, K: fftconv.conv(u, K, 108, lib), u, K, g)
         for a, b in zip(fused, _grads(_naive, u, K, g)):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 

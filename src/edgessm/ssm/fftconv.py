@@ -304,20 +304,9 @@ def last_output(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return LastOutput.apply(u, K)
 
 
-def plan(u: torch.Tensor) -> tuple[int, str]:
-    """(padded length n, FFT library) of the fast path's convolution of u (..., H, L)."""
-    L = u.shape[-1]
-    lib = fft_library(u.numel() // max(L, 1) * 2 * L)
-    from .kernel import _fft_len
-    return _fft_len(2 * L - 1, fft_primes(lib)), lib
-
-
-def conv(u: torch.Tensor, K: torch.Tensor, n: int | None = None, lib: str | None = None) -> torch.Tensor:
+def conv(u: torch.Tensor, K: torch.Tensor, n: int, lib: str) -> torch.Tensor:
     """The fast path of ``kernel.fft_conv``: u (..., H, L), K (H, L) -> (..., H, L) (call
-    ``supports(u, K)`` first); padded to n by library `lib` (None: ``plan(u)``'s)."""
-    if n is None or lib is None:
-        n0, lib0 = plan(u)
-        n, lib = n or n0, lib or lib0
+    ``supports(u, K)`` first), zero-padded to n, the FFTs by `lib` ("ducc0" or "torch")."""
     shape = u.shape
     u3 = u.reshape(-1, *shape[-2:]) if u.dim() != 3 else u
     if u.requires_grad or K.requires_grad:

@@ -83,7 +83,8 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     L = u.shape[-1]
     n = _fft_len(2 * L - 1)
     if not tracing() and fftconv.supports(u, K):
-        return fftconv.conv(u, K)
+        lib = fftconv.fft_library(u.numel() // max(L, 1) * 2 * L)      # elements per transform, about
+        return fftconv.conv(u, K, _fft_len(2 * L - 1, fftconv.fft_primes(lib)), lib)
     if u.requires_grad or K.requires_grad:
         return _FFTConv.apply(u, K)
     return torch.fft.irfft(_rfft_padded(u, n) * torch.fft.rfft(K, n=n), n=n)[..., :L]
