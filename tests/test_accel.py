@@ -99,6 +99,17 @@ def test_cli_device_and_precision_errors(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_unknown_fft_library_is_an_error_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    from edgessm.ssm import fftconv
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[train]\nepochs = 1\n')
+    monkeypatch.setattr(fftconv, "FFT", "fftw")                # as EDGESSM_FFT=fftw
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "EDGESSM_FFT" in err and "auto, ducc0, torch" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_bf16_mixed_keeps_the_convolution_in_float32():
     torch.manual_seed(0)
     net = es.SequenceModel.from_preset("standard", d_input=1, d_output=4, d_model=8, d_state=4, n_layers=2)

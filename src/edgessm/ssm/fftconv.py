@@ -85,6 +85,12 @@ DUCC_AUTO_MIN = 1 << 23
 ENABLED = True                    # False: every call takes the torch path (for comparisons)
 
 
+def check_choice() -> str:
+    """The FFT choice in force (``FFT``, from EDGESSM_FFT), checked: a ConfigError when unknown,
+    or ducc0 when it is not installed."""
+    return _check_fft(FFT)
+
+
 def _check_fft(name) -> str:
     if name not in FFT_CHOICES:
         raise ConfigError(f"EDGESSM_FFT / fftconv.FFT must be one of {', '.join(FFT_CHOICES)}, got {name!r}")

@@ -129,6 +129,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
     t = cfg.train
     device = accel.resolve_device(t.device, int(os.environ.get("LOCAL_RANK", 0)))
     accel.check_precision_on(t.precision, device)
+    fftconv.check_choice()
     _init_dist(world, device)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if rank != 0:
