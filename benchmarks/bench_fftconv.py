@@ -104,7 +104,9 @@ def main(argv=None) -> int:
 
 def steps(a) -> int:
     """Training steps (forward, backward, AdamW) with the convolution's torch path and the fused
-    path per FFT library, switched in one process, interleaved round by round."""
+    path per FFT library, switched in one process, interleaved round by round; also the fused
+    path (FFT library by ``fftconv.fft_library``) with its output copied out of the inverse
+    transform's rows, as before the output became a strided view of them ("output copied")."""
     import torch
     import torch.nn.functional as F
     import edgessm as es
@@ -114,6 +116,13 @@ def steps(a) -> int:
     variants = {"torch path": dict(ENABLED=False), "fused+torch.fft": dict(ENABLED=True, FFT="torch")}
     if fftconv._DUCC is not None:
         variants["fused+ducc0"] = dict(ENABLED=True, FFT="ducc0")
+    view_crop = fftconv._irfft_crop
+
+    def copy_crop(X, n, L, lib, pooled=True):
+        v = view_crop(X, n, L, lib, pooled)
+        return torch.empty(v.shape, dtype=v.dtype).copy_(v)
+    variants["fused, output copied"] = dict(ENABLED=True, FFT="auto", _irfft_crop=copy_crop)
+    variants["fused (default)"] = dict(ENABLED=True, FFT="auto", _irfft_crop=view_crop)
     for preset in a.step.split(","):
         torch.manual_seed(0)
         H = {"neuromorphic": 64, "standard": 128}[preset]
@@ -139,13 +148,13 @@ def steps(a) -> int:
                     step()
                     if r:
                         times[k].append(time.perf_counter() - t0)
-        fftconv.ENABLED, fftconv.FFT = True, "auto"
+        fftconv.ENABLED, fftconv.FFT, fftconv._irfft_crop = True, "auto", view_crop
         base = statistics.median(times["torch path"])
         print(f"\ntraining step, {preset} H={H}, threads={a.threads}")
-        print(f"{'convolution':<20} {'s/step':>7} {'vs torch path':>14}")
+        print(f"{'convolution':<22} {'s/step':>7} {'vs torch path':>14}")
         for k, ts in times.items():
             m = statistics.median(ts)
-            print(f"{k:<20} {m:7.3f} {base / m:13.2f}x")
+            print(f"{k:<22} {m:7.3f} {base / m:13.2f}x")
     return 0
 
 

@@ -249,3 +249,36 @@ def test_fft_library_choice(monkeypatch):
     monkeypatch.setattr(fftconv, "FFT", "fftw")
     with pytest.raises(ConfigError, match="auto, ducc0, torch"):
         fftconv.fft_library(big)
+
+
+def test_owned_buffers_return_to_the_pool_only_when_their_last_view_is_freed():
+    import gc
+    pool = fftconv._Pool(keep=2)
+    a = pool.take_owned((3, 8), torch.float32)
+    a.fill_(1.0)
+    view = a[:, :5]                       # what a crop hands out
+    ptr = a.data_ptr()
+    del a
+    gc.collect()
+    b = pool.take_owned((3, 8), torch.float32)       # the first is still viewed: new memory
+    ptr_b = b.data_ptr()
+    assert ptr_b != ptr and torch.equal(view, torch.ones(3, 5))
+    del view, b
+    gc.collect()
+    key = ((3, 8), torch.float32, "owned")
+    assert len(pool.held[key]) == 2                  # both back, reused from here on
+    c = pool.take_owned((3, 8), torch.float32)
+    assert c.data_ptr() in (ptr, ptr_b) and len(pool.held[key]) == 1
+
+
+def test_the_convolution_output_is_a_strided_view_with_the_same_values(lib):
+    torch.manual_seed(11)
+    u = torch.randn(4, 6, 90, requires_grad=True)
+    K = torch.randn(6, 90, requires_grad=True)
+    y = _fused(u, K)
+    assert y.shape == (4, 6, 90) and not y.is_contiguous()      # rows of the full inverse transform
+    torch.testing.assert_close(y, kernel._FFTConv.apply(u, K), rtol=1e-4, atol=1e-4)
+    first = y.detach().clone()
+    for _ in range(3):                                          # later calls do not write into it
+        _fused(torch.randn(4, 6, 90), K.detach())
+    assert torch.equal(y.detach(), first)

@@ -148,6 +148,7 @@ class _Pool:
     def __init__(self, keep: int = 6):
         self.keep = keep
         self.free: dict = {}
+        self.held: dict = {}          # arrays of take_owned, free again
         self.lock = threading.Lock()
 
     def take(self, shape, dtype, kind: str = "") -> torch.Tensor:
@@ -171,6 +172,27 @@ class _Pool:
     def clear(self) -> None:
         with self.lock:
             self.free.clear()
+            self.held.clear()
+
+    def take_owned(self, shape, dtype) -> torch.Tensor:
+        """A scratch tensor whose memory comes back to the pool by itself when the last tensor
+        viewing it is freed (its storage holds a numpy view of a pooled array; the pool reuses
+        the array once that view is collected): for a result handed out as a view."""
+        key = (tuple(shape), dtype, "owned")
+        with self.lock:
+            lst = self.held.get(key)
+            base = lst.pop() if lst else None
+        if base is None:
+            base = torch.empty(shape, dtype=dtype).numpy()
+        view = base.view()
+        weakref.finalize(view, self._back, key, base)
+        return torch.from_numpy(view)
+
+    def _back(self, key, base) -> None:
+        with self.lock:
+            lst = self.held.setdefault(key, [])
+            if len(lst) < self.keep:
+                lst.append(base)
 
 
 POOL = _Pool()
@@ -197,22 +219,21 @@ def _rfft_padded(x: torch.Tensor, n: int, lib: str) -> torch.Tensor:
 
 
 def _irfft_crop(X: torch.Tensor, n: int, L: int, lib: str, pooled: bool = True) -> torch.Tensor:
-    """The first L samples of irfft(X, n) along the last axis, a fresh contiguous tensor, by
-    `lib`. X may be overwritten; it goes back to the pool when `pooled`."""
+    """The first L samples of irfft(X, n) along the last axis, by `lib`: a view of the full
+    inverse transform (rows of stride n; no copy: the kernels downstream read strided rows, and
+    the memory returns to the pool when the view is freed). X may be overwritten; it goes back
+    to the pool when `pooled`."""
     *lead, _ = X.shape
     rdt = X.real.dtype
     if lib == "ducc0":
-        full = POOL.take((*lead, n), rdt)
+        full = POOL.take_owned((*lead, n), rdt)
         _DUCC.c2r(X.numpy(), axes=(X.dim() - 1,), lastsize=n, forward=False, inorm=2,
                   out=full.numpy(), nthreads=_threads(), allow_overwriting_input=True)
     else:
         full = torch.fft.irfft(X, n=n)
-    y = torch.empty((*lead, L), dtype=rdt)
-    y.copy_(full[..., :L])
-    POOL.give(full)
     if pooled:
         POOL.give(X)
-    return y
+    return full[..., :L]
 
 
 def _f(t, dtype):
