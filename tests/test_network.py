@@ -54,7 +54,8 @@ def test_block_options_stream(opts):
 
 @pytest.mark.parametrize("opts", [dict(), dict(residual=True), dict(mixing="glu", activation="gelu"),
                                   dict(norm="layer", prenorm=True), dict(norm="layer", prenorm=False),
-                                  dict(residual=True, mix_norm=True), dict(norm="batch", prenorm=False)])
+                                  dict(residual=True, mix_norm=True), dict(norm="batch", prenorm=False),
+                                  dict(norm="batch", prenorm=True)])
 @pytest.mark.parametrize("train", [True, False])
 def test_last_token_readout_computes_the_last_block_at_the_last_position(opts, train):
     torch.manual_seed(3)
@@ -63,7 +64,8 @@ def test_last_token_readout_computes_the_last_block_at_the_last_position(opts, t
     x = torch.randn(3, 45, 2, dtype=torch.float64)
     net.train(train)
     last = net.blocks[-1]
-    batch_stats = train and (opts.get("mix_norm") or opts.get("norm") == "batch")
+    post_bn = opts.get("norm") == "batch" and not opts.get("prenorm")
+    batch_stats = train and bool(opts.get("mix_norm") or post_bn)
     assert last.last_token_ok() == (not batch_stats)
     calls = []
     orig = last.s4d.conv_last_hl

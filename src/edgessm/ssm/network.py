@@ -248,8 +248,10 @@ class Block(nn.Module):
 
     def last_token_ok(self) -> bool:
         """Whether ``forward_last_hl`` equals the last position of ``forward_hl``: not when a
-        batch norm (``mix_norm``, norm = "batch") trains on the statistics of every position."""
-        return not (self.training and (self.mix_norm is not None or self.norm_kind == "batch"))
+        batch norm after the convolution (``mix_norm``, a post-norm batch norm) trains on the
+        statistics of every position."""
+        return not (self.training and (self.mix_norm is not None
+                                       or (self.norm_kind == "batch" and not self.prenorm)))
 
     def init_state(self, batch: int = 1) -> torch.Tensor:
         return self.s4d.init_state(batch)
@@ -345,10 +347,11 @@ class SequenceModel(nn.Module):
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         return as_dtype(x, self.encoder.weight.dtype, "x")
 
-    def _features_hl(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_input) -> last block's output, channel-major (B, H, L), by FFT convolution."""
+    def _features_hl(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """(B, L, d_input) -> last block's output, channel-major (B, H, L), by FFT convolution
+        (`upto`: the output of ``blocks[:upto]`` instead)."""
         h = channel_linear(x.transpose(1, 2), self.encoder.weight, self.encoder.bias)
-        for block in self.blocks:
+        for block in self.blocks[:upto]:
             h = block.forward_hl(h)
         return h
 
@@ -362,10 +365,7 @@ class SequenceModel(nn.Module):
             x = self._input(x)
             last = self.blocks[-1] if self.config.readout == "last" and len(self.blocks) else None
             if last is not None and last.last_token_ok():
-                h = channel_linear(x.transpose(1, 2), self.encoder.weight, self.encoder.bias)
-                for block in self.blocks[:-1]:
-                    h = block.forward_hl(h)
-                return self.decoder(last.forward_last_hl(h))
+                return self.decoder(last.forward_last_hl(self._features_hl(x, -1)))
             h = self._features_hl(x)
             h = h.mean(-1) if self.config.readout == "mean" else h[..., -1]
             return self.decoder(h)
