@@ -16,8 +16,10 @@ export EDGESSM_DATA="${EDGESSM_DATA:-$(cd ../shared/data && pwd)}"
 for run in "psmnist_h128_res psmnist_res" "scifar_h128 scifar"; do
     set -- $run
     [ -f "resume/$2/last/trainer.json" ] || continue
-    setsid nohup .venv/bin/edgessm train "configs/$1.toml" --out "resume/$2" --resume \
-        --max-minutes "$M" --set train.threads=1 > "resume/$2.log" 2>&1 < /dev/null &
-    echo $! >> resume/.pids
-    echo "resume/$2: continuing (pid $!, log resume/$2.log)"
+    nohup bash -c 'echo $$ >> resume/.pids; exec "$@"' run .venv/bin/edgessm train "configs/$1.toml" \
+        --out "resume/$2" --resume --max-minutes "$M" --set train.threads=1 \
+        > "resume/$2.log" 2>&1 < /dev/null &
+    echo "resume/$2: continuing (log resume/$2.log)"
 done
+sleep 1
+echo "pids: $(tr '\n' ' ' < resume/.pids)"
