@@ -117,11 +117,8 @@ def steps(a) -> int:
     if fftconv._DUCC is not None:
         variants["fused+ducc0"] = dict(ENABLED=True, FFT="ducc0")
     view_crop = fftconv._irfft_crop
-
-    def copy_crop(X, n, L, lib, pooled=True):
-        v = view_crop(X, n, L, lib, pooled)
-        return torch.empty(v.shape, dtype=v.dtype).copy_(v)
-    variants["fused, output copied"] = dict(ENABLED=True, FFT="auto", _irfft_crop=copy_crop)
+    from common import copied_crop
+    variants["fused, output copied"] = dict(ENABLED=True, FFT="auto", _irfft_crop=copied_crop(view_crop))
     variants["fused (default)"] = dict(ENABLED=True, FFT="auto", _irfft_crop=view_crop)
     for preset in a.step.split(","):
         torch.manual_seed(0)

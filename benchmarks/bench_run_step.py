@@ -27,18 +27,12 @@ import time
 
 import torch
 
-from common import emit, machine, run_main
+from common import copied_crop, emit, machine, run_main, torch_mix_norm_tail
 
 import edgessm as es
 from edgessm.data.tasks import TASKS
 from edgessm.ssm import fftconv, fused
 from edgessm.train.config import load_config
-
-
-def _torch_norm(m, bias, norm, res=None, glu=True, act="gelu", p=0.0, seed=None):
-    """The training-mode ``mix_norm`` as before ``fused.norm_mix_tail``: torch's BatchNorm1d of
-    m + bias, then the fused tail."""
-    return fused.mix_tail(norm(m + bias.unsqueeze(-1)), None, res, glu=glu, act=act, p=p, seed=seed)
 
 
 def main(argv=None) -> int:
@@ -66,14 +60,11 @@ def main(argv=None) -> int:
         variants = [("auto", "fused", "copied"), ("auto", "fused", "view")]
     fused_norm = fused.norm_mix_tail
     view_crop = fftconv._irfft_crop
-
-    def copy_crop(X, n, L, lib, pooled=True):
-        v = view_crop(X, n, L, lib, pooled)
-        return torch.empty(v.shape, dtype=v.dtype).copy_(v)
+    copy_crop = copied_crop(view_crop)
 
     def setup(fft, norm, out="view"):
         fftconv.FFT = fft
-        fused.norm_mix_tail = fused_norm if norm == "fused" else _torch_norm
+        fused.norm_mix_tail = fused_norm if norm == "fused" else torch_mix_norm_tail
         fftconv._irfft_crop = view_crop if out == "view" else copy_crop
 
     def step():

@@ -44,6 +44,24 @@ def append_results(title: str, table: list[str], notes: str = "") -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def torch_mix_norm_tail(m, bias, norm, res=None, glu=True, act="gelu", p=0.0, seed=None):
+    """A training-mode ``mix_norm`` as before ``fused.norm_mix_tail`` (same signature): torch's
+    BatchNorm1d of m + bias, then the fused tail. Patched in for A/B comparisons."""
+    from edgessm.ssm import fused
+    return fused.mix_tail(norm(m + bias.unsqueeze(-1)), None, res, glu=glu, act=act, p=p, seed=seed)
+
+
+def copied_crop(view_crop):
+    """``fftconv._irfft_crop`` (given as `view_crop`) with its output copied out of the inverse
+    transform's rows, as before it became a view of them. Patched in for A/B comparisons."""
+    import torch
+
+    def crop(X, n, L, lib, pooled=True):
+        v = view_crop(X, n, L, lib, pooled)
+        return torch.empty(v.shape, dtype=v.dtype).copy_(v)
+    return crop
+
+
 def run_main(main) -> None:
     """sys.exit(main()); an edgessm error (bad option, missing data) is printed as one line and
     exits with code 2, as the command line does."""

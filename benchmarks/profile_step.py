@@ -21,7 +21,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common import run_main
+from common import run_main, torch_mix_norm_tail
 
 import edgessm as es
 from edgessm.data.tasks import TASKS
@@ -42,9 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--norm", default="fused", choices=["fused", "torch"])
     a = ap.parse_args(argv)
     if a.norm == "torch":
-        def torch_norm(m, bias, norm, res=None, glu=True, act="gelu", p=0.0, seed=None):
-            return fused.mix_tail(norm(m + bias.unsqueeze(-1)), None, res, glu=glu, act=act, p=p, seed=seed)
-        fused.norm_mix_tail = torch_norm
+        fused.norm_mix_tail = torch_mix_norm_tail
     torch.set_num_threads(a.threads)
     fused.set_enabled(not a.unfused)
     if a.fft == "torch":

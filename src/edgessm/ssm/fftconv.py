@@ -112,13 +112,14 @@ def fft_library(numel: int | None = None) -> str:
 
 
 def describe() -> str:
-    """The fast path's FFT library in words (for logs)."""
-    choice = _check_fft(FFT)
-    if _DUCC is None or choice == "torch":
-        return "torch.fft" + (" (ducc0 not installed)" if _DUCC is None and choice == "auto" else "")
-    if choice == "ducc0" or torch.get_num_threads() == 1:
+    """The fast path's FFT library in words (for logs): ``fft_library``'s choice for the
+    smallest and the largest transforms."""
+    small, large = fft_library(0), fft_library(None)
+    if small != large:
+        return f"ducc0 for transforms of >= {DUCC_AUTO_MIN} elements, else torch.fft"
+    if small == "ducc0":
         return "ducc0"
-    return f"ducc0 for transforms of >= {DUCC_AUTO_MIN} elements, else torch.fft"
+    return "torch.fft" + (" (ducc0 not installed)" if _DUCC is None and FFT == "auto" else "")
 
 
 def fft_primes(lib: str | None = None) -> tuple[int, ...]:

@@ -219,9 +219,9 @@ void fb_relu_out_bwd_##SUF(int64_t B, int64_t C, int64_t L, const T *y, const T 
     if (part && gbias) bias_grad_##SUF(B, C, part, gbias);                                          \
 }                                                                                                   \
                                                                                                     \
-/* out (B, H, L) = dropout(f(m gain + bias)) [+ res]; glu: m (B, 2H, L), else m (B, H, L),        \
-   f = act. gain and bias (C) may be NULL (1, 0), res (B, H, L) may be NULL. */                                              \
-void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain, const T *bias,   \
+/* out (B, H, L) = dropout(f(m gain + bias)) [+ res]; glu: m (B, 2H, L), else m (B, H, L),          \
+   f = act. gain and bias (C) may be NULL (1, 0), res (B, H, L) may be NULL. */                     \
+void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain, const T *bias,    \
                       const T *res, int64_t ldr, T *out, int glu, int act, uint64_t seed, int32_t thr, \
                       T scale, int nt)                                                              \
 {                                                                                                   \

@@ -241,8 +241,8 @@ class Block(nn.Module):
     def forward_last_hl(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output at the last position only, x (B, H, L) -> (B, H): the last output
         of the convolution (one pass over its input), then the rest of the block on that token.
-        Equal to ``forward_hl(x)[..., -1]`` unless a batch norm of the block trains on batch
-        statistics (``last_token_ok``)."""
+        Equal to ``forward_hl(x)[..., -1]`` unless a batch norm after the convolution trains on
+        batch statistics (``last_token_ok``)."""
         z = self._norm(x, 1) if self.prenorm else x
         return self._after_ssm(self.s4d.conv_last_hl(z), x[..., -1])
 
