@@ -3,6 +3,7 @@ process, interleaved round by round so a drifting machine speed hits them alike:
 
     python benchmarks/bench_fftconv.py [--shapes 64x64x784,64x128x784] [--threads 1]
                                        [--rounds 5] [--iters 3] [--lengths 1568,1600] [--parts]
+                                       [--chunks 128,512,2048,0]
     python benchmarks/bench_fftconv.py --step neuromorphic,standard [--threads 2]
 
 Implementations: ``torch`` (kernel._FFTConv: torch.fft, torch products, F.pad), ``fused``
@@ -10,7 +11,9 @@ Implementations: ``torch`` (kernel._FFTConv: torch.fft, torch products, F.pad), 
 ducc0.fft. A shape is batch x channels x length; the FFT length is the smallest n >= 2L - 1
 of the torch path (2,3,5,7-smooth) and of each FFT library of the fused path
 (``fftconv.fft_primes``), and those in --lengths (each timed for the fused paths). Prints the median
-time per call (forward + backward with both gradients) and the ratio to the torch path.
+time per call (forward + backward with both gradients) and the ratio to the torch path. With
+--chunks, the fused paths at their default length also per number of rows per chunk
+(``fftconv.CHUNK_ROWS``; 0: the whole tensor in one chunk).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", action="store_true",
                     help="also time the pieces: padding, r2c / c2r per FFT library (torch.fft, "
                          "scipy.fft with workers, ducc0.fft), the products (torch vs C)")
+    ap.add_argument("--chunks", default="", help="rows per chunk to time the fused paths with (0: whole tensor)")
     ap.add_argument("--step", default="", help="instead: whole training steps of these presets "
                     "(neuromorphic H=64 / standard H=128, N=64, 4 layers, batch 64, L=784) with the "
                     "torch path and each fused variant, interleaved in one process")
@@ -67,9 +71,11 @@ def main(argv=None) -> int:
             y = kernel._FFTConv.apply(u, K)
             torch.autograd.grad(y, (u, K), g)
 
-        def fused(lib, n):
+        default_rows = fftconv.CHUNK_ROWS
+
+        def fused(lib, n, rows=default_rows):
             def run():
-                fftconv.FFT = lib
+                fftconv.FFT, fftconv.CHUNK_ROWS = lib, rows
                 y = fftconv.FusedFFTConv.apply(u, K, n, lib)
                 torch.autograd.grad(y, (u, K), g)
             return run
@@ -77,8 +83,11 @@ def main(argv=None) -> int:
         cases = {"torch": run_torch}
         for lib in libs:
             fftconv.FFT = lib
-            for n in sorted({kernel._fft_len(2 * L - 1, fftconv.fft_primes(lib)), *extra}):
+            n_lib = kernel._fft_len(2 * L - 1, fftconv.fft_primes(lib))
+            for n in sorted({n_lib, *extra}):
                 cases[f"fused+{lib} n={n}"] = fused(lib, n)
+            for rows in (int(v) for v in a.chunks.split(",") if v):
+                cases[f"fused+{lib} n={n_lib} rows={rows or 'all'}"] = fused(lib, n_lib, rows or 10 ** 9)
         times = {k: [] for k in cases}
         for f in cases.values():          # warm-up: plans, the pool, the library build
             f()
@@ -88,7 +97,7 @@ def main(argv=None) -> int:
                 for _ in range(a.iters):
                     f()
                 times[k].append((time.perf_counter() - t0) / a.iters)
-        fftconv.FFT = "auto"
+        fftconv.FFT, fftconv.CHUNK_ROWS = "auto", default_rows
         if a.parts:
             times.update(parts(B, H, L, sorted({n0, *extra, kernel._fft_len(2 * L - 1, (2, 3, 5))}),
                                a.threads, a.rounds, a.iters))
@@ -105,8 +114,9 @@ def main(argv=None) -> int:
 def steps(a) -> int:
     """Training steps (forward, backward, AdamW) with the convolution's torch path and the fused
     path per FFT library, switched in one process, interleaved round by round; also the fused
-    path (FFT library by ``fftconv.fft_library``) with its output copied out of the inverse
-    transform's rows, as before the output became a strided view of them ("output copied")."""
+    path (FFT library by ``fftconv.fft_library``) over the whole tensor at once, as before it
+    ran in chunks of rows ("whole tensors"), and with the block's activation and dropout as a
+    pass of their own after the convolution instead of its epilogue ("activation apart")."""
     import torch
     import torch.nn.functional as F
     import edgessm as es
@@ -116,10 +126,14 @@ def steps(a) -> int:
     variants = {"torch path": dict(ENABLED=False), "fused+torch.fft": dict(ENABLED=True, FFT="torch")}
     if fftconv._DUCC is not None:
         variants["fused+ducc0"] = dict(ENABLED=True, FFT="ducc0")
-    view_crop = fftconv._irfft_crop
-    from common import copied_crop
-    variants["fused, output copied"] = dict(ENABLED=True, FFT="auto", _irfft_crop=copied_crop(view_crop))
-    variants["fused (default)"] = dict(ENABLED=True, FFT="auto", _irfft_crop=view_crop)
+    chunk, conv = fftconv.CHUNK_ROWS, fftconv.conv
+    apart = epilogue_apart(conv)
+    variants["whole, act. apart"] = dict(ENABLED=True, FFT="auto", CHUNK_ROWS=10 ** 9, conv=apart)
+    variants["chunks, act. apart"] = dict(ENABLED=True, FFT="auto", CHUNK_ROWS=chunk, conv=apart)
+    variants["fused (default)"] = dict(ENABLED=True, FFT="auto", CHUNK_ROWS=chunk, conv=conv)
+    for v in variants.values():
+        v.setdefault("CHUNK_ROWS", chunk)
+        v.setdefault("conv", conv)
     for preset in a.step.split(","):
         torch.manual_seed(0)
         H = {"neuromorphic": 64, "standard": 128}[preset]
@@ -145,7 +159,7 @@ def steps(a) -> int:
                     step()
                     if r:
                         times[k].append(time.perf_counter() - t0)
-        fftconv.ENABLED, fftconv.FFT, fftconv._irfft_crop = True, "auto", view_crop
+        fftconv.ENABLED, fftconv.FFT, fftconv.CHUNK_ROWS, fftconv.conv = True, "auto", chunk, conv
         base = statistics.median(times["torch path"])
         print(f"\ntraining step, {preset} H={H}, threads={a.threads}")
         print(f"{'convolution':<22} {'s/step':>7} {'vs torch path':>14}")
@@ -153,6 +167,15 @@ def steps(a) -> int:
             m = statistics.median(ts)
             print(f"{k:<22} {m:7.3f} {base / m:13.2f}x")
     return 0
+
+
+def epilogue_apart(conv):
+    """``fftconv.conv`` with its epilogue (the block's activation and dropout) applied after
+    the convolution, as a pass of its own: the step before the epilogue was fused."""
+    def run(u, K, n, lib, epilogue=None):
+        y = conv(u, K, n, lib)
+        return y if epilogue is None else epilogue(y)
+    return run
 
 
 def parts(B, H, L, lengths, threads, rounds, iters) -> dict:
@@ -208,13 +231,12 @@ def parts(B, H, L, lengths, threads, rounds, iters) -> dict:
 def _c_products(spec, K, out):
     import torch
     from edgessm.ssm import fftconv
-    Y = fftconv._mul_fwd(spec, K, torch.float32)
-    fftconv.POOL.give(Y)
+    f, T = fftconv._f, torch.float32
+    lib = fftconv._LIB.require()
+    Y = torch.empty_like(spec)
+    lib.fc_mul_fwd_f32(*spec.shape, f(spec, T), f(K, T), f(Y, T), torch.get_num_threads())
     dK = torch.empty_like(K)
-    f = fftconv._f
-    fftconv._LIB.require().fc_mul_bwd_f32(*spec.shape, f(out, torch.float32), f(spec, torch.float32),
-                                          f(K, torch.float32), f(dK, torch.float32), 1, 1,
-                                          torch.get_num_threads())
+    lib.fc_mul_bwd_f32(*spec.shape, f(out, T), f(spec, T), f(K, T), f(dK, T), 1, 1, torch.get_num_threads())
 
 
 if __name__ == "__main__":

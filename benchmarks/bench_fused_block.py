@@ -92,7 +92,7 @@ def mask_note(B: int, L: int, rounds: int) -> str:
     nt, R = torch.get_num_threads(), B * 128
 
     def bwd(thr):
-        lib.fb_act_drop_bwd_f32(R, L, ptr(x, T), L, ptr(g, T), L, ptr(gx, T), 0, 1, thr, 1.0, nt)
+        lib.fb_act_drop_bwd_f32(R, L, ptr(x, T), L, ptr(g, T), L, ptr(gx, T), L, 0, 1, thr, 1.0, 0, nt)
 
     def store():
         back.copy_(mask)                                  # one write and one read of the bytes

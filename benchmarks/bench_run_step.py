@@ -1,7 +1,7 @@
 """The training step of a run's model, with the CPU step's options switched in one process.
 
     python benchmarks/bench_run_step.py --config configs/psmnist_h128_res.toml --threads 1,2
-                                        [--rounds 5] [--iters 2] [--batch 64] [--output-copy]
+                                        [--rounds 5] [--iters 2] [--batch 64] [--chunks]
 
 The model of a training config (its task's input width, classes and length; its dropout), one
 AdamW step on a random batch. Variants, interleaved round by round in the same process so that
@@ -11,9 +11,8 @@ the machine's drift falls on all of them alike:
 - a training-mode ``mix_norm`` as torch's BatchNorm1d before the fused tail, or fused into it
   (``fused.norm_mix_tail``; only for a config with ``mix_norm``).
 
-With --output-copy the variants are instead the default step with the FFT convolution's output
-copied out of the inverse transform's rows (as before it became a strided view of them), then
-the default.
+With --chunks the variants are instead the default step with the FFT convolution over the
+whole (B, H, n) tensors at once (as before it ran in chunks of rows), then the default.
 
 Per round, each variant's time is the median of `iters` steps; its ratio to the first variant
 (torch.fft, torch's batch norm: the step without either change) is taken per round, and the
@@ -27,7 +26,7 @@ import time
 
 import torch
 
-from common import copied_crop, emit, machine, run_main, torch_mix_norm_tail
+from common import emit, machine, run_main, torch_mix_norm_tail
 
 import edgessm as es
 from edgessm.data.tasks import TASKS
@@ -42,7 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--output-copy", action="store_true")
+    ap.add_argument("--chunks", action="store_true",
+                    help="instead: the convolution over whole tensors vs in chunks of rows (default)")
     a = ap.parse_args(argv)
     cfg = load_config(a.config)
     info = TASKS[cfg.data.task]
@@ -55,17 +55,16 @@ def main(argv=None) -> int:
 
     ffts = ["torch"] + (["ducc0"] if fftconv._DUCC is not None else [])
     norms = ["torch", "fused"] if model.config.mix_norm else ["fused"]
-    variants = [(f, n, "view") for f in ffts for n in norms]
-    if a.output_copy:
-        variants = [("auto", "fused", "copied"), ("auto", "fused", "view")]
+    variants = [(f, n, "chunks") for f in ffts for n in norms]
+    if a.chunks:
+        variants = [("auto", "fused", "whole"), ("auto", "fused", "chunks")]
     fused_norm = fused.norm_mix_tail
-    view_crop = fftconv._irfft_crop
-    copy_crop = copied_crop(view_crop)
+    chunk = fftconv.CHUNK_ROWS
 
-    def setup(fft, norm, out="view"):
+    def setup(fft, norm, rows="chunks"):
         fftconv.FFT = fft
         fused.norm_mix_tail = fused_norm if norm == "fused" else torch_mix_norm_tail
-        fftconv._irfft_crop = view_crop if out == "view" else copy_crop
+        fftconv.CHUNK_ROWS = chunk if rows == "chunks" else 10 ** 9
 
     def step():
         opt.zero_grad()
@@ -94,17 +93,17 @@ def main(argv=None) -> int:
             base = variants[0]
             for v in variants:
                 ratio = statistics.median(b / t for b, t in zip(times[base], times[v]))
-                rec = {"config": a.config, "threads": threads, "fft": v[0], "mix_norm": v[1], "output": v[2],
+                rec = {"config": a.config, "threads": threads, "fft": v[0], "mix_norm": v[1], "rows": v[2],
                        "s_per_step": statistics.median(times[v]), "speedup": ratio,
                        "rounds": [round(t, 4) for t in times[v]]}
                 emit(rec)
                 rows.append(rec)
     finally:
         setup("auto", "fused")
-    print("\n| threads | FFTs | mix_norm in training | convolution output | s/step | speed-up vs the first row of its thread count |")
+    print("\n| threads | FFTs | mix_norm in training | convolution rows | s/step | speed-up vs the first row of its thread count |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['threads']} | {r['fft']} | {r['mix_norm']} | {r['output']} | {r['s_per_step']:.3f} | {r['speedup']:.2f}x |")
+        print(f"| {r['threads']} | {r['fft']} | {r['mix_norm']} | {r['rows']} | {r['s_per_step']:.3f} | {r['speedup']:.2f}x |")
     return 0
 
 

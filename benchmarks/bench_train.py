@@ -261,7 +261,7 @@ def main():
         has_ducc = True
     except ImportError:
         has_ducc = False
-    emit({"bench": "fft_library", "default": "auto: ducc0 at one thread or for large transforms" if has_ducc else "torch.fft"})
+    emit({"bench": "fft_library", "default": "auto: ducc0 (installed)" if has_ducc else "torch.fft (ducc0 not installed)"})
     plan = []
     for p in presets:
         for name, c, what in CONFIGS:

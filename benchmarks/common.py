@@ -51,17 +51,6 @@ def torch_mix_norm_tail(m, bias, norm, res=None, glu=True, act="gelu", p=0.0, se
     return fused.mix_tail(norm(m + bias.unsqueeze(-1)), None, res, glu=glu, act=act, p=p, seed=seed)
 
 
-def copied_crop(view_crop):
-    """``fftconv._irfft_crop`` (given as `view_crop`) with its output copied out of the inverse
-    transform's rows, as before it became a view of them. Patched in for A/B comparisons."""
-    import torch
-
-    def crop(X, n, L, lib, pooled=True):
-        v = view_crop(X, n, L, lib, pooled)
-        return torch.empty(v.shape, dtype=v.dtype).copy_(v)
-    return crop
-
-
 def run_main(main) -> None:
     """sys.exit(main()); an edgessm error (bad option, missing data) is printed as one line and
     exits with code 2, as the command line does."""

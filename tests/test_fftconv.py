@@ -1,6 +1,7 @@
 """The fused CPU path of the FFT convolution (ssm/fftconv.py, fftconv.c) against the torch path
 (kernel._FFTConv) and a direct causal convolution: outputs, both gradients, thread counts, the
 FFT libraries, the buffer pool and the explicit fallback."""
+import contextlib
 import warnings
 
 import pytest
@@ -109,6 +110,40 @@ def test_results_do_not_depend_on_the_thread_count(lib):
         torch.set_num_threads(threads)
     for a, b in zip(one, three):
         assert torch.equal(a, b)
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 128, 200])
+def test_chunks_give_the_whole_tensors_result_and_the_same_bits_on_any_thread_count(lib, chunk_rows, monkeypatch):
+    """Rows in chunks of whole batch elements (1, 2 or 3 of 5): the values of one
+    chunk over the whole tensor (float64: to rounding); the bits do not depend on the threads
+    (ducc0: the chunks shared by a pool of Python threads)."""
+    torch.manual_seed(6)
+    u = torch.randn(5, 64, 90, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(64, 90, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(5, 64, 90, dtype=torch.float64)
+    monkeypatch.setattr(fftconv, "CHUNK_ROWS", 10 ** 9)
+    whole = _grads(_fused, u, K, g)
+    monkeypatch.setattr(fftconv, "CHUNK_ROWS", chunk_rows)
+    runs = []
+    for threads in (1, 2, 3):
+        with torch_threads(threads):
+            runs.append(_grads(_fused, u, K, g))
+    for a, b in zip(whole, runs[0]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    assert len(fftconv._spans(5, 64)) == {1: 5, 128: 3, 200: 2}[chunk_rows]
 
 
 def test_retained_graph_backward_twice_and_pool_reuse(lib):
@@ -224,31 +259,24 @@ def test_last_output_one_gradient_and_any_thread_count():
 
 def test_fft_library_choice(monkeypatch):
     monkeypatch.setattr(fftconv, "_DUCC", object())            # the rule, whether or not ducc0 is here
-    threads = torch.get_num_threads()
-    big, small = fftconv.DUCC_AUTO_MIN, fftconv.DUCC_AUTO_MIN - 1
-    try:
-        monkeypatch.setattr(fftconv, "FFT", "auto")
-        torch.set_num_threads(1)
-        assert fftconv.fft_library(small) == "ducc0" and fftconv.describe() == "ducc0"
-        torch.set_num_threads(2)
-        assert fftconv.fft_library(small) == "torch" and fftconv.fft_library(big) == "ducc0"
-        assert "else torch.fft" in fftconv.describe()
-        monkeypatch.setattr(fftconv, "FFT", "torch")
-        assert fftconv.fft_library(big) == "torch" and fftconv.describe() == "torch.fft"
-        monkeypatch.setattr(fftconv, "FFT", "ducc0")
-        assert fftconv.fft_library(small) == "ducc0"
-        assert fftconv.fft_primes("ducc0") == (2, 3, 5) and fftconv.fft_primes("torch") == (2, 3, 5, 7)
-    finally:
-        torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
+            monkeypatch.setattr(fftconv, "FFT", "auto")
+            assert fftconv.fft_library() == "ducc0" and fftconv.describe() == "ducc0"
+            monkeypatch.setattr(fftconv, "FFT", "torch")
+            assert fftconv.fft_library() == "torch" and fftconv.describe() == "torch.fft"
+            monkeypatch.setattr(fftconv, "FFT", "ducc0")
+            assert fftconv.fft_library() == "ducc0"
+    assert fftconv.fft_primes("ducc0") == (2, 3, 5) and fftconv.fft_primes("torch") == (2, 3, 5, 7)
     monkeypatch.setattr(fftconv, "_DUCC", None)
     monkeypatch.setattr(fftconv, "FFT", "auto")
-    assert fftconv.fft_library(big) == "torch" and "not installed" in fftconv.describe()
+    assert fftconv.fft_library() == "torch" and "not installed" in fftconv.describe()
     monkeypatch.setattr(fftconv, "FFT", "ducc0")
     with pytest.raises(ConfigError, match="not installed"):
-        fftconv.fft_library(big)
+        fftconv.fft_library()
     monkeypatch.setattr(fftconv, "FFT", "fftw")
     with pytest.raises(ConfigError, match="auto, ducc0, torch"):
-        fftconv.fft_library(big)
+        fftconv.fft_library()
 
 
 def test_owned_buffers_return_to_the_pool_only_when_their_last_view_is_freed():
@@ -266,9 +294,35 @@ def test_owned_buffers_return_to_the_pool_only_when_their_last_view_is_freed():
     del view, b
     gc.collect()
     key = ((3, 8), torch.float32, "owned")
-    assert len(pool.held[key]) == 2                  # both back, reused from here on
+    assert len(pool.returned) == 2                   # both back, reused from here on
     c = pool.take_owned((3, 8), torch.float32)
     assert c.data_ptr() in (ptr, ptr_b) and len(pool.held[key]) == 1
+
+
+def test_a_buffer_collected_while_the_pool_is_locked_does_not_deadlock():
+    """The last view of an owned buffer can be collected inside any allocation, also one the
+    pool makes while holding its lock (the garbage collector runs there): its return must not
+    wait for the lock."""
+    import gc
+    import threading
+    pool = fftconv._Pool(keep=2)
+    a = pool.take_owned((3, 8), torch.float32)
+    cycle = [a[:, :5]]
+    cycle.append(cycle)                    # freed only by the cyclic collector
+    del a, cycle
+    done = threading.Event()
+
+    def collect_under_the_lock():
+        with pool.lock:
+            gc.collect()
+        done.set()
+
+    t = threading.Thread(target=collect_under_the_lock, daemon=True)
+    t.start()
+    t.join(timeout=20)
+    assert done.is_set(), "the pool deadlocked returning a buffer while locked"
+    b = pool.take_owned((3, 8), torch.float32)       # the returned buffer, reused
+    assert b.shape == (3, 8) and not pool.returned
 
 
 def test_the_convolution_output_is_a_strided_view_with_the_same_values(lib):
@@ -282,3 +336,45 @@ def test_the_convolution_output_is_a_strided_view_with_the_same_values(lib):
     for _ in range(3):                                          # later calls do not write into it
         _fused(torch.randn(4, 6, 90), K.detach())
     assert torch.equal(y.detach(), first)
+
+
+@pytest.mark.parametrize("act,p", [("gelu", 0.3), ("relu", 0.3), ("relu", 0.0), ("none", 0.2)])
+@pytest.mark.parametrize("chunk_rows", [64, 10 ** 9])
+def test_activation_epilogue_equals_act_dropout_after_the_convolution(lib, act, p, chunk_rows, monkeypatch):
+    """``fused.ActDrop`` inside the convolution (each chunk of the output activated in cache;
+    its gradient written into the transform's buffer): the bits of ``act_dropout`` after the
+    convolution, forward and both gradients, for any chunk size and thread count."""
+    from edgessm.ssm import fused
+    if not fused.available()[0]:
+        pytest.skip("no fused block library")
+    monkeypatch.setattr(fftconv, "CHUNK_ROWS", chunk_rows)
+    torch.manual_seed(7)
+    u = torch.randn(3, 32, 100, requires_grad=True)
+    K = (0.1 * torch.randn(32, 100)).requires_grad_()
+    g = torch.randn(3, 32, 100)
+    n = kernel._fft_len(2 * 100 - 1, fftconv.fft_primes(lib))
+    ref = _grads(lambda u, K: fused.act_dropout(fftconv.conv(u, K, n, lib), act, p, seed=11), u, K, g)
+    for threads in (1, 2):
+        with torch_threads(threads):
+            got = _grads(lambda u, K: fftconv.conv(u, K, n, lib, fused.ActDrop(act, p, seed=11)), u, K, g)
+        for a, b in zip(ref, got):
+            assert torch.equal(a, b)
+    with torch.no_grad():                                  # inference: the same output
+        assert torch.equal(fftconv.conv(u, K, n, lib, fused.ActDrop(act, p, seed=11)), ref[0])
+    # the unfused path (another device or tracing) applies the epilogue after the convolution
+    monkeypatch.setattr(fftconv, "ENABLED", False)
+    y = kernel.fft_conv(u, K, fused.ActDrop(act, p, seed=11))
+    torch.testing.assert_close(y, ref[0], rtol=1e-4, atol=1e-5)
+
+
+def test_epilogue_gradcheck_float64():
+    from edgessm.ssm import fused
+    if not fused.available()[0]:
+        pytest.skip("no fused block library")
+    torch.manual_seed(8)
+    u = torch.randn(2, 4, 12, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    n = kernel._fft_len(23)
+    for act in ("gelu", "relu"):
+        torch.autograd.gradcheck(lambda u, K: fftconv.conv(u, K, n, fftconv.fft_library(),
+                                                           fused.ActDrop(act, 0.25, seed=3)), (u, K))

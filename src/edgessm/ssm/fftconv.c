@@ -2,7 +2,7 @@
  *
  * Spectra are interleaved complex (re, im) pairs, rows of F bins: U^ and G^ are (B, H, F),
  * K^ is (H, F) and broadcast over the batch.
- *   fc_mul_fwd:  Y^[b,h] = U^[b,h] K^[h]
+ *   fc_mul_fwd:  Y^[b,h] = U^[b,h] K^[h]                (in place when Y is U)
  *   fc_mul_bwd:  dK^[h] = sum_b G^[b,h] conj(U^[b,h])   and   G^[b,h] <- G^[b,h] conj(K^[h])
  * in one pass over G^ and U^. The batch sum runs over b in order for every bin, whatever the
  * number of threads: the threads split channels and blocks of bins, never the batch, so the
@@ -22,8 +22,8 @@
 #define FB 256          /* bins per block of the backward: the dK^ block stays in L1 */
 
 #define DEFINE(T, SUF)                                                                       \
-void fc_mul_fwd_##SUF(int64_t B, int64_t H, int64_t F, const T *restrict U,                  \
-                      const T *restrict K, T *restrict Y, int nthreads)                      \
+void fc_mul_fwd_##SUF(int64_t B, int64_t H, int64_t F, const T *U,                           \
+                      const T *restrict K, T *Y, int nthreads)     /* Y may be U */          \
 {                                                                                            \
     int64_t rows = B * H;                                                                    \
     (void)nthreads;                                                                          \

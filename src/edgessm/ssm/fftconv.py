@@ -7,13 +7,13 @@ The same mathematics as ``kernel._FFTConv`` (forward ``y = irfft(U^ K^)``, backw
   backward products in one pass over G^ and U^ (du's product in place in G^'s buffer; the batch
   sum of dK^ in a fixed order, so the gradients do not depend on the thread count), OpenMP over
   channels with ``torch.get_num_threads()`` threads;
-* the large intermediate buffers (the zero-padded input, the spectra, the full-length inverse
-  transforms) come from a pool and are reused from one call and one training step to the
-  next, instead of fresh memory written once per call; the pad is a copy into a buffer whose
-  tail is kept zero;
-* the FFTs run with ``ducc0.fft`` when it is installed (the ``fft`` extra) and measured faster
-  (``fft_library``: at one thread, or for large transforms; ``EDGESSM_FFT`` chooses), in the
-  pooled buffers, with the same threads; else with ``torch.fft``.
+* the (B, H) rows run in chunks of ``CHUNK_ROWS`` (pad, transform, product, inverse transform
+  of one chunk while it is in cache, instead of each stage passing over the whole tensor), in
+  buffers from a pool, reused from one call and one training step to the next instead of fresh
+  memory written once per call; the pad is a copy into a buffer whose tail is kept zero;
+* the FFTs run with ``ducc0.fft`` when it is installed (the ``fft`` extra; ``EDGESSM_FFT``
+  chooses), the chunks shared by one Python thread per torch thread, each computing a whole
+  chunk at one thread; else with ``torch.fft``, chunk after chunk at all threads.
 
 Used for CPU float32 and float64 tensors; other devices and dtypes, and tracing (ONNX export,
 torch.compile), take the torch path of ``kernel.py``. Without a C compiler the torch path is
@@ -21,6 +21,7 @@ used, with one warning (``available()`` says why).
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
 import threading
@@ -75,13 +76,10 @@ def _ducc():
 
 _DUCC = _ducc()
 FFT_CHOICES = ("auto", "ducc0", "torch")
-# the FFT library of the fast path (environment EDGESSM_FFT): "auto" (ducc0 where it measured
-# faster, see fft_library), "ducc0" (when installed), "torch" (torch.fft)
+# the FFT library of the fast path (environment EDGESSM_FFT): "auto" (ducc0 when installed:
+# measured 1.5-1.6x torch.fft's convolution on 1 and 2 threads, benchmarks/RESULTS.md), "ducc0"
+# (when installed), "torch" (torch.fft)
 FFT = os.environ.get("EDGESSM_FFT", "auto")
-# auto, more than one thread: ducc0 from this many elements (rows x padded length) per transform.
-# Measured on a 2-core CPU at 2 threads (benchmarks/RESULTS.md): torch.fft 6% faster on
-# 64 x 64 x 1600, ducc0 1.2-1.3x faster on 64 x 128 x 1600; at one thread ducc0 1.4-2x faster on both.
-DUCC_AUTO_MIN = 1 << 23
 ENABLED = True                    # False: every call takes the torch path (for comparisons)
 
 
@@ -99,25 +97,16 @@ def _check_fft(name) -> str:
     return name
 
 
-def fft_library(numel: int | None = None) -> str:
-    """The FFT library of the fast path for transforms of `numel` elements (rows x padded
-    length): "ducc0" or "torch". With FFT = "auto": ducc0 when installed and either one thread
-    runs or the transform has at least DUCC_AUTO_MIN elements (numel None: a large one)."""
+def fft_library() -> str:
+    """The FFT library of the fast path: "ducc0" or "torch" (``FFT``; "auto": ducc0 when
+    installed)."""
     choice = _check_fft(FFT)
-    if _DUCC is None or choice == "torch":
-        return "torch"
-    if choice == "ducc0" or numel is None or torch.get_num_threads() == 1:
-        return "ducc0"
-    return "ducc0" if numel >= DUCC_AUTO_MIN else "torch"
+    return "torch" if _DUCC is None or choice == "torch" else "ducc0"
 
 
 def describe() -> str:
-    """The fast path's FFT library in words (for logs): ``fft_library``'s choice for the
-    smallest and the largest transforms."""
-    small, large = fft_library(0), fft_library(None)
-    if small != large:
-        return f"ducc0 for transforms of >= {DUCC_AUTO_MIN} elements, else torch.fft"
-    if small == "ducc0":
+    """The fast path's FFT library in words (for logs)."""
+    if fft_library() == "ducc0":
         return "ducc0"
     return "torch.fft" + (" (ducc0 not installed)" if _DUCC is None and FFT == "auto" else "")
 
@@ -150,6 +139,9 @@ class _Pool:
         self.keep = keep
         self.free: dict = {}
         self.held: dict = {}          # arrays of take_owned, free again
+        # arrays of take_owned as their last view is collected: appended without the lock, as
+        # the collection can run inside any allocation, also one made while the lock is held
+        self.returned: collections.deque = collections.deque()
         self.lock = threading.Lock()
 
     def take(self, shape, dtype, kind: str = "") -> torch.Tensor:
@@ -174,6 +166,7 @@ class _Pool:
         with self.lock:
             self.free.clear()
             self.held.clear()
+            self.returned.clear()
 
     def take_owned(self, shape, dtype) -> torch.Tensor:
         """A scratch tensor whose memory comes back to the pool by itself when the last tensor
@@ -181,6 +174,11 @@ class _Pool:
         the array once that view is collected): for a result handed out as a view."""
         key = (tuple(shape), dtype, "owned")
         with self.lock:
+            while self.returned:
+                k, b = self.returned.popleft()
+                back = self.held.setdefault(k, [])
+                if len(back) < self.keep:
+                    back.append(b)
             lst = self.held.get(key)
             base = lst.pop() if lst else None
         if base is None:
@@ -190,10 +188,7 @@ class _Pool:
         return torch.from_numpy(view)
 
     def _back(self, key, base) -> None:
-        with self.lock:
-            lst = self.held.setdefault(key, [])
-            if len(lst) < self.keep:
-                lst.append(base)
+        self.returned.append((key, base))          # atomic; never waits for the lock
 
 
 POOL = _Pool()
@@ -203,93 +198,179 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _rfft_padded(x: torch.Tensor, n: int, lib: str) -> torch.Tensor:
-    """rfft along the last axis of x zero-padded to n: x (R, H, L) any strides -> (R, H, F)
-    complex, a pooled buffer (give it back when done); by `lib` (ducc0 or torch)."""
-    *lead, L = x.shape
-    kind = f"pad{L}"                       # zero from L on: one kind per L (n is shared by several)
-    buf = POOL.take((*lead, n), x.dtype, kind)
-    buf[..., :L].copy_(x)
-    if lib == "ducc0":
-        out = POOL.take((*lead, n // 2 + 1), _CTYPES[x.dtype])
-        _DUCC.r2c(buf.numpy(), axes=(buf.dim() - 1,), out=out.numpy(), nthreads=_threads())
-    else:
-        out = torch.fft.rfft(buf)
-    POOL.give(buf, kind)
-    return out
-
-
-def _irfft_crop(X: torch.Tensor, n: int, L: int, lib: str, pooled: bool = True) -> torch.Tensor:
-    """The first L samples of irfft(X, n) along the last axis, by `lib`: a view of the full
-    inverse transform (rows of stride n; no copy: the kernels downstream read strided rows, and
-    the memory returns to the pool when the view is freed). X may be overwritten; it goes back
-    to the pool when `pooled`."""
-    *lead, _ = X.shape
-    rdt = X.real.dtype
-    if lib == "ducc0":
-        full = POOL.take_owned((*lead, n), rdt)
-        _DUCC.c2r(X.numpy(), axes=(X.dim() - 1,), lastsize=n, forward=False, inorm=2,
-                  out=full.numpy(), nthreads=_threads(), allow_overwriting_input=True)
-    else:
-        full = torch.fft.irfft(X, n=n)
-    if pooled:
-        POOL.give(X)
-    return full[..., :L]
-
-
 def _f(t, dtype):
     return ptr(t, _TYPES[dtype][1])
 
 
-def _mul_fwd(Uf: torch.Tensor, Kf: torch.Tensor, dtype) -> torch.Tensor:
-    """Y^ = U^ K^ (K^ broadcast over the batch): Uf (R, H, F), Kf (H, F) -> pooled (R, H, F)."""
-    R, H, F = Uf.shape
-    Yf = POOL.take(Uf.shape, Uf.dtype)
-    getattr(_LIB.require(), f"fc_mul_fwd_{_TYPES[dtype][0]}")(
-        R, H, F, _f(Uf, dtype), _f(Kf, dtype), _f(Yf, dtype), _threads())
-    return Yf
+# rows (batch x channels) per chunk, in whole batch elements (at least one): each chunk is
+# padded, transformed, multiplied and transformed back while its buffers are in cache, instead of
+# each stage passing over the whole (B, H, n) tensor (benchmarks/RESULTS.md, "The convolution in
+# chunks of rows": 512 rows measured best of 128-2048, both FFT libraries). Fixed, not derived
+# from the thread count, so that the batch sums of dK^ (per chunk, then over the chunks in order)
+# do not depend on it.
+CHUNK_ROWS = 512
+_EXEC: dict = {}
+
+
+def _spans(R: int, H: int) -> list[tuple[int, int]]:
+    c = max(1, CHUNK_ROWS // max(H, 1))
+    return [(a, min(R, a + c)) for a in range(0, R, c)]
+
+
+def _each(fn, spans, lib: str) -> None:
+    """fn(a, b, threads) for every span: with ducc0 and more than one thread, the spans are
+    shared by a pool of that many Python threads, each computing at one thread (ducc0 and the
+    C products release the GIL; one chunk's whole pipeline stays on one core), else in turn
+    at all threads (torch.fft threads its own transforms)."""
+    T = _threads()
+    if lib != "ducc0" or T == 1 or len(spans) == 1:
+        for a, b in spans:
+            fn(a, b, T)
+        return
+    key = (os.getpid(), T)                     # a forked child builds its own pool
+    ex = _EXEC.get(key)
+    if ex is None:
+        from concurrent.futures import ThreadPoolExecutor
+        ex = _EXEC[key] = ThreadPoolExecutor(T, thread_name_prefix="edgessm-fftconv")
+    for f in [ex.submit(fn, a, b, 1) for a, b in spans]:
+        f.result()
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor, lib: str) -> None:
+    if lib == "ducc0":                         # numpy's copy releases the GIL (worker threads)
+        import numpy as np
+        np.copyto(dst.numpy(), src.numpy())
+    else:
+        dst.copy_(src)
+
+
+def _r2c(x: torch.Tensor, n: int, out: torch.Tensor, lib: str, threads: int, write=None) -> None:
+    """out = rfft(x zero-padded to n) along the last axis; x (c, H, L) any strides. With
+    `write`, write(head) fills the padded buffer's head (c, H, L) instead of a copy of x."""
+    L = x.shape[-1]
+    kind = f"pad{L}"                           # zero from L on: one kind per L
+    buf = POOL.take((*x.shape[:-1], n), x.dtype, kind)
+    if write is None:
+        _copy_into(buf[..., :L], x, lib)
+    else:
+        write(buf[..., :L])
+    if lib == "ducc0":
+        _DUCC.r2c(buf.numpy(), axes=(2,), out=out.numpy(), nthreads=threads)
+    else:
+        torch.fft.rfft(buf, out=out)
+    POOL.give(buf, kind)
+
+
+def _c2r(X: torch.Tensor, n: int, out: torch.Tensor, lib: str, threads: int) -> None:
+    """out (c, H, n) = irfft(X, n) along the last axis; X is overwritten."""
+    if lib == "ducc0":
+        _DUCC.c2r(X.numpy(), axes=(2,), lastsize=n, forward=False, inorm=2, out=out.numpy(),
+                  nthreads=threads, allow_overwriting_input=True)
+    else:
+        torch.fft.irfft(X, n=n, out=out)
+
+
+def _conv_fwd(u: torch.Tensor, Kf: torch.Tensor, n: int, lib: str, epilogue=None, keep: bool = True):
+    """y = irfft(rfft(u) K^) cropped to L, chunk by chunk: u (R, H, L), Kf (H, F) -> y (R, H, L),
+    a strided view of a pooled (R, H, n) buffer. With an `epilogue` (``fused.ActDrop``): its
+    output z (R, H, L) instead, each chunk of y in cache on its way, and what its backward
+    keeps (a copy of y, or None; None without `keep`): (z, kept)."""
+    R, H, L = u.shape
+    dtype, F = u.dtype, n // 2 + 1
+    mul = getattr(_LIB.require(), f"fc_mul_fwd_{_TYPES[dtype][0]}")
+    if epilogue is None:
+        full = POOL.take_owned((R, H, n), dtype)
+    else:
+        z = torch.empty(R, H, L, dtype=dtype)
+        kept = torch.empty(R, H, L, dtype=dtype) if keep and epilogue.keeps_input else None
+
+    def chunk(a, b, t):
+        X = POOL.take((b - a, H, F), _CTYPES[dtype])
+        _r2c(u[a:b], n, X, lib, t)
+        mul(b - a, H, F, _f(X, dtype), _f(Kf, dtype), _f(X, dtype), t)     # in place
+        if epilogue is None:
+            _c2r(X, n, full[a:b], lib, t)
+        else:
+            Y = POOL.take((b - a, H, n), dtype)
+            _c2r(X, n, Y, lib, t)
+            epilogue.forward_rows(Y[..., :L], z[a:b], None if kept is None else kept[a:b], a * H, t)
+            POOL.give(Y)
+        POOL.give(X)
+
+    _each(chunk, _spans(R, H), lib)
+    return full[..., :L] if epilogue is None else (z, kept)
+
+
+def _spectrum(K: torch.Tensor, n: int, lib: str) -> torch.Tensor:
+    """K^ = rfft(K, n): K (H, L) -> (H, F), a fresh tensor (small; kept for the backward)."""
+    Kf = torch.empty(K.shape[0], n // 2 + 1, dtype=_CTYPES[K.dtype])
+    _r2c(K.unsqueeze(0), n, Kf.unsqueeze(0), lib, _threads())
+    return Kf
 
 
 class FusedFFTConv(torch.autograd.Function):
-    """Causal FFT convolution u (R, H, L), K (H, L) -> (R, H, L), zero-padded to n >= 2L - 1."""
+    """Causal FFT convolution u (R, H, L), K (H, L) -> (R, H, L), zero-padded to n >= 2L - 1;
+    with an epilogue (``fused.ActDrop``), its output of the convolution instead.
+    The input's spectrum is not kept: the backward transforms u again, chunk by chunk (one
+    transform of a chunk in cache against writing and reading back a (R, H, F) complex tensor)."""
 
     @staticmethod
-    def forward(ctx, u, K, n, lib):
-        L = u.shape[-1]
-        dtype = u.dtype
+    def forward(ctx, u, K, n, lib, epilogue=None):
         u, K = u.detach(), K.detach()
-        Uf = _rfft_padded(u, n, lib)
-        Kp = _rfft_padded(K, n, lib)
-        Kf = Kp.clone()                                  # small; kept out of the pool
-        POOL.give(Kp)
-        y = _irfft_crop(_mul_fwd(Uf, Kf, dtype), n, L, lib)
-        if any(ctx.needs_input_grad[:2]):
-            ctx.Uf, ctx.Kf = Uf, Kf
-            weakref.finalize(ctx, POOL.give, Uf)          # back to the pool with the node
+        Kf = _spectrum(K, n, lib)
+        if epilogue is None:
+            y = _conv_fwd(u, Kf, n, lib)
+            ctx.save_for_backward(u if ctx.needs_input_grad[1] else None)
         else:
-            POOL.give(Uf)
-        ctx.L, ctx.n, ctx.dtype_, ctx.lib = L, n, dtype, lib
+            y, kept = _conv_fwd(u, Kf, n, lib, epilogue)
+            ctx.save_for_backward(u if ctx.needs_input_grad[1] else None, y if kept is None else kept)
+        ctx.Kf, ctx.n, ctx.lib, ctx.epilogue = Kf, n, lib, epilogue
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        L, n, dtype, lib = ctx.L, ctx.n, ctx.dtype_, ctx.lib
-        Uf, Kf = ctx.Uf, ctx.Kf
+        n, lib, Kf, epi = ctx.n, ctx.lib, ctx.Kf, ctx.epilogue
         need_du, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        Gf = _rfft_padded(gy.to(dtype), n, lib)
-        R, H, F = Gf.shape
-        dKf = torch.empty_like(Kf) if need_dk else None
-        getattr(_LIB.require(), f"fc_mul_bwd_{_TYPES[dtype][0]}")(
-            R, H, F, _f(Gf, dtype), _f(Uf, dtype), _f(Kf, dtype),
-            _f(dKf, dtype) if need_dk else ctypes.POINTER(_TYPES[dtype][1])(),
-            int(need_du), int(need_dk), _threads())
-        dK = _irfft_crop(dKf, n, L, lib, pooled=False) if need_dk else None
-        if need_du:
-            du = _irfft_crop(Gf, n, L, lib)
-        else:
-            du = None
-            POOL.give(Gf)
-        return du, dK, None, None
+        R, H, L = gy.shape
+        dtype, F = Kf.real.dtype, n // 2 + 1
+        gy = gy.to(dtype)
+        cdt = _CTYPES[dtype]
+        spans = _spans(R, H)
+        du_full = POOL.take_owned((R, H, n), dtype) if need_du else None
+        dKs = torch.empty(len(spans), H, F, dtype=cdt) if need_dk else None
+        null = ctypes.POINTER(_TYPES[dtype][1])()
+        bwd = getattr(_LIB.require(), f"fc_mul_bwd_{_TYPES[dtype][0]}")
+        index = {s: i for i, s in enumerate(spans)}
+        u, kept = ctx.saved_tensors if epi is not None else (*ctx.saved_tensors, None)
+
+        def chunk(a, b, t):
+            G = POOL.take((b - a, H, F), cdt)
+            if epi is None:
+                _r2c(gy[a:b], n, G, lib, t)
+            else:                          # the epilogue's gradient written into the padded buffer
+                _r2c(gy[a:b], n, G, lib, t, lambda head: epi.backward_rows(kept[a:b], gy[a:b], head, a * H, t))
+            U = None
+            if need_dk:
+                U = POOL.take((b - a, H, F), cdt)
+                _r2c(u[a:b], n, U, lib, t)
+            bwd(b - a, H, F, _f(G, dtype), _f(U, dtype) if need_dk else null, _f(Kf, dtype),
+                _f(dKs[index[(a, b)]], dtype) if need_dk else null, int(need_du), int(need_dk), t)
+            if need_du:
+                _c2r(G, n, du_full[a:b], lib, t)
+            POOL.give(G)
+            POOL.give(U)
+
+        _each(chunk, spans, lib)
+        du = du_full[..., :L] if need_du else None
+        dK = None
+        if need_dk:
+            dKf = dKs[0].clone()
+            for part in dKs[1:]:                 # the chunks' batch sums, in order
+                dKf += part
+            dK = torch.empty(1, H, n, dtype=dtype)
+            _c2r(dKf.unsqueeze(0), n, dK, lib, _threads())
+            dK = dK[0, :, :L]
+        return du, dK, None, None, None
 
 
 class LastOutput(torch.autograd.Function):
@@ -332,19 +413,16 @@ def last_output(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return LastOutput.apply(u, K)
 
 
-def conv(u: torch.Tensor, K: torch.Tensor, n: int, lib: str) -> torch.Tensor:
+def conv(u: torch.Tensor, K: torch.Tensor, n: int, lib: str, epilogue=None) -> torch.Tensor:
     """The fast path of ``kernel.fft_conv``: u (..., H, L), K (H, L) -> (..., H, L) (call
-    ``supports(u, K)`` first), zero-padded to n, the FFTs by `lib` ("ducc0" or "torch")."""
+    ``supports(u, K)`` first), zero-padded to n, the FFTs by `lib` ("ducc0" or "torch"); with
+    an `epilogue` (``fused.ActDrop``, u 3-D), the epilogue of the convolution, chunk by chunk."""
     shape = u.shape
     u3 = u.reshape(-1, *shape[-2:]) if u.dim() != 3 else u
     if u.requires_grad or K.requires_grad:
-        y = FusedFFTConv.apply(u3, K, n, lib)
+        y = FusedFFTConv.apply(u3, K, n, lib, epilogue)
     else:
         with torch.no_grad():
-            Uf = _rfft_padded(u3, n, lib)
-            Kf = _rfft_padded(K, n, lib)
-            Yf = _mul_fwd(Uf, Kf, u.dtype)
-            POOL.give(Uf)
-            POOL.give(Kf)
-            y = _irfft_crop(Yf, n, shape[-1], lib)
+            y = _conv_fwd(u3, _spectrum(K, n, lib), n, lib, epilogue, keep=False)
+            y = y if epilogue is None else y[0]
     return y.reshape(shape) if u.dim() != 3 else y

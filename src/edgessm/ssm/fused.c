@@ -154,15 +154,18 @@ static void bias_grad_##SUF(int64_t B, int64_t C, const T *part, T *gbias)      
         for (int64_t c = 0; c < C; c++) gbias[c] += part[b * C + c];                                \
 }                                                                                                   \
                                                                                                     \
-/* y = act(x) * keep / (1 - p) over rows x L */                                                     \
-void fb_act_drop_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *y, int act,        \
-                           uint64_t seed, int32_t thr, T scale, int nt)                             \
+/* y = act(x) * keep / (1 - p) over rows x L; rows count from r0 for the dropout mask (a chunk of   \
+   a larger tensor draws that tensor's mask); xc (rows x L, may be NULL) receives a copy of x.       \
+*/                                                                                                  \
+void fb_act_drop_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *y, T *xc, int act, \
+                           uint64_t seed, int32_t thr, T scale, int64_t r0, int nt)                 \
 {                                                                                                   \
     OMP_PAR_FOR(nt)                                                                                 \
     for (int64_t r = 0; r < rows; r++) {                                                            \
         const T *xr = x + r * ldx;                                                                  \
         T *yr = y + r * L;                                                                          \
-        ROW_KEYS(seed, r, k0, k1);                                                                  \
+        ROW_KEYS(seed, r0 + r, k0, k1);                                                             \
+        if (xc) memcpy(xc + r * L, xr, (size_t)L * sizeof(T));                                      \
         if (thr > 0) {                                                                              \
             if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++)                                           \
                 yr[l] = gelu_##SUF(xr[l]) * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0);           \
@@ -178,15 +181,16 @@ void fb_act_drop_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
-/* gx = g * keep / (1 - p) * act'(x) */                                                             \
+/* gx = g * keep / (1 - p) * act'(x), gx rows of stride ldo; rows count from r0 (as forward) */    \
 void fb_act_drop_bwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, const T *g,          \
-                           int64_t ldg, T *gx, int act, uint64_t seed, int32_t thr, T scale, int nt) \
+                           int64_t ldg, T *gx, int64_t ldo, int act, uint64_t seed, int32_t thr,    \
+                           T scale, int64_t r0, int nt)                                             \
 {                                                                                                   \
     OMP_PAR_FOR(nt)                                                                                 \
     for (int64_t r = 0; r < rows; r++) {                                                            \
         const T *xr = x + r * ldx, *gr = g + r * ldg;                                               \
-        T *or_ = gx + r * L;                                                                        \
-        ROW_KEYS(seed, r, k0, k1);                                                                  \
+        T *or_ = gx + r * ldo;                                                                      \
+        ROW_KEYS(seed, r0 + r, k0, k1);                                                             \
         if (thr > 0) {                                                                              \
             if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++)                                           \
                 or_[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0) * gelu_grad_##SUF(xr[l]); \

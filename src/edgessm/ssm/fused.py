@@ -10,7 +10,10 @@ their own backward (fused.c): what ``Block.forward_hl`` runs after the FFT convo
   each way as ``mix_tail`` (the norm's gain and shift applied in it), and one more backward
   pass for the gradient through the statistics;
 - ``layer_norm_ch(x, weight, bias, eps)``: LayerNorm over axis 1 (the channels), one pass
-  forward (two sweeps over a block of columns held in cache), one backward.
+  forward (two sweeps over a block of columns held in cache), one backward;
+- ``ActDrop(act, p)``: ``act_dropout`` as the epilogue of the FFT convolution
+  (``fftconv.conv(..., epilogue=)``): applied to each chunk of the convolution's output while it
+  is in cache, its backward writing each chunk's input gradient into the convolution's buffer.
 
 Dropout draws its mask from a counter-based hash of (seed, row, position): the seed is one
 draw of torch's default CPU generator per call (so ``torch.manual_seed`` and a checkpoint's
@@ -52,8 +55,8 @@ def _bind(lib):
     for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         P = ctypes.POINTER(T)
         for name, args in (
-                ("fb_act_drop_fwd", [I64, I64, P, I64, P, INT, U64, I32, T, INT]),
-                ("fb_act_drop_bwd", [I64, I64, P, I64, P, I64, P, INT, U64, I32, T, INT]),
+                ("fb_act_drop_fwd", [I64, I64, P, I64, P, P, INT, U64, I32, T, I64, INT]),
+                ("fb_act_drop_bwd", [I64, I64, P, I64, P, I64, P, I64, INT, U64, I32, T, I64, INT]),
                 ("fb_mix_fwd", [I64, I64, I64, P, P, P, P, I64, P, INT, INT, U64, I32, T, INT]),
                 ("fb_mix_bwd", [I64, I64, I64, P, P, P, P, I64, P, P, P, P, P, P, P, INT, INT, U64, I32,
                                 T, INT]),
@@ -211,8 +214,8 @@ class _ActDrop(torch.autograd.Function):
         x, ldx = _rows(x)
         y = torch.empty(x.shape, dtype=x.dtype)
         L = x.shape[-1]
-        getattr(lib, f"fb_act_drop_fwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(y, T), act,
-                                               seed, thr, scale, _nt(y.numel()))
+        getattr(lib, f"fb_act_drop_fwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(y, T), _p(None, T),
+                                               act, seed, thr, scale, 0, _nt(y.numel()))
         # ReLU: its backward reads the output (kept anyway as the mixing product's input), so
         # the input (the convolution's buffer) can be freed and no mask is recomputed
         ctx.save_for_backward(y if act == ACTS["relu"] else x)
@@ -233,7 +236,7 @@ class _ActDrop(torch.autograd.Function):
                                                    _nt(gx.numel()))
             return gx, None, None, None, None
         getattr(lib, f"fb_act_drop_bwd_{suf}")(x.numel() // L, L, ptr(x, T), ldx, ptr(g, T), ldg,
-                                               ptr(gx, T), act, seed, thr, scale, _nt(gx.numel()))
+                                               ptr(gx, T), L, act, seed, thr, scale, 0, _nt(gx.numel()))
         return gx, None, None, None, None
 
 
@@ -360,6 +363,53 @@ class _LayerNormCh(torch.autograd.Function):
                                          ptr(rstd, T), ptr(g, T), ldg, ptr(gx, T), _p(part, T),
                                          _p(gw, T), _p(gb, T), _nt(gx.numel()))
         return gx, gw, gb, None
+
+
+class ActDrop:
+    """dropout(act(y)) as the epilogue of the FFT convolution y = K * u (``fftconv.conv``,
+    ``kernel.fft_conv``, ``S4D.conv_hl``): the same values, mask and gradients as
+    ``act_dropout(y, act, p, seed)``, without a pass of its own over y in memory. The
+    convolution calls ``forward_rows`` on each chunk of rows of its output while the chunk is in
+    cache, and in backward ``backward_rows`` to write the chunk's gradient with respect to y
+    where its transform reads it. What the backward reads is kept: GELU (and no activation)
+    its input y, ReLU its output (``keeps_input``). Called on a tensor (``self(y)``) it is
+    ``act_dropout`` (for a convolution computed without chunks)."""
+
+    def __init__(self, act: str, p: float = 0.0, seed: int | None = None):
+        self.act = _check_act(act)
+        self.thr, self.scale, self.seed = _drop(_check_p(p), seed)
+        self.keeps_input = self.act != ACTS["relu"]
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        y = _check(y, "y")
+        _lib_t(y)
+        return _ActDrop.apply(y, self.act, self.thr, self.scale, self.seed)
+
+    def forward_rows(self, y: torch.Tensor, out: torch.Tensor, keep: torch.Tensor | None, r0: int,
+                     threads: int) -> None:
+        """out = dropout(act(y)) for a chunk: y (c, H, L) rows of one stride (a view of the
+        inverse transform's rows), out and keep (a copy of y, or None) contiguous (c, H, L);
+        the chunk's rows are rows r0... of the whole tensor (its dropout mask)."""
+        lib, T, suf = _lib_t(y)
+        y, ld = _rows(y)
+        L = y.shape[-1]
+        getattr(lib, f"fb_act_drop_fwd_{suf}")(y.numel() // L, L, ptr(y, T), ld, ptr(out, T), _p(keep, T),
+                                               self.act, self.seed, self.thr, self.scale, r0, threads)
+
+    def backward_rows(self, kept: torch.Tensor, g: torch.Tensor, gy: torch.Tensor, r0: int,
+                      threads: int) -> None:
+        """gy = the gradient with respect to y of a chunk, from g (the output's gradient, rows
+        of one stride) and `kept` (the chunk's y, or for ReLU its output; contiguous); gy rows of
+        one stride (the head of the convolution's padded buffer)."""
+        lib, T, suf = _lib_t(kept)
+        g, ldg = _rows(g)
+        L = kept.shape[-1]
+        ldo = gy.stride(-2) if gy.dim() >= 2 and gy.shape[-2] > 1 else L
+        # ReLU from its output z: z > 0 exactly where y > 0 and the element was kept, so
+        # g * keep * scale * relu'(z) is the gradient (the mask recomputed is redundant there)
+        getattr(lib, f"fb_act_drop_bwd_{suf}")(kept.numel() // L, L, ptr(kept, T), L, ptr(g, T), ldg,
+                                               ptr(gy, T), ldo, self.act, self.seed, self.thr, self.scale,
+                                               r0, threads)
 
 
 # ---- the ops ---------------------------------------------------------------------------------

@@ -73,21 +73,25 @@ class _FFTConv(torch.autograd.Function):
         return du, dK
 
 
-def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+def fft_conv(u: torch.Tensor, K: torch.Tensor, epilogue=None) -> torch.Tensor:
     """Causal convolution y_l = sum_{j<=l} K_j u_{l-j} along the last axis.
 
     u (..., H, L), K (H, L) -> (..., H, L). Zero-padded to n >= 2L - 1, so no wrap-around.
     CPU float32/float64 tensors take the fused path of ``fftconv.py`` (C products, pooled
-    buffers, ducc0 FFTs when installed); other devices, dtypes and tracing take torch.fft.
+    buffers, chunks of rows, ducc0 FFTs when installed); other devices, dtypes and tracing take
+    torch.fft. `epilogue` (``fused.ActDrop``, u (B, H, L)): ``epilogue(y)`` is returned, on the
+    fused path computed chunk by chunk inside the convolution.
     """
     L = u.shape[-1]
     n = _fft_len(2 * L - 1)
-    if not tracing() and fftconv.supports(u, K):
-        lib = fftconv.fft_library(u.numel() // max(L, 1) * 2 * L)      # elements per transform, about
-        return fftconv.conv(u, K, _fft_len(2 * L - 1, fftconv.fft_primes(lib)), lib)
+    if not tracing() and fftconv.supports(u, K) and (epilogue is None or u.dim() == 3):
+        lib = fftconv.fft_library()
+        return fftconv.conv(u, K, _fft_len(2 * L - 1, fftconv.fft_primes(lib)), lib, epilogue)
     if u.requires_grad or K.requires_grad:
-        return _FFTConv.apply(u, K)
-    return torch.fft.irfft(_rfft_padded(u, n) * torch.fft.rfft(K, n=n), n=n)[..., :L]
+        y = _FFTConv.apply(u, K)
+    else:
+        y = torch.fft.irfft(_rfft_padded(u, n) * torch.fft.rfft(K, n=n), n=n)[..., :L]
+    return y if epilogue is None else epilogue(y)
 
 
 def conv_last(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -122,8 +122,9 @@ class S4D(nn.Module):
             return y
         raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
 
-    def conv_hl(self, u: torch.Tensor) -> torch.Tensor:
-        """The FFT convolution in channel-major layout, u (B, H, L) -> y (B, H, L).
+    def conv_hl(self, u: torch.Tensor, epilogue=None) -> torch.Tensor:
+        """The FFT convolution in channel-major layout, u (B, H, L) -> y (B, H, L); with an
+        `epilogue` (``fused.ActDrop``), ``epilogue(y)``, fused into the convolution on CPU.
 
         No input checks: the training path of SequenceModel calls it between layers, with the
         activations kept channel-major so the FFTs run along the contiguous axis. Under
@@ -131,7 +132,7 @@ class S4D(nn.Module):
         """
         if u.dtype != self.D.dtype:
             u = u.to(self.D.dtype)
-        return fft_conv(u, self.skip_kernel(u.shape[-1]))
+        return fft_conv(u, self.skip_kernel(u.shape[-1]), epilogue)
 
     def conv_last_hl(self, u: torch.Tensor) -> torch.Tensor:
         """The last output of ``conv_hl``: u (B, H, L) -> y_{L-1} (B, H) =

@@ -207,12 +207,15 @@ class Block(nn.Module):
             return act, (self.drop.p if self.drop.training else 0.0)
         return None
 
-    def _after_ssm_fused(self, z: torch.Tensor, x: torch.Tensor, act: str, p: float) -> torch.Tensor:
+    def _after_ssm_fused(self, z: torch.Tensor, x: torch.Tensor, act: str, p: float,
+                         activated: bool = False) -> torch.Tensor:
         """``_after_ssm`` on channel-major (B, H, L) by the native kernels (``ssm.fused``):
-        activation and dropout in one pass, the mixing product, then its bias (or, training with
-        ``mix_norm``, the batch norm from the product's statistics), GLU or the activation,
-        dropout and the residual in one pass."""
-        z = fused.act_dropout(z, act, p)
+        activation and dropout in one pass (`activated`: done already, as the convolution's
+        epilogue), the mixing product, then its bias (or, training with ``mix_norm``, the batch
+        norm from the product's statistics), GLU or the activation, dropout and the residual in
+        one pass."""
+        if not activated:
+            z = fused.act_dropout(z, act, p)
         m = channel_linear(z, self.mix.weight, None)
         bias, n = self.mix.bias, self.mix_norm
         res, glu = (x if self.residual else None), self.mixing == "glu"
@@ -236,6 +239,10 @@ class Block(nn.Module):
         The training path: no transposes between layers, the FFTs along the contiguous axis.
         """
         z = self._norm(x, 1) if self.prenorm else x
+        kind = self._fused_kind() if fused.usable(z) and z.dtype == self.s4d.D.dtype else None
+        if kind is not None:             # activation and dropout inside the convolution
+            y = self.s4d.conv_hl(z, epilogue=fused.ActDrop(*kind))
+            return self._after_ssm_fused(y, x, *kind, activated=True)
         return self._after_ssm(self.s4d.conv_hl(z), x, 1)
 
     def forward_last_hl(self, x: torch.Tensor) -> torch.Tensor:
