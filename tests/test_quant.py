@@ -120,6 +120,23 @@ def test_ste_gradients_and_lsq_step_learns():
         assert torch.equal(w.grad, torch.ones_like(w))
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_fake_quant_act_with_relu_equals_relu_after_it(bits):
+    """relu=True: the values and gradients of F.relu(fake_quant_act(v)), at rounding ties,
+    zero, the saturation edges and beyond, with and without a gradient."""
+    hi = 2 ** (bits - 1) - 1
+    grid = torch.arange(-hi - 3, hi + 3, 0.25, dtype=torch.float64) * 0.5   # s = 0.5: ties on the grid
+    v = torch.cat([grid, torch.randn(200, dtype=torch.float64) * hi]).requires_grad_()
+    g = torch.randn(v.shape, dtype=torch.float64)
+    ref = torch.nn.functional.relu(fake_quant_act(v, -1, bits))
+    (gr,) = torch.autograd.grad(ref, v, g)
+    got = fake_quant_act(v, -1, bits, relu=True)
+    (gg,) = torch.autograd.grad(got, v, g)
+    assert torch.equal(got, ref) and torch.equal(gg, gr)
+    with torch.no_grad():
+        assert torch.equal(fake_quant_act(v, -1, bits, relu=True), ref)
+
+
 def test_coeff_quantization_per_layer_exponent_and_complex():
     torch.manual_seed(0)
     v = torch.randn(8, 4, dtype=torch.cfloat) * 0.3

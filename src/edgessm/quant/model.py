@@ -371,9 +371,10 @@ class QuantSequenceModel(SequenceModel):
         Dq = fake_quant_coeff(s4d.D, sp["D"].bits, sp["D"].per_channel)
         logA = torch.complex(torch.log(dAq.abs().clamp(min=1e-12)), torch.angle(dAq))
         K = vandermonde_kernel(Cq2 / 2 * dBq, logA, u.shape[-1])
+        K = torch.cat([K[:, :1] + Dq.unsqueeze(-1), K[:, 1:]], dim=1)     # + Dq u, in the kernel
         if last:
-            return (conv_last(u, K) + Dq * u[..., -1]).unsqueeze(-1)
-        return fft_conv(u, K) + Dq.unsqueeze(-1) * u
+            return conv_last(u, K).unsqueeze(-1)
+        return fft_conv(u, K)
 
     def _fq_features(self, x, last: bool = False):
         """(B, L, d_in) -> the last block's fake-quantized output, channel-major (B, H, L);
@@ -390,9 +391,9 @@ class QuantSequenceModel(SequenceModel):
                 y, h = self._fq_s4d(b.s4d, h, last=True), h[..., -1:]
             else:
                 y = self._fq_s4d(b.s4d, h)
-            y = F.relu(fake_quant_act(y, int(self.exp_y[i]), ab))
+            y = fake_quant_act(y, int(self.exp_y[i]), ab, relu=True)
             z = self._fq_linear(f"mixing{i}", "mixing", b.mix, b.drop(y))
-            z = F.relu(fake_quant_act(z, int(self.exp_z[i]), ab))
+            z = fake_quant_act(z, int(self.exp_z[i]), ab, relu=True)
             if b.residual:      # the block input rounded to the output's grid, the sum saturated
                 z = fake_quant_act(z + fake_quant_act(h, int(self.exp_z[i]), ab), int(self.exp_z[i]), ab)
             h = z

@@ -189,26 +189,28 @@ def fake_quant_coeff(v: torch.Tensor, bits: int, per_channel: bool) -> torch.Ten
     return torch.clamp(round_ste(v / s), lo, hi) * s
 
 
-def fake_quant_act(v: torch.Tensor, exponent, bits: int) -> torch.Tensor:
+def fake_quant_act(v: torch.Tensor, exponent, bits: int, relu: bool = False) -> torch.Tensor:
     """Activation / state rounding to m * 2**e with saturation at `bits` (straight-through).
 
     Equal to ``clamp(round_ste(v / s), lo, hi) * s`` with s = 2**e, values and gradients alike
     (the gradient passes where the rounded value lies in [lo, hi]), in one fused autograd node:
     the forward works in place on one buffer and keeps a 1-byte mask for the backward.
+    `relu`: ``relu`` of that, in the same node (the gradient passes where the rounded value lies
+    in [1, hi]: the same values and gradients as ``F.relu`` after it, one pass each way fewer).
     """
     lo, hi = int_range(bits)
-    return _FakeQuantAct.apply(v, 2.0 ** float(exponent), float(lo), float(hi))
+    return _FakeQuantAct.apply(v, 2.0 ** float(exponent), float(lo), float(hi), bool(relu))
 
 
 class _FakeQuantAct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, v, s, lo, hi):
+    def forward(ctx, v, s, lo, hi, relu=False):
         q = torch.div(v, s).add_(0.5).floor_()            # round half up, as round_ste
-        if v.requires_grad:
-            ctx.save_for_backward((q >= lo) & (q <= hi))
-        return q.clamp_(lo, hi).mul_(s)
+        if v.requires_grad:                               # relu: passes where the output is > 0
+            ctx.save_for_backward((q >= (1.0 if relu else lo)) & (q <= hi))
+        return q.clamp_(0.0 if relu else lo, hi).mul_(s)  # relu(clamp(q) s) = clamp(q, 0, hi) s
 
     @staticmethod
     def backward(ctx, g):
         (inside,) = ctx.saved_tensors
-        return g * inside, None, None, None
+        return g * inside, None, None, None, None
