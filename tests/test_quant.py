@@ -137,6 +137,53 @@ def test_fake_quant_act_with_relu_equals_relu_after_it(bits):
         assert torch.equal(fake_quant_act(v, -1, bits, relu=True), ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("relu", [False, True])
+def test_fake_quant_act_native_pass_gives_the_torch_ops_bits(dtype, relu, monkeypatch):
+    """The one-pass native kernel against the torch ops it replaces: values and gradients bit
+    for bit, at ties, saturation, just below a tie (where x / s + 1/2 rounds up), NaN, and for
+    strided rows (a view of a wider buffer) and any thread count."""
+    from edgessm.ssm import fused
+    if not fused.available()[0]:
+        pytest.skip("no fused block library")
+    torch.manual_seed(3)
+    base = torch.randn(4, 6, 40, dtype=dtype) * 40
+    base[0, 0, :9] = torch.tensor([0.5, -0.5, 1.5, -1.5, 127.5, -128.5, 1e9, -1e9, float("nan")], dtype=dtype)
+    base[0, 1, :2] = torch.tensor([0.49999997, -0.50000006], dtype=dtype)
+    wide = torch.randn(4, 6, 64, dtype=dtype)
+    wide[..., :40] = base
+    cases = [base, wide[..., :40]]                         # contiguous, strided rows
+    g = torch.randn(4, 6, 40, dtype=dtype)
+
+    def same(a, b):                                        # bit for bit, NaN at the same places
+        return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+    def run(v):
+        v = v.detach().clone() if v.is_contiguous() else v.detach()
+        v.requires_grad_()
+        y = fake_quant_act(v, 0, 8, relu=relu)
+        (gv,) = torch.autograd.grad(y, v, g)
+        return y.detach(), gv
+
+    for v in cases:
+        got = run(v)
+        for threads in (1, 3):
+            prev = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                again = run(v)
+            finally:
+                torch.set_num_threads(prev)
+            assert all(same(a, b) for a, b in zip(got, again))
+        monkeypatch.setattr(fused, "_enabled", False)
+        ref = run(v)
+        monkeypatch.setattr(fused, "_enabled", True)
+        assert same(got[0], ref[0]) and same(got[1], ref[1])
+        assert got[0].isnan().any() and not got[1].isnan().any()
+        with torch.no_grad():
+            assert same(fake_quant_act(v, 0, 8, relu=relu), ref[0])
+
+
 def test_coeff_quantization_per_layer_exponent_and_complex():
     torch.manual_seed(0)
     v = torch.randn(8, 4, dtype=torch.cfloat) * 0.3

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ssm import fused
 from .fixedpoint import int_range, round_half_up
 from .spec import TensorSpec
 
@@ -205,6 +206,12 @@ def fake_quant_act(v: torch.Tensor, exponent, bits: int, relu: bool = False) -> 
 class _FakeQuantAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, s, lo, hi, relu=False):
+        native = fused.fake_quant_rows(v.detach(), s, lo, hi, relu, v.requires_grad)
+        if native is not None:                            # one pass, the same bits
+            y, keep = native
+            if v.requires_grad:
+                ctx.save_for_backward(keep)
+            return y
         q = torch.div(v, s).add_(0.5).floor_()            # round half up, as round_ste
         if v.requires_grad:                               # relu: passes where the output is > 0
             ctx.save_for_backward((q >= (1.0 if relu else lo)) & (q <= hi))

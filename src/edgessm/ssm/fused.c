@@ -423,7 +423,35 @@ void fb_ln_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *x, int64_t ldx, c
     }                                                                                               \
 }
 
+/* Fake quantization of an activation (quantization-aware training), one pass: q = floor(x / s +
+   1/2) (round half up; s a power of two, so x / s is exact; a division, never contracted into an
+   fma), y = clamp(q, lo, hi) s, with relu clamp(q, 0, hi) s; keep (may be NULL) = 1 where the
+   straight-through gradient passes: lo <= q <= hi, with relu 1 <= q <= hi. The same operations,
+   in the same order and precision, as the torch ops they replace: the same bits. x rows of
+   stride ldx, y and keep rows x L contiguous. */
+#define DEFINE_FQ(T, SUF, FLOOR)                                                                    \
+void fb_fq_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *y, uint8_t *keep, T s,    \
+                     T lo, T hi, int relu, int nt)                                                  \
+{                                                                                                   \
+    const T lo_y = relu ? (T)0 : lo, lo_g = relu ? (T)1 : lo;                                       \
+    OMP_PAR_FOR(nt)                                                                                 \
+    for (int64_t r = 0; r < rows; r++) {                                                            \
+        const T *xr = x + r * ldx;                                                                  \
+        T *yr = y + r * L;                                                                          \
+        uint8_t *kr = keep ? keep + r * L : 0;                                                      \
+        for (int64_t l = 0; l < L; l++) {                                                           \
+            T q = FLOOR(xr[l] / s + (T)0.5);                                                        \
+            if (kr) kr[l] = (q >= lo_g) & (q <= hi);                                                \
+            T c = q < lo_y ? lo_y : q;                                                              \
+            c = c > hi ? hi : c;                                                                    \
+            yr[l] = c * s;                                                                          \
+        }                                                                                           \
+    }                                                                                               \
+}
+
 #define sqrtf32 sqrtf
 #define sqrtf64 sqrt
 DEFINE(float, f32)
 DEFINE(double, f64)
+DEFINE_FQ(float, f32, floorf)
+DEFINE_FQ(double, f64, floor)

@@ -64,7 +64,8 @@ def _bind(lib):
                 ("fb_affine2", [I64, I64, I64, P, P, P, P, P, INT]),
                 ("fb_ln_fwd", [I64, I64, I64, P, I64, P, P, P, P, P, ctypes.c_double, INT]),
                 ("fb_ln_bwd", [I64, I64, I64, P, I64, P, P, P, P, I64, P, P, P, P, INT]),
-                ("fb_relu_out_bwd", [I64, I64, I64, P, P, I64, P, P, P, T, INT])):
+                ("fb_relu_out_bwd", [I64, I64, I64, P, P, I64, P, P, P, T, INT]),
+                ("fb_fq_fwd", [I64, I64, P, I64, P, ctypes.POINTER(ctypes.c_uint8), T, T, T, INT, INT])):
             f = getattr(lib, f"{name}_{suf}")
             f.restype = None
             f.argtypes = args
@@ -410,6 +411,31 @@ class ActDrop:
         getattr(lib, f"fb_act_drop_bwd_{suf}")(kept.numel() // L, L, ptr(kept, T), L, ptr(g, T), ldg,
                                                ptr(gy, T), ldo, self.act, self.seed, self.thr, self.scale,
                                                r0, threads)
+
+
+def fake_quant_rows(x: torch.Tensor, s: float, lo: float, hi: float, relu: bool,
+                    need_keep: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The forward of ``quant.fake_quant_act`` in one native pass: (y, keep) with y =
+    clamp(floor(x / s + 1/2), lo, hi) s (relu: clamp(., 0, hi) s) and keep (bool, or None
+    without `need_keep`) where the straight-through gradient passes; the bits of the torch ops.
+    None when the kernel does not apply (not a CPU float32/float64 tensor, tracing or
+    compiling, the fused path off; without the library one warning): then the torch ops run."""
+    if not (_enabled and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and x.dim() >= 1 and x.numel() > 0 and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()):
+        return None
+    if _LIB.get() is None:
+        _LIB.warn_unavailable("fake quantization", "using the torch ops", stacklevel=3)
+        return None
+    lib, T, suf = _lib_t(x)
+    x, ld = _rows(x)
+    L = x.shape[-1]
+    y = torch.empty(x.shape, dtype=x.dtype)
+    keep = torch.empty(x.shape, dtype=torch.uint8) if need_keep else None
+    getattr(lib, f"fb_fq_fwd_{suf}")(x.numel() // L, L, ptr(x, T), ld, ptr(y, T),
+                                     ptr(keep, ctypes.c_uint8) if need_keep else ctypes.POINTER(ctypes.c_uint8)(),
+                                     s, lo, hi, int(bool(relu)), _nt(y.numel()))
+    return y, (keep.view(torch.bool) if need_keep else None)
 
 
 # ---- the ops ---------------------------------------------------------------------------------
