@@ -407,3 +407,33 @@ def test_ptq_on_real_smnist_keeps_accuracy():
         g = q(te.x).argmax(-1)
     assert (f == g).float().mean() >= 0.9
     assert q.overflows["state"] == 0
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_evaluate_on_the_integer_engine_equals_the_models_integer_forward(residual, monkeypatch):
+    """``train.evaluate`` of a quantized model over many tokens runs its integer network on the
+    integer engine's C backend: the same accuracy, loss and overflow counts as the model's own
+    integer forward (here with saturating inputs and activations, so overflows are counted)."""
+    from edgessm.data.tasks import TASKS, SequenceDataset
+    from edgessm.targets.fixed import cengine
+    from edgessm.train import loop
+    torch.manual_seed(2)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=10, d_model=16, d_state=8,
+                                     n_layers=2, residual=residual)
+    X = torch.randn(48, 30, 1)
+    q = quantize(m, "loihi2", calibration=X[:8] * 0.25)       # calibrated small: the rest saturates
+    if cengine.unavailable(q.integer_network()) is not None:
+        pytest.skip("no C backend for the integer engine here")
+    ds = SequenceDataset(X, torch.randint(0, 10, (48,)), TASKS["smnist"])
+    monkeypatch.setattr(loop, "ENGINE_MIN_TOKENS", 10 ** 9)
+    q.reset_overflows()
+    ref = loop.evaluate(q, ds, batch_size=20)
+    ref_over = dict(q.overflows)
+    monkeypatch.setattr(loop, "ENGINE_MIN_TOKENS", 1)
+    assert loop._integer_engine(q, ds, torch.device("cpu")) is not None
+    q.reset_overflows()
+    got = loop.evaluate(q, ds, batch_size=20)
+    assert got == ref and dict(q.overflows) == ref_over
+    assert sum(ref_over.values()) > 0
+    m.eval()
+    assert loop._integer_engine(m, ds, torch.device("cpu")) is None        # a float model: its forward
