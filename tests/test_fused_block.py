@@ -360,6 +360,18 @@ def test_bad_dropout_p(p):
         fused.act_dropout(torch.randn(2, 3, 4), "gelu", p)
     with pytest.raises(InputError, match="dropout p"):
         fused.mix_tail(torch.randn(2, 6, 4), None, p=p)
+    with pytest.raises(InputError, match="dropout p"):
+        fused.ActDrop("relu", p)
+
+
+def test_bad_convolution_epilogue():
+    with pytest.raises(InputError, match="activation"):
+        fused.ActDrop("tanh")
+    epi = fused.ActDrop("gelu", 0.1, seed=1)
+    with pytest.raises(InputError, match="3 dimensions"):
+        epi(torch.randn(3, 4))                      # the unfused form checks as act_dropout does
+    with pytest.raises(InputError, match="float32 or float64"):
+        epi(torch.randn(2, 3, 4).half())
 
 
 def test_bad_shapes_and_types():
