@@ -413,7 +413,8 @@ def test_ptq_on_real_smnist_keeps_accuracy():
 def test_evaluate_on_the_integer_engine_equals_the_models_integer_forward(residual, monkeypatch):
     """``train.evaluate`` of a quantized model over many tokens runs its integer network on the
     integer engine's C backend: the same accuracy, loss and overflow counts as the model's own
-    integer forward (here with saturating inputs and activations, so overflows are counted)."""
+    integer forward (here with saturating inputs and activations, so overflows are counted; the
+    readout, which the engine runs at every token, does not saturate here)."""
     from edgessm.data.tasks import TASKS, SequenceDataset
     from edgessm.targets.fixed import cengine
     from edgessm.train import loop

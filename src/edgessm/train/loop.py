@@ -57,7 +57,9 @@ def _init_dist(world: int, device: torch.device):
 # evaluations of at least this many tokens (samples x length) run a quantized model's integer
 # network on the integer engine's C backend instead of the model's torch int64 forward: the same
 # integers (tests/test_quant.py), about 8x faster on a d_model-128 psMNIST model; below it the
-# one-off compile of the network's C code would cost more than it saves
+# one-off compile of the network's C code would cost more than it saves. The overflow counts
+# added to the model's are the engine's, whose readout runs at every token (the model's forward
+# runs it at the last token only).
 ENGINE_MIN_TOKENS = 1 << 20
 
 
@@ -105,7 +107,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = 
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
         n += len(y)
-    if eng is not None:                  # counted as the model's own integer forward counts them
+    if eng is not None:    # the engine's counts: its readout runs (and is counted) at every token
         for kind, count in eng.overflows.items():
             model.overflows[kind] += count
     model.train(was_training)
