@@ -1,6 +1,7 @@
 """The crossbar target: device config, hardware-aware model, simulator, cost, CLI."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -447,3 +448,28 @@ def test_shipped_smnist_crossbar_deploys_with_its_digital_recurrence(capsys):
     assert res["recurrence"] == "digital" and res["ssm_bits"] == 16 and res["weight_bits"] == 5
     assert res["stages"]["s4d0"]["arrays"] == 0 and res["arrays"] == 11
     assert out["accuracy"]["mean"] >= 0.9
+
+
+@pytest.mark.parametrize("scan", ["native", "loop"])
+def test_last_token_forward_is_the_last_position_of_the_whole_forward(data, scan):
+    """With a last-token readout the last block runs its output column, activation and mixing on
+    the last token only: in evaluation the bits of the whole forward's last position; in training
+    that block's ranges track the last token, the other blocks' as in the whole forward."""
+    m = HwSequenceModel.from_float(tiny(), load_device("default", weight_bits=2, noise=0))
+    m.scan = scan
+    m.calibrate(data)
+    m.eval()
+    with torch.no_grad():
+        whole = m._mvm(m.features(data)[:, -1], m.decoder, "r_dec", "fs_dec")
+        assert m.features(data, last=True).shape == (12, 1, 6)
+        assert torch.equal(m(data), whole)
+    a, b = copy.deepcopy(m).train(), copy.deepcopy(m).train()
+    with torch.no_grad():
+        a.features(data, last=True)
+        b.features(data)
+    for k in ("r_enc", "r_s4d"):
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+    assert torch.equal(a.fs_s4d[0], b.fs_s4d[0]) and torch.equal(a.r_mix[0], b.r_mix[0])
+    assert torch.equal(a.fs_mix[0], b.fs_mix[0])
+    assert a.r_mix[1] < b.r_mix[1]                 # the peak of one token, not of all 30
+    assert (a.fs_s4d[1, :, -1] <= b.fs_s4d[1, :, -1]).all()

@@ -361,8 +361,9 @@ class HwSequenceModel(SequenceModel):
             y = fake_converter(n, fs, hw.adc_bits) * r
         return y + lin.bias if lin.bias is not None else y
 
-    def _s4d(self, i: int, u: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) -> (B, L, H) through the layer's block matrices, token by token."""
+    def _s4d(self, i: int, u: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """(B, L, H) -> (B, L, H) through the layer's block matrices, token by token; last: the
+        output of the last token only, (B, 1, H) (the recurrence still runs over every token)."""
         hw, s4d = self.hw, self.blocks[i].s4d
         nat = self._native(u)
         self._track(self.r_s4d, self._amax(u, nat).clamp(min=_TINY), i)
@@ -377,7 +378,7 @@ class HwSequenceModel(SequenceModel):
         n2 = s4d.d_state
         digital = hw.recurrence == "digital"    # the block in the periphery: no DAC, ADC or noise
         if digital and hw.digital_train == "fft" and self.training and not self._calib:
-            return self._s4d_fft(i, u, Mq, r)
+            return self._s4d_fft(i, u, Mq, r, last)
         if digital:
             vu = u / r
         else:
@@ -387,42 +388,46 @@ class HwSequenceModel(SequenceModel):
         fs = self.fs_s4d[i].clamp(min=_TINY).clone()
         if self.scan == "native" and Mq.dtype == vu.dtype and vu.device.type == "cpu" \
                 and vu.dtype in (torch.float32, torch.float64) and scan_available()[0]:
-            return self._s4d_native(i, vu, Mq, fs, r, fixed, sparse=qn is q)
+            return self._s4d_native(i, vu, Mq, fs, r, last, sparse=qn is q)
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
         dith = dither_offsets(i, H, n2, 0, L, u.dtype).to(u.device) if hw.state_dither else None
         sbits = hw.state_word_bits
         w = torch.zeros(B, H, n2, dtype=u.dtype)
-        ys, peak = [], torch.zeros(H, n2 + 1)
+        ys = []
         for t in range(L):
             inp = torch.cat([w, vu[:, t].unsqueeze(-1)], -1)                # (B, H, K)
             n = torch.einsum("bhi,hoi->bho", inp, Mq)
-            if self._calib or self.training:
-                peak = torch.maximum(peak, n.detach().abs().amax(0))
-            if digital:                # the state word rounded once, the output exact
-                w = fake_converter(n[..., :n2], 1.0, sbits, dith[t] if dith is not None else 0.5)
-                ys.append(n[..., n2])
-                continue
-            if dith is not None:       # the state: one dithered rounding at the DAC, no ADC
-                w = fake_converter(n[..., :n2], 1.0, sbits, dith[t])
-                n = n[..., n2:]
-                if not self._calib:
-                    self.saturations += int((n.detach().abs() > fs[:, n2:]).sum())
-                    n = fake_converter(n, fs[:, n2:], hw.adc_bits)
-                ys.append(n[..., 0])
+            ys.append(n[..., n2])      # the output column, before its ADC (_s4d_output)
+            n = n[..., :n2]
+            if digital or dith is not None:     # the state word rounded once (dithered), no ADC
+                w = fake_converter(n, 1.0, sbits, dith[t] if dith is not None else 0.5)
                 continue
             if not self._calib:
-                self.saturations += int((n.detach().abs() > fs).sum())
-                n = fake_converter(n, fs, hw.adc_bits)
-            w = n[..., :n2]
-            if sbits is not None:
-                w = fake_converter(w, 1.0, sbits)
-            ys.append(n[..., n2])
-        peak[:, :n2] = 1.0
-        self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        return torch.stack(ys, 1) * r
+                self.saturations += int((n.detach().abs() > fs[:, :n2]).sum())
+                n = fake_converter(n, fs[:, :n2], hw.adc_bits)
+            w = fake_converter(n, 1.0, sbits) if sbits is not None else n
+        ny = torch.stack(ys[-1:] if last else ys, 1)
+        return self._s4d_output(i, ny, fs[:, n2], r, nat, exact=digital)
 
-    def _s4d_fft(self, i, u, Mq, r):
+    def _s4d_output(self, i, ny, fs, r, nat, exact=False):
+        """The output column of S4D layer i from ny (B, L', H), the product before its ADC: the
+        ADC at the full scales fs (H,) and the digital gain r (exact: a digital column, ny r);
+        its full scale tracked on ny (in a last-token forward: on the last token)."""
+        if self._calib or self.training:
+            peak = torch.ones(ny.shape[-1], self.fs_s4d.shape[-1], dtype=self.fs_s4d.dtype, device=ny.device)
+            peak[:, -1] = self._amax(ny, nat, per_column=True).to(peak.dtype)
+            self._track(self.fs_s4d, peak * self.hw.adc_headroom, i)
+        if self._calib or exact:
+            return ny * r
+        if nat:                                      # ADC and digital gain in one pass
+            y, sat = converter(ny, fs, self.hw.adc_bits, post=r)
+            self.saturations += sat
+            return y
+        self.saturations += int((ny.detach().abs() > fs).sum())
+        return fake_converter(ny, fs, self.hw.adc_bits) * r
+
+    def _s4d_fft(self, i, u, Mq, r, last=False):
         """A digital recurrence in training (``digital_train = "fft"``): the quantized block as a
         linear system, its output y_t = d v_t + sum_{l >= 1} Re(sum_p g_p l_p^(l-1) b_p) v_(t-l)
         with the complex pole l_p = A[p, p] + i A[n+p, p], input b_p = A[p, n2] + i A[n+p, n2]
@@ -441,12 +446,9 @@ class HwSequenceModel(SequenceModel):
         k = vandermonde_kernel(g * b / 2, log_lam, L - 1)                    # (H, L - 1)
         Kt = torch.cat([Mq[:, n2, n2].unsqueeze(-1), k], -1)                 # (H, L): d first
         ny = fft_conv((u / r).transpose(1, 2), Kt).transpose(1, 2)          # (B, L, H)
-        peak = torch.ones(H, n2 + 1, dtype=self.fs_s4d.dtype, device=self.fs_s4d.device)
-        peak[:, n2] = ny.detach().abs().amax((0, 1)).to(peak.dtype)
-        self._track(self.fs_s4d, peak * self.hw.adc_headroom, i)
-        return ny * r
+        return self._s4d_output(i, ny[:, -1:] if last else ny, None, r, False, exact=True)
 
-    def _s4d_native(self, i, vu, Mq, fs, r, fixed, sparse=False):
+    def _s4d_native(self, i, vu, Mq, fs, r, last=False, sparse=False):
         """_s4d's loop over time as one native scan (scan.c) with its own backward; sparse: Mq
         is the quantized block itself (no write noise), zero outside its complex pairs."""
         hw = self.hw
@@ -460,15 +462,8 @@ class HwSequenceModel(SequenceModel):
                              hw.state_word_bits,
                              pairs=True,     # Mq's other entries are block_matrix's constant zeros
                              dither=dith, sparse=sparse)
-        if self._calib or self.training:
-            peak = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
-            peak[:, n2] = amax_abs(ny).to(peak.dtype)
-            self._track(self.fs_s4d, peak * hw.adc_headroom, i)
-        if self._calib or digital:         # (a digital output column has no ADC)
-            return ny * r
-        y, out_sat = converter(ny, fs[:, n2], hw.adc_bits, post=r)     # output ADC and gain, one pass
-        self.saturations += sat + out_sat
-        return y
+        self.saturations += sat
+        return self._s4d_output(i, ny[:, -1:] if last else ny, fs[:, n2], r, True, exact=digital)
 
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):
@@ -488,31 +483,39 @@ class HwSequenceModel(SequenceModel):
         self.rho[i] = m.clamp(min=_RHO_FLOOR * top) if top > 1e-6 else torch.ones_like(m)
 
     # ---- the network -----------------------------------------------------------------------------
-    def _block(self, i, b, x):
+    def _block(self, i, b, x, last=False):
+        """Block i on x (B, L, H); last: its output at the last token only, (B, 1, H)."""
         z = b._norm(x) if b.prenorm else x
-        z = b.drop(b.act(self._s4d(i, z)))
+        z = b.drop(b.act(self._s4d(i, z, last)))
         z = self._mvm(z, b.mix, "r_mix", "fs_mix", i)
         z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
         z = b.drop(z)
         if b.residual:
-            z = z + x
+            z = z + (x[:, -1:] if last else x)
         if not b.prenorm:
             z = b._norm(z)
         return z
 
-    def features(self, x, mode=None):
+    def features(self, x, mode=None, last: bool = False):
+        """(B, L, d_input) -> the last block's output (B, L, H); last: at the last token only,
+        (B, 1, H), when every block computes it alike (``last_token_ok``): the last block's
+        output column, activation and mixing run on the last token, and its ranges (ADC full
+        scale of the S4D output, DAC range and ADC full scales of the mixing) track that token."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if not self.calibrated:
             self.calibrate(x)
         h = self._mvm(x, self.encoder, "r_enc", "fs_enc")
+        n = len(self.blocks)
         for i, b in enumerate(self.blocks):
-            h = self._block(i, b, h)
-        return h
+            h = self._block(i, b, h, last and i == n - 1 and b.last_token_ok())
+        return h[:, -1:] if last else h
 
     def forward(self, x, mode=None):
-        h = self.features(x)
-        h = h.mean(1) if self.config.readout == "mean" else h[:, -1]
-        return self._mvm(h, self.decoder, "r_dec", "fs_dec")
+        """(B, L, d_input) -> logits (B, d_output); with a last-token readout the last block
+        computes its last token only (``features(last=True)``)."""
+        if self.config.readout == "last":
+            return self._mvm(self.features(x, last=True)[:, -1], self.decoder, "r_dec", "fs_dec")
+        return self._mvm(self.features(x).mean(1), self.decoder, "r_dec", "fs_dec")
 
     def forward_tokens(self, x, mode=None):
         h = self.features(x)
