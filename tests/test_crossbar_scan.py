@@ -304,3 +304,56 @@ def test_sparse_scan_gives_the_dense_scan_bits(dtype, conv):
     bad[0, 0, 1] = 0.1                                      # couples two states: not a pair entry
     with pytest.raises(EdgessmError, match="outside the complex-pair structure"):
         block_scan(bad, v0, fs, adc, dac, pairs=True, dither=dith, sparse=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("state,t0", [("adc+dac", 0), ("adc+dac", 39), ("dither", 0), ("dither", 17)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_scan_gives_the_bits_of_the_converters_around_the_scan(dtype, state, t0, threads):
+    """layer_scan (the input DAC and the output ADC inside the layout changes) against converter,
+    block_scan, converter: the same outputs from token t0 on, saturations, output peaks and
+    gradients, bit for bit, for a batch that is not a multiple of 8, a strided output full scale
+    and any thread count."""
+    from edgessm.targets.crossbar.hw import dither_offsets
+    from edgessm.targets.crossbar.scan import converter, layer_scan
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(5)
+        H, n2, B, L = 6, 8, 13, 40
+        M0 = (torch.randn(H, n2 + 1, n2 + 1, generator=g) * 0.45).to(dtype)
+        u0 = (torch.randn(B, L, H, generator=g) * 2.0).to(dtype)
+        r = torch.tensor(1.7, dtype=dtype)
+        fs = torch.cat([torch.full((H, n2), 0.8, dtype=dtype), (torch.rand(H, 1, generator=g) + 0.3).to(dtype)], 1)
+        dith = dither_offsets(0, H, n2, 0, L, dtype).transpose(0, 1).contiguous() if state == "dither" else None
+        sadc = None if dith is not None else 6
+        gy = torch.randn(B, L - t0, H, generator=g).to(dtype)
+        out = []
+        for fused in (False, True):
+            M, u = M0.clone().requires_grad_(), u0.clone().requires_grad_()
+            if fused:
+                y, sat, peak = layer_scan(M, u, r, fs[:, :n2], fs[:, n2], 8, 6, sadc, 10, pairs=True, dither=dith,
+                                          t0=t0)
+            else:
+                v, _ = converter(u, 1.0, 8, pre=r)
+                ny, s1 = block_scan(M, v, fs[:, :n2], sadc, 10, pairs=True, dither=dith)
+                peak = ny[:, t0:].detach().abs().amax((0, 1))
+                y, s2 = converter(ny[:, t0:], fs[:, n2], 6, post=r)
+                sat = s1 + s2
+            y.backward(gy)
+            out.append((y.detach(), sat, peak, M.grad, u.grad))
+        (ya, sa, pa, gma, gua), (yb, sb, pb, gmb, gub) = out
+        assert yb.shape == (B, L - t0, H) and yb.is_contiguous()
+        assert torch.equal(ya, yb) and sa == sb > 0 and torch.equal(pa, pb)
+        assert torch.equal(gma, gmb) and torch.equal(gua, gub) and (gub == 0).any()
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_layer_scan_rejects_a_first_token_outside_the_sequence_or_a_bad_full_scale():
+    from edgessm.targets.crossbar.scan import layer_scan
+    M, u, fs = torch.zeros(2, 5, 5), torch.zeros(3, 4, 2), torch.ones(2, 4)
+    for t0 in (-1, 4):
+        with pytest.raises(es.EdgessmError, match="first token out"):
+            layer_scan(M, u, 1.0, fs, torch.ones(2), 8, 8, 8, 8, t0=t0)
+    with pytest.raises(es.EdgessmError, match="fs_out must be"):
+        layer_scan(M, u, 1.0, fs, torch.ones(3), 8, 8, 8, 8)

@@ -48,8 +48,8 @@ from ...ssm.kernel import fft_conv, vandermonde_kernel
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
-from .scan import (amax_abs, available as scan_available, block_scan, converter, native_ok, warn_fallback,
-                   write_noise_sum)
+from .scan import (amax_abs, available as scan_available, block_scan, converter, layer_scan, native_ok,
+                   warn_fallback, write_noise_sum)
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
@@ -64,14 +64,20 @@ def weight_spec(bits: int) -> TensorSpec:
                       descale_bits=16)
 
 
-def quant_linear(W: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quant_linear(W: torch.Tensor, bits: int, with_mask: bool = False):
     """(q, scale): q (out, in) in [-1, 1] on the signed levels (straight-through gradient),
-    scale (out,) the digital column gain, W_q = q * scale[:, None]."""
+    scale (out,) the digital column gain, W_q = q * scale[:, None]. with_mask: (q, scale, mask),
+    mask the quantizer's straight-through gradient (None: 1; uniform levels: 0 where it clipped)."""
     ts = weight_spec(bits)
     wq, g, f = fake_quant_weight_descale(W, ts)      # (g, f): quantize_weight's step
     with torch.no_grad():
-        scale = (g.double() * torch.exp2(f.double()) * ts.qmax).to(W.dtype)
-    return wq / scale.unsqueeze(-1), scale
+        step = g.double() * torch.exp2(f.double())
+        scale = (step * ts.qmax).to(W.dtype)
+        mask = None
+        if with_mask and ts.method == "uniform":     # the clamp of the mantissa was inactive
+            mask = (W / step.to(W.dtype).unsqueeze(-1)).abs() <= ts.qmax
+    q = wq / scale.unsqueeze(-1)
+    return (q, scale, mask) if with_mask else (q, scale)
 
 
 _M32 = 0xFFFFFFFF
@@ -154,6 +160,25 @@ def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]
         s = torch.cat([pair, pair, s[:, 2 * n:]], -1)
     q = round_ste(torch.clamp(M / s.unsqueeze(-1), -1, 1) * qmax) / qmax
     return q, s
+
+
+class _Straight(torch.autograd.Function):
+    """value (computed from x without autograd) forward; the gradient to x backward, times mask
+    where there is one (a straight-through estimate)."""
+
+    @staticmethod
+    def forward(ctx, x, value, mask):
+        ctx.save_for_backward(mask)
+        return value
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return (g if mask is None else g * mask), None, None
+
+
+def _straight(x: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    return _Straight.apply(x, value, mask) if x.requires_grad and torch.is_grad_enabled() else value
 
 
 class _Converter(torch.autograd.Function):
@@ -311,6 +336,27 @@ class HwSequenceModel(SequenceModel):
             return write_noise(q, self.hw, native=self.scan == "native")
         return q
 
+    def _weight(self, lin: nn.Linear) -> torch.Tensor:
+        """The matrix an array applies, W_q = (q + write noise) * scale (``qlinear``, ``_noisy``),
+        computed without autograd (the values of those ops), with the straight-through gradient
+        to lin.weight: 1, or for uniform levels 0 where the quantizer clipped."""
+        with torch.no_grad():
+            q, scale, mask = quant_linear(lin.weight, self.hw.weight_bits, with_mask=True)
+            Wq = self._noisy(q) * scale.unsqueeze(-1)
+        return _straight(lin.weight, Wq, mask)
+
+    def _block_q(self, i: int) -> tuple[torch.Tensor, bool]:
+        """(M_q, noisy): the block matrices the arrays apply, (q + write noise) * s (``qblock``,
+        ``_noisy``), with the straight-through gradient (1) to the block matrix of the S4D
+        parameters; noisy: whether write noise was added (else M_q is zero outside its complex
+        pairs)."""
+        M = block_matrix(self.blocks[i].s4d, self.rho[i], float(self.norm_fixed[i]))
+        with torch.no_grad():
+            q, s = quant_block(M, self.hw.ssm_bits)
+            qn = self._noisy(q, "s4d")
+            Mq = qn * s.unsqueeze(-1)
+        return _straight(M, Mq), qn is not q
+
     # ---- one MVM ---------------------------------------------------------------------------------
     def _track(self, buf: torch.Tensor, value: torch.Tensor, idx=None):
         value = value.detach().to(buf.dtype)
@@ -346,8 +392,7 @@ class HwSequenceModel(SequenceModel):
         self._track(rbuf, self._amax(x, nat).clamp(min=_TINY), idx)
         r = (rbuf if idx is None else rbuf[idx]).clone()
         v = converter(x, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(x / r, 1.0, hw.dac_bits)
-        q, scale = self.qlinear(lin)
-        n = F.linear(v, self._noisy(q) * scale.unsqueeze(-1))
+        n = F.linear(v, self._weight(lin))
         fbuf = getattr(self, fsname)
         self._track(fbuf, self._amax(n, nat, per_column=True) * hw.adc_headroom, idx)
         fs = (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY).clone()
@@ -371,24 +416,25 @@ class HwSequenceModel(SequenceModel):
         fixed = float(self.norm_fixed[i]) > 0
         if self._calib and not fixed:
             self._calibrate_rho(i, u, float(r))
-        q, s = self.qblock(i)
-        qn = self._noisy(q, "s4d")
-        Mq = qn * s.unsqueeze(-1)                                                  # (H, K, K)
+        Mq, noisy = self._block_q(i)                                               # (H, K, K)
         B, L, H = u.shape
         n2 = s4d.d_state
         digital = hw.recurrence == "digital"    # the block in the periphery: no DAC, ADC or noise
         if digital and hw.digital_train == "fft" and self.training and not self._calib:
             return self._s4d_fft(i, u, Mq, r, last)
+        with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
+            self.fs_s4d[i, :, :n2] = hw.adc_headroom
+        fs = self.fs_s4d[i].clamp(min=_TINY).clone()
+        native = self.scan == "native" and Mq.dtype == u.dtype and u.device.type == "cpu" \
+            and u.dtype in (torch.float32, torch.float64) and scan_available()[0]
+        if native and not digital and not self._calib:     # both converters inside the scan's layout
+            return self._s4d_layer(i, u, Mq, fs, r, last, sparse=not noisy)
         if digital:
             vu = u / r
         else:
             vu = converter(u, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(u / r, 1.0, hw.dac_bits)
-        with torch.no_grad():        # state columns: |w| <= 1 by the choice of rho; fixed full scale
-            self.fs_s4d[i, :, :n2] = hw.adc_headroom
-        fs = self.fs_s4d[i].clamp(min=_TINY).clone()
-        if self.scan == "native" and Mq.dtype == vu.dtype and vu.device.type == "cpu" \
-                and vu.dtype in (torch.float32, torch.float64) and scan_available()[0]:
-            return self._s4d_native(i, vu, Mq, fs, r, last, sparse=qn is q)
+        if native:
+            return self._s4d_native(i, vu, Mq, fs, r, last, sparse=not noisy)
         if self.scan == "native" and not scan_available()[0]:
             warn_fallback()          # (other devices and dtypes run the loop: the scan is CPU code)
         dith = dither_offsets(i, H, n2, 0, L, u.dtype).to(u.device) if hw.state_dither else None
@@ -464,6 +510,24 @@ class HwSequenceModel(SequenceModel):
                              dither=dith, sparse=sparse)
         self.saturations += sat
         return self._s4d_output(i, ny[:, -1:] if last else ny, fs[:, n2], r, True, exact=digital)
+
+    def _s4d_layer(self, i, u, Mq, fs, r, last=False, sparse=False):
+        """_s4d_native with the input DAC and the output ADC inside the scan's layout changes
+        (``scan.layer_scan``): the same values, one pass fewer each way."""
+        hw = self.hw
+        n2 = Mq.shape[-1] - 1
+        dith = None
+        if hw.state_dither:          # (H, L, n2), the layout of the scan
+            dith = dither_offsets(i, Mq.shape[0], n2, 0, u.shape[1], u.dtype).transpose(0, 1).contiguous()
+        y, sat, peak = layer_scan(Mq, u, r, fs[:, :n2], fs[:, n2], hw.dac_bits, hw.adc_bits,
+                                  None if dith is not None else hw.adc_bits, hw.state_word_bits,
+                                  pairs=True, dither=dith, sparse=sparse, t0=u.shape[1] - 1 if last else 0)
+        self.saturations += sat
+        if self.training:
+            full = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
+            full[:, n2] = peak.to(full.dtype)
+            self._track(self.fs_s4d, full * hw.adc_headroom, i)
+        return y
 
     @torch.no_grad()
     def _calibrate_rho(self, i: int, u: torch.Tensor, r: float):

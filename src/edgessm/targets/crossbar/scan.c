@@ -684,6 +684,141 @@ void hw_conv_bwd_##SUF(int64_t n, const T *g, const uint8_t *mask, T pre, T post
     for (int64_t k = 0; k < n; k++)                                                              \
         out[k] = g[k] * post * (T)mask[k] / pre;                                                 \
     }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* The converters of an S4D layer's input and output joined to the scan's layout changes (the   \
+   same bits as hw_to_hlb / hw_to_blh with hw_conv_fwd / hw_conv_bwd around them, one pass      \
+   fewer each way):                                                                              \
+   hw_in_hlb: out (H, L, Bp) = the input DAC of x (B, L, H), C(x / pre) with full scale 1 and q  \
+   steps, the lanes b >= B zero; mask (H, L, Bp): its straight-through mask. Returns 0, or       \
+   -1 when out of memory. */                                                                     \
+int hw_in_hlb_##SUF(int B, int L, int H, int Bp, const T *x, T pre, T q, T *out, uint8_t *mask,  \
+                    int threads)                                                                 \
+{                                                                                                \
+    const T rq = (T)1 / q;                                                                       \
+    const int fast = QFAST(q);                                                                   \
+    int fail = 0;                                                                                \
+    OMP_PARALLEL(threads, reduction(+:fail))                                                     \
+    {                                                                                            \
+    T *one = malloc(sizeof(T) * 2 * (size_t)Bp), *row = one + Bp;                                \
+    const int ok = one != NULL;                                                                  \
+    if (!ok) fail = 1;                                                                           \
+    for (int b = 0; ok && b < Bp; b++) one[b] = 1;                                               \
+    OMP_FOR                                                                                      \
+    for (int t = 0; t < L; t++) {                                                                \
+        if (!ok) continue;                                                                       \
+        TRANSPOSE(T, SUF, x + (size_t)t * H, (size_t)L * H, out + (size_t)t * Bp, (size_t)L * Bp, B, H); \
+        for (int h = 0; h < H; h++) {                                                            \
+            T *o = out + ((size_t)h * L + t) * Bp;                                               \
+            uint8_t *m = mask + ((size_t)h * L + t) * Bp;                                        \
+            if (fast) conv_row_##SUF(B, o, pre, one, q, rq, 1, row, m, 1);                       \
+            else conv_row_##SUF(B, o, pre, one, q, rq, 1, row, m, 0);                            \
+            memcpy(o, row, sizeof(T) * B);                                                       \
+            for (int b = B; b < Bp; b++) { o[b] = 0; m[b] = 0; }                                 \
+        }                                                                                        \
+    }                                                                                            \
+    free(one);                                                                                   \
+    }                                                                                            \
+    return fail ? -1 : 0;                                                                        \
+}                                                                                                \
+                                                                                                 \
+/* hw_out_blh: the output ADC of the tokens t0 .. L-1 of Y (H, L, Bp) (its first B lanes):      \
+   out (B, L - t0, H) = C(Y) * post with the full scale fs[h] of channel h and q steps; mask     \
+   (H, L - t0, Bp) its straight-through mask; peak[h] = max |Y| of the channel over those tokens \
+   (NaN if one is NaN), before the ADC. Y is overwritten (its converted values). Returns the     \
+   ADC saturations, or -1 when out of memory. */                                                 \
+int64_t hw_out_blh_##SUF(int B, int L, int H, int Bp, int t0, T *Y, const T *fs, T q, T post,   \
+                         T *out, uint8_t *mask, T *peak, int threads)                            \
+{                                                                                                \
+    const T rq = (T)1 / q;                                                                       \
+    const int fast = QFAST(q), Lo = L - t0;                                                      \
+    int64_t sat = 0;                                                                             \
+    int fail = 0;                                                                                \
+    OMP_PARALLEL(threads, reduction(+:sat, fail))                                                \
+    {                                                                                            \
+    T *f = malloc(sizeof(T) * 2 * (size_t)Bp), *row = f + Bp;                                    \
+    const int ok = f != NULL;                                                                    \
+    if (!ok) fail = 1;                                                                           \
+    OMP_FOR                                                                                      \
+    for (int h = 0; h < H; h++) {                                                                \
+        if (!ok) continue;                                                                       \
+        T pk = 0;                                                                                \
+        int nan = 0;                                                                             \
+        for (int b = 0; b < B; b++) f[b] = fs[h];                                                \
+        for (int t = t0; t < L; t++) {                                                           \
+            T *y = Y + ((size_t)h * L + t) * Bp;                                                 \
+            for (int b = 0; b < B; b++) {                                                        \
+                const T a = ABS(y[b]);                                                           \
+                nan |= a != a;                                                                   \
+                pk = a > pk ? a : pk;                                                            \
+            }                                                                                    \
+            uint8_t *m = mask + ((size_t)h * Lo + t - t0) * Bp;                                  \
+            sat += fast ? conv_row_##SUF(B, y, 1, f, q, rq, post, row, m, 1)                     \
+                        : conv_row_##SUF(B, y, 1, f, q, rq, post, row, m, 0);                    \
+            memcpy(y, row, sizeof(T) * B);                                                       \
+        }                                                                                        \
+        peak[h] = nan ? (T)NAN : pk;                                                             \
+    }                                                                                            \
+    free(f);                                                                                     \
+    OMP_FOR                                                                                      \
+    for (int t = t0; t < L; t++)                                                                 \
+        TRANSPOSE(T, SUF, Y + (size_t)t * Bp, (size_t)L * Bp, out + (size_t)(t - t0) * H, (size_t)Lo * H, H, B); \
+    }                                                                                            \
+    return fail ? -1 : sat;                                                                      \
+}                                                                                                \
+                                                                                                 \
+/* hw_gout_hlb: the gradient at Y (H, L, Bp) from g (B, L - t0, H) at the output: the ADC's     \
+   straight-through gradient ((g * post) * m) / 1 for the tokens t0 .. L-1, 0 before them and   \
+   in the lanes b >= B. */                                                                       \
+void hw_gout_hlb_##SUF(int B, int L, int H, int Bp, int t0, const T *g, const uint8_t *mask,     \
+                       T post, T *out, int threads)                                              \
+{                                                                                                \
+    const int Lo = L - t0;                                                                       \
+    OMP_PARALLEL(threads, )                                                                      \
+    {                                                                                            \
+    OMP_FOR                                                                                      \
+    for (int t = 0; t < L; t++) {                                                                \
+        if (t < t0) {                                                                            \
+            for (int h = 0; h < H; h++) memset(out + ((size_t)h * L + t) * Bp, 0, sizeof(T) * Bp); \
+            continue;                                                                            \
+        }                                                                                        \
+        TRANSPOSE(T, SUF, g + (size_t)(t - t0) * H, (size_t)Lo * H, out + (size_t)t * Bp, (size_t)L * Bp, B, H); \
+        for (int h = 0; h < H; h++) {                                                            \
+            T *o = out + ((size_t)h * L + t) * Bp;                                               \
+            const uint8_t *m = mask + ((size_t)h * Lo + t - t0) * Bp;                            \
+            for (int b = 0; b < B; b++) o[b] = o[b] * post * (T)m[b] / (T)1;                     \
+            for (int b = B; b < Bp; b++) o[b] = 0;                                               \
+        }                                                                                        \
+    }                                                                                            \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* hw_gin_blh: the gradient at x (B, L, H) from gV (H, L, Bp) at the DAC's output: its          \
+   straight-through gradient ((gV * 1) * m) / pre, the first B lanes. Returns 0, or -1 when      \
+   out of memory. */                                                                             \
+int hw_gin_blh_##SUF(int B, int L, int H, int Bp, const T *gV, const uint8_t *mask, T pre, T *out, \
+                     int threads)                                                                \
+{                                                                                                \
+    int fail = 0;                                                                                \
+    OMP_PARALLEL(threads, reduction(+:fail))                                                     \
+    {                                                                                            \
+    T *slab = malloc(sizeof(T) * (size_t)H * Bp);                                                \
+    const int ok = slab != NULL;                                                                 \
+    if (!ok) fail = 1;                                                                           \
+    OMP_FOR                                                                                      \
+    for (int t = 0; t < L; t++) {                                                                \
+        if (!ok) continue;                                                                       \
+        for (int h = 0; h < H; h++) {                                                            \
+            const T *g = gV + ((size_t)h * L + t) * Bp;                                          \
+            const uint8_t *m = mask + ((size_t)h * L + t) * Bp;                                  \
+            T *o = slab + (size_t)h * Bp;                                                        \
+            for (int b = 0; b < B; b++) o[b] = g[b] * (T)1 * (T)m[b] / pre;                      \
+        }                                                                                        \
+        TRANSPOSE(T, SUF, slab, (size_t)Bp, out + (size_t)t * H, (size_t)L * H, H, B);          \
+    }                                                                                            \
+    free(slab);                                                                                  \
+    }                                                                                            \
+    return fail ? -1 : 0;                                                                        \
 }
 
 DEFINE_ELEM(float, f32, floorf, fabsf)

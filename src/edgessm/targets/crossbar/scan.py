@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ...errors import EdgessmError
-from ...toolchain import NativeLib, ptr
+from ...toolchain import NativeLib
 
 _SRC = Path(__file__).with_name("scan.c")
 # IEEE results: no -ffast-math (the converters' floor(x + 0.5) must match torch's exactly);
@@ -32,10 +32,10 @@ _FLAGS = ["-O3", "-march=native", "-fno-fast-math", "-fno-trapping-math", "-fno-
 
 
 def _bind(lib):
-    U8 = ctypes.POINTER(ctypes.c_uint8)
-    I8 = ctypes.POINTER(ctypes.c_int8)
+    # pointers as void *: the callers pass tensors' data_ptr() (or None for NULL), which ctypes
+    # converts without the cost of a typed pointer object per argument
+    U8 = I8 = P = ctypes.c_void_p
     for suf, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        P = ctypes.POINTER(T)
         f = getattr(lib, f"hw_scan_fwd_{suf}")
         f.restype = ctypes.c_int64
         f.argtypes = [ctypes.c_int] * 4 + [P, P, P] + [ctypes.c_int] * 4 + [P, P, P, I8, U8] + [ctypes.c_int] * 2
@@ -58,6 +58,18 @@ def _bind(lib):
         f = getattr(lib, f"hw_write_noise_{suf}")
         f.restype = None
         f.argtypes = [ctypes.c_int64, P, P, P] + [T] * 5 + [P]
+        f = getattr(lib, f"hw_in_hlb_{suf}")
+        f.restype = ctypes.c_int
+        f.argtypes = [ctypes.c_int] * 4 + [P, T, T, P, U8, ctypes.c_int]
+        f = getattr(lib, f"hw_out_blh_{suf}")
+        f.restype = ctypes.c_int64
+        f.argtypes = [ctypes.c_int] * 5 + [P, P, T, T, P, U8, P, ctypes.c_int]
+        f = getattr(lib, f"hw_gout_hlb_{suf}")
+        f.restype = None
+        f.argtypes = [ctypes.c_int] * 5 + [P, U8, T, P, ctypes.c_int]
+        f = getattr(lib, f"hw_gin_blh_{suf}")
+        f.restype = ctypes.c_int
+        f.argtypes = [ctypes.c_int] * 4 + [P, U8, T, P, ctypes.c_int]
 
 
 _LIB = NativeLib(_SRC, _FLAGS + ["-fopenmp"], _FLAGS, bind=_bind,   # channels over threads; else one
@@ -73,13 +85,10 @@ def warn_fallback():
     _LIB.warn_unavailable("crossbar hardware-aware scan", "using the Python loop over time (slow)", stacklevel=3)
 
 
-def _u8(t: torch.Tensor):
-    return ptr(t, ctypes.c_uint8)
-
-
-def _p(t, T):
-    """ptr, or NULL for None."""
-    return ptr(t, T) if t is not None else ctypes.POINTER(T)()
+def _a(t):
+    """The address of a (contiguous) tensor's data for a void * argument, None (NULL) for None.
+    The tensor must outlive the call: never pass a temporary (``_a(x.contiguous())``)."""
+    return None if t is None else t.data_ptr()
 
 
 class _Pool:
@@ -129,7 +138,7 @@ def _to_hlb(x: torch.Tensor, Bp: int) -> torch.Tensor:
     B, L, H = x.shape
     x = x.contiguous()
     out = _POOL.take((H, L, Bp), x.dtype)
-    getattr(lib, f"hw_to_hlb_{suf}")(B, L, H, Bp, ptr(x, T), ptr(out, T), torch.get_num_threads())
+    getattr(lib, f"hw_to_hlb_{suf}")(B, L, H, Bp, _a(x), _a(out), torch.get_num_threads())
     return out
 
 
@@ -138,65 +147,108 @@ def _to_blh(x: torch.Tensor, B: int) -> torch.Tensor:
     lib, T, suf = _native(x.dtype)
     H, L, Bp = x.shape
     out = torch.empty(B, L, H, dtype=x.dtype)
-    getattr(lib, f"hw_to_blh_{suf}")(B, L, H, Bp, ptr(x, T), ptr(out, T), torch.get_num_threads())
+    getattr(lib, f"hw_to_blh_{suf}")(B, L, H, Bp, _a(x), _a(out), torch.get_num_threads())
     return out
 
 
 class _Scan(torch.autograd.Function):
     """M (H, K, K), v (B, L, H) -> Y (B, L, H), all contiguous; inside, scan.c's layout
-    (H, L, Bp) with the batch innermost, padded to Bp (a multiple of 8) lanes."""
+    (H, L, Bp) with the batch innermost, padded to Bp (a multiple of 8) lanes.
+
+    io (``layer_scan``): v is the layer's input before its DAC and Y its output after its ADC,
+    for the tokens t0 .. L-1 (B, L - t0, H); both converters run in the layout changes
+    (hw_in_hlb, hw_out_blh), with the bits of ``converter`` around the scan. io = (pre, qi, fs_out,
+    qo, post, t0, side): the DAC's range and steps, the ADC's full scales (H,), steps and gain,
+    the first token out, and a dict that receives the ADC's saturations ("sat") and each
+    channel's peak |Y| before it ("peak", (H,))."""
 
     @staticmethod
-    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs, dith=None, sparse=False):
+    def forward(ctx, M, v, fs, adc, dac, qa, qd, counter, pairs, dith=None, sparse=False, io=None):
         B, L, H = v.shape
         n2 = M.shape[-1] - 1
         Bp = B + (-B % 8)                  # the kernel runs 8 batch rows per SIMD step
         dt = v.dtype
         lib, T, suf = _native(dt)
+        threads = torch.get_num_threads()
         Mc = M.detach().contiguous()
-        Vc = _to_hlb(v.detach(), Bp)
+        grad = any(ctx.needs_input_grad[:2])
+        mi = None
+        if io is None:
+            Vc = _to_hlb(v.detach(), Bp)
+        else:                              # the input DAC in the layout change
+            pre, qi = io[0], io[1]
+            Vc = _POOL.take((H, L, Bp), dt)
+            mi = _POOL.take((H, L, Bp), torch.uint8)
+            vc = v.detach().contiguous()      # (a name: the data must live through the call)
+            if getattr(lib, f"hw_in_hlb_{suf}")(B, L, H, Bp, _a(vc), pre, qi, _a(Vc), _a(mi), threads):
+                raise MemoryError("native crossbar scan: out of memory")
         fsc = fs.detach().to(dt).contiguous()
         Y = _POOL.take(Vc.shape, dt)
         # what the backward needs: the states w_t, as the DAC's int8 codes when there is a DAC of
         # at most 8 bits (a quarter of the memory), and the straight-through masks
-        grad = any(ctx.needs_input_grad[:2])
         shape = (H, L, n2, Bp)
         codes = _POOL.take(shape, torch.int8) if grad and dac and qd <= 127 else None
         W = _POOL.take(shape, dt) if grad and codes is None else None
         mask = _POOL.take(shape, torch.uint8) if grad else None
-        sat = getattr(lib, f"hw_scan_fwd_{suf}")(Bp, L, H, n2, ptr(Mc, T), ptr(Vc, T), ptr(fsc, T),
-                                                 int(adc), int(dac), int(qa), int(qd), _p(dith, T), ptr(Y, T),
-                                                 _p(W, T), _p(codes, ctypes.c_int8), _p(mask, ctypes.c_uint8),
-                                                 int(sparse), torch.get_num_threads())
+        sat = getattr(lib, f"hw_scan_fwd_{suf}")(Bp, L, H, n2, _a(Mc), _a(Vc), _a(fsc),
+                                                 int(adc), int(dac), int(qa), int(qd), _a(dith), _a(Y),
+                                                 _a(W), _a(codes), _a(mask),
+                                                 int(sparse), threads)
         if sat < 0:
             raise MemoryError("native crossbar scan: out of memory")
         counter.append(int(sat))
-        if grad:
-            ctx.save_for_backward(Mc, Vc, W, codes, mask)
-            weakref.finalize(ctx, _POOL.give, Vc, W, codes, mask)     # back to the pool with the node
-        else:
-            _POOL.give(Vc)
-        ctx.B, ctx.qd, ctx.pairs, ctx.sparse = B, int(qd), bool(pairs), bool(sparse)
-        y = _to_blh(Y, B)
+        mo = None
+        if io is None:
+            y = _to_blh(Y, B)
+        else:                              # the output ADC in the layout change
+            fso, qo, post, t0, side = io[2:]
+            y = torch.empty(B, L - t0, H, dtype=dt)
+            mo = _POOL.take((H, L - t0, Bp), torch.uint8)
+            peak = torch.empty(H, dtype=dt)
+            fsoc = fso.detach().to(dt).contiguous()
+            so = getattr(lib, f"hw_out_blh_{suf}")(B, L, H, Bp, t0, _a(Y), _a(fsoc), qo, post, _a(y), _a(mo),
+                                                   _a(peak), threads)
+            if so < 0:
+                raise MemoryError("native crossbar scan: out of memory")
+            side["sat"], side["peak"] = int(so), peak
         _POOL.give(Y)
+        if grad:
+            ctx.save_for_backward(Mc, Vc, W, codes, mask, mi, mo)
+            weakref.finalize(ctx, _POOL.give, Vc, W, codes, mask, mi, mo)     # back to the pool with the node
+        else:
+            _POOL.give(Vc, mi, mo)
+        ctx.B, ctx.qd, ctx.pairs, ctx.sparse = B, int(qd), bool(pairs), bool(sparse)
+        ctx.io = None if io is None else (io[0], io[4], io[5])         # pre, post, t0
         return y
 
     @staticmethod
     def backward(ctx, gY):
-        M, V, W, codes, mask = ctx.saved_tensors
+        M, V, W, codes, mask, mi, mo = ctx.saved_tensors
         H, L, n2, Bp = mask.shape
         lib, T, suf = _native(V.dtype)
-        gYc = _to_hlb(gY.to(V.dtype), Bp)
+        threads = torch.get_num_threads()
+        if ctx.io is None:
+            gYc = _to_hlb(gY.to(V.dtype), Bp)
+        else:                              # the output ADC's gradient in the layout change
+            pre, post, t0 = ctx.io
+            gYc = _POOL.take((H, L, Bp), V.dtype)
+            gy = gY.to(V.dtype).contiguous()
+            getattr(lib, f"hw_gout_hlb_{suf}")(ctx.B, L, H, Bp, t0, _a(gy), _a(mo), post, _a(gYc), threads)
         gV = _POOL.take(V.shape, V.dtype)
         gM = torch.empty_like(M)
-        if getattr(lib, f"hw_scan_bwd_{suf}")(Bp, L, H, n2, ptr(M, T), ptr(V, T), _p(W, T),
-                                              _p(codes, ctypes.c_int8), ctx.qd, _u8(mask), ptr(gYc, T),
-                                              ptr(gV, T), ptr(gM, T), int(ctx.pairs), int(ctx.sparse),
-                                              torch.get_num_threads()):
+        if getattr(lib, f"hw_scan_bwd_{suf}")(Bp, L, H, n2, _a(M), _a(V), _a(W),
+                                              _a(codes), ctx.qd, _a(mask), _a(gYc),
+                                              _a(gV), _a(gM), int(ctx.pairs), int(ctx.sparse),
+                                              threads):
             raise MemoryError("native crossbar scan: out of memory")
-        gv = _to_blh(gV, ctx.B)
+        if ctx.io is None:
+            gv = _to_blh(gV, ctx.B)
+        else:                              # the input DAC's gradient in the layout change
+            gv = torch.empty(ctx.B, L, H, dtype=V.dtype)
+            if getattr(lib, f"hw_gin_blh_{suf}")(ctx.B, L, H, Bp, _a(gV), _a(mi), pre, _a(gv), threads):
+                raise MemoryError("native crossbar scan: out of memory")
         _POOL.give(gYc, gV)
-        return gM, gv, None, None, None, None, None, None, None, None, None
+        return gM, gv, None, None, None, None, None, None, None, None, None, None
 
 
 @functools.lru_cache(maxsize=8)
@@ -218,7 +270,7 @@ def pair_structure(K: int) -> torch.Tensor:
 
 def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int | None,
                dac_bits: int | None, pairs: bool = False,
-               dither: torch.Tensor | None = None, sparse: bool = False) -> tuple[torch.Tensor, int]:
+               dither: torch.Tensor | None = None, sparse: bool = False, io=None) -> tuple[torch.Tensor, int]:
     """The S4D layer's output column before its ADC, y (B, L, H), and the number of ADC
     saturations of the state columns.
 
@@ -236,7 +288,9 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
 
     sparse: M is exactly 0 outside the complex-pair structure (:func:`pair_structure`; a
     digital recurrence, or blocks without write noise): forward and backward skip those zeros,
-    3 products per state row instead of K, the same values. Checked; needs pairs."""
+    3 products per state row instead of K, the same values. Checked; needs pairs.
+
+    io: the converters of ``layer_scan`` (its internal form)."""
     if _LIB.get() is None:
         raise EdgessmError(f"native crossbar scan unavailable: {_LIB.why}")
     if v.dtype not in (torch.float32, torch.float64) or M.dtype != v.dtype:
@@ -263,8 +317,34 @@ def block_scan(M: torch.Tensor, v: torch.Tensor, fs: torch.Tensor, adc_bits: int
                                f"{tuple(dither.shape)} of {dither.dtype}")
         dither = dither.detach().contiguous()
     Y = _Scan.apply(M, v, fs, adc_bits is not None, dac_bits is not None, qa, qd, counter, bool(pairs), dither,
-                    bool(sparse))
+                    bool(sparse), io)
     return Y, counter[0]
+
+
+def layer_scan(M: torch.Tensor, u: torch.Tensor, r, fs: torch.Tensor, fs_out: torch.Tensor, dac_bits: int,
+               adc_bits: int, state_adc_bits: int | None, state_dac_bits: int | None, pairs: bool = False,
+               dither: torch.Tensor | None = None, sparse: bool = False,
+               t0: int = 0) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """An S4D layer on the arrays: its input DAC, ``block_scan`` and its output ADC, with the
+    converters inside the scan's layout changes (one pass fewer each way than ``converter``
+    around ``block_scan``, the same bits). u (B, L, H): the input; r: its DAC range (a number or
+    a one-value tensor), also the output's digital gain; fs (H, n2): the state ADC full scales,
+    fs_out (H,): the output ADC's; dac_bits / adc_bits: the input DAC's and the output ADC's;
+    state_adc_bits / state_dac_bits, pairs, dither, sparse: as ``block_scan``; t0: the first
+    token out. Returns (y (B, L - t0, H), the ADC saturations of the states and the output,
+    the peak |output| per channel before its ADC over those tokens (H,))."""
+    L = u.shape[1]
+    if not 0 <= t0 < L:
+        raise EdgessmError(f"native crossbar scan: first token out {t0} outside the {L} tokens")
+    if tuple(fs_out.shape) != (M.shape[0],):
+        raise EdgessmError(f"native crossbar scan: fs_out must be ({M.shape[0]},), got {tuple(fs_out.shape)}")
+    dt = u.dtype
+    side: dict = {}
+    io = (_scalar(r, dt), float((1 << (dac_bits - 1)) - 1), fs_out, float((1 << (adc_bits - 1)) - 1),
+          _scalar(r, dt), int(t0), side)
+    y, sat = block_scan(M, u, fs, state_adc_bits, state_dac_bits, pairs=pairs, dither=dither, sparse=sparse,
+                        io=io)
+    return y, sat + side["sat"], side["peak"]
 
 
 def _scalar(t, dt) -> float:
@@ -295,8 +375,8 @@ class _Conv(torch.autograd.Function):
         p, z = _scalar(pre, dt), _scalar(post, dt)
         out = torch.empty_like(xc)
         mask = torch.empty(xc.shape, dtype=torch.uint8)
-        sat = getattr(lib, f"hw_conv_fwd_{suf}")(rows, cols, ptr(xc, T), p, ptr(fsc, T), float(q), z,
-                                                 ptr(out, T), _u8(mask), torch.get_num_threads())
+        sat = getattr(lib, f"hw_conv_fwd_{suf}")(rows, cols, _a(xc), p, _a(fsc), float(q), z,
+                                                 _a(out), _a(mask), torch.get_num_threads())
         counter.append(int(sat))
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(mask)
@@ -310,7 +390,7 @@ class _Conv(torch.autograd.Function):
         lib, T, suf = _native(g.dtype)
         gc = g.contiguous()
         out = torch.empty_like(gc)
-        getattr(lib, f"hw_conv_bwd_{suf}")(gc.numel(), ptr(gc, T), _u8(mask), p, z, ptr(out, T),
+        getattr(lib, f"hw_conv_bwd_{suf}")(gc.numel(), _a(gc), _a(mask), p, z, _a(out),
                                            torch.get_num_threads())
         return out, None, None, None, None, None
 
@@ -344,7 +424,7 @@ def amax_abs(x: torch.Tensor) -> torch.Tensor:
     xc = x.detach().contiguous()
     cols = xc.shape[-1]
     out = torch.empty(cols, dtype=x.dtype)
-    getattr(lib, f"hw_amax_abs_{suf}")(xc.numel() // max(cols, 1), cols, ptr(xc, T), ptr(out, T))
+    getattr(lib, f"hw_amax_abs_{suf}")(xc.numel() // max(cols, 1), cols, _a(xc), _a(out))
     return out
 
 
@@ -356,5 +436,5 @@ def write_noise_sum(q: torch.Tensor, ep: torch.Tensor, em: torch.Tensor, acc: to
     qc, pc, mc = q.detach().contiguous(), ep.contiguous(), em.contiguous()
     if not acc.is_contiguous() or acc.dtype != q.dtype or acc.shape != q.shape:
         raise EdgessmError("write_noise_sum: acc must be a contiguous tensor of q's shape and dtype")
-    getattr(lib, f"hw_write_noise_{suf}")(qc.numel(), ptr(qc, T), ptr(pc, T), ptr(mc, T), gmin, win, s0, slope,
-                                          kf, ptr(acc, T))
+    getattr(lib, f"hw_write_noise_{suf}")(qc.numel(), _a(qc), _a(pc), _a(mc), gmin, win, s0, slope,
+                                          kf, _a(acc))
