@@ -473,3 +473,30 @@ def test_last_token_forward_is_the_last_position_of_the_whole_forward(data, scan
     assert torch.equal(a.fs_mix[0], b.fs_mix[0])
     assert a.r_mix[1] < b.r_mix[1]                 # the peak of one token, not of all 30
     assert (a.fs_s4d[1, :, -1] <= b.fs_s4d[1, :, -1]).all()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 8])
+def test_array_quantizers_give_the_levels_and_scales_of_the_torch_quantizers(bits):
+    """quant_linear (numpy, float64 statistics) gives the levels and column scales of the weight
+    quantizer of quantize_weight (TWN ternary for 2 bits, uniform with a 16-bit descale else);
+    quant_block (numpy) the bits of the torch ops of its definition."""
+    from edgessm.quant.quantizers import quantize_weight
+    from edgessm.targets.crossbar.hw import quant_block, quant_linear, weight_spec
+    g = torch.Generator().manual_seed(bits)
+    W = torch.randn(24, 20, generator=g) * torch.logspace(-3, 1, 24).unsqueeze(-1)
+    W[3] = 0                                              # an all-zero row
+    q, scale, mask = quant_linear(W, bits, with_mask=True)
+    ref = quantize_weight(W, weight_spec(bits))
+    qmax = weight_spec(bits).qmax
+    assert torch.equal(q * qmax, ref.m.float())
+    assert torch.equal(scale, (ref.g.double() * torch.exp2(ref.f.double()) * qmax).float())
+    assert (mask is None) == (bits == 2)
+    M = torch.randn(5, 9, 9, generator=g) * 0.4
+    M[1, 2] = 0
+    qb, s = quant_block(M, bits + 4)
+    n, qm = 4, (1 << (bits + 3)) - 1
+    s0 = M.abs().amax(-1).clamp(min=1e-12)
+    pair = torch.maximum(s0[:, :n], s0[:, n:2 * n])
+    s0 = torch.cat([pair, pair, s0[:, 2 * n:]], -1)
+    assert torch.equal(s, s0)
+    assert torch.equal(qb, torch.floor(torch.clamp(M / s0.unsqueeze(-1), -1, 1) * qm + 0.5) / qm)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..ssm import fused
@@ -60,6 +61,15 @@ def split_descale(sigma: torch.Tensor, descale_bits: int, pow2: bool) -> tuple[t
     f = torch.ceil(torch.log2(sigma / gmax) - 1e-12)
     g = round_half_up(sigma / torch.exp2(f)).clamp(1, gmax)
     return g.to(torch.int64), f.to(torch.int64)
+
+
+def split_descale_np(sigma: np.ndarray, descale_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``split_descale`` (pow2 = False) of float64 step sizes in numpy: the same (g, f) values,
+    as float64 arrays, for callers that quantize small matrices outside torch."""
+    sigma = np.maximum(np.asarray(sigma, dtype=np.float64), _TINY)
+    gmax = (1 << (descale_bits - 1)) - 1
+    f = np.ceil(np.log2(sigma / gmax) - 1e-12)
+    return np.clip(np.floor(sigma / np.exp2(f) + 0.5), 1, gmax), f
 
 
 def weight_step(w: torch.Tensor, ts: TensorSpec, lsq_step: torch.Tensor | None = None) -> torch.Tensor:

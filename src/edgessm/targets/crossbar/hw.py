@@ -37,12 +37,13 @@ import copy
 import dataclasses
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError, InputError
-from ...quant.quantizers import fake_quant_weight_descale, round_ste
+from ...quant.quantizers import split_descale_np
 from ...quant.spec import TensorSpec
 from ...ssm.kernel import fft_conv, vandermonde_kernel
 from ...ssm.network import SequenceModel
@@ -65,19 +66,35 @@ def weight_spec(bits: int) -> TensorSpec:
 
 
 def quant_linear(W: torch.Tensor, bits: int, with_mask: bool = False):
-    """(q, scale): q (out, in) in [-1, 1] on the signed levels (straight-through gradient),
-    scale (out,) the digital column gain, W_q = q * scale[:, None]. with_mask: (q, scale, mask),
-    mask the quantizer's straight-through gradient (None: 1; uniform levels: 0 where it clipped)."""
+    """(q, scale): q (out, in) in [-1, 1] on the signed levels, scale (out,) the digital column
+    gain, W_q = q * scale[:, None]; with_mask: (q, scale, mask), mask the quantizer's
+    straight-through gradient (None: 1; uniform levels: 0 where it clipped). Values only, no
+    autograd (``HwSequenceModel._weight`` attaches the straight-through gradient).
+
+    Per output row w: ternary for 2 bits (TWN: threshold 0.7 mean|w|, step the mean of the kept
+    |w|), else uniform (step max|w| / qmax); the step as g 2^f with g below 2^15 (the descale of
+    ``quantize_weight``, ``split_descale``), the signed levels m = round(clamp(w / step)), q =
+    m / qmax, scale = g 2^f qmax. In numpy, statistics in float64: the arrays' matrices are
+    small, and torch's per-op cost would be most of it."""
     ts = weight_spec(bits)
-    wq, g, f = fake_quant_weight_descale(W, ts)      # (g, f): quantize_weight's step
-    with torch.no_grad():
-        step = g.double() * torch.exp2(f.double())
-        scale = (step * ts.qmax).to(W.dtype)
-        mask = None
-        if with_mask and ts.method == "uniform":     # the clamp of the mantissa was inactive
-            mask = (W / step.to(W.dtype).unsqueeze(-1)).abs() <= ts.qmax
-    q = wq / scale.unsqueeze(-1)
-    return (q, scale, mask) if with_mask else (q, scale)
+    w = W.detach().cpu().double().numpy()
+    a = np.abs(w)
+    if ts.method == "ternary":
+        keep = a > 0.7 * np.maximum(a.mean(-1), 1e-30)[:, None]
+        g, f = split_descale_np((a * keep).sum(-1) / np.maximum(keep.sum(-1), 1), ts.descale_bits)
+        m = np.sign(w) * keep
+        x = None
+    else:
+        g, f = split_descale_np(a.max(-1) / ts.qmax, ts.descale_bits)
+        x = w / (g * np.exp2(f))[:, None]
+        m = np.floor(np.clip(x, -ts.qmax, ts.qmax) + 0.5)
+    step = g * np.exp2(f)
+    q = torch.from_numpy(m / ts.qmax).to(device=W.device, dtype=W.dtype)
+    scale = torch.from_numpy(step * ts.qmax).to(device=W.device, dtype=W.dtype)
+    if not with_mask:
+        return q, scale
+    mask = None if x is None else torch.from_numpy(np.abs(x) <= ts.qmax).to(W.device)
+    return q, scale, mask
 
 
 _M32 = 0xFFFFFFFF
@@ -150,16 +167,19 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
 
 def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, scale) of a block matrix (H, K, K): uniform per output row, the two rows of a
-    complex state sharing one scale; q in [-1, 1], straight-through gradient."""
+    complex state sharing one scale s (the larger of their max |entry|); q = round(clamp(M / s,
+    -1, 1) qmax) / qmax, rounding half up. Values only, no autograd (``HwSequenceModel._block_q``
+    attaches the straight-through gradient); elementwise IEEE operations in M's dtype (numpy: the
+    bits of the same torch ops)."""
     H, K, _ = M.shape
     n = (K - 1) // 2
     qmax = (1 << (bits - 1)) - 1
-    with torch.no_grad():
-        s = M.abs().amax(-1).clamp(min=_TINY)                           # (H, K)
-        pair = torch.maximum(s[:, :n], s[:, n:2 * n])
-        s = torch.cat([pair, pair, s[:, 2 * n:]], -1)
-    q = round_ste(torch.clamp(M / s.unsqueeze(-1), -1, 1) * qmax) / qmax
-    return q, s
+    m = M.detach().cpu().numpy()
+    s = np.maximum(np.abs(m).max(-1), m.dtype.type(_TINY))                     # (H, K)
+    pair = np.maximum(s[:, :n], s[:, n:2 * n])
+    s = np.concatenate([pair, pair, s[:, 2 * n:]], -1)
+    q = np.floor(np.clip(m / s[..., None], -1, 1) * m.dtype.type(qmax) + m.dtype.type(0.5)) / m.dtype.type(qmax)
+    return torch.from_numpy(q).to(M.device), torch.from_numpy(s).to(M.device)
 
 
 class _Straight(torch.autograd.Function):
