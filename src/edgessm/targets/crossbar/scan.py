@@ -351,8 +351,16 @@ def _scalar(t, dt) -> float:
     """A one-value tensor (or None: 1) as the Python float of its value in dtype dt."""
     if t is None:
         return 1.0
+    if isinstance(t, torch.Tensor) and t.dtype == dt:
+        return t.item()
     t = torch.as_tensor(t).detach()
     return float(t if t.dtype == dt else t.to(dt))
+
+
+@functools.lru_cache(maxsize=64)
+def _full(cols: int, value: float, dt) -> torch.Tensor:
+    """(cols,) of one value, cached (read only)."""
+    return torch.full((cols,), value, dtype=dt)
 
 
 class _Conv(torch.autograd.Function):
@@ -366,7 +374,9 @@ class _Conv(torch.autograd.Function):
         cols = xc.shape[-1] if xc.dim() else 1
         rows = xc.numel() // max(cols, 1)
         if isinstance(fs, (int, float)):
-            fsc = torch.full((cols,), float(fs), dtype=dt)
+            fsc = _full(cols, float(fs), dt)
+        elif fs.dtype == dt and fs.dim() == 1 and fs.shape[0] == cols and fs.is_contiguous():
+            fsc = fs.detach()
         else:
             fsc = fs.detach().reshape(-1)
             if fsc.numel() not in (1, cols):
