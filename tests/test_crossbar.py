@@ -500,3 +500,25 @@ def test_array_quantizers_give_the_levels_and_scales_of_the_torch_quantizers(bit
     s0 = torch.cat([pair, pair, s0[:, 2 * n:]], -1)
     assert torch.equal(s, s0)
     assert torch.equal(qb, torch.floor(torch.clamp(M / s0.unsqueeze(-1), -1, 1) * qm + 0.5) / qm)
+
+
+@pytest.mark.parametrize("learn_B,fixed", [(False, 0.0), (True, 0.0), (False, 0.7)])
+def test_zoh_block_matrix_node_gives_the_torch_formula_and_its_gradients(learn_B, fixed):
+    """block_matrix for zoh (one numpy node, its backward written out) against the same formula
+    by torch ops under autograd, in float64: the matrix and every parameter's gradient, with a
+    state gain held at its floor (rho below the cap) and one above it."""
+    from edgessm.targets.crossbar.hw import _block_matrix_torch, block_matrix
+    torch.manual_seed(3)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=3, d_output=4, d_model=6, d_state=8, n_layers=1,
+                                     learn_B=learn_B).double()
+    s4d = m.blocks[0].s4d
+    rho = torch.rand(6, 4, dtype=torch.float64) + 0.5
+    rho[0, 0] = 1e-9
+    a, b = _block_matrix_torch(s4d, rho, fixed), block_matrix(s4d, rho, fixed)
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-13)
+    gM = torch.randn_like(a)
+    ps = [p for p in s4d.parameters() if p.requires_grad]
+    ga = torch.autograd.grad((a * gM).sum(), ps)
+    gb = torch.autograd.grad((b * gM).sum(), ps)
+    for p, x, y in zip(ps, ga, gb):
+        assert torch.allclose(x, y, rtol=1e-10, atol=1e-12 * float(x.abs().max())), p.shape

@@ -357,3 +357,52 @@ def test_layer_scan_rejects_a_first_token_outside_the_sequence_or_a_bad_full_sca
             layer_scan(M, u, 1.0, fs, torch.ones(2), 8, 8, 8, 8, t0=t0)
     with pytest.raises(es.EdgessmError, match="fs_out must be"):
         layer_scan(M, u, 1.0, fs, torch.ones(3), 8, 8, 8, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_array_mvm_gives_the_bits_of_the_converters_around_the_products(dtype, bias):
+    """array_mvm (one node) against converter, F.linear, converter, + bias: the same outputs,
+    saturations and the full scales it is handed, and the same gradients to within rounding."""
+    from edgessm.targets.crossbar.scan import array_mvm, converter
+    g = torch.Generator().manual_seed(9)
+    x0 = (torch.randn(7, 11, 6, generator=g) * 2).to(dtype)
+    W0 = (torch.randn(5, 6, generator=g) * 0.5).to(dtype)
+    b0 = torch.randn(5, generator=g).to(dtype) if bias else None
+    r = torch.tensor(1.9, dtype=dtype)
+    gy = torch.randn(7, 11, 5, generator=g).to(dtype)
+    seen = []
+
+    def full_scale(peak):
+        seen.append(peak.clone())
+        return peak * 0.7                                  # some columns clip
+
+    out = []
+    for fused in (False, True):
+        x, W = x0.clone().requires_grad_(), W0.clone().requires_grad_()
+        b = b0.clone().requires_grad_() if bias else None
+        if fused:
+            y, sat = array_mvm(x, W, b, r, 8, 6, full_scale)
+        else:
+            v, _ = converter(x, 1.0, 8, pre=r)
+            n = torch.nn.functional.linear(v, W)
+            y, sat = converter(n, full_scale(n.detach().abs().amax((0, 1))), 6, post=r)
+            y = y + b if bias else y
+        y.backward(gy)
+        out.append((y.detach(), sat, x.grad, W.grad, b.grad if bias else None))
+    (ya, sa, gxa, gwa, gba), (yb, sb, gxb, gwb, gbb) = out
+    assert torch.equal(seen[0], seen[1])
+    assert torch.equal(ya, yb) and sa == sb > 0
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in ((gxa, gxb), (gwa, gwb), (gba, gbb)):
+        if a is not None:
+            assert torch.allclose(a, b, rtol=tol, atol=tol)
+    assert (gxb == 0).any()                                 # the DAC clipped somewhere
+
+
+def test_array_mvm_rejects_a_matrix_that_does_not_fit():
+    from edgessm.targets.crossbar.scan import array_mvm
+    x = torch.zeros(3, 4)
+    for W in (torch.zeros(2, 5), torch.zeros(4), torch.zeros(2, 4, dtype=torch.float64)):
+        with pytest.raises(es.EdgessmError, match="W \\(out, 4\\)"):
+            array_mvm(x, W, None, 1.0, 8, 8, lambda p: p)

@@ -49,8 +49,8 @@ from ...ssm.kernel import fft_conv, vandermonde_kernel
 from ...ssm.network import SequenceModel
 from ...ssm.validate import check_tensor
 from .device import FIELDS, CrossbarConfig, load_device, parse_options, program_devices
-from .scan import (amax_abs, available as scan_available, block_scan, converter, layer_scan, native_ok,
-                   warn_fallback, write_noise_sum)
+from .scan import (amax_abs, array_mvm, available as scan_available, block_scan, converter, layer_scan,
+                   native_ok, warn_fallback, write_noise_sum)
 
 HW_META_FORMAT = "edgessm-crossbar-hw"
 HW_META_VERSION = 1
@@ -144,7 +144,19 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
     dA (a quantized |dA| above 1 is an unstable recurrence).
 
     fixed > 0: use the state scaling sigma * rho = fixed for every state instead of the RMS
-    normalization (a projected checkpoint: its quantized block comes back exactly)."""
+    normalization (a projected checkpoint: its quantized block comes back exactly).
+
+    For zoh discretization the whole map, S4D parameters to M, is one autograd node computed in
+    numpy in float64 with its backward written out (``_BlockZoh``): the matrices are small and
+    torch's cost per operation would be most of it. Other discretizations: torch ops."""
+    if s4d.discretization == "zoh":
+        k = None if fixed > 0 else torch.as_tensor(rho, dtype=torch.float64).expand(s4d.A_imag.shape)
+        return _BlockZoh.apply(s4d.log_dt, s4d.log_A_real, s4d.A_imag, s4d.B, s4d.C, s4d.D, k, float(fixed))
+    return _block_matrix_torch(s4d, rho, fixed)
+
+
+def _block_matrix_torch(s4d, rho, fixed: float) -> torch.Tensor:
+    """block_matrix by torch ops (autograd), any discretization."""
     dA, dB, C = s4d.discrete()
     H, n = dA.shape
     if fixed > 0:
@@ -163,6 +175,99 @@ def block_matrix(s4d, rho: float | torch.Tensor = 1.0, fixed: float = 0.0) -> to
     mid = torch.cat([Ai, Ar, b.imag.unsqueeze(-1)], -1)                 # rows n..2n-1: Im w
     bot = torch.cat([c.real, -c.imag, d.unsqueeze(-1)], -1).unsqueeze(1)  # row 2n: y / r
     return torch.cat([top, mid, bot], 1)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+def _cplx(t: torch.Tensor) -> np.ndarray:
+    """(..., 2) real pairs -> complex128."""
+    a = _np(t)
+    return a[..., 0] + 1j * a[..., 1]
+
+
+class _BlockZoh(torch.autograd.Function):
+    """block_matrix for zoh discretization: (log_dt (H,), log_A_real, A_imag (H, n), B, C (H, n, 2),
+    D (H,), the state gain rho (H, n) or None, fixed) -> M (H, 2n+1, 2n+1), in numpy (float64),
+    the torch ops' formulas; its backward by the chain rule in PyTorch's convention for complex
+    values (the gradient of a real loss L at z = x + iy is dL/dx + i dL/dy, so dL = Re(conj(G) dz))."""
+
+    @staticmethod
+    def forward(ctx, log_dt, log_A_real, A_imag, B, C, D, rho, fixed):
+        dt = np.exp(_np(log_dt))
+        A = -np.exp(_np(log_A_real)) + 1j * _np(A_imag)
+        Bc, Cc = _cplx(B), _cplx(C)
+        a = np.exp(dt[:, None] * A)                                   # dA
+        Q = (a - 1) / A
+        beta = Q * Bc                                                 # dB
+        H, n = a.shape
+        absb = np.abs(beta)
+        if fixed > 0:
+            sr = np.full((H, n), fixed)
+            mag = root = kf = None
+        else:
+            mag = np.minimum(np.abs(a), 1 - 1e-6)
+            root = np.sqrt(1 - mag ** 2)
+            kf = np.maximum(_np(rho), root * math.sqrt(2.0) / np.maximum(mag, 1e-3))
+            sr = np.maximum(absb, _TINY) / root * kf
+        b = beta / sr
+        c = 2 * Cc * a * sr
+        d = 2 * (Cc * beta).real.sum(-1) + _np(D)
+        K = 2 * n + 1
+        i = np.arange(n)
+        M = np.zeros((H, K, K))
+        M[:, i, i] = M[:, n + i, n + i] = a.real
+        M[:, i, n + i] = -a.imag
+        M[:, n + i, i] = a.imag
+        M[:, i, 2 * n], M[:, n + i, 2 * n] = b.real, b.imag
+        M[:, 2 * n, i], M[:, 2 * n, n + i] = c.real, -c.imag
+        M[:, 2 * n, 2 * n] = d
+        ctx.vals = (dt, A, Bc, Cc, a, Q, beta, absb, sr, mag, root, kf, b, fixed > 0)
+        return torch.from_numpy(M).to(device=log_dt.device, dtype=log_dt.dtype)
+
+    @staticmethod
+    def backward(ctx, gM):
+        dt, A, Bc, Cc, a, Q, beta, absb, sr, mag, root, kf, b, fixed = ctx.vals
+        n = a.shape[1]
+        i, e = np.arange(n), 2 * n
+        g = _np(gM)
+        Ga = (g[:, i, i] + g[:, n + i, n + i]) + 1j * (g[:, n + i, i] - g[:, i, n + i])
+        Gb = g[:, i, e] + 1j * g[:, n + i, e]
+        Gc = g[:, e, i] - 1j * g[:, e, n + i]
+        gd = g[:, e, e]
+        GC = 2 * gd[:, None] * np.conj(beta)                          # d = 2 Re(sum C dB) + D
+        Gbeta = 2 * gd[:, None] * np.conj(Cc)
+        GC = GC + np.conj(2 * a * sr) * Gc                            # c = C P, P = 2 dA sr
+        GP = np.conj(Cc) * Gc
+        Ga = Ga + 2 * sr * GP
+        gsr = 2 * (np.conj(GP) * a).real
+        Gbeta = Gbeta + Gb / sr                                       # b = dB / sr
+        gsr = gsr - (np.conj(Gb) * b).real / sr
+        if not fixed:                   # sr = max(|dB|, tiny) / root(|dA|) * k, k constant
+            gabs = gsr * kf / root * (absb >= _TINY)
+            Gbeta = Gbeta + gabs * beta / np.where(absb > 0, absb, 1)
+            gmag = gsr * sr * mag / root ** 2
+            absa = np.abs(a)
+            Ga = Ga + gmag * (absa <= 1 - 1e-6) * a / np.where(absa > 0, absa, 1)
+        GBc = np.conj(Q) * Gbeta                                      # dB = Q B
+        GQ = np.conj(Bc) * Gbeta
+        Ga = Ga + GQ / np.conj(A)                                     # Q = (dA - 1) / A
+        GA = -GQ * np.conj((a - 1) / A ** 2)
+        GdtA = np.conj(a) * Ga                                        # dA = exp(dt A)
+        GA = GA + dt[:, None] * GdtA
+        gdt = (np.conj(GdtA) * A).real.sum(-1)
+        dev, dtp = gM.device, gM.dtype
+        t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device=dev, dtype=dtp)  # noqa: E731
+        pair = lambda z: t(np.stack([z.real, z.imag], -1))             # noqa: E731
+        need = ctx.needs_input_grad
+        return (t(gdt * dt) if need[0] else None,
+                t(GA.real * A.real) if need[1] else None,                # A.real = -exp(log_A_real)
+                t(GA.imag) if need[2] else None,
+                pair(GBc) if need[3] else None,
+                pair(GC) if need[4] else None,
+                t(gd) if need[5] else None,
+                None, None)
 
 
 def quant_block(M: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,9 +516,16 @@ class HwSequenceModel(SequenceModel):
         rbuf = getattr(self, rname)
         self._track(rbuf, self._amax(x, nat).clamp(min=_TINY), idx)
         r = (rbuf if idx is None else rbuf[idx]).clone()
+        fbuf = getattr(self, fsname)
+        if nat and not self._calib:                   # one node: DAC, products, ADC and gain, bias
+            def full_scale(peak):
+                self._track(fbuf, peak * hw.adc_headroom, idx)
+                return (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY)
+            y, sat = array_mvm(x, self._weight(lin), lin.bias, r, hw.dac_bits, hw.adc_bits, full_scale)
+            self.saturations += sat
+            return y
         v = converter(x, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(x / r, 1.0, hw.dac_bits)
         n = F.linear(v, self._weight(lin))
-        fbuf = getattr(self, fsname)
         self._track(fbuf, self._amax(n, nat, per_column=True) * hw.adc_headroom, idx)
         fs = (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY).clone()
         if self._calib:

@@ -405,6 +405,76 @@ class _Conv(torch.autograd.Function):
         return out, None, None, None, None, None
 
 
+class _Mvm(torch.autograd.Function):
+    """``array_mvm``: x (..., in), W (out, in), bias (out,) or None -> y (..., out)."""
+
+    @staticmethod
+    def forward(ctx, x, W, bias, r, qd, qa, full_scale, side):
+        dt = x.dtype
+        lib, T, suf = _native(dt)
+        threads = torch.get_num_threads()
+        xc = x.detach().contiguous()
+        cin, cout = xc.shape[-1], W.shape[0]
+        rows = xc.numel() // cin
+        conv = getattr(lib, f"hw_conv_fwd_{suf}")
+        v = torch.empty(rows, cin, dtype=dt)
+        md = torch.empty(rows, cin, dtype=torch.uint8)
+        ones = _full(cin, 1.0, dt)
+        conv(rows, cin, _a(xc), r, _a(ones), qd, 1.0, _a(v), _a(md), threads)        # the DAC
+        Wd = W.detach()
+        n = torch.mm(v, Wd.t())
+        peak = torch.empty(cout, dtype=dt)
+        getattr(lib, f"hw_amax_abs_{suf}")(rows, cout, _a(n), _a(peak))
+        fs = full_scale(peak).detach().to(dt).contiguous()
+        y = torch.empty(rows, cout, dtype=dt)
+        ma = torch.empty(rows, cout, dtype=torch.uint8)
+        side["sat"] = int(conv(rows, cout, _a(n), 1.0, _a(fs), qa, r, _a(y), _a(ma), threads))   # the ADC
+        if bias is not None:
+            y += bias.detach()
+        ctx.save_for_backward(v, Wd, md, ma)
+        ctx.r, ctx.shape = r, x.shape
+        return y.view(*x.shape[:-1], cout)
+
+    @staticmethod
+    def backward(ctx, gy):
+        v, W, md, ma = ctx.saved_tensors
+        lib, T, suf = _native(v.dtype)
+        threads = torch.get_num_threads()
+        rows, cout = ma.shape
+        bwd = getattr(lib, f"hw_conv_bwd_{suf}")
+        g = gy.to(v.dtype).contiguous().view(rows, cout)
+        gn = torch.empty_like(g)
+        bwd(g.numel(), _a(g), _a(ma), 1.0, ctx.r, _a(gn), threads)                     # through the ADC
+        gW = torch.mm(gn.t(), v) if ctx.needs_input_grad[1] else None
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gv = torch.mm(gn, W)
+            gx = torch.empty_like(gv)
+            bwd(gv.numel(), _a(gv), _a(md), ctx.r, 1.0, _a(gx), threads)               # through the DAC
+            gx = gx.view(ctx.shape)
+        gb = g.sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gW, gb, None, None, None, None, None
+
+
+def array_mvm(x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, r, dac_bits: int, adc_bits: int,
+              full_scale) -> tuple[torch.Tensor, int]:
+    """An array's matrix-vector products on x (..., in) as one autograd node: y = ADC(DAC(x / r)
+    W^T) r + bias, both converters as ``converter`` (the same bits: the DAC with full scale 1,
+    the ADC with one full scale per output column and the digital gain r), W (out, in) the
+    matrix the array applies. full_scale: peak (out,) -> the ADC's full scales (out,), called
+    with the column maxima of |DAC(x / r) W^T| before the ADC (the caller's range tracking).
+    Returns (y, the ADC saturations)."""
+    if not native_ok(x):
+        raise EdgessmError(f"native crossbar products: a CPU float32 / float64 tensor, got {x.dtype} on {x.device}")
+    if W.dim() != 2 or x.shape[-1] != W.shape[1] or W.dtype != x.dtype:
+        raise EdgessmError(f"native crossbar products: W (out, {x.shape[-1]}) of {x.dtype}, got "
+                           f"{tuple(W.shape)} of {W.dtype}")
+    side: dict = {}
+    y = _Mvm.apply(x, W, bias, _scalar(r, x.dtype), float((1 << (dac_bits - 1)) - 1),
+                   float((1 << (adc_bits - 1)) - 1), full_scale, side)
+    return y, side["sat"]
+
+
 def native_ok(x: torch.Tensor) -> bool:
     """Whether the native kernels take x: a CPU float32 / float64 tensor, and the library built."""
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _LIB.get() is not None
