@@ -135,7 +135,9 @@ def profile_split(step, reps: int) -> dict:
     lib = sc._LIB.get()
     kernels = {"scan forward (C)": "hw_scan_fwd", "scan backward (C)": "hw_scan_bwd",
                "converters forward (C)": "hw_conv_fwd", "converters backward (C)": "hw_conv_bwd",
-               "layout copies (C)": ("hw_to_hlb", "hw_to_blh"), "range maxima (C)": "hw_amax_abs",
+               "layout copies (C)": ("hw_to_hlb", "hw_to_blh"),
+               "converters in the scan's layout changes (C)": ("hw_in_hlb", "hw_out_blh", "hw_gout_hlb", "hw_gin_blh"),
+               "range maxima (C)": "hw_amax_abs",
                "write noise sums (C)": "hw_write_noise"}
     saved = []
     for key, names in kernels.items():
