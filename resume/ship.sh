@@ -24,10 +24,8 @@ NAME=$3
 for f in "$RUN/config.json" "$RUN/last/trainer.json" "$RUN/best/model.json" "$QAFT"; do
     [ -f "$f" ] || { echo "resume/ship.sh: $f is missing" >&2; exit 2; }
 done
-make -s install
-export EDGESSM_DATA="${EDGESSM_DATA:-$(cd ../shared/data && pwd)}"
 PY=.venv/bin/python
-EDGESSM=.venv/bin/edgessm
+[ -x "$PY" ] || PY=python3
 TASK=$("$PY" - "$RUN" <<'PY'
 import json, sys
 run = sys.argv[1]
@@ -38,6 +36,9 @@ if done < cfg["train"]["epochs"]:
 print(cfg["data"]["task"])
 PY
 )
+make -s install
+export EDGESSM_DATA="${EDGESSM_DATA:-$(cd ../shared/data && pwd)}"
+EDGESSM=.venv/bin/edgessm
 out="runs/${NAME}_ship"
 mkdir -p "$out"
 echo "PTQ of $RUN/best -> $out/ptq.json"
