@@ -517,17 +517,18 @@ class HwSequenceModel(SequenceModel):
         self._track(rbuf, self._amax(x, nat).clamp(min=_TINY), idx)
         r = (rbuf if idx is None else rbuf[idx]).clone()
         fbuf = getattr(self, fsname)
+
+        def full_scale(peak):          # the ADC's full scales, tracked on the products' peaks
+            self._track(fbuf, peak * hw.adc_headroom, idx)
+            return (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY)
+
         if nat and not self._calib:                   # one node: DAC, products, ADC and gain, bias
-            def full_scale(peak):
-                self._track(fbuf, peak * hw.adc_headroom, idx)
-                return (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY)
             y, sat = array_mvm(x, self._weight(lin), lin.bias, r, hw.dac_bits, hw.adc_bits, full_scale)
             self.saturations += sat
             return y
         v = converter(x, 1.0, hw.dac_bits, pre=r)[0] if nat else fake_converter(x / r, 1.0, hw.dac_bits)
         n = F.linear(v, self._weight(lin))
-        self._track(fbuf, self._amax(n, nat, per_column=True) * hw.adc_headroom, idx)
-        fs = (fbuf if idx is None else fbuf[idx]).clamp(min=_TINY).clone()
+        fs = full_scale(self._amax(n, nat, per_column=True))
         if self._calib:
             y = n * r
         elif nat:                                     # ADC and digital gain in one pass
@@ -593,9 +594,7 @@ class HwSequenceModel(SequenceModel):
         ADC at the full scales fs (H,) and the digital gain r (exact: a digital column, ny r);
         its full scale tracked on ny (in a last-token forward: on the last token)."""
         if self._calib or self.training:
-            peak = torch.ones(ny.shape[-1], self.fs_s4d.shape[-1], dtype=self.fs_s4d.dtype, device=ny.device)
-            peak[:, -1] = self._amax(ny, nat, per_column=True).to(peak.dtype)
-            self._track(self.fs_s4d, peak * self.hw.adc_headroom, i)
+            self._track_output(i, self._amax(ny, nat, per_column=True))
         if self._calib or exact:
             return ny * r
         if nat:                                      # ADC and digital gain in one pass
@@ -626,14 +625,26 @@ class HwSequenceModel(SequenceModel):
         ny = fft_conv((u / r).transpose(1, 2), Kt).transpose(1, 2)          # (B, L, H)
         return self._s4d_output(i, ny[:, -1:] if last else ny, None, r, False, exact=True)
 
+    def _track_output(self, i: int, peak: torch.Tensor):
+        """Track the full scales of S4D layer i from its output column's peak |value| (H,): the
+        state columns keep full scale 1 (times the headroom)."""
+        full = torch.ones(self.fs_s4d.shape[1:], dtype=self.fs_s4d.dtype, device=peak.device)
+        full[:, -1] = peak.to(full.dtype)
+        self._track(self.fs_s4d, full * self.hw.adc_headroom, i)
+
+    def _scan_dither(self, i: int, H: int, n2: int, L: int, dtype):
+        """The dithered state rounding's offsets of layer i in the scan's layout (H, L, n2), or
+        None without state_dither."""
+        if not self.hw.state_dither:
+            return None
+        return dither_offsets(i, H, n2, 0, L, dtype).transpose(0, 1).contiguous()
+
     def _s4d_native(self, i, vu, Mq, fs, r, last=False, sparse=False):
         """_s4d's loop over time as one native scan (scan.c) with its own backward; sparse: Mq
         is the quantized block itself (no write noise), zero outside its complex pairs."""
         hw = self.hw
         n2 = Mq.shape[-1] - 1
-        dith = None
-        if hw.state_dither:          # (H, L, n2), the layout of the scan
-            dith = dither_offsets(i, Mq.shape[0], n2, 0, vu.shape[1], vu.dtype).transpose(0, 1).contiguous()
+        dith = self._scan_dither(i, Mq.shape[0], n2, vu.shape[1], vu.dtype)
         digital = hw.recurrence == "digital"
         ny, sat = block_scan(Mq, vu, fs[:, :n2],
                              None if self._calib or dith is not None or digital else hw.adc_bits,
@@ -648,17 +659,13 @@ class HwSequenceModel(SequenceModel):
         (``scan.layer_scan``): the same values, one pass fewer each way."""
         hw = self.hw
         n2 = Mq.shape[-1] - 1
-        dith = None
-        if hw.state_dither:          # (H, L, n2), the layout of the scan
-            dith = dither_offsets(i, Mq.shape[0], n2, 0, u.shape[1], u.dtype).transpose(0, 1).contiguous()
+        dith = self._scan_dither(i, Mq.shape[0], n2, u.shape[1], u.dtype)
         y, sat, peak = layer_scan(Mq, u, r, fs[:, :n2], fs[:, n2], hw.dac_bits, hw.adc_bits,
                                   None if dith is not None else hw.adc_bits, hw.state_word_bits,
                                   pairs=True, dither=dith, sparse=sparse, t0=u.shape[1] - 1 if last else 0)
         self.saturations += sat
         if self.training:
-            full = torch.ones(Mq.shape[0], n2 + 1, dtype=self.fs_s4d.dtype)
-            full[:, n2] = peak.to(full.dtype)
-            self._track(self.fs_s4d, full * hw.adc_headroom, i)
+            self._track_output(i, peak)
         return y
 
     @torch.no_grad()
