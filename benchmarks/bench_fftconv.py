@@ -213,6 +213,12 @@ def parts(B, H, L, lengths, threads, rounds, iters) -> dict:
             cases[f"  ducc0 c2r n={n}"] = lambda spec=spec, full=full, n=n: d.c2r(
                 spec.numpy(), axes=(2,), lastsize=n, forward=False, inorm=2, out=full.numpy(),
                 nthreads=threads)
+            m = fftconv._row_len(n, torch.float32, "ducc0")
+            if m != n:                              # rows 4 KiB apart: the fast path pads them
+                wide = torch.empty(B, H, m)
+                cases[f"  ducc0 c2r rows padded to {m} n={n}"] = lambda spec=spec, wide=wide, n=n: d.c2r(
+                    spec.numpy(), axes=(2,), lastsize=n, forward=False, inorm=2,
+                    out=wide[..., :n].numpy(), nthreads=threads)
         cases[f"  products torch fwd+bwd n={n}"] = lambda spec=spec, K=K: (
             spec * K, (spec * spec.conj()).sum(0), spec * K.conj())
         cases[f"  products C fwd+bwd n={n}"] = lambda spec=spec, K=K, out=out: _c_products(spec, K, out)

@@ -1,7 +1,7 @@
 """The training step of a run's model, with the CPU step's options switched in one process.
 
     python benchmarks/bench_run_step.py --config configs/psmnist_h128_res.toml --threads 1,2
-                                        [--rounds 5] [--iters 2] [--batch 64] [--chunks]
+                                        [--rounds 5] [--iters 2] [--batch 64] [--chunks | --ffts]
 
 The model of a training config (its task's input width, classes and length; its dropout), one
 AdamW step on a random batch. Variants, interleaved round by round in the same process so that
@@ -12,7 +12,10 @@ the machine's drift falls on all of them alike:
   (``fused.norm_mix_tail``; only for a config with ``mix_norm``).
 
 With --chunks the variants are instead the default step with the FFT convolution over the
-whole (B, H, n) tensors at once (as before it ran in chunks of rows), then the default.
+whole (B, H, n) tensors at once (as before it ran in chunks of rows), then the default. With
+--ffts they are the FFT libraries with the fused ``mix_norm``: torch.fft, ducc0 (its inverse
+transform's rows padded where they would be a multiple of 4 KiB apart, ``fftconv._row_len``) and
+ducc0 with unpadded rows (as before the padding).
 
 Per round, each variant's time is the median of `iters` steps; its ratio to the first variant
 (torch.fft, torch's batch norm: the step without either change) is taken per round, and the
@@ -43,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--chunks", action="store_true",
                     help="instead: the convolution over whole tensors vs in chunks of rows (default)")
+    ap.add_argument("--ffts", action="store_true",
+                    help="instead: torch.fft vs ducc0 vs ducc0 with unpadded inverse-transform rows")
     a = ap.parse_args(argv)
     cfg = load_config(a.config)
     info = TASKS[cfg.data.task]
@@ -58,11 +63,16 @@ def main(argv=None) -> int:
     variants = [(f, n, "chunks") for f in ffts for n in norms]
     if a.chunks:
         variants = [("auto", "fused", "whole"), ("auto", "fused", "chunks")]
+    elif a.ffts:
+        if fftconv._DUCC is None:
+            raise SystemExit("--ffts needs ducc0 (pip install 'edgessm[fft]')")
+        variants = [("torch", "fused", "chunks"), ("ducc0", "fused", "chunks"), ("ducc0-unpadded", "fused", "chunks")]
     fused_norm = fused.norm_mix_tail
-    chunk = fftconv.CHUNK_ROWS
+    chunk, pad = fftconv.CHUNK_ROWS, fftconv.ROW_PAD_BYTES
 
     def setup(fft, norm, rows="chunks"):
-        fftconv.FFT = fft
+        fftconv.FFT = fft.split("-")[0]
+        fftconv.ROW_PAD_BYTES = 0 if fft.endswith("-unpadded") else pad
         fused.norm_mix_tail = fused_norm if norm == "fused" else torch_mix_norm_tail
         fftconv.CHUNK_ROWS = chunk if rows == "chunks" else 10 ** 9
 

@@ -378,3 +378,41 @@ def test_epilogue_gradcheck_float64():
     for act in ("gelu", "relu"):
         torch.autograd.gradcheck(lambda u, K: fftconv.conv(u, K, n, fftconv.fft_library(),
                                                            fused.ActDrop(act, 0.25, seed=3)), (u, K))
+
+
+def test_inverse_transform_rows_4kib_apart_are_padded_for_ducc0_only():
+    assert fftconv._row_len(2048, torch.float32, "ducc0") == 2048 + 16
+    assert fftconv._row_len(1024, torch.float32, "ducc0") == 1024 + 16
+    assert fftconv._row_len(512, torch.float64, "ducc0") == 512 + 8
+    assert fftconv._row_len(1600, torch.float32, "ducc0") == 1600       # 6400 bytes: not padded
+    assert fftconv._row_len(512, torch.float32, "ducc0") == 512         # 2 KiB
+    assert fftconv._row_len(2048, torch.float32, "torch") == 2048
+
+
+@pytest.mark.skipif(fftconv._DUCC is None, reason="ducc0 is not installed (the fft extra)")
+@pytest.mark.parametrize("epilogue", [False, True])
+def test_padded_inverse_transform_rows_give_the_same_bits(epilogue, monkeypatch):
+    """L = 512: n = 1024 float32 rows are 4 KiB apart, so ducc0 writes them into padded rows;
+    outputs and both gradients equal those of unpadded rows bit for bit."""
+    from edgessm.ssm import fused
+    monkeypatch.setattr(fftconv, "FFT", "ducc0")
+    torch.manual_seed(12)
+    u0 = torch.randn(3, 8, 512)
+    K0 = torch.randn(8, 512) * torch.exp(-torch.arange(512) / 80)
+    g = torch.randn(3, 8, 512)
+    n = kernel._fft_len(2 * 512 - 1, fftconv.fft_primes("ducc0"))
+    assert n == 1024
+
+    def run(pad):
+        monkeypatch.setattr(fftconv, "ROW_PAD_BYTES", pad)
+        fftconv.POOL.clear()
+        u, K = u0.clone().requires_grad_(), K0.clone().requires_grad_()
+        epi = fused.ActDrop("relu", 0.2, seed=5) if epilogue else None
+        y = fftconv.conv(u, K, n, "ducc0", epi)
+        return (y.detach().clone(), *torch.autograd.grad(y, (u, K), g)), y
+
+    (a, y_pad), (b, y_plain) = run(64), run(0)
+    if not epilogue:
+        assert y_pad.stride(-2) == 1024 + 16 and y_plain.stride(-2) == 1024
+    for x, z in zip(a, b):
+        assert torch.equal(x, z)

@@ -77,8 +77,9 @@ def _ducc():
 _DUCC = _ducc()
 FFT_CHOICES = ("auto", "ducc0", "torch")
 # the FFT library of the fast path (environment EDGESSM_FFT): "auto" (ducc0 when installed:
-# measured 1.5-1.6x torch.fft's convolution on 1 and 2 threads, benchmarks/RESULTS.md), "ducc0"
-# (when installed), "torch" (torch.fft)
+# its training steps measured 1.27-1.57x torch.fft's on an AMD EPYC at 1 and 2 threads, and on an
+# AVX-512 Xeon 1.04-1.17x at 2 threads, 0.89-0.99x at 1; benchmarks/RESULTS.md, "Which FFT
+# library where"), "ducc0" (when installed), "torch" (torch.fft)
 FFT = os.environ.get("EDGESSM_FFT", "auto")
 ENABLED = True                    # False: every call takes the torch path (for comparisons)
 
@@ -261,6 +262,21 @@ def _r2c(x: torch.Tensor, n: int, out: torch.Tensor, lib: str, threads: int, wri
     POOL.give(buf, kind)
 
 
+# ducc0 writes several rows of the inverse transform at once (one per SIMD lane); when the rows
+# are a multiple of 4 KiB apart, those writes fall into one set of the L1 cache and evict each
+# other: measured 3.3x slower for float32 at n = 1024, 2048, 4096 on an AVX-512 Xeon (16 lanes),
+# and the same bits with the rows 64 bytes further apart (benchmarks/RESULTS.md, "The inverse
+# transform's rows 4 KiB apart").
+ROW_PAD_BYTES = 64
+
+
+def _row_len(n: int, dtype: torch.dtype, lib: str) -> int:
+    """The row length of a buffer the inverse transform of length n writes into: n, or for ducc0
+    n plus 64 bytes when n elements are a multiple of 4 KiB (the buffer is used as [..., :n])."""
+    size = torch.empty((), dtype=dtype).element_size()
+    return n + ROW_PAD_BYTES // size if lib == "ducc0" and (n * size) % 4096 == 0 else n
+
+
 def _c2r(X: torch.Tensor, n: int, out: torch.Tensor, lib: str, threads: int) -> None:
     """out (c, H, n) = irfft(X, n) along the last axis; X is overwritten."""
     if lib == "ducc0":
@@ -272,14 +288,14 @@ def _c2r(X: torch.Tensor, n: int, out: torch.Tensor, lib: str, threads: int) -> 
 
 def _conv_fwd(u: torch.Tensor, Kf: torch.Tensor, n: int, lib: str, epilogue=None, keep: bool = True):
     """y = irfft(rfft(u) K^) cropped to L, chunk by chunk: u (R, H, L), Kf (H, F) -> y (R, H, L),
-    a strided view of a pooled (R, H, n) buffer. With an `epilogue` (``fused.ActDrop``): its
-    output z (R, H, L) instead, each chunk of y in cache on its way, and what its backward
-    keeps (a copy of y, or None; None without `keep`): (z, kept)."""
+    a strided view of a pooled (R, H, n) buffer (its rows ``_row_len`` long). With an
+    `epilogue` (``fused.ActDrop``): its output z (R, H, L) instead, each chunk of y in cache on
+    its way, and what its backward keeps (a copy of y, or None; None without `keep`): (z, kept)."""
     R, H, L = u.shape
     dtype, F = u.dtype, n // 2 + 1
     mul = getattr(_LIB.require(), f"fc_mul_fwd_{_TYPES[dtype][0]}")
     if epilogue is None:
-        full = POOL.take_owned((R, H, n), dtype)
+        full = POOL.take_owned((R, H, _row_len(n, dtype, lib)), dtype)
     else:
         z = torch.empty(R, H, L, dtype=dtype)
         kept = torch.empty(R, H, L, dtype=dtype) if keep and epilogue.keeps_input else None
@@ -289,10 +305,10 @@ def _conv_fwd(u: torch.Tensor, Kf: torch.Tensor, n: int, lib: str, epilogue=None
         _r2c(u[a:b], n, X, lib, t)
         mul(b - a, H, F, _f(X, dtype), _f(Kf, dtype), _f(X, dtype), t)     # in place
         if epilogue is None:
-            _c2r(X, n, full[a:b], lib, t)
+            _c2r(X, n, full[a:b, :, :n], lib, t)
         else:
-            Y = POOL.take((b - a, H, n), dtype)
-            _c2r(X, n, Y, lib, t)
+            Y = POOL.take((b - a, H, _row_len(n, dtype, lib)), dtype)
+            _c2r(X, n, Y[..., :n], lib, t)
             epilogue.forward_rows(Y[..., :L], z[a:b], None if kept is None else kept[a:b], a * H, t)
             POOL.give(Y)
         POOL.give(X)
@@ -336,7 +352,7 @@ class FusedFFTConv(torch.autograd.Function):
         gy = gy.to(dtype)
         cdt = _CTYPES[dtype]
         spans = _spans(R, H)
-        du_full = POOL.take_owned((R, H, n), dtype) if need_du else None
+        du_full = POOL.take_owned((R, H, _row_len(n, dtype, lib)), dtype) if need_du else None
         dKs = torch.empty(len(spans), H, F, dtype=cdt) if need_dk else None
         null = ctypes.POINTER(_TYPES[dtype][1])()
         bwd = getattr(_LIB.require(), f"fc_mul_bwd_{_TYPES[dtype][0]}")
@@ -356,7 +372,7 @@ class FusedFFTConv(torch.autograd.Function):
             bwd(b - a, H, F, _f(G, dtype), _f(U, dtype) if need_dk else null, _f(Kf, dtype),
                 _f(dKs[index[(a, b)]], dtype) if need_dk else null, int(need_du), int(need_dk), t)
             if need_du:
-                _c2r(G, n, du_full[a:b], lib, t)
+                _c2r(G, n, du_full[a:b, :, :n], lib, t)
             POOL.give(G)
             POOL.give(U)
 
@@ -367,8 +383,8 @@ class FusedFFTConv(torch.autograd.Function):
             dKf = dKs[0].clone()
             for part in dKs[1:]:                 # the chunks' batch sums, in order
                 dKf += part
-            dK = torch.empty(1, H, n, dtype=dtype)
-            _c2r(dKf.unsqueeze(0), n, dK, lib, _threads())
+            dK = torch.empty(1, H, _row_len(n, dtype, lib), dtype=dtype)
+            _c2r(dKf.unsqueeze(0), n, dK[..., :n], lib, _threads())
             dK = dK[0, :, :L]
         return du, dK, None, None, None
 
