@@ -56,11 +56,13 @@ def _init_dist(world: int, device: torch.device):
 # ---- evaluation ---------------------------------------------------------------------
 # evaluations of at least this many tokens (samples x length) run a quantized model's integer
 # network on the integer engine's C backend instead of the model's torch int64 forward: the same
-# integers (tests/test_quant.py), about 8x faster on a d_model-128 psMNIST model; below it the
-# one-off compile of the network's C code would cost more than it saves. The overflow counts
-# added to the model's are the engine's, whose readout runs at every token (the model's forward
-# runs it at the last token only).
-ENGINE_MIN_TOKENS = 1 << 20
+# integers (tests/test_quant.py), 7.7-8x faster on d_model-128 psMNIST and sCIFAR models. The
+# network's C code is compiled once (about 1.5 s, then found in the build cache), about what the
+# torch forward spends on 3,000 such tokens: from 16,384 tokens (16 sCIFAR images, 21 psMNIST
+# digits) on the engine is the faster way (benchmarks/RESULTS.md, "Evaluating a quantized
+# model"). The overflow counts added to the model's are the engine's, whose readout runs at every
+# token (the model's forward runs it at the last token only).
+ENGINE_MIN_TOKENS = 1 << 14
 
 
 def _integer_engine(model: nn.Module, dataset, dev: torch.device):
