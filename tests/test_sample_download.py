@@ -119,9 +119,13 @@ def test_sample_equals_the_full_data(tmp_path, monkeypatch):
     with sample.fallback():
         emb = [load_task("smnist", "test"), load_task("psmnist", "train", limit=512),
                load_task("fsdd-01", "test"), load_task("fsdd-01", "train")]
-    for a, b in zip(full, emb):
+    for a, b in zip(full[:2], emb[:2]):                         # MNIST: the same pixels
         assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
-    assert torch.equal(full[2].lengths, emb[2].lengths)
+    for a, b in zip(full[2:], emb[2:]):
+        # FSDD: log-mel features computed here against those stored with the sample; the FFT and
+        # matrix products round differently on other CPUs (up to 8e-7 seen, features up to 2.8)
+        torch.testing.assert_close(a.x, b.x, rtol=1e-6, atol=1e-5)
+        assert torch.equal(a.y, b.y) and torch.equal(a.lengths, b.lengths)
 
 
 def test_demo_data_offline_corrupt_and_downloaded(server, tmp_path, monkeypatch):
