@@ -264,9 +264,9 @@ def _r2c(x: torch.Tensor, n: int, out: torch.Tensor, lib: str, threads: int, wri
 
 # ducc0 writes several rows of the inverse transform at once (one per SIMD lane); when the rows
 # are a multiple of 4 KiB apart, those writes fall into one set of the L1 cache and evict each
-# other: measured 3.3x slower for float32 at n = 1024, 2048, 4096 on an AVX-512 Xeon (16 lanes),
-# and the same bits with the rows 64 bytes further apart (benchmarks/RESULTS.md, "The inverse
-# transform's rows 4 KiB apart").
+# other: on an AVX-512 Xeon (16 float32 lanes) the inverse transform of a (64, 128, 2048) float32
+# tensor took 2.7x as long as with the rows 64 bytes further apart, which gives the same bits
+# (benchmarks/RESULTS.md, "Which FFT library where").
 ROW_PAD_BYTES = 64
 
 

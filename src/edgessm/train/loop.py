@@ -56,8 +56,8 @@ def _init_dist(world: int, device: torch.device):
 # ---- evaluation ---------------------------------------------------------------------
 # evaluations of at least this many tokens (samples x length) run a quantized model's integer
 # network on the integer engine's C backend instead of the model's torch int64 forward: the same
-# integers (tests/test_quant.py), 7.7-8x faster on d_model-128 psMNIST and sCIFAR models. The
-# network's C code is compiled once (about 1.5 s, then found in the build cache), about what the
+# integers (tests/test_quant.py), 7.7-9.8x faster on d_model-128 psMNIST and sCIFAR models. The
+# network's C code is compiled once (about 1.2 s, then found in the build cache), about what the
 # torch forward spends on 3,000 such tokens: from 16,384 tokens (16 sCIFAR images, 21 psMNIST
 # digits) on the engine is the faster way (benchmarks/RESULTS.md, "Evaluating a quantized
 # model"). The overflow counts added to the model's are the engine's, whose readout runs at every
