@@ -273,7 +273,7 @@ ROW_PAD_BYTES = 64
 def _row_len(n: int, dtype: torch.dtype, lib: str) -> int:
     """The row length of a buffer the inverse transform of length n writes into: n, or for ducc0
     n plus 64 bytes when n elements are a multiple of 4 KiB (the buffer is used as [..., :n])."""
-    size = torch.empty((), dtype=dtype).element_size()
+    size = dtype.itemsize
     return n + ROW_PAD_BYTES // size if lib == "ducc0" and (n * size) % 4096 == 0 else n
 
 
@@ -293,9 +293,10 @@ def _conv_fwd(u: torch.Tensor, Kf: torch.Tensor, n: int, lib: str, epilogue=None
     its way, and what its backward keeps (a copy of y, or None; None without `keep`): (z, kept)."""
     R, H, L = u.shape
     dtype, F = u.dtype, n // 2 + 1
+    row = _row_len(n, dtype, lib)
     mul = getattr(_LIB.require(), f"fc_mul_fwd_{_TYPES[dtype][0]}")
     if epilogue is None:
-        full = POOL.take_owned((R, H, _row_len(n, dtype, lib)), dtype)
+        full = POOL.take_owned((R, H, row), dtype)
     else:
         z = torch.empty(R, H, L, dtype=dtype)
         kept = torch.empty(R, H, L, dtype=dtype) if keep and epilogue.keeps_input else None
@@ -307,7 +308,7 @@ def _conv_fwd(u: torch.Tensor, Kf: torch.Tensor, n: int, lib: str, epilogue=None
         if epilogue is None:
             _c2r(X, n, full[a:b, :, :n], lib, t)
         else:
-            Y = POOL.take((b - a, H, _row_len(n, dtype, lib)), dtype)
+            Y = POOL.take((b - a, H, row), dtype)
             _c2r(X, n, Y[..., :n], lib, t)
             epilogue.forward_rows(Y[..., :L], z[a:b], None if kept is None else kept[a:b], a * H, t)
             POOL.give(Y)
@@ -352,7 +353,8 @@ class FusedFFTConv(torch.autograd.Function):
         gy = gy.to(dtype)
         cdt = _CTYPES[dtype]
         spans = _spans(R, H)
-        du_full = POOL.take_owned((R, H, _row_len(n, dtype, lib)), dtype) if need_du else None
+        row = _row_len(n, dtype, lib)
+        du_full = POOL.take_owned((R, H, row), dtype) if need_du else None
         dKs = torch.empty(len(spans), H, F, dtype=cdt) if need_dk else None
         null = ctypes.POINTER(_TYPES[dtype][1])()
         bwd = getattr(_LIB.require(), f"fc_mul_bwd_{_TYPES[dtype][0]}")
@@ -383,7 +385,7 @@ class FusedFFTConv(torch.autograd.Function):
             dKf = dKs[0].clone()
             for part in dKs[1:]:                 # the chunks' batch sums, in order
                 dKf += part
-            dK = torch.empty(1, H, _row_len(n, dtype, lib), dtype=dtype)
+            dK = torch.empty(1, H, row, dtype=dtype)
             _c2r(dKf.unsqueeze(0), n, dK[..., :n], lib, _threads())
             dK = dK[0, :, :L]
         return du, dK, None, None, None
