@@ -15,6 +15,8 @@ def have(*rel: str) -> bool:
 
 needs_mnist = pytest.mark.skipif(not have("mnist/t10k-images-idx3-ubyte.gz"),
                                  reason=f"MNIST not under data root {DATA} (set EDGESSM_DATA)")
+needs_cifar = pytest.mark.skipif(not have("cifar10/cifar10_train.npz", "cifar10/cifar10_test.npz"),
+                                 reason=f"CIFAR-10 (npz) not under data root {DATA} (set EDGESSM_DATA)")
 needs_fsdd = pytest.mark.skipif(not have("fsdd/recordings"),
                                 reason=f"FSDD not under data root {DATA} (set EDGESSM_DATA)")
 

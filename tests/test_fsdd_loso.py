@@ -314,7 +314,8 @@ def test_split_options_follow_the_task_registry():
     assert split_options("smnist", run) == {} and split_options("no-such-task", run) == {}
     assert DataConfig(task="fsdd", normalize="cmn", trim_db=30.0).task_options() == {"normalize": "cmn", "trim_db": 30.0}
     assert DataConfig(task="smnist").task_options() == {}
-    assert {t for t, i in TASKS.items() if i.augmentable} == {"fsdd", "fsdd-01"}
+    assert {t for t, i in TASKS.items() if i.augmentation == "audio"} == {"fsdd", "fsdd-01"}
+    assert {t for t, i in TASKS.items() if i.augmentation == "image"} == {"scifar", "scifar-gray"}
 
 
 @pytest.mark.parametrize("key, value, match", [

@@ -73,7 +73,9 @@ class TaskInfo:
 
     ``options``: the keys of :data:`SPLIT_OPTION_DEFAULTS` that this task accepts; a model
     trained with other values than the defaults is evaluated with the same (see
-    :func:`split_options`). ``augmentable``: the train split takes an audio augmentation."""
+    :func:`split_options`). ``augmentation``: what augmentation the train split takes, "" (none),
+    "audio" (an :class:`edgessm.data.fsdd.Augment`) or "image" (an
+    :class:`edgessm.data.images.ImageAugment`)."""
 
     name: str
     d_input: int
@@ -81,7 +83,7 @@ class TaskInfo:
     seq_len: int
     description: str
     options: tuple[str, ...] = ()
-    augmentable: bool = False      # its train split takes an edgessm.data.fsdd.Augment
+    augmentation: str = ""          # "", "audio" or "image"
 
 
 def _is_set(option: str, value) -> bool:
@@ -120,12 +122,14 @@ TASKS: dict[str, TaskInfo] = {
         "Sequential CIFAR-10: 32x32 RGB images read pixel by pixel in row-major order "
         "(1024 x 3), per-channel normalized with mean (0.4914, 0.4822, 0.4465), "
         "std (0.2470, 0.2435, 0.2616); 10 classes.",
+        augmentation="image",
     ),
     "scifar-gray": TaskInfo(
         "scifar-gray", 1, 10, 1024,
         f"Sequential grayscale CIFAR-10: ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B) "
         f"read pixel by pixel in row-major order (1024 x 1), normalized with mean "
         f"{CIFAR_GRAY_MEAN}, std {CIFAR_GRAY_STD}; 10 classes.",
+        augmentation="image",
     ),
     "fsdd": TaskInfo(
         "fsdd", 32, 10, FSDD_SEQ_LEN,
@@ -134,13 +138,13 @@ TASKS: dict[str, TaskInfo] = {
         f"statistics and left-padded with zeros to {FSDD_SEQ_LEN} frames (the longest "
         "recording, 18,262 samples; a longer one would keep its last frames) so the last "
         "token ends the utterance; 10 classes.",
-        _FSDD_OPTIONS, True,
+        _FSDD_OPTIONS, "audio",
     ),
     "fsdd-01": TaskInfo(
         "fsdd-01", 32, 2, FSDD_SEQ_LEN,
         "FSDD restricted to the digits 0 and 1 (labels 0/1), same log-mel front end as fsdd; "
         "2 classes.",
-        _FSDD_OPTIONS, True,
+        _FSDD_OPTIONS, "audio",
     ),
 }
 
@@ -215,7 +219,8 @@ def _load_mnist_task(info: TaskInfo, root: pathlib.Path, split: str, download: b
 
 
 def _load_cifar_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
-                     val_fraction: float, seed: int, limit: int | None) -> SequenceDataset:
+                     val_fraction: float, seed: int, limit: int | None,
+                     augment=None) -> SequenceDataset:
     from .cifar import load_cifar10_arrays
 
     arrays = load_cifar10_arrays(root, download=download)
@@ -229,7 +234,13 @@ def _load_cifar_task(info: TaskInfo, root: pathlib.Path, split: str, download: b
     else:
         x.sub_(torch.tensor(CIFAR_MEAN)).div_(torch.tensor(CIFAR_STD))
     y = torch.from_numpy(arrays[f"{source}_labels"][idx].astype(np.int64))
-    return SequenceDataset(x, y, info)
+    batch = None
+    if augment is not None and augment.active:
+        from .images import augment_images
+
+        def batch(rows, key) -> torch.Tensor:
+            return augment_images(x[torch.as_tensor(rows, dtype=torch.int64)], augment, key)
+    return SequenceDataset(x, y, info, augment=batch)
 
 
 def _load_fsdd_task(info: TaskInfo, root: pathlib.Path, split: str, download: bool,
@@ -265,8 +276,10 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     speaker_holdout: FSDD only; put every recording of that speaker in the test split
     and the other speakers' recordings in train/val (instead of the index 0-4 split).
     normalize: FSDD only; "train" (per-channel train-split statistics), "cmn" or "cmvn"
-    (per utterance; see :mod:`edgessm.data.fsdd`). augment: FSDD train split only; an
-    :class:`edgessm.data.fsdd.Augment` whose draws :meth:`SequenceDataset.batch` makes.
+    (per utterance; see :mod:`edgessm.data.fsdd`). augment: train split only; an
+    :class:`edgessm.data.fsdd.Augment` (FSDD tasks) or an
+    :class:`edgessm.data.images.ImageAugment` (sCIFAR tasks), whose draws
+    :meth:`SequenceDataset.batch` makes.
     val_speaker: FSDD only; "val" is that speaker's recordings (outside test) and "train" the
     other speakers' (instead of the seeded ``val_fraction`` subset); not the held-out speaker.
     top_db: FSDD only; clamp each utterance's log-mel at its maximum minus top_db dB (0: off).
@@ -287,6 +300,7 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
         raise ConfigError(f"limit must be None or a non-negative integer, got {limit!r}")
     info = TASKS[name]
     from .fsdd import NORMALIZE, Augment, check_top_db
+    from .images import ImageAugment
     top_db, trim_db = check_top_db(top_db), check_top_db(trim_db, "trim_db")
     if normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
@@ -297,19 +311,22 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
             takers = [t for t, i in TASKS.items() if k in i.options]
             raise ConfigError(f"{k} applies to the tasks {', '.join(takers)} only, not {name!r}")
     if augment is not None:
-        if not isinstance(augment, Augment):
-            raise ConfigError(f"augment must be an edgessm.data.fsdd.Augment, got {type(augment).__name__}")
-        if not info.augmentable or split != "train":
-            takers = [t for t, i in TASKS.items() if i.augmentable]
-            raise ConfigError(f"augmentation applies to the train split of the tasks {', '.join(takers)} only, "
-                              f"not the {split!r} split of {name!r}")
+        kinds = {Augment: "audio", ImageAugment: "image"}
+        kind = kinds.get(type(augment))
+        if kind is None:
+            raise ConfigError(f"augment must be an edgessm.data.fsdd.Augment (audio) or an "
+                              f"edgessm.data.images.ImageAugment (image), got {type(augment).__name__}")
+        if info.augmentation != kind or split != "train":
+            takers = [t for t, i in TASKS.items() if i.augmentation == kind]
+            raise ConfigError(f"{kind} augmentation applies to the train split of the tasks "
+                              f"{', '.join(takers)} only, not the {split!r} split of {name!r}")
     rootp = resolve_root(root)
     dl = download_allowed(download)
     try:
         if name in ("smnist", "psmnist"):
             return _load_mnist_task(info, rootp, split, dl, val_fraction, seed, limit)
         if name in ("scifar", "scifar-gray"):
-            return _load_cifar_task(info, rootp, split, dl, val_fraction, seed, limit)
+            return _load_cifar_task(info, rootp, split, dl, val_fraction, seed, limit, augment)
         return _load_fsdd_task(info, rootp, split, dl, val_fraction, seed, limit, speaker_holdout,
                                normalize, augment, val_speaker, top_db, trim_db)
     except MissingDataError:   # inside data.sample.fallback(): the shipped sample, if it has the task

@@ -5,7 +5,8 @@ A run is config + seed and is reproducible. Sections::
     [model]  preset = "neuromorphic", then any ModelConfig field (d_model, d_state, ...)
     [data]   task, val_fraction, limit_train, limit_val, limit_test; fsdd tasks also
              speaker_holdout, val_speaker, normalize, top_db, trim_db and the training augmentation aug_*
-             (edgessm.data.fsdd)
+             (edgessm.data.fsdd); scifar tasks the training augmentation aug_flip, aug_shift_px
+             (edgessm.data.images)
     [train]  epochs, batch_size, lr, ssm_lr, weight_decay, warmup_epochs, grad_clip, seed, ...
 """
 from __future__ import annotations
@@ -43,6 +44,9 @@ class DataConfig:
     aug_freq_masks: int = 0       # SpecAugment channel masks of up to aug_freq_mask_channels
     aug_freq_mask_channels: int = 0
     aug_warp: float = 0.0         # vocal-tract-length warp of the mel filters by 1 + a, a in [-x, x]
+    # scifar tasks: augmentation of training images (edgessm.data.images.ImageAugment)
+    aug_flip: bool = False        # mirrored left-right with probability 1/2
+    aug_shift_px: int = 0         # translated by up to x pixels each way (mean colour moved in)
 
     def task_options(self) -> dict:
         """The load_task keywords of this task's splits for evaluation (no augmentation)."""
@@ -50,11 +54,27 @@ class DataConfig:
         return split_options(self.task, dataclasses.asdict(self))
 
     def augment(self):
-        """The fsdd training augmentation (edgessm.data.fsdd.Augment), or None when off."""
-        from ..data.fsdd import Augment
-        a = Augment(**{f.name[4:]: getattr(self, f.name) for f in dataclasses.fields(self)
-                       if f.name.startswith("aug_")})
+        """The training augmentation of this task (an edgessm.data.fsdd.Augment for audio, an
+        edgessm.data.images.ImageAugment for images), or None when off."""
+        from ..data.tasks import TASKS
+        kind = TASKS[self.task].augmentation if self.task in TASKS else ""
+        if kind == "image":
+            from ..data.images import ImageAugment
+            a = ImageAugment(flip=self.aug_flip, shift=self.aug_shift_px)
+        elif kind == "audio":
+            from ..data.fsdd import Augment
+            a = Augment(**{f[4:]: getattr(self, f) for f in AUG_FIELDS["audio"]})
+        else:
+            return None
         return a if a.active else None
+
+
+#: The [data] augmentation fields by the kind of task that takes them (TaskInfo.augmentation).
+AUG_FIELDS = {
+    "audio": ("aug_snr_db", "aug_gain_db", "aug_shift_ms", "aug_stretch", "aug_time_masks",
+              "aug_time_mask_frames", "aug_freq_masks", "aug_freq_mask_channels", "aug_warp"),
+    "image": ("aug_flip", "aug_shift_px"),
+}
 
 
 @dataclass
@@ -95,6 +115,8 @@ DATA_RULES = {
     "aug_freq_masks": Rule(int, ge=0, le=4, note="0: off"),
     "aug_freq_mask_channels": Rule(int, ge=0, le=16, note="mel channels"),
     "aug_warp": Rule(float, ge=0, le=0.2, note="0: off"),
+    "aug_flip": Rule(bool),
+    "aug_shift_px": Rule(int, ge=0, le=16, note="pixels, 0: off"),
     "top_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
     "trim_db": Rule(float, ge=0, le=120, note="dB, 0: off"),
 }
@@ -168,14 +190,16 @@ def from_dict(d: dict) -> RunConfig:
     if data.task not in TASKS:
         raise ConfigError(f"[data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
     info = TASKS[data.task]
+    def takes(i, k):   # whether the task i takes the [data] field k
+        return k in i.options or k in AUG_FIELDS.get(i.augmentation, ())
+
     set_ = [f.name for f in dataclasses.fields(DataConfig)
-            if getattr(data, f.name) != f.default and f.name not in info.options
-            and (f.name in SPLIT_OPTION_DEFAULTS or f.name.startswith("aug_") and not info.augmentable)]
+            if getattr(data, f.name) != f.default and not takes(info, f.name)
+            and (f.name in SPLIT_OPTION_DEFAULTS or f.name.startswith("aug_"))]
     if set_:
-        takers = [t for t, i in TASKS.items() if all(k in i.options or k.startswith("aug_") and i.augmentable
-                                                     for k in set_)]
-        raise ConfigError(f"[data] {', '.join(set_)} apply to the tasks {', '.join(takers)} only, "
-                          f"not {data.task!r}")
+        takers = [t for t, i in TASKS.items() if all(takes(i, k) for k in set_)]
+        raise ConfigError(f"[data] {', '.join(set_)} apply to the tasks {', '.join(takers) or '(none)'} "
+                          f"only, not {data.task!r}")
     for n, w in (("aug_time_masks", "aug_time_mask_frames"), ("aug_freq_masks", "aug_freq_mask_channels")):
         if bool(getattr(data, n)) != bool(getattr(data, w)):
             raise ConfigError(f"[data] {n} and {w} go together: set both > 0 or both 0 "
