@@ -61,6 +61,30 @@ def test_time_budget_then_resume_equals_uninterrupted(tmp_path):
     assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
 
 
+@needs_mnist
+def test_warm_start_records_its_origin_and_resumes_exactly(tmp_path):
+    """--init: the run starts from the checkpoint's weights, every checkpoint records where
+    from, and a stopped warm-started run resumes (without --init again) to the same weights."""
+    train(from_dict(TINY), tmp_path / "first", progress=False)
+    origin = str(tmp_path / "first" / "best")
+    full = train(from_dict(TINY), tmp_path / "full", init=origin, progress=False)
+    assert not _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "first" / "last"))
+    for name in ("best", "last"):
+        assert es.io.read_meta(tmp_path / "full" / name)["init"] == origin
+    assert "init" not in es.io.read_meta(tmp_path / "first" / "best")
+    stopped = train(from_dict(TINY), tmp_path / "part", init=origin, max_minutes=1e-6, progress=False)
+    assert stopped["stopped"]
+    resumed = train(from_dict(TINY), tmp_path / "part", resume=True, progress=False)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
+    assert es.io.read_meta(tmp_path / "part" / "best")["init"] == origin
+    # with a learning rate of ~0 the run ends where it started: the weights do come from --init
+    still = json.loads(json.dumps(TINY))
+    still["train"].update(lr=1e-12, ssm_lr=0.0, epochs=1)
+    train(from_dict(still), tmp_path / "still", init=origin, progress=False)
+    assert _same(_weights(tmp_path / "still" / "last"), _weights(origin), atol=1e-9)
+
+
 def _ema_cfg(decay=0.9):
     c = json.loads(json.dumps(TINY))
     c["train"]["ema"] = decay

@@ -218,6 +218,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         if ema is not None:
             ema.load(averaged, last)
         state.update(saved)
+        init = init or io.read_meta(last).get("init")   # a warm-started run keeps its origin
         log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
     if rank == 0:   # a fresh run starts its metrics over; a resumed one drops what it will redo
         trim_metrics(out / "metrics.jsonl", state["epoch"])
@@ -237,12 +238,15 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         f"{'compiled' if fwd.enabled else 'eager'}"
         f"{f', FFTs by {fftconv.describe()}' if device.type == 'cpu' else ''}")
 
+    # what every checkpoint of the run records: its config and, when warm-started, where from
+    run_meta = {"run": cfg.to_dict(), **({"init": str(init)} if init is not None else {})}
+
     def checkpoint(name: str, metrics: dict, trainer: bool = False):
         """OUT/name: the trained weights with the trainer state (`trainer`: OUT/last), else the
         weights that are evaluated (the average under ``[train] ema``)."""
         if rank == 0:
             m = model if trainer or ema is None else ema.model
-            write_checkpoint(out / name, partial(io.save, m, metrics=metrics, extra={"run": cfg.to_dict()}),
+            write_checkpoint(out / name, partial(io.save, m, metrics=metrics, extra=run_meta),
                              opt if trainer else None, state, ema.state() if trainer and ema is not None else None)
 
     def write_metrics(rec: dict):
@@ -349,7 +353,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         # levels, plus its "hw" metadata) saves that; others save as trained
         save = getattr(best, "save_deployable", None) or partial(io.save, best)
         write_checkpoint(out / "best", partial(save, metrics={**meta.get("metrics", {}), **result},
-                                               extra={"run": cfg.to_dict()}))
+                                               extra=run_meta))
         write_metrics({"final": result})
         log(json_text({"final": result}))
     if world > 1:
