@@ -190,6 +190,7 @@ def from_dict(d: dict) -> RunConfig:
     if data.task not in TASKS:
         raise ConfigError(f"[data] task must be one of {', '.join(TASKS)}, got {data.task!r}")
     info = TASKS[data.task]
+
     def takes(i, k):   # whether the task i takes the [data] field k
         return k in i.options or k in AUG_FIELDS.get(i.augmentation, ())
 
