@@ -70,14 +70,14 @@ def test_warm_start_records_its_origin_and_resumes_exactly(tmp_path):
     full = train(from_dict(TINY), tmp_path / "full", init=origin, progress=False)
     assert not _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "first" / "last"))
     for name in ("best", "last"):
-        assert es.io.read_meta(tmp_path / "full" / name)["init"] == origin
-    assert "init" not in es.io.read_meta(tmp_path / "first" / "best")
+        assert es.io.read_meta(tmp_path / "full" / name)["init_from"] == origin
+    assert "init_from" not in es.io.read_meta(tmp_path / "first" / "best")
     stopped = train(from_dict(TINY), tmp_path / "part", init=origin, max_minutes=1e-6, progress=False)
     assert stopped["stopped"]
     resumed = train(from_dict(TINY), tmp_path / "part", resume=True, progress=False)
     assert resumed["test_accuracy"] == full["test_accuracy"]
     assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
-    assert es.io.read_meta(tmp_path / "part" / "best")["init"] == origin
+    assert es.io.read_meta(tmp_path / "part" / "best")["init_from"] == origin
     # with a learning rate of ~0 the run ends where it started: the weights do come from --init
     still = json.loads(json.dumps(TINY))
     still["train"].update(lr=1e-12, ssm_lr=0.0, epochs=1)

@@ -218,7 +218,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         if ema is not None:
             ema.load(averaged, last)
         state.update(saved)
-        init = init or io.read_meta(last).get("init")   # a warm-started run keeps its origin
+        init = init or io.read_meta(last).get("init_from")   # a warm-started run keeps its origin
         log(f"resumed from {last}: epoch {state['epoch']}, step {state['step_in_epoch']}")
     if rank == 0:   # a fresh run starts its metrics over; a resumed one drops what it will redo
         trim_metrics(out / "metrics.jsonl", state["epoch"])
@@ -239,7 +239,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
         f"{f', FFTs by {fftconv.describe()}' if device.type == 'cpu' else ''}")
 
     # what every checkpoint of the run records: its config and, when warm-started, where from
-    run_meta = {"run": cfg.to_dict(), **({"init": str(init)} if init is not None else {})}
+    run_meta = {"run": cfg.to_dict(), **({"init_from": str(init)} if init is not None else {})}
 
     def checkpoint(name: str, metrics: dict, trainer: bool = False):
         """OUT/name: the trained weights with the trainer state (`trainer`: OUT/last), else the
