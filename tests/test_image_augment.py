@@ -26,9 +26,9 @@ def _reference(x, a, key):
     side = int(round(L ** 0.5))
     rng = np.random.default_rng(list(key))
     flip = rng.random(B) < 0.5 if a.flip else np.zeros(B, bool)
-    d = rng.integers(-a.shift, a.shift + 1, size=(B, 2)) if a.shift else np.zeros((B, 2), int)
+    d = rng.integers(-a.shift_px, a.shift_px + 1, size=(B, 2)) if a.shift_px else np.zeros((B, 2), int)
     out = []
-    s = a.shift
+    s = a.shift_px
     for b in range(B):
         img = x[b].numpy().reshape(side, side, C)
         if flip[b]:
@@ -43,15 +43,14 @@ def _reference(x, a, key):
 def test_flips_and_shifts_match_a_per_image_reference(flip, shift):
     x = _images()
     before = x.clone()
-    a = ImageAugment(flip=flip, shift=shift)
+    a = ImageAugment(flip=flip, shift_px=shift)
     out = augment_images(x, a, (5, 1, 2, 0))
     ref, flips, d = _reference(x, a, (5, 1, 2, 0))
     assert torch.equal(out, ref)
     assert torch.equal(x, before)                        # the input is not changed
     if flip:
         assert 0 < flips.sum() < len(flips)              # some mirrored, some not
-        b = int(np.flatnonzero(flips & (d == 0).all(1))[0]) if ((d == 0).all(1) & flips).any() else None
-        if b is not None:                                # unshifted and mirrored: rows reversed
+        for b in np.flatnonzero(flips & (d == 0).all(1)):  # unshifted and mirrored: rows reversed
             assert torch.equal(out[b].view(8, 8, 3), x[b].view(8, 8, 3).flip(1))
     if shift:
         assert (d != 0).any() and np.abs(d).max() <= shift
@@ -61,21 +60,21 @@ def test_flips_and_shifts_match_a_per_image_reference(flip, shift):
 
 def test_draws_depend_on_the_key_only_and_off_is_the_identity():
     x = _images()
-    a = ImageAugment(flip=True, shift=2)
+    a = ImageAugment(flip=True, shift_px=2)
     state = np.random.get_state()[1].copy(), torch.get_rng_state().clone()
     y = augment_images(x, a, (0, 3, 4, 0))
     assert np.array_equal(np.random.get_state()[1], state[0]) and torch.equal(torch.get_rng_state(), state[1])
     assert torch.equal(y, augment_images(x.clone(), a, (0, 3, 4, 0)))
     assert not torch.equal(y, augment_images(x, a, (0, 3, 5, 0)))
     assert torch.equal(augment_images(x, ImageAugment(), (0, 3, 4, 0)), x)
-    assert not ImageAugment().active and ImageAugment(shift=1).active and ImageAugment(flip=True).active
+    assert not ImageAugment().active and ImageAugment(shift_px=1).active and ImageAugment(flip=True).active
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"shift": -1}, r"shift must be an integer number of pixels in \[0, 16\]"),
-    ({"shift": 17}, r"shift must be"),
-    ({"shift": 2.0}, r"shift must be"),
-    ({"shift": True}, r"shift must be"),
+    ({"shift_px": -1}, r"shift_px must be an integer number of pixels in \[0, 16\]"),
+    ({"shift_px": 17}, r"shift_px must be"),
+    ({"shift_px": 2.0}, r"shift_px must be"),
+    ({"shift_px": True}, r"shift_px must be"),
     ({"flip": 1}, r"flip must be true or false"),
 ])
 def test_bad_augmentation_fields(kw, match):
@@ -89,7 +88,7 @@ def test_bad_batches():
     with pytest.raises(es.ConfigError, match=r"\(B, side \* side, C\)"):
         augment_images(torch.zeros(2, 16), ImageAugment(flip=True), (0,))
     with pytest.raises(es.ConfigError, match="empties a 4x4 image"):
-        augment_images(torch.zeros(2, 16, 1), ImageAugment(shift=4), (0,))
+        augment_images(torch.zeros(2, 16, 1), ImageAugment(shift_px=4), (0,))
 
 
 @pytest.mark.parametrize("key, value, match", [
@@ -103,10 +102,25 @@ def test_config_rules(key, value, match):
         from_dict({"data": {"task": "scifar", key: value}})
 
 
+def test_config_fields_are_the_augmentation_classes_fields():
+    import dataclasses
+    from edgessm.data.tasks import augmentation_class
+    from edgessm.train.config import DATA_RULES, DataConfig, aug_fields
+    assert aug_fields("image") == ("aug_flip", "aug_shift_px")
+    assert aug_fields("audio") == ("aug_snr_db", "aug_gain_db", "aug_shift_ms", "aug_stretch", "aug_time_masks",
+                                   "aug_time_mask_frames", "aug_freq_masks", "aug_freq_mask_channels", "aug_warp")
+    assert aug_fields("") == ()
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    assert {f for f in fields if f.startswith("aug_")} == set(aug_fields("audio") + aug_fields("image"))
+    assert all(f in DATA_RULES for f in aug_fields("audio") + aug_fields("image"))
+    with pytest.raises(es.ConfigError, match="unknown kind of augmentation 'video'; known: audio, image"):
+        augmentation_class("video")
+
+
 def test_config_fields_go_with_their_kind_of_task():
     d = from_dict({"data": {"task": "scifar", "aug_flip": True, "aug_shift_px": 4}}).data
-    assert d.augment() == ImageAugment(flip=True, shift=4)
-    assert from_dict({"data": {"task": "scifar-gray", "aug_shift_px": 2}}).data.augment() == ImageAugment(shift=2)
+    assert d.augment() == ImageAugment(flip=True, shift_px=4)
+    assert from_dict({"data": {"task": "scifar-gray", "aug_shift_px": 2}}).data.augment() == ImageAugment(shift_px=2)
     assert from_dict({"data": {"task": "scifar"}}).data.augment() is None
     assert from_dict({"data": {"task": "fsdd", "aug_gain_db": 3.0}}).data.augment() == Augment(gain_db=3.0)
     with pytest.raises(es.ConfigError, match="aug_flip apply to the tasks scifar, scifar-gray only, not 'smnist'"):
@@ -121,7 +135,7 @@ def test_config_fields_go_with_their_kind_of_task():
 
 @needs_cifar
 def test_load_task_batches_and_refusals():
-    a = ImageAugment(flip=True, shift=4)
+    a = ImageAugment(flip=True, shift_px=4)
     ds = load_task("scifar", "train", limit=64, augment=a)
     rows = torch.tensor([3, 0, 17, 63, 5])
     assert torch.equal(ds.batch(rows, (0, 1, 2, 0)), augment_images(ds.x[rows], a, (0, 1, 2, 0)))

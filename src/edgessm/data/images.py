@@ -5,9 +5,9 @@ the image and gives back the sequence, so the model still reads one pixel per to
 
 - ``flip``: each image mirrored left-right with probability 1/2 (each row of pixels is read
   in reverse order);
-- ``shift``: each image translated by (dy, dx), each uniform in [-shift, shift] pixels; the
+- ``shift_px``: each image translated by (dy, dx), each uniform in [-shift_px, shift_px] pixels; the
   pixels moved in at the border are the data set's mean colour (0 after the normalization),
-  the pixels moved out are dropped. This is the "pad by `shift`, crop at random" of image
+  the pixels moved out are dropped. This is the "pad by `shift_px`, crop at random" of image
   classifiers, with the padding at the mean colour.
 
 A batch's draws come from ``numpy.random.default_rng(key)`` (``key``: non-negative ints, e.g.
@@ -31,23 +31,23 @@ MAX_SHIFT = 16    # pixels; half the side of a CIFAR image
 
 @dataclasses.dataclass(frozen=True)
 class ImageAugment:
-    """Augmentation of training images (off by default); the ``[data]`` fields ``aug_flip``
-    and ``aug_shift_px``. See the module's description."""
+    """Augmentation of training images (off by default); each field ``f`` is the ``[data]``
+    field ``aug_f``. See the module's description."""
 
     flip: bool = False
-    shift: int = 0
+    shift_px: int = 0
 
     def __post_init__(self):
         if not isinstance(self.flip, (bool, np.bool_)):
             raise ConfigError(f"image augmentation flip must be true or false, got {self.flip!r}")
-        if isinstance(self.shift, bool) or not isinstance(self.shift, (int, np.integer)) \
-                or not 0 <= self.shift <= MAX_SHIFT:
-            raise ConfigError(f"image augmentation shift must be an integer number of pixels in "
-                              f"[0, {MAX_SHIFT}], got {self.shift!r}")
+        if isinstance(self.shift_px, bool) or not isinstance(self.shift_px, (int, np.integer)) \
+                or not 0 <= self.shift_px <= MAX_SHIFT:
+            raise ConfigError(f"image augmentation shift_px must be an integer number of pixels in "
+                              f"[0, {MAX_SHIFT}], got {self.shift_px!r}")
 
     @property
     def active(self) -> bool:
-        return bool(self.flip or self.shift)
+        return bool(self.flip or self.shift_px)
 
 
 def augment_images(x: torch.Tensor, a: ImageAugment, key) -> torch.Tensor:
@@ -59,11 +59,12 @@ def augment_images(x: torch.Tensor, a: ImageAugment, key) -> torch.Tensor:
     side = math.isqrt(L)
     if side * side != L:
         raise ConfigError(f"augment_images: a sequence of {L} tokens is not a square image")
-    if a.shift >= side:
-        raise ConfigError(f"augment_images: a shift of {a.shift} pixels empties a {side}x{side} image")
+    s = a.shift_px
+    if s >= side:
+        raise ConfigError(f"augment_images: a shift of {s} pixels empties a {side}x{side} image")
     rng = np.random.default_rng([int(k) for k in key])
     flip = rng.random(B) < 0.5 if a.flip else np.zeros(B, dtype=bool)
-    d = rng.integers(-a.shift, a.shift + 1, size=(B, 2)) if a.shift else np.zeros((B, 2), np.int64)
+    d = rng.integers(-s, s + 1, size=(B, 2)) if s else np.zeros((B, 2), np.int64)
     pix = np.arange(side)
     rows = pix[None, :] - d[:, :1]                        # out[i, j] = flipped(in)[i - dy, j - dx]
     cols = pix[None, :] - d[:, 1:]

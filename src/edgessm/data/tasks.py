@@ -86,6 +86,17 @@ class TaskInfo:
     augmentation: str = ""          # "", "audio" or "image"
 
 
+def augmentation_class(kind: str) -> type:
+    """The augmentation class of a kind of task (:attr:`TaskInfo.augmentation`, "audio" or
+    "image"); each of its fields ``f`` is the run config's ``[data]`` field ``aug_f``."""
+    from .fsdd import Augment
+    from .images import ImageAugment
+    classes = {"audio": Augment, "image": ImageAugment}
+    if kind not in classes:
+        raise ConfigError(f"unknown kind of augmentation {kind!r}; known: {', '.join(classes)}")
+    return classes[kind]
+
+
 def _is_set(option: str, value) -> bool:
     """Whether a split option's value differs from its default (None and "" count as unset)."""
     return value not in (None, "") and value != SPLIT_OPTION_DEFAULTS[option]
@@ -299,8 +310,7 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
         raise ConfigError(f"limit must be None or a non-negative integer, got {limit!r}")
     info = TASKS[name]
-    from .fsdd import NORMALIZE, Augment, check_top_db
-    from .images import ImageAugment
+    from .fsdd import NORMALIZE, check_top_db
     top_db, trim_db = check_top_db(top_db), check_top_db(trim_db, "trim_db")
     if normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
@@ -311,8 +321,7 @@ def load_task(name: str, split: str, *, root: str | os.PathLike | None = None,
             takers = [t for t, i in TASKS.items() if k in i.options]
             raise ConfigError(f"{k} applies to the tasks {', '.join(takers)} only, not {name!r}")
     if augment is not None:
-        kinds = {Augment: "audio", ImageAugment: "image"}
-        kind = kinds.get(type(augment))
+        kind = next((k for k in ("audio", "image") if type(augment) is augmentation_class(k)), None)
         if kind is None:
             raise ConfigError(f"augment must be an edgessm.data.fsdd.Augment (audio) or an "
                               f"edgessm.data.images.ImageAugment (image), got {type(augment).__name__}")

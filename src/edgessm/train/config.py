@@ -56,25 +56,21 @@ class DataConfig:
     def augment(self):
         """The training augmentation of this task (an edgessm.data.fsdd.Augment for audio, an
         edgessm.data.images.ImageAugment for images), or None when off."""
-        from ..data.tasks import TASKS
+        from ..data.tasks import TASKS, augmentation_class
         kind = TASKS[self.task].augmentation if self.task in TASKS else ""
-        if kind == "image":
-            from ..data.images import ImageAugment
-            a = ImageAugment(flip=self.aug_flip, shift=self.aug_shift_px)
-        elif kind == "audio":
-            from ..data.fsdd import Augment
-            a = Augment(**{f[4:]: getattr(self, f) for f in AUG_FIELDS["audio"]})
-        else:
+        if not kind:
             return None
+        a = augmentation_class(kind)(**{f[4:]: getattr(self, f) for f in aug_fields(kind)})
         return a if a.active else None
 
 
-#: The [data] augmentation fields by the kind of task that takes them (TaskInfo.augmentation).
-AUG_FIELDS = {
-    "audio": ("aug_snr_db", "aug_gain_db", "aug_shift_ms", "aug_stretch", "aug_time_masks",
-              "aug_time_mask_frames", "aug_freq_masks", "aug_freq_mask_channels", "aug_warp"),
-    "image": ("aug_flip", "aug_shift_px"),
-}
+def aug_fields(kind: str) -> tuple[str, ...]:
+    """The [data] augmentation fields of a kind of task (TaskInfo.augmentation; "" has none):
+    ``aug_`` + each field of its augmentation class."""
+    if not kind:
+        return ()
+    from ..data.tasks import augmentation_class
+    return tuple("aug_" + f.name for f in dataclasses.fields(augmentation_class(kind)))
 
 
 @dataclass
@@ -192,7 +188,7 @@ def from_dict(d: dict) -> RunConfig:
     info = TASKS[data.task]
 
     def takes(i, k):   # whether the task i takes the [data] field k
-        return k in i.options or k in AUG_FIELDS.get(i.augmentation, ())
+        return k in i.options or k in aug_fields(i.augmentation)
 
     set_ = [f.name for f in dataclasses.fields(DataConfig)
             if getattr(data, f.name) != f.default and not takes(info, f.name)
