@@ -74,7 +74,6 @@ def test_every_constant_has_a_source():
     (dict(norm="batch"), "blocks.0.norm (BatchNorm1d)"),
     (dict(activation="gelu"), "blocks.0.act (GELU)"),
     (dict(mixing="glu"), "blocks.0.mix (GLU mixing)"),
-    (dict(readout="mean"), "readout 'mean'"),
 ])
 def test_unmappable_layers_name_the_layer_and_why(kw, words):
     preset = kw.pop("preset", "neuromorphic")

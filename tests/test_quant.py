@@ -409,18 +409,19 @@ def test_ptq_on_real_smnist_keeps_accuracy():
     assert q.overflows["state"] == 0
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_evaluate_on_the_integer_engine_equals_the_models_integer_forward(residual, monkeypatch):
+@pytest.mark.parametrize("residual,readout", [(False, "last"), (True, "last"), (True, "mean")])
+def test_evaluate_on_the_integer_engine_equals_the_models_integer_forward(residual, readout, monkeypatch):
     """``train.evaluate`` of a quantized model over many tokens runs its integer network on the
     integer engine's C backend: the same accuracy, loss and overflow counts as the model's own
     integer forward (here with saturating inputs and activations, so overflows are counted; the
-    readout, which the engine runs at every token, does not saturate here)."""
+    readout, which the engine runs at every token, does not saturate here). A mean readout: the
+    mean of the engine's outputs over the tokens."""
     from edgessm.data.tasks import TASKS, SequenceDataset
     from edgessm.targets.fixed import cengine
     from edgessm.train import loop
     torch.manual_seed(2)
     m = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=10, d_model=16, d_state=8,
-                                     n_layers=2, residual=residual)
+                                     n_layers=2, residual=residual, readout=readout)
     X = torch.randn(48, 30, 1)
     q = quantize(m, "loihi2", calibration=X[:8] * 0.25)       # calibrated small: the rest saturates
     if cengine.unavailable(q.integer_network()) is not None:

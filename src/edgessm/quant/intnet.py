@@ -13,11 +13,18 @@ execute it, so the two can be compared integer for integer. Per token::
             xi' = sat(rshift_round(ar*xi + ai*xr, sA) + rshift_round(bi*u, sB))
             y   = sat(rshift_round(sum_n(cr*xr' - ci*xi'), sC) + rshift_round(dm*u, sD))
             a   = ReLU(y)                                                graded spike
-    logits = out_m * 2**e_out                                            host-side decoding
+    logits = out_m * 2**e_out                      host-side decoding, last-token readout
+    total += out_m;  logits = total * 2**e_out / t         host-side decoding, mean readout
 
 with shifts ``sA = -e_A``, ``sB = e_x - e_B - e_u``, ``sC = e_y - e_C - e_x``,
 ``sD = e_y - e_D - e_u`` (per layer, or per channel) and dense shifts
 ``s[c] = e_out - f[c] - e_in``. (cr, ci) are the mantissas of 2C, so y = 2 Re(C x) + D u.
+
+The decoder runs at every token (the readout per token). With a mean readout the host keeps
+the running sum of its integer outputs (``IntState.total``, exact in int64) and divides by the
+token count when it decodes: the decoder is linear, so the sum's argmax is the mean's, and no
+division happens inside the network (:func:`mean_readout` and its torch twin in
+``QuantSequenceModel``).
 
 :class:`IntState` is the streaming state of every executor of an integer network (the
 integer engine's numpy and C backends, ``QuantSequenceModel.step``).
@@ -91,6 +98,7 @@ class IntNet:
     decoder: DenseInt | None = None
     spec_name: str = "?"
     compile_overflows: dict = field(default_factory=dict)   # e.g. biases that did not fit
+    readout: str = "last"       # "last" or "mean": how the host reduces the per-token outputs
 
     @property
     def d_input(self) -> int:
@@ -117,11 +125,14 @@ class IntState:
     arrays in the integer engine (``targets/fixed``, numpy and C backends), torch tensors in
     ``QuantSequenceModel.step`` (:meth:`to_numpy`, :meth:`to_torch` convert, so a stream can
     move between them). refs: with sigma-delta messaging, per graded population the last
-    value it sent, (B, size) int64; empty otherwise. t: tokens seen. Treat as immutable:
-    a step returns a new IntState."""
+    value it sent, (B, size) int64; empty otherwise. t: tokens seen. total: with a mean
+    readout, the host's running sum of the decoder's integer outputs, (B, d_out) int64 (None
+    with a last-token readout; the engines carry it through, the host boundary updates it).
+    Treat as immutable: a step returns a new IntState."""
     layers: list
     refs: dict = field(default_factory=dict)
     t: int = 0
+    total: object = None
 
     @property
     def batch(self) -> int:
@@ -132,7 +143,8 @@ class IntState:
         def arr(a):
             return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy().astype(np.int64, copy=True)
         return IntState([(arr(xr), arr(xi)) for xr, xi in self.layers],
-                        {k: arr(v) for k, v in self.refs.items()}, self.t)
+                        {k: arr(v) for k, v in self.refs.items()}, self.t,
+                        None if self.total is None else arr(self.total))
 
     def to_torch(self, device=None) -> "IntState":
         """The same state with torch int64 tensors (on `device`)."""
@@ -142,4 +154,17 @@ class IntState:
             return torch.as_tensor(np.asarray(a) if isinstance(a, np.ndarray) else a, dtype=torch.int64,
                                    device=device).clone()
         return IntState([(ten(xr), ten(xi)) for xr, xi in self.layers],
-                        {k: ten(v) for k, v in self.refs.items()}, self.t)
+                        {k: ten(v) for k, v in self.refs.items()}, self.t,
+                        None if self.total is None else ten(self.total))
+
+
+def mean_readout(out: np.ndarray, total: np.ndarray | None = None, t: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The mean readout of per-token decoder outputs `out` (B, L, d_out) int64, continuing a
+    stream that has seen `t` tokens with running sum `total` (B, d_out) (None: a new stream):
+    (the readout after every token in mantissa units, float64 (B, L, d_out); the running sum
+    after the last token, int64). The sums are exact; the division is the host's."""
+    s = np.cumsum(out, axis=1, dtype=np.int64)
+    if total is not None:
+        s += total[:, None]
+    count = np.arange(t + 1, t + out.shape[1] + 1, dtype=np.float64).reshape(1, -1, 1)
+    return s / count, s[:, -1].copy()

@@ -9,10 +9,12 @@
   state. The integer engine (``targets/fixed``) executes the same network in numpy and
   must agree integer for integer (``tests/test_fixed.py``).
 
-Only what a neuromorphic core can do is quantizable: ReLU, Linear mixing, no block norm,
-last-token readout (the ``neuromorphic`` preset), optionally with residual connections (the
-block input added to the mixing layer's graded spikes: one synapse per neuron) and a batch
-norm of the mixing product (``mix_norm``, folded into the mixing weights by ``from_float``).
+Only what a neuromorphic core can do is quantizable: ReLU, Linear mixing, no block norm
+(the ``neuromorphic`` preset), optionally with residual connections (the block input added to
+the mixing layer's graded spikes: one synapse per neuron) and a batch norm of the mixing product
+(``mix_norm``, folded into the mixing weights by ``from_float``). The decoder runs at every
+token; the readout is its last output, or with a mean readout the host's running sum of its
+integer outputs divided by the token count (:mod:`.intnet`).
 """
 from __future__ import annotations
 
@@ -49,9 +51,6 @@ def unsupported(config: ModelConfig) -> list[str]:
     if config.norm != "none":
         why.append(f"norm {config.norm!r}: normalization needs a per-token mean/variance, "
                    f"division and square root across channels; use norm='none'")
-    if config.readout != "last":
-        why.append(f"readout {config.readout!r}: a running mean needs a division per token; "
-                   f"use readout='last'")
     return why
 
 
@@ -226,7 +225,7 @@ class QuantSequenceModel(SequenceModel):
                               int(self.exp_out), relu=False, comp=comp)
         net = IntNet(in_exp=int(self.exp_in), in_bits=sp["input"].bits, in_mode=sp["input"].overflow,
                      encoder=enc, layers=layers, decoder=dec, spec_name=sp.name,
-                     compile_overflows=comp)
+                     compile_overflows=comp, readout=self.config.readout)
         self._int_net, self._int_key, self._int_t = net, key, None
         return net
 
@@ -332,7 +331,9 @@ class QuantSequenceModel(SequenceModel):
 
     @torch.no_grad()
     def int_forward(self, x: torch.Tensor, all_tokens: bool = True) -> torch.Tensor:
-        """Integer logits mantissas: (B, L, d_out) (all_tokens) or (B, d_out), int64."""
+        """The decoder's integer outputs (mantissas): at every token (B, L, d_out) (all_tokens),
+        or (B, d_out) the last token's, int64. With a mean readout the logits are their running
+        mean (:meth:`forward`, :meth:`forward_tokens`)."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         net, T = self._tensors()
         xm, o = quantize_input_t(x, net.in_exp, net.in_bits)
@@ -350,6 +351,14 @@ class QuantSequenceModel(SequenceModel):
 
     def _to_float(self, m: torch.Tensor) -> torch.Tensor:
         return (m.double() * 2.0 ** int(self.exp_out)).float()
+
+    def _readout_int(self, out: torch.Tensor) -> torch.Tensor:
+        """Logits after every token from the decoder's integer outputs (B, L, d_out): as they are
+        (last-token readout), or their running mean, the sums exact in int64 (mean readout)."""
+        if self.config.readout != "mean":
+            return self._to_float(out)
+        count = torch.arange(1, out.shape[1] + 1, dtype=torch.float64, device=out.device).view(1, -1, 1)
+        return (out.cumsum(1).double() / count * 2.0 ** int(self.exp_out)).float()
 
     def reset_overflows(self):
         self.overflows = {k: 0 for k in OVERFLOW_KINDS}
@@ -400,11 +409,26 @@ class QuantSequenceModel(SequenceModel):
         return h
 
     def _fq_decoder(self, h):
-        """Fake-quantized decoder on (B, H) or (B, L, H) -> logits."""
+        """Fake-quantized decoder on (B, H) or (B, L, H) -> its outputs (the logits of a
+        last-token readout)."""
         w = fake_quant_weight(self.decoder.weight, self.spec["decoder"],
                               self.lsq["decoder"] if "decoder" in self.lsq else None)
         return fake_quant_act(F.linear(h, w, self.decoder.bias), int(self.exp_out),
                               self.spec["activations"].bits)
+
+    def _fq_logits(self, x, all_tokens: bool):
+        """Fake-quantized logits: (B, L, d_out) after every token, or (B, d_out) after the last.
+        A mean readout averages the decoder's per-token outputs, as the host does with the
+        integer ones."""
+        if self.config.readout == "mean":
+            out = self._fq_decoder(self._fq_features(x).transpose(1, 2))
+            if not all_tokens:
+                return out.mean(1)
+            count = torch.arange(1, out.shape[1] + 1, dtype=out.dtype, device=out.device).view(1, -1, 1)
+            return out.cumsum(1) / count
+        if all_tokens:
+            return self._fq_decoder(self._fq_features(x).transpose(1, 2))
+        return self._fq_decoder(self._fq_features(x, last=True)[..., -1])
 
     # ---- the SequenceModel interface ----------------------------------------------------------
     def features(self, x, mode=None):
@@ -415,14 +439,16 @@ class QuantSequenceModel(SequenceModel):
         """(B, L, d_in) -> logits (B, d_out): fake-quantized in train mode, integer-exact in eval."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.training or not self.exact_eval:
-            return self._fq_decoder(self._fq_features(x, last=True)[..., -1])
+            return self._fq_logits(x, all_tokens=False)
+        if self.config.readout == "mean":
+            return self._readout_int(self.int_forward(x, all_tokens=True))[:, -1]
         return self._to_float(self.int_forward(x, all_tokens=False))
 
     def forward_tokens(self, x: torch.Tensor, mode=None) -> torch.Tensor:
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.training or not self.exact_eval:
-            return self._fq_decoder(self._fq_features(x).transpose(1, 2))
-        return self._to_float(self.int_forward(x, all_tokens=True))
+            return self._fq_logits(x, all_tokens=True)
+        return self._readout_int(self.int_forward(x, all_tokens=True))
 
     def init_state(self, batch: int = 1) -> IntState:
         """The integer network's streaming state (:class:`~.intnet.IntState`, torch tensors on
@@ -434,16 +460,19 @@ class QuantSequenceModel(SequenceModel):
 
         def zeros():
             return torch.zeros(batch, c.d_model, c.d_state // 2, dtype=torch.int64, device=dev)
-        return IntState([(zeros(), zeros()) for _ in range(c.n_layers)], {}, 0)
+        total = torch.zeros(batch, c.d_output, dtype=torch.int64, device=dev) if c.readout == "mean" else None
+        return IntState([(zeros(), zeros()) for _ in range(c.n_layers)], {}, 0, total)
 
     @torch.no_grad()
     def step(self, x_t: torch.Tensor, state: IntState):
         """One token through the integer network: (logits (B, d_out), new state)."""
         check_tensor(x_t, ndim=2, last=self.config.d_input, name="x_t", what="(batch, d_input)")
         H, n = self.config.d_model, self.config.d_state // 2
+        mean = self.config.readout == "mean"
         if not isinstance(state, IntState) or len(state.layers) != len(self.blocks) \
                 or any(not isinstance(a, torch.Tensor) or a.dtype != torch.int64 or a.shape != (x_t.shape[0], H, n)
-                       for pair in state.layers for a in pair):
+                       for pair in state.layers for a in pair) \
+                or not _total_ok(state.total, mean, (x_t.shape[0], self.config.d_output), torch.Tensor):
             raise InputError(f"state does not belong to this quantized model and batch "
                              f"{x_t.shape[0]}; create it with init_state({x_t.shape[0]}) (an engine's "
                              f"numpy state: state.to_torch())")
@@ -457,10 +486,23 @@ class QuantSequenceModel(SequenceModel):
             new.append((xr, xi))
             h = self._dense_t(y.clamp(min=0), m, tm, res=h)
         out = self._dense_t(h, net.decoder, T["dec"])
-        return self._to_float(out), IntState(new, {}, state.t + 1)
+        if not mean:
+            return self._to_float(out), IntState(new, {}, state.t + 1)
+        total = state.total + out
+        return (total.double() / (state.t + 1) * 2.0 ** int(self.exp_out)).float(), \
+            IntState(new, {}, state.t + 1, total)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, calibrated={bool(self.calibrated)}"
+
+
+def _total_ok(total, mean: bool, shape: tuple, kind: type) -> bool:
+    """Whether a state's readout sum fits the model: (B, d_out) int64 of `kind` with a mean
+    readout, None without."""
+    if not mean:
+        return total is None
+    return isinstance(total, kind) and total.dtype == (torch.int64 if kind is torch.Tensor else np.int64) \
+        and tuple(total.shape) == shape
 
 
 def build_quantized(config: ModelConfig, quant_meta: dict) -> QuantSequenceModel:

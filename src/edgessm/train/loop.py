@@ -79,14 +79,16 @@ def _integer_engine(model: nn.Module, dataset, dev: torch.device):
 
 
 def _engine_logits(eng, x: torch.Tensor) -> torch.Tensor:
-    """The last token's logits of the integer network on the engine, as the model's eval forward
-    gives them (the input encoded, the output mantissas scaled by 2^out_exp)."""
+    """The logits after the last token of the integer network on the engine, as the model's
+    eval forward gives them (the input encoded, the output mantissas, or a mean readout's mean
+    of them, scaled by 2^out_exp)."""
     from ..quant.fixedpoint import quantize_input_np
     net = eng.net
     xm, o = quantize_input_np(x.numpy(), net.in_exp, net.in_bits)
     eng._over("input", "input", o)
-    out, _ = eng.run_int(xm)
-    return (torch.from_numpy(out[:, -1]).double() * 2.0 ** int(net.out_exp)).float()
+    out = torch.from_numpy(eng.run_int(xm)[0])
+    final = out.sum(1).double() / out.shape[1] if net.readout == "mean" else out[:, -1].double()
+    return (final * 2.0 ** int(net.out_exp)).float()
 
 
 @torch.no_grad()

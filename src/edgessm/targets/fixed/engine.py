@@ -241,7 +241,7 @@ class Engine:
             self._over(kind, where, int(n))
         self.stream_tokens += B * L
         self.steps += L
-        return out, IntState(layers, refs if sd else {}, state.t + L)
+        return out, IntState(layers, refs if sd else {}, state.t + L, state.total)
 
     def step_int(self, xm: np.ndarray, state: IntState) -> tuple[np.ndarray, IntState]:
         """One token of every stream: integer input (B, d_in) -> integer logits (B, d_out).
@@ -275,4 +275,4 @@ class Engine:
         self._send(P["decoder"], out, state.refs, refs)
         self.stream_tokens += xm.shape[0]
         self.steps += 1
-        return out, IntState(layers, refs, state.t + 1)
+        return out, IntState(layers, refs, state.t + 1, state.total)

@@ -12,7 +12,8 @@ import torch
 from ...errors import ConfigError, InputError
 from ...fields import Rule
 from ...quant.fixedpoint import quantize_input_np
-from ...quant.model import QuantSequenceModel, unsupported
+from ...quant.intnet import mean_readout
+from ...quant.model import QuantSequenceModel, _total_ok, unsupported
 from ...quant.ptq import quantize
 from ...quant.spec import QuantSpec
 from ...ssm.validate import check_tensor
@@ -97,26 +98,45 @@ class FixedProgram(Program):
         return xm
 
     def decode(self, m: np.ndarray) -> torch.Tensor:
+        """Mantissas (integer outputs, or a mean readout's running means) -> float logits."""
         return torch.from_numpy(m.astype(np.float64) * 2.0 ** self.net.out_exp).float()
+
+    @property
+    def mean(self) -> bool:
+        """A mean readout: the host sums the decoder's integer outputs and divides by the count."""
+        return self.net.readout == "mean"
+
+    def readout(self, out: np.ndarray) -> torch.Tensor:
+        """The prediction after every token (float logits, (B, L, d_out)) from the decoder's
+        integer outputs of a whole stream (B, L, d_out)."""
+        return self.decode(mean_readout(out)[0] if self.mean else out)
 
     def init_state(self, batch: int = 1) -> EngineState:
         if not isinstance(batch, int) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
-        return self.engine.init_state(batch)
+        st = self.engine.init_state(batch)
+        if self.mean:
+            st.total = np.zeros((batch, self.d_output), np.int64)
+        return st
 
     def step(self, x_t: torch.Tensor, state: EngineState):
         check_tensor(x_t, ndim=2, last=self.d_input, name="x_t", what="(batch, d_input)")
-        if not isinstance(state, EngineState) or state.batch != x_t.shape[0]:
+        if not isinstance(state, EngineState) or state.batch != x_t.shape[0] \
+                or not _total_ok(state.total, self.mean, (x_t.shape[0], self.d_output), np.ndarray):
             raise InputError(f"state does not belong to this program and batch {x_t.shape[0]}; "
                              f"create it with init_state({x_t.shape[0]})")
         t0 = time.perf_counter()
-        out, state = self.engine.step_int(self.encode(x_t.detach().cpu().numpy()), state)
+        out, new = self.engine.step_int(self.encode(x_t.detach().cpu().numpy()), state)
         self._wall[0] += time.perf_counter() - t0
         self._wall[1] += 1
-        return self.decode(out), state
+        if not self.mean:
+            return self.decode(out), new
+        m, new.total = mean_readout(out[:, None], state.total, state.t)
+        return self.decode(m[:, 0]), new
 
     def run_int(self, X: torch.Tensor) -> np.ndarray:
-        """(B, L, d_in) -> integer logits (B, L, d_out), token by token."""
+        """(B, L, d_in) -> the decoder's integer outputs (B, L, d_out), token by token (the
+        logits of a last-token readout; :meth:`readout` makes the prediction of either kind)."""
         check_tensor(X, ndim=3, last=self.d_input, name="X", what="(batch, length, d_input)")
         xm = self.encode(X.detach().cpu().numpy())
         t0 = time.perf_counter()
@@ -126,7 +146,7 @@ class FixedProgram(Program):
         return out
 
     def run(self, X: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.run_int(X))
+        return self.readout(self.run_int(X))
 
     # ---- verification ----------------------------------------------------------------------
     def check(self, X: torch.Tensor, batch_size: int = 64, labels: torch.Tensor | None = None) -> dict:
@@ -134,7 +154,8 @@ class FixedProgram(Program):
 
         Returns the number of mismatching integer outputs (all tokens, all classes), how many
         were compared, how many samples had any mismatch, and, with labels, the engine's
-        correct predictions after the last token."""
+        correct predictions after the last token (a mean readout: the argmax of the sum of the
+        outputs over the tokens, which is the mean's)."""
         mism, compared, samples, maxdiff, correct = 0, 0, 0, 0, 0
         for s in range(0, X.shape[0], batch_size):
             xb = X[s:s + batch_size]
@@ -146,7 +167,8 @@ class FixedProgram(Program):
             samples += int(d.reshape(d.shape[0], -1).any(1).sum())
             maxdiff = max(maxdiff, int(np.abs(a - b).max()) if d.any() else 0)
             if labels is not None:
-                correct += int((torch.from_numpy(a[:, -1].argmax(-1)) == labels[s:s + batch_size]).sum())
+                final = a.sum(1) if self.mean else a[:, -1]
+                correct += int((torch.from_numpy(final.argmax(-1)) == labels[s:s + batch_size]).sum())
         out = {"mismatches": mism, "compared": compared, "samples_with_mismatch": samples,
                "max_abs_diff": maxdiff}
         if labels is not None:

@@ -13,6 +13,12 @@ A population is split over enough cores that neurons, synaptic memory (weights o
 incoming synapses plus neuron state) and synaptic work per step fit one core
 (``constants.CONSTANTS``); cores are laid out row by row on the 8 x 16 mesh.
 
+Readout. The decoder's graded spikes leave the chip at every token (``messages_out``): the
+prediction after each token. With a last-token readout the host decodes them as they come;
+with a mean readout it keeps their running sum (d_out integer additions per token on the host,
+not counted as chip work) and divides by the token count when it reads the prediction, so no
+neuron divides.
+
 Cost per token, from counted work (a run on data) or the dense worst case:
     E_dynamic = synops * E_synop + neuron updates * E_neuron
               + messages * E_spike + message hops * E_hop
@@ -80,9 +86,6 @@ def unmappable_layers(model) -> list[str]:
         if b.mixing != "linear":
             why.append(f"blocks.{i}.mix (GLU mixing): the gate multiplies one neuron's output by "
                        f"the sigmoid of another's; synapses only add weighted spikes")
-    if c.readout != "last":
-        why.append(f"readout {c.readout!r}: a running mean needs a division by the token count "
-                   f"every step; use readout='last'")
     return why
 
 
@@ -223,7 +226,10 @@ class Loihi2Program(FixedProgram):
             assumptions={**used, "work": w["source"], "time_per_step_s": t_step, "depth_steps": depth,
                          "cores": cores, "chips": self.mapping["chips"], "tokens": tokens,
                          "per_op_figures": "Loihi 1 (14 nm) measurements [D18]: an upper bound for Loihi 2",
-                         "token_mode": "one token traverses all populations before the next enters"},
+                         "token_mode": "one token traverses all populations before the next enters",
+                         "readout": ("the decoder's outputs leave the chip every token; the host sums them "
+                                     "and divides by the token count (mean readout, host work not counted)"
+                                     if self.mean else "the decoder's outputs leave the chip every token")},
             breakdown={"synaptic": e_syn, "neurons": e_neu, "messages": e_msg, "hops": e_hop,
                        "static": p_static * t_token})
 
@@ -241,7 +247,7 @@ class Loihi2Target(FixedTarget):
         if why:
             raise ConfigError("loihi2 cannot map this model: " + "; ".join(why)
                               + ". Use the 'neuromorphic' preset (ReLU, linear mixing, no block norm, "
-                                "last-token readout; residual connections and mix_norm are allowed).")
+                                "residual connections, mix_norm and a mean readout are allowed).")
         spec = config.quant_spec
         s = spec if spec is not None else (
             model.spec if isinstance(model, QuantSequenceModel) else QuantSpec.preset("loihi2"))
