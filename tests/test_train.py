@@ -85,6 +85,35 @@ def test_warm_start_records_its_origin_and_resumes_exactly(tmp_path):
     assert _same(_weights(tmp_path / "still" / "last"), _weights(origin), atol=1e-9)
 
 
+@needs_mnist
+def test_warm_start_may_change_the_readout_and_dropout_only(tmp_path):
+    """--init with [model] fields that hold no weights (readout, dropout) set otherwise: the run
+    trains the checkpoint's weights under the new ones, and a stop resumes (the config builds
+    the same model); a field that shapes the weights is refused before anything is written."""
+    train(from_dict(TINY), tmp_path / "first", progress=False)
+    origin = str(tmp_path / "first" / "best")
+    assert es.load(origin).config.readout == "last"
+    mean = json.loads(json.dumps(TINY))
+    mean["model"].update(readout="mean", dropout=0.2)
+    still = json.loads(json.dumps(mean))
+    still["train"].update(lr=1e-12, ssm_lr=0.0, epochs=1)
+    train(from_dict(still), tmp_path / "still", init=origin, progress=False)
+    got = es.load(tmp_path / "still" / "last")
+    assert (got.config.readout, got.config.dropout) == ("mean", 0.2)
+    assert _same(got.state_dict(), _weights(origin), atol=1e-9)
+    full = train(from_dict(mean), tmp_path / "full", init=origin, progress=False)
+    stopped = train(from_dict(mean), tmp_path / "part", init=origin, max_minutes=1e-6, progress=False)
+    assert stopped["stopped"]
+    resumed = train(from_dict(mean), tmp_path / "part", resume=True, progress=False)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert _same(_weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last"))
+    wider = json.loads(json.dumps(TINY))
+    wider["model"]["d_model"] = 16
+    with pytest.raises(es.ConfigError, match=r"\[model\] d_model = 16 differs from the checkpoint's 8"):
+        train(from_dict(wider), tmp_path / "wider", init=origin, progress=False)
+    assert not (tmp_path / "wider").exists()
+
+
 def _ema_cfg(decay=0.9):
     c = json.loads(json.dumps(TINY))
     c["train"]["ema"] = decay

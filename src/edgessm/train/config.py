@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..fields import Rule, check_section, coerce
 from ..resources import read_toml
-from ..ssm.network import PRESETS, ModelConfig
+from ..ssm.network import PRESETS, ModelConfig, SequenceModel
 from .accel import PRECISIONS, check_device_name
 
 
@@ -137,6 +137,9 @@ TRAIN_RULES = {
 SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 
 
+INIT_ADJUSTABLE = ("readout", "dropout")    # [model] fields a warm start (--init) may change
+
+
 @dataclass
 class RunConfig:
     model: dict = field(default_factory=dict)
@@ -152,6 +155,39 @@ class RunConfig:
         base = dict(PRESETS.get(preset, {}))
         return ModelConfig.from_dict({**base, "preset": preset, "d_input": d_input,
                                       "d_output": d_output, **m})
+
+    def warm_start(self, model):
+        """The model a run started with ``--init`` trains: `model` (the checkpoint's weights and
+        model config) with the ``[model]`` fields that hold no weights (``INIT_ADJUSTABLE``:
+        the readout, dropout) set as this config gives them. Every other field ``[model]``
+        gives must equal the checkpoint's; a difference is refused, naming the field (the
+        weights fix the architecture)."""
+        c = model.config
+        given = dict(self.model)
+        diffs = {}
+        for k, v in given.items():
+            have = getattr(c, k, None)
+            if k == "preset" or k not in INIT_ADJUSTABLE:
+                if k in ("d_input", "d_output") or have == v:
+                    continue
+                raise ConfigError(f"--init: [model] {k} = {v!r} differs from the checkpoint's "
+                                  f"{have!r}; the checkpoint's weights fix the architecture, and only "
+                                  f"{', '.join(INIT_ADJUSTABLE)} may change on a warm start (remove "
+                                  f"{k} from [model] or make it match)")
+            elif have != v:
+                diffs[k] = v
+        if not diffs:
+            return model
+        from ..quant.model import QuantSequenceModel
+        if isinstance(model, QuantSequenceModel) or type(model) is not SequenceModel:
+            raise ConfigError(f"--init: [model] changes {', '.join(sorted(diffs))} of a "
+                              f"{type(model).__name__}; only a float checkpoint's can change")
+        new = SequenceModel(ModelConfig.from_dict({**c.to_dict(), **diffs})).to(model.encoder.weight)
+        new.load_state_dict(model.state_dict())
+        for attr in ("metrics", "checkpoint_meta"):
+            if hasattr(model, attr):
+                setattr(new, attr, dict(getattr(model, attr) or {}))
+        return new.train(model.training)
 
     def to_dict(self) -> dict:
         return {"model": dict(self.model), "data": dataclasses.asdict(self.data),

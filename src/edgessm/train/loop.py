@@ -150,7 +150,8 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
           on_metrics: Callable[[dict], None] | None = None) -> dict:
     """Train per `cfg`, writing checkpoints and metrics under `out_dir`.
 
-    init: a checkpoint (path or shipped name) whose weights and model config start the run.
+    init: a checkpoint (path or shipped name) whose weights and model config start the run
+    (``RunConfig.warm_start``: [model] may change its readout and dropout, nothing else).
     wrap: turns the float model into the model actually trained (e.g. quantization-aware).
     Returns the final metrics (test accuracy of the best model, or {"stopped": True, ...}).
     SIGTERM (in the main thread) stops the run like the time budget: after the current step,
@@ -189,7 +190,7 @@ def _train(cfg, out_dir, resume, max_minutes, init, progress, wrap, log, stop, o
 
     torch.manual_seed(t.seed)
     if init is not None:
-        model = io.load(init)
+        model = cfg.warm_start(io.load(init))      # [model] may change the readout and dropout
         model.train()
     else:
         model = SequenceModel(cfg.model_config(info.d_input, info.d_output))
