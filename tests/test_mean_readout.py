@@ -1,7 +1,7 @@
 """A mean readout on the integer targets: the decoder runs at every token, the host keeps the
 running sum of its integer outputs and divides by the token count. Quantized model (train and
 eval), integer engine (numpy and C), the loihi2 target, streaming, bad states, the C export's
-refusal."""
+running sum."""
 from __future__ import annotations
 
 import numpy as np
@@ -138,13 +138,22 @@ def test_a_state_without_its_sum_is_refused_and_left_alone(quantized):
         last.step(X[:2, 0], EngineState(last.init_state(2).layers, {}, 0, np.zeros((2, 10), np.int64)))
 
 
-def test_c_export_refuses_a_mean_readout(quantized, tmp_path):
-    _, q, _ = quantized
-    with pytest.raises(es.ConfigError, match="running sum of the per-token outputs"):
-        es.export.export_c(q, tmp_path / "out", name="m")
-    with pytest.raises(es.ConfigError, match="running sum"):
-        es.export.export_c(q.integer_network(), tmp_path / "out", name="m")
-    assert not (tmp_path / "out").exists()
+@needs_cc
+def test_c_export_keeps_the_running_sum(quantized, tmp_path):
+    """The exported C sums the logits of every token in its state (int64_t total) and predicts
+    the class of the largest sum; the harness checks both against the logits it wrote, which
+    are the integer engine's, token for token."""
+    _, q, X = quantized
+    res = es.export.export_c(q, tmp_path / "c", name="mm", verify=X[:6, :25], min_seconds=0.0)
+    assert res["verified"] and res["mismatches"] == 0 and res["readout_mismatches"] == 0
+    h = (tmp_path / "c" / "mm.h").read_text()
+    assert "#define MM_READOUT_MEAN 1" in h and "int mm_predict(const mm_state *s);" in h
+    assert "int64_t total[10];" in h and res["sizeof_state"] % 8 == 0
+    last = quantize(mean_model(readout="last"), "loihi2", calibration=X)
+    r2 = es.export.export_c(last, tmp_path / "c2", name="ml", verify=X[:2, :10], min_seconds=0.0)
+    h2 = (tmp_path / "c2" / "ml.h").read_text()
+    assert r2["verified"] and "#define ML_READOUT_MEAN 0" in h2
+    assert "int64_t total" not in h2 and "ml_predict" not in h2
 
 
 def test_a_saved_mean_readout_model_deploys_as_it_ran(quantized, tmp_path):

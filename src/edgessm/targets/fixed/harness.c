@@ -1,14 +1,17 @@
 /* Test harness of the edgessm C export on the host (targets/fixed/verify.py).
  *
  * Built with the exported model and its float helpers: -DEDGESSM_HEADER='"<name>.h"'
- * -DEDGESSM_NAME=<name> -DEDGESSM_D_INPUT=.. -DEDGESSM_D_OUTPUT=.. -DEDGESSM_FLOAT_HELPERS.
+ * -DEDGESSM_NAME=<name> -DEDGESSM_D_INPUT=.. -DEDGESSM_D_OUTPUT=.. -DEDGESSM_READOUT_MEAN=0|1
+ * -DEDGESSM_FLOAT_HELPERS.
  *
  * harness IN OUT MIN_SECONDS
  * IN:  int32 n, L, d_in; float32 x[n][L][d_in]; int32 x_in[n][L][d_in] (encoded by Python)
  * OUT: int32 logits[n][L][d_out]; stdout: one JSON object of counters and timing
  *
  * Every sequence starts from <name>_init; <name>_encode is checked against the Python
- * encoding; then the step is timed over the sequences, repeated for at least MIN_SECONDS. */
+ * encoding; with a mean readout the state's running sum and <name>_predict are checked
+ * against the sums of the written logits at the end of every sequence ("readout_mismatches");
+ * then the step is timed over the sequences, repeated for at least MIN_SECONDS. */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +45,7 @@ int main(int argc, char **argv)
     int32_t *xm, *y;
     int32_t yb[EDGESSM_D_OUTPUT];
     EDGESSM_API(_state) s;
-    unsigned long long over[4] = {0, 0, 0, 0}, enc_mism = 0;
+    unsigned long long over[4] = {0, 0, 0, 0}, enc_mism = 0, readout_mism = 0;
     double t0, el, min_s;
     clock_t c0;
     volatile int32_t sink = 0;
@@ -79,6 +82,25 @@ int main(int argc, char **argv)
                     ++enc_mism;
             EDGESSM_API(_step)(&s, xm + off * EDGESSM_D_INPUT, y + off * EDGESSM_D_OUTPUT);
         }
+#if EDGESSM_READOUT_MEAN
+        {
+            long long sum[EDGESSM_D_OUTPUT];
+            int j, best = 0;
+            for (j = 0; j < EDGESSM_D_OUTPUT; ++j)
+                sum[j] = 0;
+            for (t = 0; t < L; ++t)
+                for (j = 0; j < EDGESSM_D_OUTPUT; ++j)
+                    sum[j] += y[((size_t)i * (size_t)L + (size_t)t) * EDGESSM_D_OUTPUT + (size_t)j];
+            for (j = 0; j < EDGESSM_D_OUTPUT; ++j) {
+                if (sum[j] != (long long)s.total[j])
+                    ++readout_mism;
+                if (sum[j] > sum[best])
+                    best = j;
+            }
+            if (EDGESSM_API(_predict)(&s) != best)
+                ++readout_mism;
+        }
+#endif
         over[0] += s.overflow_input;
         over[1] += s.overflow_accumulator;
         over[2] += s.overflow_activations;
@@ -101,9 +123,9 @@ int main(int argc, char **argv)
         ++reps;
         el = now_s() - t0;
     } while (el < min_s);
-    printf("{\"encode_mismatches\": %llu, \"input\": %llu, \"accumulator\": %llu, \"activations\": %llu, "
+    printf("{\"encode_mismatches\": %llu, \"readout_mismatches\": %llu, \"input\": %llu, \"accumulator\": %llu, \"activations\": %llu, "
            "\"state\": %llu, \"sizeof_state\": %lu, \"timed_tokens\": %ld, \"seconds\": %.9f, \"cpu_seconds\": %.9f, \"sink\": %ld}\n",
-           enc_mism, over[0], over[1], over[2], over[3], (unsigned long)sizeof(EDGESSM_API(_state)),
+           enc_mism, readout_mism, over[0], over[1], over[2], over[3], (unsigned long)sizeof(EDGESSM_API(_state)),
            reps * n * L, el, (double)(clock() - c0) / CLOCKS_PER_SEC, (long)sink);
     free(xf);
     free(xm);
