@@ -138,6 +138,15 @@ class IntState:
     def batch(self) -> int:
         return self.layers[0][0].shape[0]
 
+    def readout_fits(self, readout: str, d_output: int) -> bool:
+        """Whether `total` fits a network with this readout: (batch, d_output) int64 of the
+        same kind as the layer states (numpy or torch) for a mean readout, None otherwise."""
+        if readout != "mean":
+            return self.total is None
+        t, ref = self.total, self.layers[0][0]
+        return type(t) is type(ref) and str(t.dtype) == str(ref.dtype) and str(t.dtype).endswith("int64") \
+            and tuple(t.shape) == (self.batch, d_output)
+
     def to_numpy(self) -> "IntState":
         """The same state with numpy arrays (copies of torch tensors)."""
         def arr(a):

@@ -472,7 +472,7 @@ class QuantSequenceModel(SequenceModel):
         if not isinstance(state, IntState) or len(state.layers) != len(self.blocks) \
                 or any(not isinstance(a, torch.Tensor) or a.dtype != torch.int64 or a.shape != (x_t.shape[0], H, n)
                        for pair in state.layers for a in pair) \
-                or not _total_ok(state.total, mean, (x_t.shape[0], self.config.d_output), torch.Tensor):
+                or not state.readout_fits(self.config.readout, self.config.d_output):
             raise InputError(f"state does not belong to this quantized model and batch "
                              f"{x_t.shape[0]}; create it with init_state({x_t.shape[0]}) (an engine's "
                              f"numpy state: state.to_torch())")
@@ -494,15 +494,6 @@ class QuantSequenceModel(SequenceModel):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, calibrated={bool(self.calibrated)}"
-
-
-def _total_ok(total, mean: bool, shape: tuple, kind: type) -> bool:
-    """Whether a state's readout sum fits the model: (B, d_out) int64 of `kind` with a mean
-    readout, None without."""
-    if not mean:
-        return total is None
-    return isinstance(total, kind) and total.dtype == (torch.int64 if kind is torch.Tensor else np.int64) \
-        and tuple(total.shape) == shape
 
 
 def build_quantized(config: ModelConfig, quant_meta: dict) -> QuantSequenceModel:

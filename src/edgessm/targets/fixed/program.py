@@ -13,7 +13,7 @@ from ...errors import ConfigError, InputError
 from ...fields import Rule
 from ...quant.fixedpoint import quantize_input_np
 from ...quant.intnet import mean_readout
-from ...quant.model import QuantSequenceModel, _total_ok, unsupported
+from ...quant.model import QuantSequenceModel, unsupported
 from ...quant.ptq import quantize
 from ...quant.spec import QuantSpec
 from ...ssm.validate import check_tensor
@@ -122,7 +122,7 @@ class FixedProgram(Program):
     def step(self, x_t: torch.Tensor, state: EngineState):
         check_tensor(x_t, ndim=2, last=self.d_input, name="x_t", what="(batch, d_input)")
         if not isinstance(state, EngineState) or state.batch != x_t.shape[0] \
-                or not _total_ok(state.total, self.mean, (x_t.shape[0], self.d_output), np.ndarray):
+                or not state.readout_fits(self.net.readout, self.d_output):
             raise InputError(f"state does not belong to this program and batch {x_t.shape[0]}; "
                              f"create it with init_state({x_t.shape[0]})")
         t0 = time.perf_counter()
