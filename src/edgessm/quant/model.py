@@ -354,11 +354,8 @@ class QuantSequenceModel(SequenceModel):
 
     def _readout_int(self, out: torch.Tensor) -> torch.Tensor:
         """Logits after every token from the decoder's integer outputs (B, L, d_out): as they are
-        (last-token readout), or their running mean, the sums exact in int64 (mean readout)."""
-        if self.config.readout != "mean":
-            return self._to_float(out)
-        count = torch.arange(1, out.shape[1] + 1, dtype=torch.float64, device=out.device).view(1, -1, 1)
-        return (out.cumsum(1).double() / count * 2.0 ** int(self.exp_out)).float()
+        (last-token readout), or their running mean, the sums exact in float64 (mean readout)."""
+        return self._to_float(_running_mean(out.double()) if self.config.readout == "mean" else out)
 
     def reset_overflows(self):
         self.overflows = {k: 0 for k in OVERFLOW_KINDS}
@@ -422,10 +419,7 @@ class QuantSequenceModel(SequenceModel):
         integer ones."""
         if self.config.readout == "mean":
             out = self._fq_decoder(self._fq_features(x).transpose(1, 2))
-            if not all_tokens:
-                return out.mean(1)
-            count = torch.arange(1, out.shape[1] + 1, dtype=out.dtype, device=out.device).view(1, -1, 1)
-            return out.cumsum(1) / count
+            return _running_mean(out) if all_tokens else out.mean(1)
         if all_tokens:
             return self._fq_decoder(self._fq_features(x).transpose(1, 2))
         return self._fq_decoder(self._fq_features(x, last=True)[..., -1])
@@ -494,6 +488,13 @@ class QuantSequenceModel(SequenceModel):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, calibrated={bool(self.calibrated)}"
+
+
+def _running_mean(out: torch.Tensor) -> torch.Tensor:
+    """The mean of (B, L, d) over the tokens up to each one (the torch twin of
+    :func:`.intnet.mean_readout`, for the fake-quantized and the exact paths)."""
+    count = torch.arange(1, out.shape[1] + 1, dtype=out.dtype, device=out.device).view(1, -1, 1)
+    return out.cumsum(1) / count
 
 
 def build_quantized(config: ModelConfig, quant_meta: dict) -> QuantSequenceModel:

@@ -167,7 +167,7 @@ class RunConfig:
         diffs = {}
         for k, v in given.items():
             have = getattr(c, k, None)
-            if k == "preset" or k not in INIT_ADJUSTABLE:
+            if k not in INIT_ADJUSTABLE:
                 if k in ("d_input", "d_output") or have == v:
                     continue
                 raise ConfigError(f"--init: [model] {k} = {v!r} differs from the checkpoint's "
