@@ -3,7 +3,8 @@
 # and after quantization-aware fine-tuning for Loihi 2 (QAFT) as NAME-loihi2.
 #   bash resume/ship.sh RUN QAFT_CONFIG NAME
 #   e.g. bash resume/ship.sh resume/scifar_mean configs/scifar_qaft.toml scifar
-# Refuses a run with epochs left. Every result lands in runs/NAME_ship/:
+# Refuses a run with epochs left, and one whose test accuracy does not beat the shipped NAME's
+# (SHIP_ANYWAY=1 ships it regardless). Every result lands in runs/NAME_ship/:
 #   ptq.json     PTQ of RUN/best to the loihi2 spec, float and integer on 10,000 test samples
 #                (recorded beside QAFT, not shipped)
 #   qaft.log     the QAFT run (runs/NAME_qaft), ending with its final test on the integer engine
@@ -36,6 +37,19 @@ if done < cfg["train"]["epochs"]:
 print(cfg["data"]["task"])
 PY
 )
+"$PY" - "$RUN" "$NAME" <<'PY'
+# a model replaces the shipped one only if its test accuracy (the run's final test) is higher
+import json, os, sys
+run, name = sys.argv[1:]
+new = json.load(open(f"{run}/best/model.json")).get("metrics", {}).get("test_accuracy")
+if new is None:
+    sys.exit(f"resume/ship.sh: {run}/best has no test accuracy: the run ends with its final test")
+shipped = f"src/edgessm/models/{name}/model.json"
+old = json.load(open(shipped)).get("metrics", {}).get("test_accuracy") if os.path.exists(shipped) else None
+if old is not None and new <= old and os.environ.get("SHIP_ANYWAY") != "1":
+    sys.exit(f"resume/ship.sh: {run} tests at {new:.2%}, the shipped {name} at {old:.2%}; "
+             "not replacing it (SHIP_ANYWAY=1 to ship regardless)")
+PY
 make -s install
 export EDGESSM_DATA="${EDGESSM_DATA:-$(cd ../shared/data && pwd)}"
 EDGESSM=.venv/bin/edgessm
