@@ -27,20 +27,15 @@ for f in "$RUN/config.json" "$RUN/last/trainer.json" "$RUN/best/model.json" "$QA
 done
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
-TASK=$("$PY" - "$RUN" <<'PY'
-import json, sys
-run = sys.argv[1]
+TASK=$("$PY" - "$RUN" "$NAME" <<'PY'
+# a finished run, and one that replaces the shipped NAME only if its test accuracy (the run's
+# final test) is higher; prints the run's task
+import json, os, sys
+run, name = sys.argv[1:]
 done = json.load(open(f"{run}/last/trainer.json"))["epoch"]
 cfg = json.load(open(f"{run}/config.json"))
 if done < cfg["train"]["epochs"]:
     sys.exit(f"resume/ship.sh: {run} has trained {done} of {cfg['train']['epochs']} epochs: continue it first")
-print(cfg["data"]["task"])
-PY
-)
-"$PY" - "$RUN" "$NAME" <<'PY'
-# a model replaces the shipped one only if its test accuracy (the run's final test) is higher
-import json, os, sys
-run, name = sys.argv[1:]
 new = json.load(open(f"{run}/best/model.json")).get("metrics", {}).get("test_accuracy")
 if new is None:
     sys.exit(f"resume/ship.sh: {run}/best has no test accuracy: the run ends with its final test")
@@ -49,7 +44,9 @@ old = json.load(open(shipped)).get("metrics", {}).get("test_accuracy") if os.pat
 if old is not None and new <= old and os.environ.get("SHIP_ANYWAY") != "1":
     sys.exit(f"resume/ship.sh: {run} tests at {new:.2%}, the shipped {name} at {old:.2%}; "
              "not replacing it (SHIP_ANYWAY=1 to ship regardless)")
+print(cfg["data"]["task"])
 PY
+)
 make -s install
 export EDGESSM_DATA="${EDGESSM_DATA:-$(cd ../shared/data && pwd)}"
 EDGESSM=.venv/bin/edgessm

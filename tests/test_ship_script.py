@@ -36,3 +36,19 @@ def test_ship_refuses_wrong_arguments_missing_files_and_unfinished_runs(tmp_path
     assert r.returncode == 1 and "trained 12 of 50 epochs" in r.stderr
     assert not (ROOT / "src" / "edgessm" / "models" / "shiptest").exists()
     assert not (ROOT / "runs" / "shiptest_ship").exists()
+
+
+def test_ship_refuses_a_run_without_a_final_test_or_no_better_than_the_shipped_model(tmp_path):
+    run, qaft = _run_dir(tmp_path, done=50, total=50)
+    r = _ship(run, qaft, "shiptest")
+    assert r.returncode == 1 and "has no test accuracy" in r.stderr
+    assert not (ROOT / "src" / "edgessm" / "models" / "shiptest").exists()
+    shipped = ROOT / "src" / "edgessm" / "models" / "smnist" / "model.json"
+    before, had_out = shipped.read_bytes(), (ROOT / "runs" / "smnist_ship").exists()
+    old = json.loads(before)["metrics"]["test_accuracy"]
+    for acc in (old, old - 0.01):
+        (run / "best" / "model.json").write_text(json.dumps({"metrics": {"test_accuracy": acc}}))
+        r = _ship(run, qaft, "smnist")
+        assert r.returncode == 1 and "not replacing it" in r.stderr, r.stderr
+    assert shipped.read_bytes() == before
+    assert (ROOT / "runs" / "smnist_ship").exists() == had_out
