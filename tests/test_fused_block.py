@@ -263,6 +263,87 @@ def test_dropout_seed_comes_from_torchs_generator():
     assert not torch.equal(a, b)
 
 
+def test_tied_dropout_one_draw_per_row():
+    p = 0.3
+    x = torch.ones(16, 32, 200)
+    y = fused.act_dropout(x, "none", p, seed=123, tied=True)
+    keep = y[..., :1] != 0
+    assert torch.equal(y != 0, keep.expand_as(y))                    # a row kept or dropped whole
+    n = keep.numel()
+    assert abs((~keep).sum().item() / n - p) < 5 * math.sqrt(p * (1 - p) / n)
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    assert torch.equal(fused.dropout_mask((16, 32, 200), p, 123, tied=True), y != 0)
+    assert not torch.equal(y, fused.act_dropout(x, "none", p, seed=123))   # untied: its own mask
+    m = torch.rand(4, 2 * 32, 200) + 0.5
+    for glu in (True, False):
+        mm = m if glu else m[:, :32].contiguous()
+        z = fused.mix_tail(mm, None, None, glu=glu, act="relu", p=p, seed=7, tied=True)
+        assert torch.equal(z != 0, (z[..., :1] != 0).expand_as(z))
+    # a chunked convolution epilogue draws the same mask as the whole tensor
+    u = torch.randn(2, 16, 300)
+    K = torch.randn(16, 300)
+    from edgessm.ssm.kernel import fft_conv
+    a = fft_conv(u, K, epilogue=fused.ActDrop("relu", p, seed=5, tied=True))
+    torch.testing.assert_close(a, fused.act_dropout(fft_conv(u, K), "relu", p, seed=5, tied=True),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_tied_dropout_gradcheck_float64():
+    x = torch.randn(2, 3, 20, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: fused.act_dropout(t, "gelu", 0.5, seed=3, tied=True), (x,))
+    m = torch.randn(2, 6, 20, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda t, c: fused.mix_tail(t, c, None, glu=True, p=0.5, seed=4, tied=True), (m, b))
+
+
+def test_tied_dropout_module_on_both_layouts():
+    from edgessm.ssm.network import TiedDropout
+    d = TiedDropout(0.5).train()
+    torch.manual_seed(0)
+    x = torch.ones(4, 50, 8)                                             # (B, L, H)
+    y = d(x)
+    assert torch.equal(y != 0, (y[:, :1] != 0).expand_as(y)) and (y == 0).any() and (y != 0).any()
+    yc = d(x.transpose(1, 2).contiguous(), 1)                            # (B, H, L)
+    assert torch.equal(yc != 0, (yc[..., :1] != 0).expand_as(yc))
+    assert set(d(torch.ones(3, 8)).unique().tolist()) <= {0.0, 2.0}      # one token: per element
+    assert torch.equal(d.eval()(x), x)
+    with pytest.raises(InputError):
+        d.train()(x, 0)
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(es.ConfigError):
+            TiedDropout(bad)
+
+
+def test_model_with_tied_dropout_drops_whole_channels_on_both_paths():
+    torch.manual_seed(10)
+    m = es.SequenceModel.from_preset("neuromorphic", d_input=1, d_output=3, d_model=16, d_state=8,
+                                     n_layers=2, mix_norm=True, dropout=0.3, tie_dropout=True,
+                                     readout="mean")
+    assert m.config.tie_dropout and m.blocks[0]._fused_kind() == ("relu", 0.3, True)
+    x = torch.randn(3, 60, 1)
+    outs = []
+    for on in (True, False):
+        prev = fused.set_enabled(on)
+        try:
+            m.train()
+            h = m.encoder(x).transpose(1, 2).contiguous()
+            z = m.blocks[0].forward_hl(h)            # relu output (no residual): a dropped row is 0
+            outs.append(z)
+        finally:
+            fused.set_enabled(prev)
+    for z in outs:
+        dropped = (z == 0).all(-1)
+        assert dropped.any() and not dropped.all()
+    m.eval()
+    with torch.no_grad():                            # eval: no dropout, every mode agrees
+        torch.testing.assert_close(m(x), m(x, mode="recurrent"), rtol=1e-4, atol=1e-5)
+    cfg = es.ModelConfig.from_dict(m.config.to_dict())
+    assert cfg.tie_dropout is True
+    with pytest.raises(es.ConfigError):
+        es.ModelConfig(tie_dropout="yes")
+
+
 # ---- the block's training path ---------------------------------------------------------------
 def _both(model, x, train=True):
     """(output, grads) of `model` on x with the fused path on, then off."""

@@ -87,19 +87,19 @@ def test_warm_start_records_its_origin_and_resumes_exactly(tmp_path):
 
 @needs_mnist
 def test_warm_start_may_change_the_readout_and_dropout_only(tmp_path):
-    """--init with [model] fields that hold no weights (readout, dropout) set otherwise: the run
+    """--init with [model] fields that hold no weights (readout, dropout, its tying) set otherwise: the run
     trains the checkpoint's weights under the new ones, and a stop resumes (the config builds
     the same model); a field that shapes the weights is refused before anything is written."""
     train(from_dict(TINY), tmp_path / "first", progress=False)
     origin = str(tmp_path / "first" / "best")
     assert es.load(origin).config.readout == "last"
     mean = json.loads(json.dumps(TINY))
-    mean["model"].update(readout="mean", dropout=0.2)
+    mean["model"].update(readout="mean", dropout=0.2, tie_dropout=True)
     still = json.loads(json.dumps(mean))
     still["train"].update(lr=1e-12, ssm_lr=0.0, epochs=1)
     train(from_dict(still), tmp_path / "still", init=origin, progress=False)
     got = es.load(tmp_path / "still" / "last")
-    assert (got.config.readout, got.config.dropout) == ("mean", 0.2)
+    assert (got.config.readout, got.config.dropout, got.config.tie_dropout) == ("mean", 0.2, True)
     assert _same(got.state_dict(), _weights(origin), atol=1e-9)
     full = train(from_dict(mean), tmp_path / "full", init=origin, progress=False)
     stopped = train(from_dict(mean), tmp_path / "part", init=origin, max_minutes=1e-6, progress=False)

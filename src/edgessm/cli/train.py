@@ -38,7 +38,7 @@ def add_train(sub) -> None:
     s.add_argument("--epochs", type=int)
     s.add_argument("--max-minutes", type=float, help="stop cleanly and save after this long")
     s.add_argument("--init", help="start from this checkpoint's weights and model config ([model] "
-                                  "may change its readout and dropout; other fields must match)")
+                                  "may change its readout and dropout (tie_dropout too); other fields must match)")
     s.add_argument("--quant", help="quantization-aware training with this spec (preset name or TOML)")
     s.add_argument("--hw", help="hardware-aware training for this target (crossbar)")
     s.add_argument("--hw-device", help="device preset for --hw (default: the config's [hw] device, else 'default')")

@@ -398,7 +398,7 @@ class QuantSequenceModel(SequenceModel):
             else:
                 y = self._fq_s4d(b.s4d, h)
             y = fake_quant_act(y, int(self.exp_y[i]), ab, relu=True)
-            z = self._fq_linear(f"mixing{i}", "mixing", b.mix, b.drop(y))
+            z = self._fq_linear(f"mixing{i}", "mixing", b.mix, b.dropout(y, 1))
             z = fake_quant_act(z, int(self.exp_z[i]), ab, relu=True)
             if b.residual:      # the block input rounded to the output's grid, the sum saturated
                 z = fake_quant_act(z + fake_quant_act(h, int(self.exp_z[i]), ab), int(self.exp_z[i]), ab)

@@ -13,6 +13,8 @@
 
    Dropout is counter-based: element l of row r (r = b * C + c of the output) is kept when the
    24 high bits of hash(seed, r, l) are >= thr (thr = round(p 2^24)), and scaled by 1 / (1 - p).
+   With DROP_TIED set in thr, the bits are hash(seed, r) for every l: one draw per row, so a
+   channel of a sequence is kept or dropped as a whole (tied dropout).
    The mask is a function of (seed, r, l) only: the same for every thread count, and the backward
    recomputes it (nothing stored).
 
@@ -56,17 +58,22 @@ static inline uint32_t mix32(uint32_t x)
 
 /* Two 32-bit keys per row, k1 odd; the element's bits are a 32-bit bijective mix of
    l k1 + k0: distinct positions of a row give distinct inputs, and two rows' input sequences
-   are no shifts of each other (their multipliers differ), so rows do not repeat each other. */
-#define ROW_KEYS(seed, r, k0, k1) \
+   are no shifts of each other (their multipliers differ), so rows do not repeat each other.
+   Tied: k1 = 0, the same bits at every position of the row. */
+#define ROW_KEYS(seed, r, tied, k0, k1) \
     uint64_t u_ = splitmix64((seed) + splitmix64((uint64_t)(r))); \
-    uint32_t k0 = (uint32_t)u_, k1 = (uint32_t)(u_ >> 32) | 1u
+    uint32_t k0 = (uint32_t)u_, k1 = (tied) ? 0u : (uint32_t)(u_ >> 32) | 1u
 #define DROP_BITS(k0, k1, l) ((int32_t)(mix32((uint32_t)(l) * (k1) + (k0)) >> 8))
+/* thr's flag for tied dropout (thr itself is at most 2^24); DROP_SPEC splits it off */
+#define DROP_TIED (1 << 30)
+#define DROP_SPEC(thr, tied) const int tied = ((thr) & DROP_TIED) != 0; thr &= ~DROP_TIED
 
 void fb_dropout_mask(int64_t rows, int64_t L, uint64_t seed, int32_t thr, uint8_t *mask, int nt)
 {
+    DROP_SPEC(thr, tied);
     OMP_PAR_FOR(nt)
     for (int64_t r = 0; r < rows; r++) {
-        ROW_KEYS(seed, r, k0, k1);
+        ROW_KEYS(seed, r, tied, k0, k1);
         uint8_t *mr = mask + r * L;
         for (int32_t l = 0; l < (int32_t)L; l++) mr[l] = DROP_BITS(k0, k1, l) >= thr;
     }
@@ -160,11 +167,12 @@ static void bias_grad_##SUF(int64_t B, int64_t C, const T *part, T *gbias)      
 void fb_act_drop_fwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, T *y, T *xc, int act, \
                            uint64_t seed, int32_t thr, T scale, int64_t r0, int nt)                 \
 {                                                                                                   \
+    DROP_SPEC(thr, tied);                                                                           \
     OMP_PAR_FOR(nt)                                                                                 \
     for (int64_t r = 0; r < rows; r++) {                                                            \
         const T *xr = x + r * ldx;                                                                  \
         T *yr = y + r * L;                                                                          \
-        ROW_KEYS(seed, r0 + r, k0, k1);                                                             \
+        ROW_KEYS(seed, r0 + r, tied, k0, k1);                                                       \
         if (xc) memcpy(xc + r * L, xr, (size_t)L * sizeof(T));                                      \
         if (thr > 0) {                                                                              \
             if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++)                                           \
@@ -186,11 +194,12 @@ void fb_act_drop_bwd_##SUF(int64_t rows, int64_t L, const T *x, int64_t ldx, con
                            int64_t ldg, T *gx, int64_t ldo, int act, uint64_t seed, int32_t thr,    \
                            T scale, int64_t r0, int nt)                                             \
 {                                                                                                   \
+    DROP_SPEC(thr, tied);                                                                           \
     OMP_PAR_FOR(nt)                                                                                 \
     for (int64_t r = 0; r < rows; r++) {                                                            \
         const T *xr = x + r * ldx, *gr = g + r * ldg;                                               \
         T *or_ = gx + r * ldo;                                                                      \
-        ROW_KEYS(seed, r0 + r, k0, k1);                                                             \
+        ROW_KEYS(seed, r0 + r, tied, k0, k1);                                                       \
         if (thr > 0) {                                                                              \
             if (act == 2) for (int32_t l = 0; l < (int32_t)L; l++)                                           \
                 or_[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0) * gelu_grad_##SUF(xr[l]); \
@@ -229,6 +238,7 @@ void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain
                       const T *res, int64_t ldr, T *out, int glu, int act, uint64_t seed, int32_t thr, \
                       T scale, int nt)                                                              \
 {                                                                                                   \
+    DROP_SPEC(thr, tied);                                                                           \
     const int64_t C = glu ? 2 * H : H;                                                              \
     OMP_PAR_FOR(nt)                                                                                 \
     for (int64_t r = 0; r < B * H; r++) {                                                           \
@@ -244,7 +254,7 @@ void fb_mix_fwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain
         else if (act == 1) for (int32_t l = 0; l < (int32_t)L; l++) { T v = a[l] * ka + ba; o[l] = RELU(v); } \
         else for (int32_t l = 0; l < (int32_t)L; l++) o[l] = a[l] * ka + ba;                                 \
         if (thr > 0) {                                                                              \
-            ROW_KEYS(seed, r, k0, k1);                                                              \
+            ROW_KEYS(seed, r, tied, k0, k1);                                                        \
             for (int32_t l = 0; l < (int32_t)L; l++) o[l] *= DROP_BITS(k0, k1, l) >= thr ? scale : (T)0;     \
         }                                                                                           \
         if (rr) for (int32_t l = 0; l < (int32_t)L; l++) o[l] += rr[l];                                      \
@@ -260,6 +270,7 @@ void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain
                       const T *xrstd, T *part2, T *gxh, int glu, int act, uint64_t seed,            \
                       int32_t thr, T scale, int nt)                                                 \
 {                                                                                                   \
+    DROP_SPEC(thr, tied);                                                                           \
     const int64_t C = glu ? 2 * H : H;                                                              \
     OMP_PAR_FOR(nt)                                                                                 \
     for (int64_t r = 0; r < B * H; r++) {                                                           \
@@ -271,7 +282,7 @@ void fb_mix_bwd_##SUF(int64_t B, int64_t H, int64_t L, const T *m, const T *gain
         const T ka = gain ? gain[h] : 1, kg = gain && glu ? gain[H + h] : 1;                        \
         /* ga first holds the gradient after the dropout */                                         \
         if (thr > 0) {                                                                              \
-            ROW_KEYS(seed, r, k0, k1);                                                              \
+            ROW_KEYS(seed, r, tied, k0, k1);                                                        \
             for (int32_t l = 0; l < (int32_t)L; l++) ga[l] = gr[l] * (DROP_BITS(k0, k1, l) >= thr ? scale : (T)0); \
         } else memcpy(ga, gr, (size_t)L * sizeof(T));                                               \
         if (glu) for (int32_t l = 0; l < (int32_t)L; l++) {                                                  \

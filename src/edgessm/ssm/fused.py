@@ -15,7 +15,9 @@ their own backward (fused.c): what ``Block.forward_hl`` runs after the FFT convo
   (``fftconv.conv(..., epilogue=)``): applied to each chunk of the convolution's output while it
   is in cache, its backward writing each chunk's input gradient into the convolution's buffer.
 
-Dropout draws its mask from a counter-based hash of (seed, row, position): the seed is one
+Dropout draws its mask from a counter-based hash of (seed, row, position), or with ``tied`` of
+(seed, row) alone (one draw per channel of a sequence, kept or dropped along all its positions,
+as ``tied_dropout``; what the reference S4 models call tie_dropout): the seed is one
 draw of torch's default CPU generator per call (so ``torch.manual_seed`` and a checkpoint's
 saved RNG state reproduce a run), the mask is the same for every thread count and the backward
 recomputes it (after a ReLU with nothing added, the backward reads the output instead: no
@@ -177,11 +179,17 @@ def _param(t, n: int, name: str, like: torch.Tensor):
     return t.contiguous()
 
 
-def _drop(p: float, seed: int | None):
-    """(threshold on 24 bits, scale, seed) of dropout p; p = 0: no dropout."""
+DROP_TIED = 1 << 30      # the kernels' flag in the threshold: one draw per row (fused.c)
+
+
+def _drop(p: float, seed: int | None, tied: bool = False):
+    """(threshold on 24 bits, with DROP_TIED for tied dropout; scale; seed) of dropout p; p = 0:
+    no dropout."""
+    if not isinstance(tied, bool):
+        raise InputError(f"tied must be true or false, got {tied!r}")
     if p == 0.0:
         return 0, 1.0, 0
-    thr = int(round(p * 2**24))
+    thr = int(round(p * 2**24)) | (DROP_TIED if tied else 0)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())   # torch's default CPU generator
     return thr, 1.0 / (1.0 - p), seed & (2**64 - 1)
@@ -196,10 +204,11 @@ def _nt(numel: int) -> int:
     return 1 if numel < _GRAIN else max(1, torch.get_num_threads())
 
 
-def dropout_mask(shape, p: float, seed: int) -> torch.Tensor:
-    """The keep mask (bool, `shape` = (rows..., L)) the kernels draw for dropout p and `seed`."""
+def dropout_mask(shape, p: float, seed: int, tied: bool = False) -> torch.Tensor:
+    """The keep mask (bool, `shape` = (rows..., L)) the kernels draw for dropout p and `seed`
+    (`tied`: each row's the same at every position)."""
     p = _check_p(p)
-    thr, _, seed = _drop(p, seed)
+    thr, _, seed = _drop(p, seed, tied)
     out = torch.empty(shape, dtype=torch.uint8)
     L = shape[-1]
     _LIB.require().fb_dropout_mask(out.numel() // max(L, 1), L, seed, thr,
@@ -369,16 +378,16 @@ class _LayerNormCh(torch.autograd.Function):
 class ActDrop:
     """dropout(act(y)) as the epilogue of the FFT convolution y = K * u (``fftconv.conv``,
     ``kernel.fft_conv``, ``S4D.conv_hl``): the same values, mask and gradients as
-    ``act_dropout(y, act, p, seed)``, without a pass of its own over y in memory. The
+    ``act_dropout(y, act, p, seed, tied)``, without a pass of its own over y in memory. The
     convolution calls ``forward_rows`` on each chunk of rows of its output while the chunk is in
     cache, and in backward ``backward_rows`` to write the chunk's gradient with respect to y
     where its transform reads it. What the backward reads is kept: GELU (and no activation)
     its input y, ReLU its output (``keeps_input``). Called on a tensor (``self(y)``) it is
     ``act_dropout`` (for a convolution computed without chunks)."""
 
-    def __init__(self, act: str, p: float = 0.0, seed: int | None = None):
+    def __init__(self, act: str, p: float = 0.0, seed: int | None = None, tied: bool = False):
         self.act = _check_act(act)
-        self.thr, self.scale, self.seed = _drop(_check_p(p), seed)
+        self.thr, self.scale, self.seed = _drop(_check_p(p), seed, tied)
         self.keeps_input = self.act != ACTS["relu"]
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
@@ -439,22 +448,24 @@ def fake_quant_rows(x: torch.Tensor, s: float, lo: float, hi: float, relu: bool,
 
 
 # ---- the ops ---------------------------------------------------------------------------------
-def act_dropout(x: torch.Tensor, act: str = "gelu", p: float = 0.0, seed: int | None = None) -> torch.Tensor:
+def act_dropout(x: torch.Tensor, act: str = "gelu", p: float = 0.0, seed: int | None = None,
+                tied: bool = False) -> torch.Tensor:
     """dropout(act(x)) of a (B, C, L) tensor (act: none, relu, gelu (exact)); `seed` None: one
-    draw of torch's default generator (when p > 0)."""
+    draw of torch's default generator (when p > 0); `tied`: one draw per (b, c) for all of L."""
     a, p = _check_act(act), _check_p(p)
     x = _check(x, "x")
     _lib_t(x)
-    return _ActDrop.apply(x, a, *_drop(p, seed))
+    return _ActDrop.apply(x, a, *_drop(p, seed, tied))
 
 
 def mix_tail(m: torch.Tensor, bias: torch.Tensor | None, res: torch.Tensor | None = None,
-             glu: bool = True, act: str = "gelu", p: float = 0.0, seed: int | None = None) -> torch.Tensor:
+             glu: bool = True, act: str = "gelu", p: float = 0.0, seed: int | None = None,
+             tied: bool = False) -> torch.Tensor:
     """dropout(GLU(m + bias)) (glu; m (B, 2H, L), GLU over axis 1) or dropout(act(m + bias))
-    (m (B, H, L)), plus `res` (B, H, L) when given."""
+    (m (B, H, L)), plus `res` (B, H, L) when given; `tied` as ``act_dropout``."""
     a, p = _check_act(act), _check_p(p)
     m, bias, res = _check_mix(m, bias, res, glu)
-    return _MixTail.apply(m, bias, res, bool(glu), a, *_drop(p, seed))
+    return _MixTail.apply(m, bias, res, bool(glu), a, *_drop(p, seed, tied))
 
 
 def _check_mix(m, bias, res, glu):
@@ -490,13 +501,14 @@ def channel_stats(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def norm_mix_tail(m: torch.Tensor, bias: torch.Tensor | None, norm: torch.nn.BatchNorm1d,
                   res: torch.Tensor | None = None, glu: bool = True, act: str = "gelu", p: float = 0.0,
-                  seed: int | None = None) -> torch.Tensor:
+                  seed: int | None = None, tied: bool = False) -> torch.Tensor:
     """``mix_tail`` after a batch norm of the mixing product in training mode:
     dropout(f(norm(m + bias))) [+ res], m (B, C, L) without its bias. The statistics are the
     batch's (over b and l); `norm`'s running statistics are updated as ``nn.BatchNorm1d``'s
     (the mean of m + bias, the unbiased variance). In eval mode, or for a norm without running
     statistics, use the module itself."""
     a, p = _check_act(act), _check_p(p)
+    drop = _drop(p, seed, tied)
     m, bias, res = _check_mix(m, bias, res, glu)
     B, C, L = m.shape
     if not isinstance(norm, torch.nn.BatchNorm1d) or norm.num_features != C:
@@ -514,7 +526,7 @@ def norm_mix_tail(m: torch.Tensor, bias: torch.Tensor | None, norm: torch.nn.Bat
         norm.running_var.mul_(1 - f).add_(var * (B * L / (B * L - 1)), alpha=f)
     w = _param(norm.weight, C, "norm weight", m) if norm.affine else None
     b = _param(norm.bias, C, "norm bias", m) if norm.affine else None
-    return _NormMixTail.apply(m, mean, var, w, b, bias, res, float(norm.eps), bool(glu), a, *_drop(p, seed))
+    return _NormMixTail.apply(m, mean, var, w, b, bias, res, float(norm.eps), bool(glu), a, *drop)
 
 
 def layer_norm_ch(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,

@@ -7,6 +7,8 @@ Block (pre/post norm optional):
     z = z + x              if residual
     z = norm(z)            if postnorm
 mixing ``glu``: Linear(H, 2H) then GLU; ``linear``: Linear(H, H) then the activation.
+dropout: per element, or with ``tie_dropout`` one draw per (sequence, channel) for all positions
+(whole channels of a sequence dropped, as the reference S4 models' tie_dropout).
 
 Presets:
     standard:     GELU, GLU mixing, residual, LayerNorm (pre), mean readout
@@ -47,6 +49,7 @@ class ModelConfig:
     norm: str = "layer"
     prenorm: bool = True
     dropout: float = 0.0
+    tie_dropout: bool = False     # one dropout draw per (sequence, channel), the same at every position
     readout: str = "mean"
     init: str = "lin"
     discretization: str = "zoh"
@@ -79,7 +82,7 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be a positive finite number, got {v!r}")
         if self.dt_min > self.dt_max:
             raise ConfigError(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
-        for name in ("residual", "prenorm", "learn_B", "mix_norm"):
+        for name in ("residual", "prenorm", "learn_B", "mix_norm", "tie_dropout"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         H = self.d_model
@@ -125,18 +128,47 @@ def _batch_norm_ch(n: nn.BatchNorm1d, z: torch.Tensor, dim: int) -> torch.Tensor
     return n(z) if dim == 1 else n(z.transpose(1, 2)).transpose(1, 2)
 
 
+class TiedDropout(nn.Module):
+    """Dropout of whole channels of a sequence: one keep draw per (sequence, channel), the same
+    at every position, kept values scaled by 1 / (1 - p) (the reference S4 models' tie_dropout).
+    The channels are axis `dim` of a (B, L, H) (dim -1) or (B, H, L) (dim 1) tensor; a single
+    token (B, H) has no positions to tie along and draws per element. Identity in eval mode."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if dim not in (-1, 1):
+            raise InputError(f"TiedDropout: the channels are axis -1 or 1, got {dim!r}")
+        shape = list(x.shape)
+        if x.dim() == 3:
+            shape[2 if dim == 1 else 1] = 1          # the positions' axis
+        keep = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Block(nn.Module):
     """One S4D block; (B, L, H) -> (B, L, H), with init_state/step for streaming."""
 
     def __init__(self, d_model: int, d_state: int = 64, activation: str = "gelu",
                  mixing: str = "glu", residual: bool = True, norm: str = "layer",
-                 prenorm: bool = True, dropout: float = 0.0, mix_norm: bool = False, **s4d_kwargs):
+                 prenorm: bool = True, dropout: float = 0.0, mix_norm: bool = False,
+                 tie_dropout: bool = False, **s4d_kwargs):
         super().__init__()
         self.s4d = S4D(d_model, d_state, **s4d_kwargs)
         self.act = ACTIVATIONS[activation]()
         self.mixing, self.residual, self.prenorm = mixing, residual, prenorm
         self.mix = nn.Linear(d_model, 2 * d_model if mixing == "glu" else d_model)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop = (nn.Identity() if dropout == 0 else TiedDropout(dropout) if tie_dropout
+                     else nn.Dropout(dropout))
         # batch norm of the mixing product, before its GLU or activation: an affine map per
         # channel at inference, so it folds into the mixing weights and bias (integer targets)
         self.mix_norm = nn.BatchNorm1d(self.mix.out_features) if mix_norm else None
@@ -173,28 +205,32 @@ class Block(nn.Module):
             kind = self._fused_kind()
             if kind is not None:
                 return self._after_ssm_fused(z, x, *kind)
-        z = self.drop(self.act(z))
+        z = self.dropout(self.act(z), dim)
         if dim == -1:
             z = self.mix(z)
         else:
             z = channel_linear(z, self.mix.weight, self.mix.bias)
         z = self._mix_bn(z, dim)
         z = F.glu(z, dim=dim) if self.mixing == "glu" else self.act(z)
-        z = self.drop(z)
+        z = self.dropout(z, dim)
         if self.residual:
             z = z + x
         if not self.prenorm:
             z = self._norm(z, dim)
         return z
 
+    def dropout(self, z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """The block's dropout of z with its channels on axis `dim` (-1 or 1, as in ``_norm``)."""
+        return self.drop(z, dim) if isinstance(self.drop, TiedDropout) else self.drop(z)
+
     def _mix_bn(self, z: torch.Tensor, dim: int) -> torch.Tensor:
         """The batch norm of the mixing product (identity without ``mix_norm``); channels on
         axis `dim`. One token (B, C) uses the running statistics, as does eval mode."""
         return z if self.mix_norm is None else _batch_norm_ch(self.mix_norm, z, dim)
 
-    def _fused_kind(self) -> tuple[str, float] | None:
-        """(activation, dropout p in force) for the fused tail, None when a module was replaced
-        by one the kernels do not know (then the torch ops run)."""
+    def _fused_kind(self) -> tuple[str, float, bool] | None:
+        """(activation, dropout p in force, tied) for the fused tail, None when a module was
+        replaced by one the kernels do not know (then the torch ops run)."""
         if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
             act = "gelu"
         elif isinstance(self.act, nn.ReLU):
@@ -202,12 +238,12 @@ class Block(nn.Module):
         else:
             return None
         if isinstance(self.drop, nn.Identity):
-            return act, 0.0
-        if type(self.drop) is nn.Dropout:
-            return act, (self.drop.p if self.drop.training else 0.0)
+            return act, 0.0, False
+        if type(self.drop) in (nn.Dropout, TiedDropout):
+            return act, (self.drop.p if self.drop.training else 0.0), type(self.drop) is TiedDropout
         return None
 
-    def _after_ssm_fused(self, z: torch.Tensor, x: torch.Tensor, act: str, p: float,
+    def _after_ssm_fused(self, z: torch.Tensor, x: torch.Tensor, act: str, p: float, tied: bool,
                          activated: bool = False) -> torch.Tensor:
         """``_after_ssm`` on channel-major (B, H, L) by the native kernels (``ssm.fused``):
         activation and dropout in one pass (`activated`: done already, as the convolution's
@@ -215,16 +251,16 @@ class Block(nn.Module):
         norm from the product's statistics), GLU or the activation, dropout and the residual in
         one pass."""
         if not activated:
-            z = fused.act_dropout(z, act, p)
+            z = fused.act_dropout(z, act, p, tied=tied)
         m = channel_linear(z, self.mix.weight, None)
         bias, n = self.mix.bias, self.mix_norm
         res, glu = (x if self.residual else None), self.mixing == "glu"
         if n is not None and n.training and n.track_running_stats and type(n) is nn.BatchNorm1d:
-            z = fused.norm_mix_tail(m, bias, n, res, glu=glu, act=act, p=p)
+            z = fused.norm_mix_tail(m, bias, n, res, glu=glu, act=act, p=p, tied=tied)
         else:
             if n is not None:
                 m, bias = n(m + bias.unsqueeze(-1)), None
-            z = fused.mix_tail(m, bias, res, glu=glu, act=act, p=p)
+            z = fused.mix_tail(m, bias, res, glu=glu, act=act, p=p, tied=tied)
         if not self.prenorm:
             z = self._norm(z, 1)
         return z
@@ -241,7 +277,8 @@ class Block(nn.Module):
         z = self._norm(x, 1) if self.prenorm else x
         kind = self._fused_kind() if fused.usable(z) and z.dtype == self.s4d.D.dtype else None
         if kind is not None:             # activation and dropout inside the convolution
-            y = self.s4d.conv_hl(z, epilogue=fused.ActDrop(*kind))
+            act, p, tied = kind
+            y = self.s4d.conv_hl(z, epilogue=fused.ActDrop(act, p, tied=tied))
             return self._after_ssm_fused(y, x, *kind, activated=True)
         return self._after_ssm(self.s4d.conv_hl(z), x, 1)
 
@@ -300,6 +337,7 @@ class SequenceModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(c.d_model, c.d_state, activation=c.activation, mixing=c.mixing,
                   residual=c.residual, norm=c.norm, prenorm=c.prenorm, dropout=c.dropout,
+                  tie_dropout=c.tie_dropout,
                   init=c.init, discretization=c.discretization, dt_min=c.dt_min,
                   dt_max=c.dt_max, learn_B=c.learn_B, mix_norm=c.mix_norm)
             for _ in range(c.n_layers))

@@ -137,7 +137,7 @@ TRAIN_RULES = {
 SECTIONS = ("model", "data", "train", "quant", "hw")   # quant, hw: kept verbatim for --quant/--hw
 
 
-INIT_ADJUSTABLE = ("readout", "dropout")    # [model] fields a warm start (--init) may change
+INIT_ADJUSTABLE = ("readout", "dropout", "tie_dropout")    # [model] fields a warm start (--init) may change
 
 
 @dataclass
@@ -159,7 +159,7 @@ class RunConfig:
     def warm_start(self, model):
         """The model a run started with ``--init`` trains: `model` (the checkpoint's weights and
         model config) with the ``[model]`` fields that hold no weights (``INIT_ADJUSTABLE``:
-        the readout, dropout) set as this config gives them. Every other field ``[model]``
+        the readout, dropout and its tying) set as this config gives them. Every other field ``[model]``
         gives must equal the checkpoint's; a difference is refused, naming the field (the
         weights fix the architecture)."""
         c = model.config

@@ -151,7 +151,7 @@ def train(cfg: RunConfig, out_dir, *, resume: bool = False, max_minutes: float |
     """Train per `cfg`, writing checkpoints and metrics under `out_dir`.
 
     init: a checkpoint (path or shipped name) whose weights and model config start the run
-    (``RunConfig.warm_start``: [model] may change its readout and dropout, nothing else).
+    (``RunConfig.warm_start``: [model] may change its readout and dropout (and its tying), nothing else).
     wrap: turns the float model into the model actually trained (e.g. quantization-aware).
     Returns the final metrics (test accuracy of the best model, or {"stopped": True, ...}).
     SIGTERM (in the main thread) stops the run like the time budget: after the current step,

@@ -689,10 +689,10 @@ class HwSequenceModel(SequenceModel):
     def _block(self, i, b, x, last=False):
         """Block i on x (B, L, H); last: its output at the last token only, (B, 1, H)."""
         z = b._norm(x) if b.prenorm else x
-        z = b.drop(b.act(self._s4d(i, z, last)))
+        z = b.dropout(b.act(self._s4d(i, z, last)))
         z = self._mvm(z, b.mix, "r_mix", "fs_mix", i)
         z = F.glu(z, dim=-1) if b.mixing == "glu" else b.act(z)
-        z = b.drop(z)
+        z = b.dropout(z)
         if b.residual:
             z = z + (x[:, -1:] if last else x)
         if not b.prenorm:
