@@ -164,3 +164,20 @@ def test_a_saved_mean_readout_model_deploys_as_it_ran(quantized, tmp_path):
     assert torch.equal(back(X[:4]), q(X[:4]))
     p = es.targets.get("loihi2").compile(back, backend="numpy")      # no calibration: as saved
     assert torch.equal(p.run(X[:4])[:, -1], q(X[:4]))
+
+
+def test_engine_logits_keep_sums_float32_would_tie():
+    """The training loop's evaluation on the integer engine takes the mean readout's argmax in
+    float64, as the deployment does: two sums 1 apart near 2^30 round to the same float32."""
+    from types import SimpleNamespace
+    from edgessm.train.loop import _engine_logits
+    L = 4
+    out = np.zeros((1, L, 3), dtype=np.int64)
+    out[0, :, 0] = 2**28                                     # sums 2^30 and 2^30 + 1
+    out[0, :, 1] = 2**28
+    out[0, 0, 1] += 1
+    net = SimpleNamespace(in_exp=-7, in_bits=8, readout="mean", out_exp=0)
+    eng = SimpleNamespace(net=net, _over=lambda *a: None, run_int=lambda xm: (out,))
+    logits = _engine_logits(eng, torch.zeros(1, L, 1))
+    assert logits.dtype == torch.float64 and int(logits.argmax(-1)) == 1
+    assert float(logits[0, 0].float()) == float(logits[0, 1].float())   # float32 would tie them

@@ -81,14 +81,16 @@ def _integer_engine(model: nn.Module, dataset, dev: torch.device):
 def _engine_logits(eng, x: torch.Tensor) -> torch.Tensor:
     """The logits after the last token of the integer network on the engine, as the model's
     eval forward gives them (the input encoded, the output mantissas, or a mean readout's mean
-    of them, scaled by 2^out_exp)."""
+    of them, scaled by 2^out_exp), in float64 as the deployment's readout: a mean readout's
+    sums of 1,024 tokens carry more than float32's 24 bits, and rounding them could tie two
+    classes and change the argmax."""
     from ..quant.fixedpoint import quantize_input_np
     net = eng.net
     xm, o = quantize_input_np(x.numpy(), net.in_exp, net.in_bits)
     eng._over("input", "input", o)
     out = torch.from_numpy(eng.run_int(xm)[0])
     final = out.sum(1).double() / out.shape[1] if net.readout == "mean" else out[:, -1].double()
-    return (final * 2.0 ** int(net.out_exp)).float()
+    return final * 2.0 ** int(net.out_exp)
 
 
 @torch.no_grad()
