@@ -110,7 +110,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = 
     for s in it:
         x, y = dataset.x[s:s + batch_size].to(dev), dataset.y[s:s + batch_size].to(dev)
         logits = model(x) if eng is None else _engine_logits(eng, x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        # the loss in float32, as the model's forward gives it; the argmax on the logits as they are
+        # (the engine's float64)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
         n += len(y)
     if eng is not None:    # the engine's counts: its readout runs (and is counted) at every token
