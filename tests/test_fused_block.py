@@ -495,5 +495,9 @@ def test_norm_mix_tail_bad_input_changes_nothing():
         fused.norm_mix_tail(m, None, n, torch.randn(2, 3, 4), glu=False)
     with pytest.raises(InputError, match="even number"):
         fused.norm_mix_tail(torch.randn(2, 5, 4), None, _bn(5), glu=True)
+    rng = torch.get_rng_state()
+    with pytest.raises(InputError, match="tied must be"):
+        fused.norm_mix_tail(m, None, n, glu=False, p=0.1, tied="yes")
+    assert torch.equal(rng, torch.get_rng_state())              # no seed drawn either
     after = n.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

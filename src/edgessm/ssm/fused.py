@@ -16,8 +16,8 @@ their own backward (fused.c): what ``Block.forward_hl`` runs after the FFT convo
   is in cache, its backward writing each chunk's input gradient into the convolution's buffer.
 
 Dropout draws its mask from a counter-based hash of (seed, row, position), or with ``tied`` of
-(seed, row) alone (one draw per channel of a sequence, kept or dropped along all its positions,
-as ``tied_dropout``; what the reference S4 models call tie_dropout): the seed is one
+(seed, row) alone (one draw per channel of a sequence, kept or dropped along all its positions:
+``[model] tie_dropout``, as ``network.TiedDropout`` on the torch path): the seed is one
 draw of torch's default CPU generator per call (so ``torch.manual_seed`` and a checkpoint's
 saved RNG state reproduce a run), the mask is the same for every thread count and the backward
 recomputes it (after a ReLU with nothing added, the backward reads the output instead: no
@@ -185,14 +185,18 @@ DROP_TIED = 1 << 30      # the kernels' flag in the threshold: one draw per row 
 def _drop(p: float, seed: int | None, tied: bool = False):
     """(threshold on 24 bits, with DROP_TIED for tied dropout; scale; seed) of dropout p; p = 0:
     no dropout."""
-    if not isinstance(tied, bool):
-        raise InputError(f"tied must be true or false, got {tied!r}")
+    _check_tied(tied)
     if p == 0.0:
         return 0, 1.0, 0
     thr = int(round(p * 2**24)) | (DROP_TIED if tied else 0)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())   # torch's default CPU generator
     return thr, 1.0 / (1.0 - p), seed & (2**64 - 1)
+
+
+def _check_tied(tied) -> None:
+    if not isinstance(tied, bool):
+        raise InputError(f"tied must be true or false, got {tied!r}")
 
 
 _GRAIN = 1 << 16          # elements below which a kernel runs on one thread (as torch's grain)
@@ -508,7 +512,7 @@ def norm_mix_tail(m: torch.Tensor, bias: torch.Tensor | None, norm: torch.nn.Bat
     (the mean of m + bias, the unbiased variance). In eval mode, or for a norm without running
     statistics, use the module itself."""
     a, p = _check_act(act), _check_p(p)
-    drop = _drop(p, seed, tied)
+    _check_tied(tied)
     m, bias, res = _check_mix(m, bias, res, glu)
     B, C, L = m.shape
     if not isinstance(norm, torch.nn.BatchNorm1d) or norm.num_features != C:
@@ -526,7 +530,8 @@ def norm_mix_tail(m: torch.Tensor, bias: torch.Tensor | None, norm: torch.nn.Bat
         norm.running_var.mul_(1 - f).add_(var * (B * L / (B * L - 1)), alpha=f)
     w = _param(norm.weight, C, "norm weight", m) if norm.affine else None
     b = _param(norm.bias, C, "norm bias", m) if norm.affine else None
-    return _NormMixTail.apply(m, mean, var, w, b, bias, res, float(norm.eps), bool(glu), a, *drop)
+    return _NormMixTail.apply(m, mean, var, w, b, bias, res, float(norm.eps), bool(glu), a,
+                              *_drop(p, seed, tied))
 
 
 def layer_norm_ch(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
