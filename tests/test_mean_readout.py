@@ -181,3 +181,36 @@ def test_engine_logits_keep_sums_float32_would_tie():
     logits = _engine_logits(eng, torch.zeros(1, L, 1))
     assert logits.dtype == torch.float64 and int(logits.argmax(-1)) == 1
     assert float(logits[0, 0].float()) == float(logits[0, 1].float())   # float32 would tie them
+
+
+def test_model_exact_logits_keep_sums_float32_would_tie(quantized, monkeypatch):
+    """The model's own integer path (evaluations too small for the engine) gives the same
+    float64 logits: `exact_logits`, whose argmax the training loop's evaluation reads; the eval
+    forward is them rounded to float32, which ties the two classes."""
+    from edgessm.data import SequenceDataset, TaskInfo
+    from edgessm.train.loop import _integer_engine, evaluate
+    _, q, X = quantized
+    x = X[:6]
+    ref = q(x)
+    assert torch.equal(q.exact_logits(x).float(), ref)           # the forward is them, rounded
+    L = 4
+    out = torch.zeros(1, L, 10, dtype=torch.int64)
+    out[0, :, 0] = 2**28
+    out[0, :, 1] = 2**28
+    out[0, 0, 1] += 1
+    monkeypatch.setattr(q, "int_forward", lambda x, all_tokens=True: out)
+    monkeypatch.setattr(q, "exp_out", torch.tensor(0))
+    x1 = torch.zeros(1, L, 2)
+    logits = q.exact_logits(x1)
+    assert logits.dtype == torch.float64 and int(logits.argmax(-1)) == 1
+    tied = q(x1)
+    assert float(tied[0, 0]) == float(tied[0, 1])                # float32 ties them
+    ds = SequenceDataset(x1, torch.tensor([1]), TaskInfo("tie", 2, 10, L, "two classes 1 apart"))
+    assert _integer_engine(q, ds, torch.device("cpu")) is None   # the model's own path
+    assert evaluate(q, ds)["accuracy"] == 1.0
+
+
+def test_exact_logits_reject_bad_input(quantized):
+    _, q, _ = quantized
+    with pytest.raises(es.InputError):
+        q.exact_logits(torch.zeros(2, 5, 3))

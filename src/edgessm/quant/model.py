@@ -434,9 +434,21 @@ class QuantSequenceModel(SequenceModel):
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.training or not self.exact_eval:
             return self._fq_logits(x, all_tokens=False)
+        return self.exact_logits(x).float()
+
+    @torch.no_grad()
+    def exact_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer network's logits after the last token, (B, d_out) float64: the decoder's
+        last output, or with a mean readout the mean of its outputs over the tokens, scaled by
+        2^out_exp, as the deployment reads them. :meth:`forward` in eval mode returns them
+        rounded to float32; an argmax should read these: a mean readout's sums of 1,024 tokens
+        carry more than float32's 24 bits, and rounding could tie two classes."""
+        check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
         if self.config.readout == "mean":
-            return self._readout_int(self.int_forward(x, all_tokens=True))[:, -1]
-        return self._to_float(self.int_forward(x, all_tokens=False))
+            m = self.int_forward(x, all_tokens=True).sum(1).double() / x.shape[1]
+        else:
+            m = self.int_forward(x, all_tokens=False).double()
+        return m * 2.0 ** int(self.exp_out)
 
     def forward_tokens(self, x: torch.Tensor, mode=None) -> torch.Tensor:
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")

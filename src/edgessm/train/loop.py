@@ -65,12 +65,18 @@ def _init_dist(world: int, device: torch.device):
 ENGINE_MIN_TOKENS = 1 << 14
 
 
-def _integer_engine(model: nn.Module, dataset, dev: torch.device):
-    """The integer engine (C backend) for `model` when it is a quantized model evaluating its
-    integer network (eval mode, ``exact_eval``) on the CPU over at least ENGINE_MIN_TOKENS
-    tokens, else None (then the model's own forward runs)."""
+def _exact_integer(model: nn.Module) -> bool:
+    """Whether `model` is a quantized model evaluating its integer network (eval mode,
+    ``exact_eval``)."""
     from ..quant import QuantSequenceModel
-    if not (isinstance(model, QuantSequenceModel) and model.exact_eval and dev.type == "cpu"
+    return isinstance(model, QuantSequenceModel) and model.exact_eval and not model.training
+
+
+def _integer_engine(model: nn.Module, dataset, dev: torch.device):
+    """The integer engine (C backend) for `model` when it evaluates its integer network
+    (``_exact_integer``) on the CPU over at least ENGINE_MIN_TOKENS tokens, else None (then the
+    model's own integer forward runs)."""
+    if not (_exact_integer(model) and dev.type == "cpu"
             and dataset.x.dim() == 3 and dataset.x.shape[0] * dataset.x.shape[1] >= ENGINE_MIN_TOKENS):
         return None
     from ..targets.fixed.engine import Engine
@@ -102,6 +108,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = 
     model.eval()
     dev = next(model.parameters()).device
     eng = _integer_engine(model, dataset, dev)
+    exact = _exact_integer(model)
     correct, loss_sum, n = 0, 0.0, 0
     it = range(0, len(dataset), batch_size)
     if progress:
@@ -109,9 +116,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, progress: bool = 
         it = tqdm(it, desc="eval", unit="batch", leave=False, file=sys.stderr)
     for s in it:
         x, y = dataset.x[s:s + batch_size].to(dev), dataset.y[s:s + batch_size].to(dev)
-        logits = model(x) if eng is None else _engine_logits(eng, x)
-        # the loss in float32, as the model's forward gives it; the argmax on the logits as they are
-        # (the engine's float64)
+        logits = _engine_logits(eng, x) if eng is not None else model.exact_logits(x) if exact else model(x)
+        # the loss in float32, as the model's forward gives it; the argmax on the float64 logits
+        # of the integer network (the engine's or the model's)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
         n += len(y)
