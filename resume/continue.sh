@@ -26,7 +26,7 @@ PY
 }
 
 runs=()
-for run in "scifar_h128_tied scifar_tied"; do
+for run in "scifar_h128_mixup scifar_mixup"; do
     set -- $run
     if unfinished "$2"; then runs+=("$run"); else echo "resume/$2: nothing to continue"; fi
 done
