@@ -444,11 +444,9 @@ class QuantSequenceModel(SequenceModel):
         rounded to float32; an argmax should read these: a mean readout's sums of 1,024 tokens
         carry more than float32's 24 bits, and rounding could tie two classes."""
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
-        if self.config.readout == "mean":
-            m = self.int_forward(x, all_tokens=True).sum(1).double() / x.shape[1]
-        else:
-            m = self.int_forward(x, all_tokens=False).double()
-        return m * 2.0 ** int(self.exp_out)
+        mean = self.config.readout == "mean"
+        out = self.int_forward(x, all_tokens=mean)                 # the last token's alone: (B, d)
+        return final_logits(out if mean else out[:, None], self.config.readout, int(self.exp_out))
 
     def forward_tokens(self, x: torch.Tensor, mode=None) -> torch.Tensor:
         check_tensor(x, ndim=3, last=self.config.d_input, name="x", what="(batch, length, d_input)")
@@ -500,6 +498,15 @@ class QuantSequenceModel(SequenceModel):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, calibrated={bool(self.calibrated)}"
+
+
+def final_logits(out: torch.Tensor, readout: str, out_exp: int) -> torch.Tensor:
+    """The logits after the last token, float64 (B, d_out), from the decoder's integer outputs
+    (B, L, d_out) (a last-token readout reads position -1 alone): the last output, or with a mean
+    readout the mean of all L, scaled by 2^out_exp. The model's exact path and the training
+    loop's engine path both read them."""
+    final = out.sum(1).double() / out.shape[1] if readout == "mean" else out[:, -1].double()
+    return final * 2.0 ** out_exp
 
 
 def _running_mean(out: torch.Tensor) -> torch.Tensor:

@@ -91,12 +91,11 @@ def _engine_logits(eng, x: torch.Tensor) -> torch.Tensor:
     sums of 1,024 tokens carry more than float32's 24 bits, and rounding them could tie two
     classes and change the argmax."""
     from ..quant.fixedpoint import quantize_input_np
+    from ..quant.model import final_logits
     net = eng.net
     xm, o = quantize_input_np(x.numpy(), net.in_exp, net.in_bits)
     eng._over("input", "input", o)
-    out = torch.from_numpy(eng.run_int(xm)[0])
-    final = out.sum(1).double() / out.shape[1] if net.readout == "mean" else out[:, -1].double()
-    return final * 2.0 ** int(net.out_exp)
+    return final_logits(torch.from_numpy(eng.run_int(xm)[0]), net.readout, int(net.out_exp))
 
 
 @torch.no_grad()
