@@ -2,7 +2,7 @@
 # Ship a finished long run the way psMNIST shipped: its best checkpoint as the float model NAME,
 # and after quantization-aware fine-tuning for Loihi 2 (QAFT) as NAME-loihi2.
 #   bash resume/ship.sh RUN QAFT_CONFIG NAME
-#   e.g. bash resume/ship.sh resume/scifar_mixup configs/scifar_qaft.toml scifar
+#   e.g. bash resume/ship.sh resume/scifar_mixup configs/scifar_qaft.toml scifar  (how sCIFAR shipped)
 # Refuses a run with epochs left, and one whose test accuracy does not beat the shipped NAME's
 # (SHIP_ANYWAY=1 ships it regardless). Every result lands in runs/NAME_ship/:
 #   ptq.json     PTQ of RUN/best to the loihi2 spec, float and integer on 10,000 test samples
